@@ -1,0 +1,140 @@
+"""Audio probing, validation and loading (soundfile for I/O, soxr for resampling)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+from tqdm.auto import tqdm
+
+# Integer PCM cannot hold NaN/inf and its length is exact from the header, so a header
+# probe suffices. Float subtypes may hold NaN/inf; compressed formats (MP3, OGG) only
+# estimate their length: those are decoded to validate them.
+_HEADER_TRUSTED_FORMATS = {"WAV", "WAVEX", "FLAC", "AIFF", "W64", "RF64", "CAF"}
+_FLOAT_SUBTYPES = {"FLOAT", "DOUBLE"}
+_DECODE_BLOCK_FRAMES = 1 << 16
+
+
+class AudioError(Exception):
+    """An audio file that cannot be used; `reason` is the machine-readable rejection reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What we know about an audio file after probing it."""
+
+    sample_rate: int  # Hz
+    channels: int
+    frames: int  # samples per channel
+    format: str  # soundfile container, e.g. "WAV"
+    subtype: str  # soundfile sample format, e.g. "PCM_16"
+    decoded: bool  # True if the samples were read to validate the file
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.frames / self.sample_rate
+
+
+def probe_audio(path: Path, *, full_decode: bool = False) -> AudioInfo:
+    """Read the header of `path` and decode it only where the header cannot be trusted.
+
+    Raises AudioError with reason ``missing_audio``, ``unreadable_audio``, ``empty_audio``
+    or ``non_finite_samples``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError("missing_audio", f"audio file not found: {path}")
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # libsndfile raises LibsndfileError/RuntimeError with its own text
+        raise AudioError("unreadable_audio", f"{path}: {exc}") from None
+    if info.samplerate <= 0 or info.channels <= 0:
+        raise AudioError("unreadable_audio", f"{path}: invalid header")
+    frames = int(info.frames)
+    needs_decode = (
+        full_decode
+        or info.format not in _HEADER_TRUSTED_FORMATS
+        or info.subtype in _FLOAT_SUBTYPES
+        or frames <= 0
+    )
+    if needs_decode:
+        frames = _validate_samples(path)
+    if frames <= 0:
+        raise AudioError("empty_audio", f"{path}: no audio samples")
+    return AudioInfo(
+        sample_rate=int(info.samplerate),
+        channels=int(info.channels),
+        frames=frames,
+        format=info.format,
+        subtype=info.subtype,
+        decoded=needs_decode,
+    )
+
+
+def _validate_samples(path: Path) -> int:
+    """Decode the whole file in blocks; return the true frame count, reject NaN/inf."""
+    frames = 0
+    try:
+        for block in sf.blocks(str(path), blocksize=_DECODE_BLOCK_FRAMES, dtype="float32"):
+            if not np.isfinite(block).all():
+                raise AudioError("non_finite_samples", f"{path}: contains NaN or infinite samples")
+            frames += len(block)
+    except AudioError:
+        raise
+    except Exception as exc:
+        raise AudioError("unreadable_audio", f"{path}: {exc}") from None
+    return frames
+
+
+def probe_many(
+    paths: Sequence[Path],
+    *,
+    jobs: int | None = None,
+    full_decode: bool = False,
+    desc: str = "probe",
+) -> list[AudioInfo | AudioError]:
+    """Probe many files in parallel threads (libsndfile releases the GIL); order is kept."""
+    jobs = jobs or os.cpu_count() or 1
+
+    def probe_one(path: Path) -> AudioInfo | AudioError:
+        try:
+            return probe_audio(path, full_decode=full_decode)
+        except AudioError as exc:
+            return exc
+
+    with tqdm(total=len(paths), desc=desc, unit="file", disable=None) as progress:
+        if jobs == 1:
+            results = []
+            for path in paths:
+                results.append(probe_one(path))
+                progress.update()
+            return results
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            results = []
+            for result in pool.map(probe_one, paths):
+                results.append(result)
+                progress.update()
+            return results
+
+
+def load_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
+    """Load `path` as mono float32 at `sample_rate` (downmix by mean, resample with soxr)."""
+    try:
+        samples, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioError("unreadable_audio", f"{path}: {exc}") from None
+    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    if file_rate != sample_rate:
+        mono = soxr.resample(mono, file_rate, sample_rate, quality="HQ")
+    return np.ascontiguousarray(mono, dtype=np.float32)

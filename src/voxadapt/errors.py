@@ -1,0 +1,21 @@
+"""Exceptions that carry a user-facing message; the CLI prints them as one line."""
+
+
+class VoxadaptError(Exception):
+    """A problem the user can fix (bad path, bad option, bad input); printed without a traceback."""
+
+
+class ConfigError(VoxadaptError):
+    """Invalid or conflicting configuration; the message lists every problem found."""
+
+
+class SourceError(VoxadaptError):
+    """The input dataset (SOURCE) cannot be read at all."""
+
+
+class ManifestError(VoxadaptError):
+    """A manifest file is missing or malformed."""
+
+
+class NothingKeptError(VoxadaptError):
+    """Every input item was rejected."""

@@ -1,0 +1,118 @@
+"""The utterance record and streaming, atomic JSONL reading and writing."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import IO, Any
+
+from voxadapt.errors import ManifestError
+
+
+@dataclass
+class Utterance:
+    """One utterance of a manifest: a line of `train.jsonl`.
+
+    Source metadata (role, gender, age, region, ...) is written as top-level keys beside
+    the fixed fields, so `jq .role` works; on reading, unknown keys land in `metadata`.
+    """
+
+    id: str
+    audio: str  # absolute path to the audio file
+    text: str  # normalized training transcript
+    raw_text: str  # transcript exactly as the source gave it
+    duration: float  # seconds, measured from the audio file
+    sample_rate: int  # Hz, of the file on disk (features resample to 16 kHz)
+    channels: int
+    speaker: str | None = None
+    language: str = "ko"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat dict for JSONL: fixed fields first, then metadata keys that do not clash."""
+        record = asdict(self)
+        metadata = record.pop("metadata")
+        for key, value in metadata.items():
+            record.setdefault(key, value)
+        return record
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> Utterance:
+        """Inverse of `to_dict`; raises KeyError/TypeError/ValueError on bad records."""
+        names = {f.name for f in fields(cls)} - {"metadata"}
+        known = {k: v for k, v in record.items() if k in names}
+        metadata = {k: v for k, v in record.items() if k not in names}
+        metadata.update(record.get("metadata") or {})
+        utterance = cls(**known, metadata=metadata)
+        utterance.duration = float(utterance.duration)
+        utterance.sample_rate = int(utterance.sample_rate)
+        utterance.channels = int(utterance.channels)
+        return utterance
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temp file beside `path` and rename it over `path` only if the block succeeds.
+
+    A crash or kill never leaves a half-written file under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    encoding = None if "b" in mode else "utf-8"
+    try:
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any] | Utterance]) -> int:
+    """Atomically write records as UTF-8 JSON lines; returns the number written."""
+    count = 0
+    with atomic_write(path) as handle:
+        for record in records:
+            if isinstance(record, Utterance):
+                record = record.to_dict()
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line_number, record) from a JSONL file, skipping blank lines."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    with path.open(encoding="utf-8-sig") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ManifestError(f"{path}:{line_number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise ManifestError(f"{path}:{line_number}: expected a JSON object")
+            yield line_number, record
+
+
+def read_manifest(path: Path) -> list[Utterance]:
+    """Read a manifest written by `voxadapt prepare` (or compatible) into Utterance records."""
+    utterances = []
+    for line_number, record in iter_jsonl(path):
+        try:
+            utterances.append(Utterance.from_dict(record))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(f"{path}:{line_number}: not an utterance record ({exc})") from None
+    return utterances

@@ -1,0 +1,23 @@
+"""Input-format parsers. Each turns a SOURCE into SourceItem / SourceRejection records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from voxadapt.sources.aihub import read_aihub
+from voxadapt.sources.base import Origin, SourceItem, SourceRecord, SourceRejection
+from voxadapt.sources.jsonl import read_jsonl
+from voxadapt.sources.kaldi import read_kaldi
+from voxadapt.sources.scp import read_scp
+
+# format name -> (parser, whether SOURCE is a directory)
+PARSERS: dict[str, tuple[Callable[[Path], Iterator[SourceRecord]], bool]] = {
+    "scp": (read_scp, False),
+    "aihub": (read_aihub, True),
+    "kaldi": (read_kaldi, True),
+    "jsonl": (read_jsonl, False),
+}
+FORMATS = tuple(PARSERS)
+
+__all__ = ["FORMATS", "PARSERS", "Origin", "SourceItem", "SourceRecord", "SourceRejection"]

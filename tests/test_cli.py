@@ -1,0 +1,131 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from voxadapt.cli import build_parser, main
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "voxadapt.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_help_lists_stages_with_examples(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "prepare" in out and "examples:" in out
+
+
+def test_prepare_help_has_examples():
+    help_text = build_parser()._subparsers._group_actions[0].choices["prepare"].format_help()
+    for needle in (
+        "FORMAT",
+        "SOURCE",
+        "--valid-size",
+        "--text-mode",
+        "examples:",
+        "rejected.jsonl",
+    ):
+        assert needle in help_text
+
+
+def test_prepare_end_to_end_on_committed_assets(assets, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "prepare",
+                "scp",
+                str(assets / "train.scp"),
+                "--out",
+                str(tmp_path / "scp"),
+                "--jobs",
+                "2",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "total kept" in out and "missing_audio" in out and "duplicate" in out
+    records = [json.loads(x) for x in (tmp_path / "scp" / "train.jsonl").read_text().splitlines()]
+    texts = {r["id"]: r["text"] for r in records}
+    assert texts == {
+        "ko_001": "환자분, 오늘 아침에 혈압약은 드셨어요?",
+        "ko_002": "가슴 통증이 언제부터 시작되었나요?",
+        "ko_003": "체온이 38도로 올라서 해열제를 투여했습니다.",
+        "ko_004": "내일 오전에 복부 초음파 검사가 예정되어 있습니다.",
+    }
+
+    assert (
+        main(
+            [
+                "prepare",
+                "aihub",
+                str(assets / "aihub"),
+                "--out",
+                str(tmp_path / "aihub"),
+                "--text-mode",
+                "phonetic",
+                "--drop-fillers",
+                "--strip-punctuation",
+            ]
+        )
+        == 0
+    )
+    records = [json.loads(x) for x in (tmp_path / "aihub" / "train.jsonl").read_text().splitlines()]
+    by_id = {r["id"]: r for r in records}
+    assert by_id["D0001_0001"]["text"] == "통증이 칠십 퍼센트 정도 줄었나요"
+    assert by_id["P0007_0003"]["text"] == "숨이 차고 기침이 계속 나와요"
+    assert by_id["D0001_0001"]["role"] == "의사" and by_id["D0001_0001"]["sample_rate"] == 48000
+    reasons = sorted(
+        json.loads(x)["reason"]
+        for x in (tmp_path / "aihub" / "rejected.jsonl").read_text().splitlines()
+    )
+    assert reasons == ["missing_audio", "too_short"]
+    assert (tmp_path / "aihub" / "durations.png").stat().st_size > 10_000
+
+
+def test_missing_source_is_one_line_error(tmp_path):
+    result = run_cli("prepare", "scp", tmp_path / "nope.scp", "--out", tmp_path / "o")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"voxadapt: error: SOURCE not found: {tmp_path / 'nope.scp'}"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_all_rejected_exits_nonzero_with_reasons(tmp_path):
+    scp = tmp_path / "bad.scp"
+    scp.write_text("gone.wav|없어요\nno separator\n", encoding="utf-8")
+    result = run_cli("prepare", "scp", scp, "--out", tmp_path / "o")
+    assert result.returncode == 1
+    assert "missing_audio: 1" in result.stderr and "malformed_line: 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_option_values_are_reported(tmp_path, assets):
+    result = run_cli(
+        "prepare",
+        "scp",
+        assets / "train.scp",
+        "--out",
+        tmp_path / "o",
+        "--min-duration",
+        "30",
+        "--max-duration",
+        "5",
+    )
+    assert result.returncode == 1
+    assert "min_duration_s < max_duration_s" in result.stderr
+    result = run_cli(
+        "prepare", "scp", assets / "train.scp", "--out", tmp_path / "o", "--valid-size", "2.5"
+    )
+    assert result.returncode == 2 and "whole count" in result.stderr

@@ -1,0 +1,266 @@
+import json
+from collections import Counter
+
+import matplotlib.image
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import fit_duration, write_wav
+
+from voxadapt.config import build_config
+from voxadapt.errors import ConfigError, NothingKeptError, SourceError
+from voxadapt.manifest import Utterance, read_manifest
+from voxadapt.prepare import PrepareConfig, prepare, split_utterances
+
+
+@pytest.fixture
+def messy_scp(tmp_path, speech):
+    """An SCP with every kind of bad line beside good ones from 12 speakers."""
+    samples, rate = speech
+    audio = tmp_path / "audio"
+    lines: list[bytes] = []
+    for speaker in range(12):
+        for utt in range(3):
+            seconds = 3.5 + (speaker * 3 + utt) % 7
+            target_rate = (16000, 22050, 44100, 48000)[utt % 4]
+            path = write_wav(
+                audio / f"spk{speaker:02d}" / f"u{utt}.wav",
+                fit_duration(samples, rate, seconds),
+                rate,
+                target_rate=target_rate,
+                channels=2 if utt == 1 else 1,
+            )
+            lines.append(
+                f"{path.relative_to(tmp_path)}|(3시)/(세 시)에 b/ 진료 {speaker}-{utt}".encode()
+            )
+    write_wav(audio / "short.wav", fit_duration(samples, rate, 1.0), rate)
+    write_wav(audio / "long.wav", fit_duration(samples, rate, 26.0), rate)
+    sf.write(audio / "empty.wav", np.zeros(0, dtype=np.float32), rate)
+    sf.write(audio / "nan.wav", np.full(rate * 4, np.nan, dtype=np.float32), rate, subtype="FLOAT")
+    (audio / "corrupt.wav").write_bytes(b"RIFF1234WAVEfmt not really")
+    lines += [
+        "audio/short.wav|짧아요".encode(),
+        "audio/long.wav|길어요".encode(),
+        "audio/empty.wav|비었어요".encode(),
+        "audio/nan.wav|숫자가 아니에요".encode(),
+        "audio/corrupt.wav|깨졌어요".encode(),
+        "audio/nothere.wav|없는 파일".encode(),
+        "구분자 없는 줄".encode(),
+        b"audio/spk00/u0.wav|",
+        b"audio/spk00/u0.wav|b/ n/",
+        "audio/spk00/u0.wav|(괄호가 안 닫혀요".encode(),
+        b"audio/spk00/u0.wav|\xff\xfe\xff",
+        "audio/spk00/u2.wav|같은 파일 두 번".encode(),
+        "audio/spk01/u0.wav|복통이 있어요".encode("cp949"),
+    ]
+    scp = tmp_path / "messy.scp"
+    scp.write_bytes(b"\n".join(lines) + b"\n")
+    return scp
+
+
+EXPECTED_REJECTIONS = {
+    "too_short": 1,
+    "too_long": 1,
+    "empty_audio": 1,
+    "non_finite_samples": 1,
+    "unreadable_audio": 1,
+    "missing_audio": 1,
+    "malformed_line": 1,
+    "empty_text": 2,
+    "unbalanced_brackets": 1,
+    "undecodable_line": 1,
+    "duplicate": 2,
+}
+
+
+def read_rejected(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_conservation_and_reasons(messy_scp, tmp_path):
+    result = prepare(PrepareConfig(messy_scp, "scp", tmp_path / "out", jobs=2))
+    rejected = read_rejected(result.rejected_path)
+    kept = read_manifest(result.manifests["train"])
+    input_lines = sum(1 for line in messy_scp.read_bytes().splitlines() if line.strip())
+    assert len(kept) + len(rejected) == input_lines == result.stats["input_items"]
+    assert Counter(r["reason"] for r in rejected) == EXPECTED_REJECTIONS
+    assert result.stats["rejected_by_reason"] == EXPECTED_REJECTIONS
+    assert len(kept) == 36  # the first line of each audio file is kept, later ones are duplicates
+    # the same file name in many folders: ids come from the path below the SCP folder
+    assert {u.id for u in kept} == {f"audio_spk{s:02d}_u{u}" for s in range(12) for u in range(3)}
+
+
+def test_records_carry_audio_facts_and_normalized_text(messy_scp, tmp_path):
+    result = prepare(PrepareConfig(messy_scp, "scp", tmp_path / "out", jobs=2))
+    kept = {u.id: u for u in read_manifest(result.manifests["train"])}
+    stereo = next(u for u in kept.values() if u.audio.endswith("spk03/u1.wav"))
+    assert (stereo.channels, stereo.sample_rate) == (2, 22050)
+    assert stereo.text == "3시에 진료 3-1"
+    assert stereo.raw_text == "(3시)/(세 시)에 b/ 진료 3-1"
+    assert stereo.language == "ko"
+    for utterance in kept.values():
+        assert 3.0 <= utterance.duration <= 25.0
+        assert utterance.audio.startswith("/")
+        info = sf.info(utterance.audio)
+        assert utterance.duration == pytest.approx(info.frames / info.samplerate, abs=1e-3)
+    # duplicate file names in different folders get unique ids
+    assert len(kept) == len({u.audio for u in kept.values()})
+
+
+def test_rejected_records_say_where_they_came_from(messy_scp, tmp_path):
+    result = prepare(PrepareConfig(messy_scp, "scp", tmp_path / "out", jobs=1))
+    rejected = {r["reason"]: r for r in read_rejected(result.rejected_path)}
+    assert rejected["malformed_line"]["line"] == 43
+    assert rejected["malformed_line"]["raw_text"] == "구분자 없는 줄"
+    assert rejected["unbalanced_brackets"]["raw_text"] == "(괄호가 안 닫혀요"
+    assert rejected["too_long"]["file"] == str(messy_scp)
+    assert rejected["missing_audio"]["audio"].endswith("audio/nothere.wav")
+
+
+def _speaker_of(utterance: Utterance) -> str:
+    return utterance.audio.split("/")[-2]
+
+
+@pytest.mark.parametrize(("valid_size", "test_size"), [(0.1, 0.2), (4, 7)])
+def test_speaker_disjoint_splits(tmp_path, speech, valid_size, test_size):
+    samples, rate = speech
+    lines = []
+    for speaker in range(20):
+        for utt in range(1 + speaker % 3):
+            path = write_wav(
+                tmp_path / "a" / f"s{speaker}" / f"{utt}.wav",
+                fit_duration(samples, rate, 3.2),
+                rate,
+            )
+            lines.append(
+                json.dumps({"audio": str(path), "text": "열이 나요", "speaker": f"s{speaker}"})
+            )
+    manifest = tmp_path / "in.jsonl"
+    manifest.write_text("\n".join(lines), encoding="utf-8")
+    total = len(lines)
+    config = PrepareConfig(
+        manifest, "jsonl", tmp_path / "out", valid_size=valid_size, test_size=test_size, seed=3
+    )
+    result = prepare(config)
+    splits = {name: read_manifest(path) for name, path in result.manifests.items()}
+    speakers = {name: {u.speaker for u in items} for name, items in splits.items()}
+    assert not speakers["train"] & speakers["valid"]
+    assert not speakers["train"] & speakers["test"]
+    assert not speakers["valid"] & speakers["test"]
+    assert sum(len(items) for items in splits.values()) == total
+    for name, size in (("valid", valid_size), ("test", test_size)):
+        target = size * total if size < 1 else size
+        # greedy over speaker groups of at most 3: within half a group of the target
+        assert abs(len(splits[name]) - target) <= 1.5
+    # deterministic for a seed, different for another seed
+    again = prepare(config.__class__(**{**config.__dict__, "out_dir": tmp_path / "again"}))
+    assert again.manifests["test"].read_text() == result.manifests["test"].read_text()
+    other = prepare(config.__class__(**{**config.__dict__, "out_dir": tmp_path / "o", "seed": 4}))
+    assert other.manifests["test"].read_text() != result.manifests["test"].read_text()
+
+
+def test_split_by_utterance_mixes_speakers():
+    utterances = [
+        Utterance(f"u{i}", f"/a/{i}.wav", "t", "t", 4.0, 16000, 1, speaker="one") for i in range(50)
+    ]
+    by_speaker = split_utterances(utterances, valid_size=0.2, test_size=None, split_by="speaker")
+    assert len(by_speaker["valid"]) in (0, 50)  # one speaker cannot be split
+    by_utt = split_utterances(utterances, valid_size=0.2, test_size=None, split_by="utterance")
+    assert len(by_utt["valid"]) == 10 and len(by_utt["train"]) == 40
+
+
+def test_duration_filter_bounds_are_options(messy_scp, tmp_path):
+    result = prepare(
+        PrepareConfig(messy_scp, "scp", tmp_path / "out", min_duration_s=0.5, max_duration_s=30)
+    )
+    reasons = result.stats["rejected_by_reason"]
+    assert "too_short" not in reasons and "too_long" not in reasons
+    assert result.stats["kept"] == 36 + 2
+
+
+def test_stats_and_plot(messy_scp, tmp_path):
+    result = prepare(PrepareConfig(messy_scp, "scp", tmp_path / "out", valid_size=2))
+    stats = json.loads(result.stats_path.read_text(encoding="utf-8"))
+    kept = [u for path in result.manifests.values() for u in read_manifest(path)]
+    assert stats["kept"] == len(kept)
+    assert stats["hours"] == pytest.approx(sum(u.duration for u in kept) / 3600)
+    assert stats["duration_s"]["mean"] == pytest.approx(np.mean([u.duration for u in kept]))
+    assert stats["sample_rates"] == dict(Counter(str(u.sample_rate) for u in kept))
+    histogram = stats["duration_histogram"]
+    assert sum(histogram["kept"]) == len(kept)
+    readable = len(kept) + 2  # plus the too_short and too_long clips
+    assert sum(histogram["all"]) == readable
+    image = matplotlib.image.imread(result.plot_path)
+    assert image.shape[0] >= 300 and image.shape[1] >= 500
+    colors = {tuple(np.round(px, 2)) for px in image.reshape(-1, image.shape[-1])[::7]}
+    assert len(colors) > 20  # bars, lines, text: not a blank placeholder
+    assert (tmp_path / "out" / "prepare_config.yaml").is_file()
+
+
+def test_label_duration_mismatch_is_rejected(tmp_path, speech):
+    samples, rate = speech
+    path = write_wav(tmp_path / "a.wav", fit_duration(samples, rate, 5.0), rate)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        json.dumps({"audio": str(path), "text": "좋아요", "duration": 9.0})
+        + "\n"
+        + json.dumps({"audio": str(path), "text": "좋아요"}),
+        encoding="utf-8",
+    )
+    with pytest.raises(NothingKeptError, match="duplicate: 1, duration_mismatch: 1"):
+        prepare(PrepareConfig(manifest, "jsonl", tmp_path / "out"))
+    result = prepare(PrepareConfig(manifest, "jsonl", tmp_path / "out2", duration_tolerance_s=5))
+    assert result.stats["kept"] == 1
+
+
+def test_everything_rejected_still_writes_rejections(tmp_path):
+    scp = tmp_path / "bad.scp"
+    scp.write_text("nope.wav|없어요\nno separator\n", encoding="utf-8")
+    with pytest.raises(NothingKeptError, match="all 2 input items were rejected"):
+        prepare(PrepareConfig(scp, "scp", tmp_path / "out"))
+    assert len(read_rejected(tmp_path / "out" / "rejected.jsonl")) == 2
+
+
+def test_missing_and_wrong_kind_of_source(tmp_path):
+    with pytest.raises(SourceError, match="SOURCE not found"):
+        prepare(PrepareConfig(tmp_path / "nope.scp", "scp", tmp_path / "out"))
+    with pytest.raises(SourceError, match="must be a folder"):
+        prepare(
+            PrepareConfig(tmp_path.joinpath("f.txt"), "aihub", tmp_path / "out")
+            if tmp_path.joinpath("f.txt").write_text("x")
+            else None
+        )
+
+
+def test_stale_split_files_are_removed(messy_scp, tmp_path):
+    out = tmp_path / "out"
+    prepare(PrepareConfig(messy_scp, "scp", out, valid_size=0.2))
+    assert (out / "valid.jsonl").exists()
+    prepare(PrepareConfig(messy_scp, "scp", out))
+    assert not (out / "valid.jsonl").exists()
+
+
+def test_config_yaml_flags_override_and_problems_reported_together(tmp_path):
+    yaml_path = tmp_path / "p.yaml"
+    yaml_path.write_text("min_duration_s: 1\nmax_duration_s: 10\nsplit_by: utterance\n")
+    config = build_config(
+        PrepareConfig,
+        yaml_path,
+        source=tmp_path,
+        source_format="scp",
+        out_dir=tmp_path,
+        max_duration_s=12.0,
+        seed=None,
+    )
+    assert (config.min_duration_s, config.max_duration_s, config.split_by) == (
+        1.0,
+        12.0,
+        "utterance",
+    )
+    yaml_path.write_text("min_duration_s: 9\nmax_duration_s: 2\nsplit_by: room\ncolour: red\n")
+    with pytest.raises(ConfigError) as info:
+        build_config(
+            PrepareConfig, yaml_path, source=tmp_path, source_format="scp", out_dir=tmp_path
+        )
+    message = str(info.value)
+    assert "colour" in message and "split_by" in message and "min_duration_s" in message
