@@ -84,12 +84,12 @@ def test_full_decode_catches_truncated_pcm(tmp_path, speech):
 def test_probe_many_keeps_order_and_reports_errors(tmp_path, speech):
     samples, rate = speech
     paths = []
-    for i in range(12):
+    for i in range(80):  # enough for worker processes (small lists are probed in-process)
         if i % 4 == 3:
             paths.append(tmp_path / f"missing{i}.wav")
         else:
             paths.append(
-                write_wav(tmp_path / f"{i}.wav", fit_duration(samples, rate, 1 + i / 10), rate)
+                write_wav(tmp_path / f"{i}.wav", fit_duration(samples, rate, 1 + i / 100), rate)
             )
     for jobs in (1, 4):
         results = probe_many(paths, jobs=jobs)
@@ -97,4 +97,4 @@ def test_probe_many_keeps_order_and_reports_errors(tmp_path, speech):
             if i % 4 == 3:
                 assert isinstance(result, AudioError) and result.reason == "missing_audio"
             else:
-                assert result.duration == pytest.approx(1 + i / 10, abs=1e-3)
+                assert result.duration == pytest.approx(1 + i / 100, abs=1e-3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,9 @@ class AudioError(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
+
+    def __reduce__(self) -> tuple:  # keep `reason` when sent back from a worker process
+        return (type(self), (self.reason, str(self)))
 
 
 @dataclass(frozen=True)
@@ -97,35 +100,40 @@ def _validate_samples(path: Path) -> int:
     return frames
 
 
-def probe_many(
-    paths: Sequence[Path],
-    *,
-    jobs: int | None = None,
-    full_decode: bool = False,
-    desc: str = "probe",
-) -> list[AudioInfo | AudioError]:
-    """Probe many files in parallel threads (libsndfile releases the GIL); order is kept."""
-    jobs = jobs or os.cpu_count() or 1
-
-    def probe_one(path: Path) -> AudioInfo | AudioError:
+def _probe_chunk(paths: list[Path], full_decode: bool) -> list[AudioInfo | AudioError]:
+    results: list[AudioInfo | AudioError] = []
+    for path in paths:
         try:
-            return probe_audio(path, full_decode=full_decode)
+            results.append(probe_audio(path, full_decode=full_decode))
         except AudioError as exc:
-            return exc
+            results.append(exc)
+    return results
 
-    with tqdm(total=len(paths), desc=desc, unit="file", disable=None) as progress:
-        if jobs == 1:
-            results = []
+
+def probe_many(
+    paths: Sequence[Path], *, jobs: int | None = None, full_decode: bool = False
+) -> list[AudioInfo | AudioError]:
+    """Probe many files in `jobs` worker processes (default: all cores); order is kept.
+
+    A header probe is mostly Python overhead, so threads would serialize on the GIL;
+    processes each take chunks of files, which also overlaps I/O latency on network disks.
+    """
+    jobs = jobs or os.cpu_count() or 1
+    paths = list(paths)
+    results: list[AudioInfo | AudioError] = []
+    with tqdm(total=len(paths), desc="probe audio", unit="file", disable=None) as progress:
+        if jobs == 1 or len(paths) < 64:
             for path in paths:
-                results.append(probe_one(path))
+                results.extend(_probe_chunk([path], full_decode))
                 progress.update()
             return results
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            results = []
-            for result in pool.map(probe_one, paths):
-                results.append(result)
-                progress.update()
-            return results
+        chunk = max(16, min(512, len(paths) // (jobs * 8)))
+        chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            for part in pool.map(_probe_chunk, chunks, [full_decode] * len(chunks)):
+                results.extend(part)
+                progress.update(len(part))
+    return results
 
 
 def load_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
