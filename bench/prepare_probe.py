@@ -47,16 +47,24 @@ def run(n_files: int, repeats: int) -> dict:
                 started = time.perf_counter()
                 result = prepare(config)
                 total = time.perf_counter() - started
-                rates.append({"probe_files_per_s": result.stats["probe"]["files_per_second"],
-                              "end_to_end_files_per_s": n_files / total})
+                rates.append(
+                    {
+                        "probe_files_per_s": result.stats["probe"]["files_per_second"],
+                        "end_to_end_files_per_s": n_files / total,
+                    }
+                )
             results[f"jobs={jobs}"] = {
-                key: {"median": statistics.median(r[key] for r in rates),
-                      "min": min(r[key] for r in rates), "max": max(r[key] for r in rates)}
+                key: {
+                    "median": statistics.median(r[key] for r in rates),
+                    "min": min(r[key] for r in rates),
+                    "max": max(r[key] for r in rates),
+                }
                 for key in rates[0]
             }
         one, many = results["jobs=1"], results[f"jobs={os.cpu_count() or 1}"]
-        results["speedup_all_cores"] = (many["probe_files_per_s"]["median"]
-                                        / one["probe_files_per_s"]["median"])
+        results["speedup_all_cores"] = (
+            many["probe_files_per_s"]["median"] / one["probe_files_per_s"]["median"]
+        )
         return {"files": n_files, "repeats": repeats, "cores": os.cpu_count(), **results}
 
 

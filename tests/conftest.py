@@ -10,12 +10,18 @@ import soundfile as sf
 import soxr
 
 ASSETS = Path(__file__).parent / "assets"
-CLIPS = sorted((ASSETS / "clips").glob("*.wav"))
+SAMPLES = Path(__file__).parents[1] / "src" / "voxadapt" / "samples"  # shipped with the package
+CLIPS = sorted((SAMPLES / "clips").glob("*.wav"))
 
 
 @pytest.fixture(scope="session")
 def assets() -> Path:
     return ASSETS
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return SAMPLES
 
 
 @pytest.fixture(scope="session")

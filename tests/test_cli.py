@@ -38,13 +38,13 @@ def test_prepare_help_has_examples():
         assert needle in help_text
 
 
-def test_prepare_end_to_end_on_committed_assets(assets, tmp_path, capsys):
+def test_prepare_end_to_end_on_committed_assets(assets, samples, tmp_path, capsys):
     assert (
         main(
             [
                 "prepare",
                 "scp",
-                str(assets / "train.scp"),
+                str(samples / "train.scp"),
                 "--out",
                 str(tmp_path / "scp"),
                 "--jobs",
@@ -111,11 +111,11 @@ def test_all_rejected_exits_nonzero_with_reasons(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_bad_option_values_are_reported(tmp_path, assets):
+def test_bad_option_values_are_reported(tmp_path, samples):
     result = run_cli(
         "prepare",
         "scp",
-        assets / "train.scp",
+        samples / "train.scp",
         "--out",
         tmp_path / "o",
         "--min-duration",
@@ -126,6 +126,6 @@ def test_bad_option_values_are_reported(tmp_path, assets):
     assert result.returncode == 1
     assert "min_duration_s < max_duration_s" in result.stderr
     result = run_cli(
-        "prepare", "scp", assets / "train.scp", "--out", tmp_path / "o", "--valid-size", "2.5"
+        "prepare", "scp", samples / "train.scp", "--out", tmp_path / "o", "--valid-size", "2.5"
     )
     assert result.returncode == 2 and "whole count" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -137,12 +138,30 @@ def probe_many(
 
 
 def load_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
-    """Load `path` as mono float32 at `sample_rate` (downmix by mean, resample with soxr)."""
+    """Load `path` as mono float32 at `sample_rate`, exactly as Voxtral's processor sees it.
+
+    The processor (transformers' `load_audio_as`) resamples with soxr HQ, averages channels,
+    and re-encodes the result in the file's own format with its default sample format
+    (16-bit PCM for WAV/FLAC) before featurizing. We do the same steps in the same order,
+    so cached training features equal the features the stock inference path computes.
+    """
     try:
-        samples, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as handle:
+            samples = handle.read(dtype="float32", always_2d=True)
+            file_rate, file_format, subtype = handle.samplerate, handle.format, handle.subtype
     except Exception as exc:
         raise AudioError("unreadable_audio", f"{path}: {exc}") from None
-    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    if samples.shape[0] == 0:
+        raise AudioError("empty_audio", f"{path}: no audio samples")
+    changed = False
     if file_rate != sample_rate:
-        mono = soxr.resample(mono, file_rate, sample_rate, quality="HQ")
+        samples = soxr.resample(samples, file_rate, sample_rate, quality="HQ")
+        changed = True
+    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    changed = changed or samples.shape[1] > 1 or subtype != sf.default_subtype(file_format)
+    if changed:
+        buffer = io.BytesIO()
+        sf.write(buffer, mono, sample_rate, format=file_format)
+        buffer.seek(0)
+        mono, _ = sf.read(buffer, dtype="float32")
     return np.ascontiguousarray(mono, dtype=np.float32)

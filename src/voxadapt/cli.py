@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -14,11 +15,43 @@ log = logging.getLogger("voxadapt")
 
 MAIN_EPILOG = """\
 stages:
+  demo        the whole pipeline on a tiny random Voxtral, offline, on CPU (~2 min)
   prepare     SCP / AI-Hub tree / Kaldi dir / JSONL -> train/valid/test manifests
+  cache       exact, compact log-mel features for a manifest (sharded, resumable)
+  train       projector-only QLoRA (or full projector) with CER-selected checkpoints
 
 examples:
+  voxadapt demo --out runs/demo
   voxadapt prepare aihub /data/208 --out data/ko-med --valid-size 0.05 --test-size 0.05
-  voxadapt prepare --help
+  voxadapt cache data/ko-med/*.jsonl --model mistralai/Voxtral-Mini-3B-2507 --out cache/ko-med
+  voxadapt train --config configs/ko-medical-qlora.yaml --cache cache/ko-med \\
+      --train data/ko-med/train.jsonl --valid data/ko-med/valid.jsonl
+  voxadapt COMMAND --help
+"""
+
+CACHE_EPILOG = """\
+The cache holds log-mel frames that touch real audio (fp16) plus one padding value per clip,
+in safetensors shards; `voxadapt train --cache DIR` rebuilds Voxtral's exact 30 s inputs.
+Re-running computes only new or changed clips; killing it never corrupts the cache.
+
+examples:
+  voxadapt cache data/ko-med/train.jsonl data/ko-med/valid.jsonl \\
+      --model mistralai/Voxtral-Mini-3B-2507 --out cache/ko-med --jobs 16
+"""
+
+TRAIN_EPILOG = """\
+Only the audio->LLM projector trains; the LLM is quantized (nf4 by default, also on CPU via
+bitsandbytes), the audio tower, projector and LM head are not. Each evaluation transcribes the
+valid set (greedy, KV cache) and keeps the adapter with the lowest CER in OUTPUT_DIR/adapter.
+Ctrl-C saves OUTPUT_DIR/checkpoint-last; --resume continues from it.
+Multi-GPU: torchrun --nproc_per_node=4 -m voxadapt.cli train ...  (or accelerate launch)
+
+examples:
+  voxadapt train --config configs/ko-medical-qlora.yaml --train data/train.jsonl \\
+      --valid data/valid.jsonl --cache cache/ko-med --output-dir runs/ko-med
+  voxadapt train --model mistralai/Voxtral-Mini-3B-2507 --train data/train.jsonl \\
+      --projector full --quantization none --dtype bf16 --max-steps 2000 --eval-steps 250
+  voxadapt train --config runs/ko-med/config.yaml --resume
 """
 
 PREPARE_EPILOG = """\
@@ -172,6 +205,186 @@ def _run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_cache(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "cache",
+        help="compute exact, compact log-mel features for manifests",
+        description="Featurize every utterance of the manifests with the model's processor "
+        "settings into a sharded feature store.",
+        epilog=CACHE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "manifests",
+        metavar="MANIFEST",
+        type=Path,
+        nargs="+",
+        help="JSONL manifests from `voxadapt prepare`",
+    )
+    parser.add_argument("--model", required=True, help="hub id or folder whose processor to use")
+    parser.add_argument("--out", dest="out_dir", type=Path, required=True, metavar="DIR")
+    parser.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
+    parser.add_argument(
+        "--shard-size", type=int, default=256, help="utterances per shard file (default: 256)"
+    )
+    parser.set_defaults(handler=_run_cache)
+
+
+def _run_cache(args: argparse.Namespace) -> int:
+    from voxadapt.features import build_cache
+
+    if args.shard_size < 1 or (args.jobs is not None and args.jobs < 1):
+        raise VoxadaptError("--shard-size and --jobs must be >= 1")
+    result = build_cache(
+        args.manifests, args.model, args.out_dir, jobs=args.jobs, shard_size=args.shard_size
+    )
+    print(
+        f"cache: {result.out_dir}\n  utterances {result.utterances}, computed "
+        f"{result.computed}, already cached {result.reused}, failed {result.failed}\n"
+        f"  {result.bytes_on_disk / 1e6:.1f} MB on disk "
+        f"({result.bytes_per_utterance / 1e3:.0f} kB per utterance), {result.seconds:.1f} s"
+    )
+    if result.failed:
+        print(f"  failures are listed in {result.out_dir / 'cache_errors.jsonl'}")
+    return 0 if result.failed < result.utterances else 1
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    from voxadapt.model import PROJECTOR_MODES, QUANTIZATIONS
+    from voxadapt.train import DTYPES, SCHEDULERS
+
+    parser = subparsers.add_parser(
+        "train",
+        help="train Voxtral's audio projector (LoRA or full) on manifests",
+        description="Projector-only fine-tuning of Voxtral with a quantized LLM, evaluation by "
+        "CER during training, best-checkpoint selection, TensorBoard logs and resumable "
+        "checkpoints. Options may come from --config FILE.yaml; flags override it.",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE.yaml",
+        help="YAML with TrainConfig options (see configs/)",
+    )
+    io_group = parser.add_argument_group("data and model")
+    io_group.add_argument(
+        "--model", help="hub id or folder (default: mistralai/Voxtral-Mini-3B-2507)"
+    )
+    io_group.add_argument("--train", type=Path, metavar="JSONL", help="training manifest")
+    io_group.add_argument(
+        "--valid",
+        type=Path,
+        metavar="JSONL",
+        help="validation manifest (selects the best checkpoint by CER)",
+    )
+    io_group.add_argument(
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        help="feature cache from `voxadapt cache` (default: compute on the fly)",
+    )
+    io_group.add_argument(
+        "--output-dir",
+        type=Path,
+        metavar="DIR",
+        help="where adapter/, checkpoints and logs go (default: runs/voxadapt)",
+    )
+    io_group.add_argument(
+        "--language", help="prompt language (default ko; auto = detect; manifest = each record's)"
+    )
+    model_group = parser.add_argument_group("what trains")
+    model_group.add_argument(
+        "--quantization", choices=QUANTIZATIONS, help="LLM weights: nf4 (default), int8 or none"
+    )
+    model_group.add_argument(
+        "--projector", choices=PROJECTOR_MODES, help="lora (default) or full projector"
+    )
+    model_group.add_argument("--lora-r", type=int, help="LoRA rank (default 8)")
+    model_group.add_argument("--lora-alpha", type=int, help="LoRA alpha (default 16)")
+    model_group.add_argument("--lora-dropout", type=float, help="LoRA dropout (default 0.05)")
+    model_group.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        help="compute dtype (default bf16 on capable GPUs, fp32 on CPU)",
+    )
+    _flag(model_group, "--gradient-checkpointing", help="recompute LLM activations in backward")
+    _flag(model_group, "--torch-compile", help="torch.compile the model")
+    loop = parser.add_argument_group("schedule")
+    loop.add_argument("--epochs", type=float, help="default 2")
+    loop.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
+    loop.add_argument("--batch-size", type=int, help="per device micro-batch (default 8)")
+    loop.add_argument("--grad-accum", type=int, help="micro-batches per step (default 4)")
+    loop.add_argument("--lr", type=float, help="peak learning rate (default 1e-4)")
+    loop.add_argument("--weight-decay", type=float, help="default 0")
+    loop.add_argument("--scheduler", choices=SCHEDULERS, help="default cosine")
+    loop.add_argument("--warmup-ratio", type=float, help="default 0.03")
+    loop.add_argument("--max-grad-norm", type=float, help="default 1.0")
+    loop.add_argument("--seed", type=int, help="default 0")
+    loop.add_argument("--num-workers", type=int, help="DataLoader workers (default 2)")
+    evals = parser.add_argument_group("logging and evaluation")
+    evals.add_argument("--logging-steps", type=int, help="default 10")
+    evals.add_argument("--eval-steps", type=int, help="default 200 (and at the end)")
+    evals.add_argument("--eval-samples", type=int, help="evaluate on a fixed random subset")
+    evals.add_argument("--eval-batch-size", type=int, help="default 16")
+    evals.add_argument(
+        "--early-stopping-patience", type=int, help="stop after N evaluations without a better CER"
+    )
+    _flag(parser, "--resume", help="continue from OUTPUT_DIR/checkpoint-last")
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from voxadapt.config import build_config
+    from voxadapt.train import TrainConfig, train
+
+    options = {k: v for k, v in vars(args).items() if k not in ("handler", "config", "verbose")}
+    config = build_config(TrainConfig, args.config, **options)
+    result = train(config)
+    if int(os.environ.get("RANK", "0")) == 0:
+        state = result.state
+        best = (
+            f"best eval CER {state.best_cer:.4f} at step {state.best_step}"
+            if state.best_cer is not None
+            else "no validation set: adapter = last step"
+        )
+        print(
+            f"trained {state.step} steps; {best}\nadapter: {result.adapter_dir}\n"
+            f"logs: {result.output_dir / 'tensorboard'} (tensorboard --logdir ...)"
+        )
+    return 0
+
+
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the whole pipeline on a tiny random Voxtral (offline, CPU)",
+        description="Build a tiny random Voxtral, prepare the bundled Korean sample clips, "
+        "cache features, train the projector for a few dozen steps and evaluate. It proves the "
+        "pipeline works on this machine; a random model does not transcribe. Real results "
+        "need --model mistralai/Voxtral-Mini-3B-2507 on a GPU.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  voxadapt demo --out runs/demo",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/demo"),
+        metavar="DIR",
+        help="where everything goes (default: runs/demo)",
+    )
+    parser.add_argument("--steps", type=int, default=30, help="training steps (default 30)")
+    parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from voxadapt.demo import run_demo
+
+    run_demo(args.out, steps=args.steps)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to render --help in tests)."""
     parser = argparse.ArgumentParser(
@@ -190,7 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="more logging (-v: debug messages, -vv: also from libraries)",
     )
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_demo(subparsers)
     _add_prepare(subparsers)
+    _add_cache(subparsers)
+    _add_train(subparsers)
     return parser
 
 

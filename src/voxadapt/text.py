@@ -105,3 +105,17 @@ def decode_line(data: bytes) -> tuple[str, str]:
         return data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
         return data.decode("cp949"), "cp949"
+
+
+# Scoring normalization: applied identically to reference and hypothesis before CER/WER.
+SCORING_NORMALIZATION_VERSION = "ko-score-1"
+# Punctuation removed for scoring; % and the decimal point inside numbers carry meaning.
+_SCORING_PUNCTUATION = re.compile(r"(?<!\d)[.,]|[.,](?!\d)|[^\w\s%.,]")
+
+
+def normalize_for_scoring(text: str) -> str:
+    """NFKC, drop punctuation (keep % and 38.5), lowercase Latin, collapse whitespace."""
+    text = unicodedata.normalize("NFKC", text)
+    text = _SCORING_PUNCTUATION.sub(" ", text)
+    text = text.replace("_", " ").lower()
+    return _WHITESPACE.sub(" ", text).strip()

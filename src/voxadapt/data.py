@@ -1,0 +1,193 @@
+"""Training examples: transcription prompt + target tokens, features from the cache or audio."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from voxadapt.audio import AudioError
+from voxadapt.errors import VoxadaptError
+from voxadapt.features import (
+    CompactFeatures,
+    FeatureSpec,
+    FeatureStore,
+    features_for_file,
+    n_chunks_for,
+    utterance_key,
+)
+from voxadapt.manifest import Utterance
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100  # label value the loss skips
+
+
+class PromptBuilder:
+    """Token ids of Voxtral's transcription prompt and of transcript targets.
+
+    The prompt `[BOS][INST][BEGIN_AUDIO][AUDIO]x375*chunks[/INST]lang:xx[TRANSCRIBE]` depends
+    only on the number of 30 s chunks and the language, so it is built once per pair by
+    mistral-common's own `encode_transcription` (the code the processor uses) and reused.
+    """
+
+    def __init__(self, processor: Any, spec: FeatureSpec) -> None:
+        self.mistral = processor.tokenizer.tokenizer  # mistral_common MistralTokenizer
+        self.tekken = self.mistral.instruct_tokenizer.tokenizer
+        self.spec = spec
+        self.eos_id = int(self.tekken.eos_id)
+        self.bos_id = int(self.tekken.bos_id)
+        self.pad_id = int(self.tekken.pad_id)
+        self.audio_token_id = int(self.tekken.get_special_token("[AUDIO]"))
+        self._prompts: dict[tuple[int, str | None], list[int]] = {}
+
+    def prompt(self, n_chunks: int, language: str | None) -> list[int]:
+        """Prompt ids for audio spanning `n_chunks` chunks; language None = auto-detect."""
+        key = (n_chunks, language)
+        if key not in self._prompts:
+            from mistral_common.protocol.instruct.chunk import RawAudio
+            from mistral_common.protocol.transcription.request import TranscriptionRequest
+            from mistral_common.tokens.tokenizers.audio import Audio
+
+            silence = Audio(
+                audio_array=np.zeros(n_chunks * self.spec.chunk_samples, dtype=np.float32),
+                sampling_rate=self.spec.sampling_rate,
+                format="wav",
+            )
+            request = TranscriptionRequest(
+                model="voxtral",
+                audio=RawAudio.from_audio(silence),
+                language=language,
+            )
+            self._prompts[key] = list(self.mistral.encode_transcription(request).tokens)
+        return self._prompts[key]
+
+    def target(self, text: str) -> list[int]:
+        """Transcript tokens followed by EOS: what the model must generate."""
+        return [*self.tekken.encode(text, bos=False, eos=False), self.eos_id]
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of generated ids, special tokens dropped."""
+        from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy
+
+        return self.tekken.decode(ids, special_token_policy=SpecialTokenPolicy.IGNORE)
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+    features: CompactFeatures
+    utterance: Utterance
+
+
+class TranscriptionDataset(Dataset):
+    """Utterances as (prompt + target) token ids with labels masked over the prompt."""
+
+    def __init__(
+        self,
+        utterances: list[Utterance],
+        prompts: PromptBuilder,
+        *,
+        store: FeatureStore | None = None,
+        language: str | None = "ko",
+    ) -> None:
+        self.utterances = utterances
+        self.prompts = prompts
+        self.spec = prompts.spec
+        self.store = store
+        self.language = language
+        self.keys: list[str | None] = [None] * len(utterances)
+        if store is not None:
+            missing = 0
+            for index, utterance in enumerate(utterances):
+                try:
+                    key = utterance_key(utterance, self.spec)
+                except OSError:
+                    key = None
+                if key is not None and key in store:
+                    self.keys[index] = key
+                else:
+                    missing += 1
+            if missing:
+                log.warning(
+                    "%d of %d utterances are not in the feature cache %s; computing "
+                    "them on the fly (run `voxadapt cache` to avoid this)",
+                    missing,
+                    len(utterances),
+                    store.root,
+                )
+
+        missing_audio = [
+            u.audio
+            for u, k in zip(utterances, self.keys)
+            if k is None and not os.path.isfile(u.audio)
+        ]
+        if missing_audio:
+            raise VoxadaptError(
+                f"{len(missing_audio)} audio files of the manifest are missing, "
+                f"e.g. {missing_audio[0]}; re-run `voxadapt prepare`"
+            )
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def features(self, index: int) -> CompactFeatures:
+        key = self.keys[index]
+        if key is not None and self.store is not None:
+            return self.store.get(key)
+        utterance = self.utterances[index]
+        try:
+            return features_for_file(utterance.audio, self.spec)
+        except AudioError as exc:
+            raise VoxadaptError(f"utterance {utterance.id}: {exc}") from None
+
+    def __getitem__(self, index: int) -> Example:
+        utterance = self.utterances[index]
+        features = self.features(index)
+        language = utterance.language if self.language == "manifest" else self.language
+        prompt = self.prompts.prompt(features.n_chunks, language)
+        target = self.prompts.target(utterance.text)
+        return Example(
+            input_ids=prompt + target,
+            labels=[IGNORE_INDEX] * len(prompt) + target,
+            features=features,
+            utterance=utterance,
+        )
+
+
+class Collator:
+    """Right-pad ids/labels; stack every example's 30 s feature chunks in batch order."""
+
+    def __init__(self, spec: FeatureSpec, pad_id: int) -> None:
+        self.spec = spec
+        self.pad_id = pad_id
+
+    def __call__(self, examples: list[Example]) -> dict[str, Any]:
+        width = max(len(e.input_ids) for e in examples)
+        input_ids = torch.full((len(examples), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+        for row, example in enumerate(examples):
+            n = len(example.input_ids)
+            input_ids[row, :n] = torch.tensor(example.input_ids)
+            labels[row, :n] = torch.tensor(example.labels)
+            attention_mask[row, :n] = 1
+        # Voxtral fills [AUDIO] positions in row-major order from the stacked chunks.
+        input_features = torch.cat([e.features.expand(self.spec) for e in examples])
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+            "input_features": input_features,
+        }
+
+
+def audio_token_count(n_samples: int, spec: FeatureSpec) -> int:
+    """[AUDIO] tokens for a clip: 375 per 30 s chunk (3000 frames / 2 conv stride / 4 grouping)."""
+    return n_chunks_for(n_samples, spec) * spec.chunk_frames // 8

@@ -1,0 +1,397 @@
+"""Exact Voxtral log-mel features, stored compactly, and the sharded feature store.
+
+Voxtral pads every clip with zeros to a multiple of 30 s (480000 samples at 16 kHz) and takes
+Whisper's log-mel of the padded signal: 128 mels x 3000 frames per chunk. A frame whose STFT
+window holds only padding has zero power, so its log-mel is log10(1e-10) = -10, then clamped to
+(global max - 8): every such frame has the same value. We therefore run the STFT only over
+the frames that touch real audio, store those frames (fp16) and the single pad value, and
+rebuild the padded tensor exactly on load. A 5 s clip stores 503 frames instead of 3000.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.numpy import save
+from tqdm.auto import tqdm
+
+from voxadapt.audio import AudioError, load_audio
+from voxadapt.errors import VoxadaptError
+from voxadapt.manifest import Utterance, atomic_write
+
+log = logging.getLogger(__name__)
+
+# Bump when the stored representation or its computation changes: old shards stop matching.
+FEATURE_FORMAT_VERSION = 1
+SHARD_GLOB = "shard-*.safetensors"
+
+
+class CacheMismatchError(VoxadaptError):
+    """A feature cache was built with another feature extractor than the model's."""
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The parameters of Voxtral's log-mel front end (from the processor's feature extractor)."""
+
+    sampling_rate: int  # Hz; audio is resampled to this
+    n_fft: int  # STFT window, samples
+    hop_length: int  # samples between frames
+    n_mels: int
+    chunk_samples: int  # 30 s of audio
+    mel_filters: np.ndarray  # (n_fft // 2 + 1, n_mels)
+
+    @classmethod
+    def from_feature_extractor(cls, extractor: Any) -> FeatureSpec:
+        if float(getattr(extractor, "dither", 0.0) or 0.0) != 0.0:
+            raise VoxadaptError(
+                "feature extractors with dither are not deterministic; set dither=0"
+            )
+        return cls(
+            sampling_rate=int(extractor.sampling_rate),
+            n_fft=int(extractor.n_fft),
+            hop_length=int(extractor.hop_length),
+            n_mels=int(extractor.feature_size),
+            chunk_samples=int(extractor.n_samples),
+            mel_filters=np.asarray(extractor.mel_filters, dtype=np.float32),
+        )
+
+    @classmethod
+    def from_model(cls, model: str | Path) -> FeatureSpec:
+        """Read the spec from a model's processor (hub id or local folder)."""
+        from transformers import WhisperFeatureExtractor
+
+        try:
+            extractor = WhisperFeatureExtractor.from_pretrained(str(model))
+        except OSError as exc:
+            raise VoxadaptError(f"cannot load the feature extractor of {model}: {exc}") from None
+        return cls.from_feature_extractor(extractor)
+
+    @property
+    def chunk_frames(self) -> int:
+        return self.chunk_samples // self.hop_length
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever any parameter (or the mel filterbank) changes."""
+        digest = hashlib.sha256()
+        digest.update(
+            json.dumps(
+                [
+                    FEATURE_FORMAT_VERSION,
+                    self.sampling_rate,
+                    self.n_fft,
+                    self.hop_length,
+                    self.n_mels,
+                    self.chunk_samples,
+                ]
+            ).encode()
+        )
+        digest.update(np.ascontiguousarray(self.mel_filters, dtype=np.float32).tobytes())
+        return digest.hexdigest()[:16]
+
+
+@dataclass
+class CompactFeatures:
+    """Log-mel frames that touch real audio, plus the value of every padding frame."""
+
+    frames: np.ndarray  # (n_mels, n_real_frames) float16
+    pad_value: float
+    n_chunks: int  # 30 s chunks the padded audio spans
+
+    def expand(self, spec: FeatureSpec) -> torch.Tensor:
+        """The processor's tensor: (n_chunks, n_mels, chunk_frames) float32."""
+        total = self.n_chunks * spec.chunk_frames
+        full = torch.full((spec.n_mels, total), float(self.pad_value), dtype=torch.float32)
+        full[:, : self.frames.shape[1]] = torch.from_numpy(self.frames.astype(np.float32))
+        return full.reshape(spec.n_mels, self.n_chunks, spec.chunk_frames).transpose(0, 1)
+
+
+def n_chunks_for(n_samples: int, spec: FeatureSpec) -> int:
+    """Number of 30 s chunks Voxtral uses for `n_samples` of 16 kHz audio (each = 375 tokens)."""
+    return max(1, math.ceil(n_samples / spec.chunk_samples))
+
+
+def compute_features(audio: np.ndarray, spec: FeatureSpec) -> CompactFeatures:
+    """Whisper log-mel of `audio` (mono, spec.sampling_rate) as if zero-padded to 30 s chunks."""
+    n_samples = len(audio)
+    if n_samples == 0:
+        raise AudioError("empty_audio", "no audio samples")
+    n_chunks = n_chunks_for(n_samples, spec)
+    padded_len = n_chunks * spec.chunk_samples
+    total_frames = padded_len // spec.hop_length
+    half_window = spec.n_fft // 2
+    # Frame t (centered STFT) sees samples [t*hop - n_fft/2, t*hop + n_fft/2): frames from
+    # ceil((n + n_fft/2) / hop) on see only padding.
+    real_frames = min(total_frames, math.ceil((n_samples + half_window) / spec.hop_length))
+    # Enough signal that no kept frame reaches the segment's end (where torch.stft reflects),
+    # unless the segment is the whole padded signal, exactly as the processor computes it.
+    segment_len = min(padded_len, real_frames * spec.hop_length + spec.n_fft)
+    segment = torch.zeros(segment_len, dtype=torch.float32)
+    segment[:n_samples] = torch.from_numpy(np.asarray(audio, dtype=np.float32))
+    window = torch.hann_window(spec.n_fft)
+    stft = torch.stft(segment, spec.n_fft, spec.hop_length, window=window, return_complex=True)
+    magnitudes = (stft[..., :real_frames].abs() ** 2).contiguous()
+    mel = torch.from_numpy(spec.mel_filters).T @ magnitudes
+    log_spec = torch.clamp(mel, min=1e-10).log10()
+    floor = log_spec.max() - 8.0
+    if real_frames < total_frames:  # padding frames (-10) take part in the max and the floor
+        floor = torch.maximum(floor, torch.tensor(-10.0 - 8.0))
+    log_spec = (torch.maximum(log_spec, floor) + 4.0) / 4.0
+    pad_value = (max(-10.0, float(floor)) + 4.0) / 4.0
+    return CompactFeatures(log_spec.numpy().astype(np.float16), pad_value, n_chunks)
+
+
+def features_for_file(path: Path | str, spec: FeatureSpec) -> CompactFeatures:
+    """Load, downmix, resample (soxr) and featurize one audio file."""
+    return compute_features(load_audio(Path(path), spec.sampling_rate), spec)
+
+
+def utterance_key(utterance: Utterance, spec: FeatureSpec) -> str:
+    """Cache key: utterance id + audio file identity (path, size, mtime) + feature spec."""
+    stat = os.stat(utterance.audio)
+    identity = f"{utterance.id}\0{utterance.audio}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    digest = hashlib.sha256(f"{identity}\0{spec.fingerprint}".encode()).hexdigest()
+    return digest[:32]
+
+
+@dataclass
+class _Entry:
+    shard: Path
+    offset: int  # first frame in the shard's `frames` tensor
+    length: int
+    pad_value: float
+    n_chunks: int
+
+
+class FeatureStore:
+    """Read access to a feature cache folder of safetensors shards.
+
+    Each shard holds one fp16 tensor `frames` (n_mels, total frames) and, in its header
+    metadata, the spec fingerprint and per-utterance (key, offset, length, pad, chunks).
+    Only headers are read when the store opens; shards are memory-mapped on access.
+    """
+
+    def __init__(self, root: Path, spec: FeatureSpec, *, require_match: bool = True) -> None:
+        self.root = Path(root)
+        self.spec = spec
+        self.entries: dict[str, _Entry] = {}
+        self.stale_shards: list[Path] = []
+        self._handles: dict[Path, Any] = {}
+        if not self.root.is_dir():
+            raise VoxadaptError(f"feature cache not found: {self.root}")
+        for shard in sorted(self.root.glob(SHARD_GLOB)):
+            with safe_open(str(shard), framework="numpy") as handle:
+                metadata = handle.metadata() or {}
+            if metadata.get("fingerprint") != spec.fingerprint:
+                self.stale_shards.append(shard)
+                continue
+            for key, offset, length, pad_value, n_chunks in json.loads(metadata["entries"]):
+                self.entries[key] = _Entry(shard, offset, length, pad_value, n_chunks)
+        if require_match and self.stale_shards and not self.entries:
+            raise CacheMismatchError(
+                f"the feature cache {self.root} was built for another processor "
+                f"(fingerprint != {spec.fingerprint}); rebuild it with `voxadapt cache` "
+                "for this model"
+            )
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, key: str) -> CompactFeatures:
+        entry = self.entries[key]
+        handle = self._handles.get(entry.shard)
+        if handle is None:
+            handle = safe_open(str(entry.shard), framework="numpy")
+            self._handles[entry.shard] = handle
+        frames = handle.get_slice("frames")[:, entry.offset : entry.offset + entry.length]
+        return CompactFeatures(np.asarray(frames), entry.pad_value, entry.n_chunks)
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers reopen their own handles
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        return state
+
+
+def write_shard(
+    root: Path, spec: FeatureSpec, keyed: Sequence[tuple[str, CompactFeatures]]
+) -> Path:
+    """Atomically write one shard; the name is unique, so concurrent writers never collide."""
+    entries, offset = [], 0
+    for key, features in keyed:
+        length = features.frames.shape[1]
+        entries.append([key, offset, length, features.pad_value, features.n_chunks])
+        offset += length
+    frames = (
+        np.concatenate([f.frames for _, f in keyed], axis=1)
+        if keyed
+        else np.zeros((spec.n_mels, 0), dtype=np.float16)
+    )
+    path = Path(root) / f"shard-{uuid.uuid4().hex[:16]}.safetensors"
+    metadata = {
+        "fingerprint": spec.fingerprint,
+        "entries": json.dumps(entries),
+        "format_version": str(FEATURE_FORMAT_VERSION),
+    }
+    with atomic_write(path, "wb") as handle:
+        handle.write(save({"frames": np.ascontiguousarray(frames)}, metadata=metadata))
+    return path
+
+
+@dataclass
+class CacheResult:
+    """What `build_cache` did."""
+
+    out_dir: Path
+    utterances: int  # in the manifest(s)
+    computed: int  # newly featurized in this run
+    reused: int  # already in the cache
+    failed: int  # unreadable audio, listed in cache_errors.jsonl
+    bytes_on_disk: int  # all current shards
+    seconds: float
+
+    @property
+    def bytes_per_utterance(self) -> float:
+        return self.bytes_on_disk / max(1, self.computed + self.reused)
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # one process per core; no oversubscription
+
+
+def _featurize_shard(
+    root: str, spec: FeatureSpec, jobs: list[tuple[str, str, str]]
+) -> tuple[int, list[dict[str, str]]]:
+    """Worker: featurize (key, id, audio) items, write one shard; return (count, errors)."""
+    keyed, errors = [], []
+    for key, utt_id, audio in jobs:
+        try:
+            keyed.append((key, features_for_file(audio, spec)))
+        except AudioError as exc:
+            errors.append({"id": utt_id, "audio": audio, "reason": exc.reason, "detail": str(exc)})
+    if keyed:
+        write_shard(Path(root), spec, keyed)
+    return len(keyed), errors
+
+
+def build_cache(
+    manifests: Iterable[Path],
+    model: str | Path,
+    out_dir: Path,
+    *,
+    jobs: int | None = None,
+    shard_size: int = 256,
+) -> CacheResult:
+    """Featurize every utterance of `manifests` not yet in the cache at `out_dir`.
+
+    Safe to kill at any moment: shards appear atomically, and a re-run computes only what is
+    missing (or whose audio file or feature extractor changed).
+    """
+    import time
+
+    from voxadapt.manifest import read_manifest
+
+    started = time.perf_counter()
+    spec = FeatureSpec.from_model(model)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in out_dir.glob(".shard-*.tmp"):  # from a killed run
+        leftover.unlink(missing_ok=True)
+    store = FeatureStore(out_dir, spec, require_match=False)
+    if store.stale_shards:
+        log.warning(
+            "%d shards in %s were built for another feature extractor and are ignored",
+            len(store.stale_shards),
+            out_dir,
+        )
+    utterances: list[Utterance] = []
+    for manifest in manifests:
+        utterances.extend(read_manifest(manifest))
+    todo: list[tuple[str, str, str]] = []
+    errors: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for utterance in utterances:
+        try:
+            key = utterance_key(utterance, spec)
+        except OSError as exc:
+            errors.append(
+                {
+                    "id": utterance.id,
+                    "audio": utterance.audio,
+                    "reason": "missing_audio",
+                    "detail": str(exc),
+                }
+            )
+            continue
+        if key not in store and key not in seen:
+            todo.append((key, utterance.id, utterance.audio))
+        seen.add(key)
+    reused = len(seen) - len(todo)
+    if reused:
+        log.info("%d of %d utterances already cached; computing %d", reused, len(seen), len(todo))
+    # Long clips first so the slowest shards start early; shards then hold similar lengths.
+    durations = {u.audio: u.duration for u in utterances}
+    todo.sort(key=lambda item: -durations.get(item[2], 0.0))
+    batches = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(batches) or 1))
+    computed = 0
+    with tqdm(total=len(todo), desc="cache features", unit="utt", disable=None) as progress:
+        if jobs == 1:
+            _init_worker()
+            results = (_featurize_shard(str(out_dir), spec, batch) for batch in batches)
+            for count, batch_errors in results:
+                computed += count
+                errors.extend(batch_errors)
+                progress.update(count + len(batch_errors))
+        else:
+            with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker) as pool:
+                futures = [pool.submit(_featurize_shard, str(out_dir), spec, b) for b in batches]
+                for future in futures:
+                    count, batch_errors = future.result()
+                    computed += count
+                    errors.extend(batch_errors)
+                    progress.update(count + len(batch_errors))
+    with atomic_write(out_dir / "cache_errors.jsonl") as handle:
+        for error in errors:
+            handle.write(json.dumps(error, ensure_ascii=False) + "\n")
+    with atomic_write(out_dir / "feature_spec.json") as handle:
+        json.dump(
+            {
+                "fingerprint": spec.fingerprint,
+                "model": str(model),
+                "sampling_rate": spec.sampling_rate,
+                "n_fft": spec.n_fft,
+                "hop_length": spec.hop_length,
+                "n_mels": spec.n_mels,
+                "chunk_samples": spec.chunk_samples,
+                "format_version": FEATURE_FORMAT_VERSION,
+            },
+            handle,
+            indent=2,
+        )
+    current = [p for p in out_dir.glob(SHARD_GLOB) if p not in set(store.stale_shards)]
+    return CacheResult(
+        out_dir=out_dir,
+        utterances=len(utterances),
+        computed=computed,
+        reused=reused,
+        failed=len(errors),
+        bytes_on_disk=sum(p.stat().st_size for p in current),
+        seconds=time.perf_counter() - started,
+    )

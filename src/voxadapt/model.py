@@ -1,0 +1,312 @@
+"""Load Voxtral (quantized LLM only), attach the projector adapter, audit what trains."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from voxadapt.errors import ConfigError, VoxadaptError
+
+log = logging.getLogger(__name__)
+
+QUANTIZATIONS = ("nf4", "int8", "none")
+PROJECTOR_MODES = ("lora", "full")
+PROJECTOR_NAME = "multi_modal_projector"
+AUDIO_TOWER_NAME = "audio_tower"
+
+
+class ModelError(VoxadaptError):
+    """The model cannot be used for projector training (no projector, wrong quantization...)."""
+
+
+@dataclass(frozen=True)
+class AdapterOptions:
+    """How the projector is trained."""
+
+    mode: str = "lora"  # "lora": LoRA on the projector linears; "full": all projector weights
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+
+
+def module_paths(model: nn.Module) -> dict[str, list[str]]:
+    """Full module paths of the audio tower, the projector and the LM head in this model.
+
+    Paths differ across transformers versions (`audio_tower` vs `model.audio_tower`), so they
+    are read from the model rather than written down.
+    """
+    paths: dict[str, list[str]] = {"audio_tower": [], "projector": [], "lm_head": []}
+    for name, _ in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf == AUDIO_TOWER_NAME:
+            paths["audio_tower"].append(name)
+        elif leaf == PROJECTOR_NAME:
+            paths["projector"].append(name)
+        elif leaf == "lm_head":
+            paths["lm_head"].append(name)
+    if not paths["projector"]:
+        raise ModelError(
+            f"the model has no `{PROJECTOR_NAME}`: voxadapt trains Voxtral's audio projector "
+            "(use a Voxtral checkpoint such as mistralai/Voxtral-Mini-3B-2507)"
+        )
+    return paths
+
+
+def projector_linear_names(model: nn.Module) -> list[str]:
+    """Full paths of the nn.Linear layers inside the projector (the LoRA targets)."""
+    projectors = module_paths(model)["projector"]
+    names = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and any(name.startswith(p + ".") for p in projectors)
+    ]
+    if not names:
+        raise ModelError(f"`{PROJECTOR_NAME}` has no linear layers to train")
+    return names
+
+
+def _meta_model(model_id: str | Path) -> nn.Module:
+    from transformers import AutoConfig, VoxtralForConditionalGeneration
+
+    config = AutoConfig.from_pretrained(str(model_id))
+    if getattr(config, "model_type", None) != "voxtral":
+        raise ModelError(
+            f"{model_id} is a {config.model_type!r} model, not Voxtral: "
+            f"it has no `{PROJECTOR_NAME}` to train"
+        )
+    with torch.device("meta"):
+        return VoxtralForConditionalGeneration(config)
+
+
+def quantization_config(model_id: str | Path, quantization: str, compute_dtype: torch.dtype):
+    """bitsandbytes config that quantizes the LLM only.
+
+    `llm_int8_skip_modules` replaces transformers' default exclusion list (which holds the
+    LM head) and matches module paths from the start, so we pass the full paths of the audio
+    tower, the projector and the LM head: the projector we train is never a 4-bit layer.
+    """
+    if quantization == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    paths = module_paths(_meta_model(model_id))
+    skip = sorted({*paths["audio_tower"], *paths["projector"], *paths["lm_head"]})
+    if quantization == "nf4":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+            llm_int8_skip_modules=skip,
+        )
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    raise ConfigError(f"quantization must be one of {', '.join(QUANTIZATIONS)}")
+
+
+def quantized_modules(model: nn.Module) -> list[str]:
+    """Paths of bitsandbytes-quantized linear layers."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return []
+    kinds = (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
+    return [name for name, module in model.named_modules() if isinstance(module, kinds)]
+
+
+def check_quantization(model: nn.Module, quantization: str) -> None:
+    """Raise unless exactly the LLM's linears are quantized (audio tower, projector, head not)."""
+    quantized = quantized_modules(model)
+    if quantization == "none":
+        if quantized:
+            raise ModelError(f"{len(quantized)} layers are quantized although quantization=none")
+        return
+    paths = module_paths(model)
+    protected = [*paths["audio_tower"], *paths["projector"], *paths["lm_head"]]
+    wrong = [q for q in quantized if any(q == p or q.startswith(p + ".") for p in protected)]
+    if wrong:
+        raise ModelError(
+            f"{len(wrong)} layers that must stay unquantized were quantized, e.g. {wrong[0]}"
+        )
+    if not quantized:
+        raise ModelError(f"quantization={quantization} requested but no layer was quantized")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs that support it, else fp16 on GPUs, fp32 on CPU."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def attention_implementation(device: torch.device) -> str:
+    """flash_attention_2 where installed and on CUDA, else PyTorch SDPA."""
+    if device.type == "cuda":
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+def load_voxtral(
+    model_id: str | Path,
+    *,
+    quantization: str = "nf4",
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    attn_implementation: str | None = None,
+) -> nn.Module:
+    """Load VoxtralForConditionalGeneration with only the LLM quantized; verify the result."""
+    from transformers import VoxtralForConditionalGeneration
+
+    device = torch.device(device)
+    dtype = dtype or default_dtype(device)
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("bf16 requested but this GPU does not support it; use --dtype fp16")
+    quant = quantization_config(model_id, quantization, dtype)
+    kwargs: dict[str, Any] = {
+        "dtype": dtype,
+        "attn_implementation": attn_implementation or attention_implementation(device),
+    }
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        kwargs["device_map"] = {"": device}
+    try:
+        model = VoxtralForConditionalGeneration.from_pretrained(str(model_id), **kwargs)
+    except OSError as exc:
+        raise ModelError(f"cannot load {model_id}: {exc}") from None
+    if quant is None:
+        model.to(device)
+    check_quantization(model, quantization)
+    return model
+
+
+def freeze_all(model: nn.Module) -> None:
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+
+
+def attach_projector_adapter(model: nn.Module, options: AdapterOptions) -> nn.Module:
+    """Make only the projector trainable: LoRA on its linears (by full path), or all of it."""
+    targets = projector_linear_names(model)
+    freeze_all(model)
+    if options.mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            r=options.lora_r,
+            lora_alpha=options.lora_alpha,
+            lora_dropout=options.lora_dropout,
+            target_modules=targets,
+            bias="none",
+        )
+        return get_peft_model(model, config)
+    if options.mode == "full":
+        for name, module in model.named_modules():
+            if name in targets:
+                for parameter in module.parameters():
+                    parameter.requires_grad_(True)
+        return model
+    raise ConfigError(f"projector mode must be one of {', '.join(PROJECTOR_MODES)}")
+
+
+@dataclass
+class AuditRow:
+    group: str
+    trainable: int
+    total: int
+
+
+def parameter_audit(model: nn.Module) -> list[AuditRow]:
+    """Trainable and total parameters per part: audio tower, projector, LLM, LM head."""
+    paths = module_paths(model)
+
+    def group_of(name: str) -> str:
+        for group in ("audio_tower", "projector", "lm_head"):
+            if any(
+                name == p or name.startswith(p + ".") or f".{p}." in f".{name}"
+                for p in paths[group]
+            ):
+                return group
+        return "language_model"
+
+    rows = {g: AuditRow(g, 0, 0) for g in ("audio_tower", "projector", "language_model", "lm_head")}
+    for name, parameter in model.named_parameters():
+        row = rows[group_of(name)]
+        count = parameter.numel()
+        if hasattr(parameter, "quant_state") or parameter.dtype == torch.uint8:
+            count *= 2  # bitsandbytes packs two 4-bit weights per byte
+        row.total += count
+        if parameter.requires_grad:
+            row.trainable += count
+    return list(rows.values())
+
+
+def trainable_parameters(model: nn.Module) -> Iterable[tuple[str, nn.Parameter]]:
+    return ((n, p) for n, p in model.named_parameters() if p.requires_grad)
+
+
+def check_only_projector_trains(model: nn.Module) -> int:
+    """Return the number of trainable parameters; raise if any lies outside the projector."""
+    rows = parameter_audit(model)
+    outside = [r for r in rows if r.group != "projector" and r.trainable]
+    if outside:
+        detail = ", ".join(f"{r.group}: {r.trainable}" for r in outside)
+        raise ModelError(
+            f"refusing to train: parameters outside the projector are trainable ({detail})"
+        )
+    trainable = sum(r.trainable for r in rows)
+    if not trainable:
+        raise ModelError("nothing is trainable")
+    return trainable
+
+
+def format_audit(rows: list[AuditRow]) -> str:
+    from voxadapt.report import format_table
+
+    table = [(r.group, f"{r.trainable:,}", f"{r.total:,}") for r in rows]
+    table.append(
+        ("total", f"{sum(r.trainable for r in rows):,}", f"{sum(r.total for r in rows):,}")
+    )
+    return format_table(table, ("part", "trainable", "parameters"))
+
+
+def save_adapter(
+    model: nn.Module, out_dir: Path, options: AdapterOptions, extra: dict[str, Any]
+) -> None:
+    """PEFT format for LoRA; projector weights as safetensors for full mode. Plus our config."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from voxadapt.manifest import atomic_write
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if options.mode == "lora":
+        model.save_pretrained(str(out_dir))
+    else:
+        state = {n: p.detach().to("cpu").contiguous() for n, p in trainable_parameters(model)}
+        save_file(state, str(out_dir / "projector.safetensors"))
+    with atomic_write(out_dir / "voxadapt_adapter.json") as handle:
+        json.dump(
+            {
+                "projector": options.mode,
+                "lora_r": options.lora_r,
+                "lora_alpha": options.lora_alpha,
+                "lora_dropout": options.lora_dropout,
+                **extra,
+            },
+            handle,
+            indent=2,
+            ensure_ascii=False,
+        )
