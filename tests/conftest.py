@@ -56,3 +56,34 @@ def fit_duration(samples: np.ndarray, rate: int, seconds: float) -> np.ndarray:
     frames = round(seconds * rate)
     reps = int(np.ceil(frames / len(samples)))
     return np.tile(samples, reps)[:frames]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random Voxtral on disk, loadable with from_pretrained(dir) like a hub model."""
+    from voxadapt.tiny import build_tiny_voxtral
+
+    return build_tiny_voxtral(tmp_path_factory.mktemp("tiny-voxtral"))
+
+
+@pytest.fixture(scope="session")
+def processor(tiny_model):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def spec(processor):
+    from voxadapt.features import FeatureSpec
+
+    return FeatureSpec.from_feature_extractor(processor.feature_extractor)
+
+
+@pytest.fixture(scope="session")
+def sample_manifest(tmp_path_factory) -> Path:
+    """train.jsonl prepared from the bundled sample clips (4 utterances)."""
+    from voxadapt.prepare import PrepareConfig, prepare
+
+    out = tmp_path_factory.mktemp("samples")
+    return prepare(PrepareConfig(SAMPLES / "train.scp", "scp", out, jobs=1)).manifests["train"]

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import fit_duration, write_wav
 
 from voxadapt.audio import AudioError, load_audio, probe_audio, probe_many
+
+from conftest import fit_duration, write_wav
 
 
 @pytest.mark.parametrize("rate", [16000, 22050, 44100, 48000])

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -129,3 +130,71 @@ def test_bad_option_values_are_reported(tmp_path, samples):
         "prepare", "scp", samples / "train.scp", "--out", tmp_path / "o", "--valid-size", "2.5"
     )
     assert result.returncode == 2 and "whole count" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_pipeline(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "voxadapt.cli", "demo", "--out", str(tmp_path), "--steps", "4"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "does not transcribe" in result.stdout
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    assert list((tmp_path / "cache").glob("shard-*.safetensors"))
+    assert (tmp_path / "data" / "train.jsonl").is_file()
+
+
+def test_cache_cli_smoke(tmp_path, tiny_model, sample_manifest, capsys):
+    assert (
+        main(
+            [
+                "cache",
+                str(sample_manifest),
+                "--model",
+                str(tiny_model),
+                "--out",
+                str(tmp_path / "c"),
+                "--jobs",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert "computed 4" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "cache",
+                str(sample_manifest),
+                "--model",
+                str(tiny_model),
+                "--out",
+                str(tmp_path / "c"),
+            ]
+        )
+        == 0
+    )
+    assert "already cached 4" in capsys.readouterr().out
+
+
+def test_train_cli_reports_bad_options_in_one_line(tmp_path):
+    result = run_cli(
+        "train",
+        "--train",
+        tmp_path / "t.jsonl",
+        "--lora-r",
+        "0",
+        "--projector",
+        "full",
+        "--batch-size",
+        "0",
+    )
+    assert result.returncode == 1
+    assert "lora_r must be >= 1" in result.stderr and "batch_size must be >= 1" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli("train", "--model", tmp_path / "nomodel", "--train", tmp_path / "t.jsonl")
+    assert result.returncode == 1 and "Traceback" not in result.stderr

@@ -5,12 +5,13 @@ import matplotlib.image
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import fit_duration, write_wav
 
 from voxadapt.config import build_config
 from voxadapt.errors import ConfigError, NothingKeptError, SourceError
 from voxadapt.manifest import Utterance, read_manifest
 from voxadapt.prepare import PrepareConfig, prepare, split_utterances
+
+from conftest import fit_duration, write_wav
 
 
 @pytest.fixture

@@ -50,7 +50,6 @@ class PromptBuilder:
         """Prompt ids for audio spanning `n_chunks` chunks; language None = auto-detect."""
         key = (n_chunks, language)
         if key not in self._prompts:
-            from mistral_common.protocol.instruct.chunk import RawAudio
             from mistral_common.protocol.transcription.request import TranscriptionRequest
             from mistral_common.tokens.tokenizers.audio import Audio
 
@@ -59,11 +58,16 @@ class PromptBuilder:
                 sampling_rate=self.spec.sampling_rate,
                 format="wav",
             )
-            request = TranscriptionRequest(
-                model="voxtral",
-                audio=RawAudio.from_audio(silence),
-                language=language,
-            )
+            try:  # mistral-common >= 1.13 takes base64 audio directly
+                request = TranscriptionRequest(
+                    model="voxtral", audio=silence.to_base64("wav"), language=language
+                )
+            except (ValueError, TypeError):  # older releases want RawAudio
+                from mistral_common.protocol.instruct.chunk import RawAudio
+
+                request = TranscriptionRequest(
+                    model="voxtral", language=language, audio=RawAudio.from_audio(silence)
+                )
             self._prompts[key] = list(self.mistral.encode_transcription(request).tokens)
         return self._prompts[key]
 

@@ -1,0 +1,252 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from voxadapt.config import build_config
+from voxadapt.errors import VoxadaptError
+from voxadapt.features import (
+    CacheMismatchError,
+    FeatureSpec,
+    build_cache,
+    compute_features,
+    write_shard,
+)
+from voxadapt.train import TrainConfig, train
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def config(tiny_model, manifest, out, **changes):
+    base = dict(
+        model=str(tiny_model),
+        train=manifest,
+        valid=manifest,
+        output_dir=out,
+        max_steps=6,
+        batch_size=4,
+        grad_accum=1,
+        lr=1e-2,
+        logging_steps=1,
+        eval_steps=3,
+        warmup_ratio=0.0,
+        num_workers=0,
+        scheduler="constant",
+        max_new_tokens_per_s=1.0,
+    )
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def losses(history):
+    return [r["train_loss"] for r in history if "train_loss" in r]
+
+
+@pytest.mark.slow
+def test_lora_training_from_cache_selects_best_cer(tiny_model, sample_manifest, tmp_path):
+    cache = tmp_path / "cache"
+    build_cache([sample_manifest], tiny_model, cache, jobs=1)
+    result = train(config(tiny_model, sample_manifest, tmp_path / "run", cache=cache))
+    history = result.state.log_history
+    loss = losses(history)
+    assert len(loss) == 6 and loss[-1] < loss[0] - 0.02
+    evals = [r for r in history if "eval_cer" in r]
+    assert [r["step"] for r in evals] == [3, 6]
+    best = min(evals, key=lambda r: r["eval_cer"])
+    assert result.state.best_step == best["step"]
+    assert result.state.best_cer == best["eval_cer"]
+    adapter = result.adapter_dir
+    assert (adapter / "adapter_config.json").is_file()
+    weights = load_file(adapter / "adapter_model.safetensors")
+    assert sum(t.numel() for t in weights.values()) == 3_584
+    saved = json.loads((adapter / "voxadapt_adapter.json").read_text())
+    assert saved["step"] == best["step"] and saved["quantization"] == "nf4"
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    assert state["step"] == 6 and len(state["log_history"]) == len(history)
+    assert (tmp_path / "run" / "config.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_full_projector_training(tiny_model, sample_manifest, tmp_path):
+    result = train(
+        config(
+            tiny_model,
+            sample_manifest,
+            tmp_path / "run",
+            projector="full",
+            lr=1e-3,
+            valid=None,
+            quantization="none",
+        )
+    )
+    loss = losses(result.state.log_history)
+    assert loss[-1] < loss[0] - 0.02
+    weights = load_file(result.adapter_dir / "projector.safetensors")
+    assert sorted(t.numel() for t in weights.values()) == [64 * 64, 256 * 64]
+
+
+@pytest.mark.slow
+def test_early_stopping(tiny_model, sample_manifest, tmp_path):
+    result = train(
+        config(
+            tiny_model,
+            sample_manifest,
+            tmp_path / "run",
+            lr=0.0,
+            eval_steps=1,
+            max_steps=10,
+            early_stopping_patience=2,
+        )
+    )
+    evals = [r for r in result.state.log_history if "eval_cer" in r]
+    assert len(evals) == 3  # best at the first, then two without improvement
+    assert result.state.step == 3
+
+
+def _wait_for_lines(path: Path, count: int, process, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if path.exists() and len(path.read_text().splitlines()) >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{path} did not reach {count} lines")
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_resume_continues(tiny_model, sample_manifest, tmp_path):
+    out = tmp_path / "run"
+    args = [
+        sys.executable,
+        "-m",
+        "voxadapt.cli",
+        "train",
+        "--model",
+        str(tiny_model),
+        "--train",
+        str(sample_manifest),
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        "8",
+        "--batch-size",
+        "2",
+        "--grad-accum",
+        "2",
+        "--lr",
+        "1e-2",
+        "--logging-steps",
+        "1",
+        "--num-workers",
+        "1",
+        "--warmup-ratio",
+        "0",
+    ]
+    process = subprocess.Popen(
+        args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    _wait_for_lines(out / "log.jsonl", 2, process)
+    process.send_signal(signal.SIGINT)
+    _stdout, stderr = process.communicate(timeout=240)
+    assert process.returncode == 1, stderr
+    assert "interrupted at step" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr
+    stopped = json.loads((out / "checkpoint-last" / "state.json").read_text())["step"]
+    assert 2 <= stopped < 8
+
+    resumed = subprocess.run(
+        [*args, "--resume"], env=ENV, capture_output=True, text=True, timeout=400
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if "train_loss" in r]
+    assert steps == list(range(1, 9))  # continued, not restarted, nothing repeated
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["step"] == 8
+    assert [r["step"] for r in state["log_history"] if "train_loss" in r] == steps
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(tiny_model, sample_manifest, tmp_path):
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29613",
+        "-m",
+        "voxadapt.cli",
+        "train",
+        "--model",
+        str(tiny_model),
+        "--train",
+        str(sample_manifest),
+        "--valid",
+        str(sample_manifest),
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "1",
+        "--grad-accum",
+        "1",
+        "--logging-steps",
+        "1",
+        "--eval-steps",
+        "3",
+        "--num-workers",
+        "0",
+    ]
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("adapter: ") == 1  # only rank 0 reports and writes
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train_loss" in r] == [1, 2, 3]
+    evals = [r for r in records if "eval_cer" in r]
+    assert len(evals) == 1 and evals[0]["eval_utterances"] == 4  # both ranks' halves
+
+
+def test_empty_manifest_is_refused(tiny_model, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(VoxadaptError, match="is empty"):
+        train(config(tiny_model, empty, tmp_path / "run"))
+
+
+def test_cache_for_another_processor_is_refused(tiny_model, sample_manifest, spec, tmp_path):
+    other = FeatureSpec(**{**spec.__dict__, "n_fft": 512})
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    import numpy as np
+
+    write_shard(cache, other, [("k", compute_features(np.ones(16000, dtype=np.float32), spec))])
+    with pytest.raises(CacheMismatchError, match="another processor"):
+        train(config(tiny_model, sample_manifest, tmp_path / "run", cache=cache))
+
+
+def test_shipped_config_loads_and_validates(tmp_path):
+    for path in CONFIGS.glob("*.yaml"):
+        loaded = build_config(
+            TrainConfig, path, train=tmp_path / "t.jsonl", valid=tmp_path / "v.jsonl"
+        )
+        assert loaded.lora_r == 8 and loaded.quantization == "nf4"
+    with pytest.raises(VoxadaptError, match="train manifest is required"):
+        build_config(TrainConfig, CONFIGS / "ko-medical-qlora.yaml")
+
+
+def test_resume_without_checkpoint_is_an_error(tiny_model, sample_manifest, tmp_path):
+    with pytest.raises(VoxadaptError, match="no checkpoint"):
+        train(config(tiny_model, sample_manifest, tmp_path / "run", resume=True))
+    shutil.rmtree(tmp_path / "run", ignore_errors=True)
