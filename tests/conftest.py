@@ -87,3 +87,29 @@ def sample_manifest(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("samples")
     return prepare(PrepareConfig(SAMPLES / "train.scp", "scp", out, jobs=1)).manifests["train"]
+
+
+@pytest.fixture(scope="session")
+def adapters(tiny_model, tmp_path_factory) -> dict[str, Path]:
+    """A 'trained' LoRA and full-projector adapter for the tiny model (random, non-zero
+    updates, so merged and unmerged models differ from the base), as `voxadapt train`
+    saves them, marked as trained on an nf4 base."""
+    import torch
+
+    from voxadapt.model import AdapterOptions, attach_projector_adapter, load_voxtral, save_adapter
+
+    out = tmp_path_factory.mktemp("adapters")
+    result = {}
+    for mode in ("lora", "full"):
+        options = AdapterOptions(mode)
+        model = attach_projector_adapter(load_voxtral(tiny_model, quantization="none"), options)
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if parameter.requires_grad:
+                    noise = torch.randn(parameter.shape, generator=generator)
+                    parameter.add_(0.05 * noise)
+        info = {"base_model": str(tiny_model), "quantization": "nf4", "language": "ko"}
+        save_adapter(model, out / mode, options, info)
+        result[mode] = out / mode
+    return result

@@ -146,6 +146,9 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
     assert list((tmp_path / "cache").glob("shard-*.safetensors"))
     assert (tmp_path / "data" / "train.jsonl").is_file()
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["utterances"] == 4
+    assert (tmp_path / "eval" / "report.html").is_file()
 
 
 def test_cache_cli_smoke(tmp_path, tiny_model, sample_manifest, capsys):

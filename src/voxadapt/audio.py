@@ -28,6 +28,7 @@ class AudioError(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
+        self.detail = detail
 
     def __reduce__(self) -> tuple:  # keep `reason` when sent back from a worker process
         return (type(self), (self.reason, str(self)))

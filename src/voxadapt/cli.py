@@ -19,6 +19,9 @@ stages:
   prepare     SCP / AI-Hub tree / Kaldi dir / JSONL -> train/valid/test manifests
   cache       exact, compact log-mel features for a manifest (sharded, resumable)
   train       projector-only QLoRA (or full projector) with CER-selected checkpoints
+  transcribe  batched transcription of files, folders or manifests (JSONL / text / SRT)
+  evaluate    transcribe a manifest and score it: CER/WER/sWER, CIs, term recall, report.html
+  export      merge the adapter: transformers checkpoint, or Mistral format for vLLM
 
 examples:
   voxadapt demo --out runs/demo
@@ -26,6 +29,8 @@ examples:
   voxadapt cache data/ko-med/*.jsonl --model mistralai/Voxtral-Mini-3B-2507 --out cache/ko-med
   voxadapt train --config configs/ko-medical-qlora.yaml --cache cache/ko-med \\
       --train data/ko-med/train.jsonl --valid data/ko-med/valid.jsonl
+  voxadapt evaluate data/ko-med/test.jsonl --adapter runs/voxadapt/adapter --out runs/eval
+  voxadapt export --adapter runs/voxadapt/adapter --out models/ko-med --format mistral
   voxadapt COMMAND --help
 """
 
@@ -37,6 +42,43 @@ Re-running computes only new or changed clips; killing it never corrupts the cac
 examples:
   voxadapt cache data/ko-med/train.jsonl data/ko-med/valid.jsonl \\
       --model mistralai/Voxtral-Mini-3B-2507 --out cache/ko-med --jobs 16
+"""
+
+TRANSCRIBE_EPILOG = """\
+Clips are grouped by 30 s chunk count and sorted by length, decoded greedily in batches with
+a KV cache. The LLM quantization defaults to what the adapter was trained with. Each output
+record flags repetition loops and transcripts cut by the max-new-tokens cap; a leaked
+`lang:xx` prefix is removed. Unreadable inputs are reported per file; the rest still run.
+
+examples:
+  voxadapt transcribe call.wav --adapter runs/voxadapt/adapter
+  voxadapt transcribe recordings/ --adapter runs/voxadapt/adapter --out out.jsonl --batch-size 32
+  voxadapt transcribe data/ko-med/test.jsonl --out subs/ --format srt
+  voxadapt transcribe clip.flac --model mistralai/Voxtral-Mini-3B-2507 --language auto
+"""
+
+EVALUATE_EPILOG = """\
+Outputs in --out: predictions.jsonl (one row per utterance, written as batches finish),
+metrics.json, report.html, evaluate_config.yaml. After a crash or Ctrl-C, the same command
+with --resume decodes only what is missing. Metrics are defined in the README.
+
+examples:
+  voxadapt evaluate data/ko-med/test.jsonl --out runs/eval-base          # zero-shot baseline
+  voxadapt evaluate data/ko-med/test.jsonl --adapter runs/voxadapt/adapter --out runs/eval \\
+      --terms configs/ko-medical-terms.txt --compare runs/eval-base/predictions.jsonl
+  voxadapt evaluate data/ko-med/test.jsonl --adapter runs/voxadapt/adapter --out runs/eval --resume
+"""
+
+EXPORT_EPILOG = """\
+formats:
+  hf       LoRA merged into the projector; a complete transformers checkpoint with the
+           processor and tokenizer (VoxtralForConditionalGeneration.from_pretrained(OUT))
+  mistral  consolidated.safetensors + params.json + tekken.json, the layout vLLM serves:
+           vllm serve OUT --tokenizer-mode mistral --config-format mistral --load-format mistral
+
+examples:
+  voxadapt export --adapter runs/voxadapt/adapter --out models/ko-med-hf
+  voxadapt export --adapter runs/voxadapt/adapter --out models/ko-med-vllm --format mistral
 """
 
 TRAIN_EPILOG = """\
@@ -385,6 +427,228 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_decoding_flags(parser: argparse.ArgumentParser) -> None:
+    from voxadapt.model import QUANTIZATIONS
+    from voxadapt.train import DTYPES
+
+    group = parser.add_argument_group("model and decoding")
+    group.add_argument(
+        "--model",
+        help="base model: hub id or folder (default: the adapter's base model, "
+        "else mistralai/Voxtral-Mini-3B-2507)",
+    )
+    group.add_argument("--adapter", type=Path, metavar="DIR", help="adapter from voxadapt train")
+    group.add_argument(
+        "--quantization",
+        choices=QUANTIZATIONS,
+        help="LLM weights (default: as the adapter was trained; nf4 without one)",
+    )
+    group.add_argument("--dtype", choices=tuple(DTYPES), help="default bf16 on GPU, fp32 on CPU")
+    group.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    group.add_argument(
+        "--language", help="prompt language (default ko; auto = the model detects it)"
+    )
+    group.add_argument("--batch-size", type=int, help="clips per batch (default 16)")
+    group.add_argument(
+        "--tokens-per-second",
+        dest="tokens_per_s",
+        type=float,
+        help="runaway cap: at most 20 + this x clip seconds new tokens (default 15)",
+    )
+    group.add_argument("--max-new-tokens", type=int, help="fixed cap instead (overrides)")
+    group.add_argument("--min-new-tokens", type=int, help="force at least N tokens (benchmarks)")
+    group.add_argument(
+        "--workers",
+        dest="num_workers",
+        type=int,
+        help="feature-computing worker processes (default 2)",
+    )
+
+
+def _base_model(args: argparse.Namespace) -> str:
+    """--model, else the base model recorded in the adapter, else the hub default."""
+    if args.model:
+        return args.model
+    if args.adapter is not None:
+        from voxadapt.infer import read_adapter_info
+
+        base = read_adapter_info(args.adapter).get("base_model")
+        if base:
+            return str(base)
+    return "mistralai/Voxtral-Mini-3B-2507"
+
+
+def _add_transcribe(subparsers: argparse._SubParsersAction) -> None:
+    from voxadapt.infer import OUTPUT_FORMATS
+
+    parser = subparsers.add_parser(
+        "transcribe",
+        help="transcribe audio files, folders or manifests",
+        description="Batched greedy transcription with Voxtral (optionally with a trained "
+        "projector adapter).",
+        epilog=TRANSCRIBE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "inputs",
+        metavar="INPUT",
+        type=Path,
+        nargs="+",
+        help="audio file, folder (searched recursively) or JSONL manifest",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="PATH",
+        help="output file (.jsonl / .txt) or folder (srt); default: text on stdout",
+    )
+    parser.add_argument(
+        "--format",
+        choices=OUTPUT_FORMATS,
+        help="jsonl (all fields and flags), txt (id<TAB>text) or srt (one file per clip)",
+    )
+    _add_decoding_flags(parser)
+    parser.set_defaults(handler=_run_transcribe)
+
+
+def _decode_options(args: argparse.Namespace):
+    from voxadapt.infer import DecodeOptions
+
+    defaults = DecodeOptions()
+    language = args.language or "ko"
+    return DecodeOptions(
+        batch_size=args.batch_size or defaults.batch_size,
+        language=None if language == "auto" else language,
+        tokens_per_s=args.tokens_per_s or defaults.tokens_per_s,
+        max_new_tokens=args.max_new_tokens,
+        min_new_tokens=args.min_new_tokens,
+        num_workers=defaults.num_workers if args.num_workers is None else args.num_workers,
+    )
+
+
+def _run_transcribe(args: argparse.Namespace) -> int:
+    from voxadapt.infer import TranscribeConfig, transcribe
+
+    options = _decode_options(args)
+    if options.batch_size < 1 or options.num_workers < 0:
+        raise VoxadaptError("--batch-size must be >= 1 and --workers >= 0")
+    result = transcribe(
+        TranscribeConfig(
+            inputs=args.inputs,
+            model=_base_model(args),
+            adapter=args.adapter,
+            out=args.out,
+            format=args.format,
+            quantization=args.quantization,
+            dtype=args.dtype,
+            device=args.device,
+            decode=options,
+        )
+    )
+    done = len(result.rows) - result.n_errors
+    loops = sum(1 for row in result.rows if row.get("repetition_loop"))
+    summary = f"transcribed {done} of {len(result.rows)} inputs"
+    if result.n_errors:
+        summary += f"; {result.n_errors} failed (see warnings)"
+    if loops:
+        summary += f"; {loops} with repetition loops"
+    if result.output is not None:
+        summary += f" -> {result.output}"
+    print(summary, file=sys.stderr)
+    return 0 if done else 1
+
+
+def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="transcribe a manifest and score it (CER, WER, sWER, CIs, report.html)",
+        description="Evaluate a base model or an adapter on a manifest with references.",
+        epilog=EVALUATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("manifest", type=Path, metavar="MANIFEST", help="JSONL with references")
+    parser.add_argument("--out", dest="out_dir", type=Path, metavar="DIR", required=True)
+    parser.add_argument("--config", type=Path, metavar="FILE.yaml", help="EvaluateConfig YAML")
+    _add_decoding_flags(parser)
+    scoring = parser.add_argument_group("scoring")
+    scoring.add_argument("--terms", type=Path, metavar="FILE", help="terms, one per line")
+    scoring.add_argument(
+        "--compare",
+        type=Path,
+        metavar="PREDICTIONS",
+        help="another run's predictions.jsonl: paired bootstrap of the CER difference",
+    )
+    scoring.add_argument(
+        "--bootstrap", type=int, help="bootstrap resamples for 95%% CIs (default 1000, 0 = off)"
+    )
+    scoring.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
+    scoring.add_argument("--limit", type=int, help="only the first N utterances")
+    _flag(parser, "--resume", help="continue an interrupted run in --out")
+    _flag(parser, "--overwrite", help="discard earlier predictions in --out")
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from voxadapt.config import build_config
+    from voxadapt.evaluate import EvaluateConfig, evaluate
+    from voxadapt.report import format_metrics_summary
+
+    options = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("handler", "config", "verbose", "model", "num_workers")
+    }
+    options["model"] = _base_model(args) if (args.model or args.adapter) else None
+    options["num_workers"] = args.num_workers
+    config = build_config(EvaluateConfig, args.config, **options)
+    result = evaluate(config)
+    print(format_metrics_summary(result.metrics))
+    print(
+        f"\npredictions: {result.predictions} ({result.decoded} decoded now)\n"
+        f"metrics:     {result.metrics_path}"
+        + (f"\nreport:      {result.report}" if result.report else "")
+    )
+    if result.failed:
+        print(f"{len(result.failed)} utterances failed to load: see failed.jsonl")
+    return 0
+
+
+def _add_export(subparsers: argparse._SubParsersAction) -> None:
+    from voxadapt.export import EXPORT_FORMATS
+    from voxadapt.train import DTYPES
+
+    parser = subparsers.add_parser(
+        "export",
+        help="merge the adapter into a servable checkpoint (transformers or Mistral/vLLM)",
+        description="Merge a trained projector adapter into the base model and save it.",
+        epilog=EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", help="base model (default: the adapter's base model)")
+    parser.add_argument("--adapter", type=Path, required=True, metavar="DIR")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="new folder")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="hf", help="default hf")
+    parser.add_argument(
+        "--dtype", choices=tuple(DTYPES), default="bf16", help="saved weights (default bf16)"
+    )
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from voxadapt.export import export
+
+    result = export(_base_model(args), args.adapter, args.out, fmt=args.format, dtype=args.dtype)
+    print(f"exported ({result.format}) to {result.out_dir}:")
+    for path in result.files:
+        print(f"  {path.name}  {path.stat().st_size / 1e6:.1f} MB")
+    if result.format == "mistral":
+        print(
+            f"serve: vllm serve {result.out_dir} --tokenizer-mode mistral "
+            "--config-format mistral --load-format mistral"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to render --help in tests)."""
     parser = argparse.ArgumentParser(
@@ -407,6 +671,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(subparsers)
     _add_cache(subparsers)
     _add_train(subparsers)
+    _add_transcribe(subparsers)
+    _add_evaluate(subparsers)
+    _add_export(subparsers)
     return parser
 
 

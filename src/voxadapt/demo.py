@@ -7,6 +7,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from voxadapt.evaluate import EvaluateConfig, evaluate
 from voxadapt.features import build_cache
 from voxadapt.prepare import PrepareConfig, prepare
 from voxadapt.tiny import build_tiny_voxtral
@@ -26,11 +27,11 @@ def run_demo(out_dir: Path, *, steps: int = 30) -> dict[str, Path]:
     out_dir = Path(out_dir)
     model_dir = out_dir / "tiny-voxtral"
     if not (model_dir / "model.safetensors").is_file():
-        print(f"[1/4] building a tiny random Voxtral in {model_dir}", flush=True)
+        print(f"[1/5] building a tiny random Voxtral in {model_dir}", flush=True)
         build_tiny_voxtral(model_dir)
     else:
-        print(f"[1/4] reusing the tiny Voxtral in {model_dir}", flush=True)
-    print("[2/4] preparing the bundled Korean sample clips", flush=True)
+        print(f"[1/5] reusing the tiny Voxtral in {model_dir}", flush=True)
+    print("[2/5] preparing the bundled Korean sample clips", flush=True)
     prepared = prepare(PrepareConfig(sample_scp(), "scp", out_dir / "data", jobs=1))
     train_manifest = prepared.manifests["train"]
     print(
@@ -38,7 +39,7 @@ def run_demo(out_dir: Path, *, steps: int = 30) -> dict[str, Path]:
         f"(see {prepared.rejected_path})",
         flush=True,
     )
-    print("[3/4] caching features", flush=True)
+    print("[3/5] caching features", flush=True)
     cache = build_cache([train_manifest], model_dir, out_dir / "cache", jobs=1)
     print(
         f"      {cache.computed} computed, {cache.reused} reused, "
@@ -46,7 +47,7 @@ def run_demo(out_dir: Path, *, steps: int = 30) -> dict[str, Path]:
         flush=True,
     )
     print(
-        f"[4/4] training the projector with LoRA for {steps} steps (NF4 LLM), evaluating "
+        f"[4/5] training the projector with LoRA for {steps} steps (NF4 LLM), evaluating "
         "CER on the same clips",
         flush=True,
     )
@@ -68,10 +69,25 @@ def run_demo(out_dir: Path, *, steps: int = 30) -> dict[str, Path]:
     )
     result = train(config)
     losses = [r["train_loss"] for r in result.state.log_history if "train_loss" in r]
+    print("[5/5] evaluating the adapter: predictions, metrics, report.html", flush=True)
+    evaluation = evaluate(
+        EvaluateConfig(
+            manifest=train_manifest,
+            model=str(model_dir),
+            adapter=result.adapter_dir,
+            out_dir=out_dir / "eval",
+            batch_size=4,
+            tokens_per_s=2.0,
+            num_workers=0,
+            overwrite=True,
+            bootstrap=200,
+        )
+    )
     elapsed = time.perf_counter() - started
     print(
         f"\ndone in {elapsed:.0f} s. training loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
-        f"eval CER {result.state.best_cer:.3f} (best at step {result.state.best_step})"
+        f"eval CER {result.state.best_cer:.3f} (best at step {result.state.best_step}); "
+        f"evaluate: CER {evaluation.metrics['cer']:.3f}"
     )
     print(
         "A tiny random model does not transcribe: this run proves the pipeline, not accuracy.\n"
@@ -83,6 +99,7 @@ def run_demo(out_dir: Path, *, steps: int = 30) -> dict[str, Path]:
         "cache": out_dir / "cache",
         "run": result.output_dir,
         "adapter": result.adapter_dir,
+        "report": evaluation.report,
     }
     for name, path in paths.items():
         print(f"  {name:<10} {path}")

@@ -125,6 +125,14 @@ def build_tiny_voxtral(out_dir: Path, *, seed: int = 0) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = VoxtralForConditionalGeneration(tiny_config())
+    from transformers.models.whisper.modeling_whisper import sinusoids
+
+    # Like the released checkpoints: the encoder's positions are fixed sinusoids (vLLM and
+    # mistral's format recompute them instead of storing them).
+    for name, parameter in model.named_parameters():
+        if name.endswith("audio_tower.embed_positions.weight"):
+            with torch.no_grad():
+                parameter.copy_(sinusoids(*parameter.shape))
     model.generation_config.pad_token_id = 11
     model.generation_config.eos_token_id = 2
     model.generation_config.bos_token_id = 1

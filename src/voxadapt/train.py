@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from voxadapt.config import save_config
 from voxadapt.data import Collator, PromptBuilder, TranscriptionDataset
 from voxadapt.errors import ConfigError, VoxadaptError
+from voxadapt.infer import decode_cap, generate_batch, input_dtype
 from voxadapt.manifest import Utterance, atomic_write, read_manifest
 from voxadapt.model import (
     PROJECTOR_MODES,
@@ -262,11 +263,6 @@ def _ignore_sigint(_: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the main process handles Ctrl-C
 
 
-def decode_cap(duration_s: float, tokens_per_s: float) -> int:
-    """Generous max_new_tokens for a clip: stops runaway loops without cutting real text."""
-    return int(20 + tokens_per_s * duration_s)
-
-
 @torch.no_grad()
 def generate_transcripts(
     model: torch.nn.Module,
@@ -276,16 +272,13 @@ def generate_transcripts(
     batch_size: int,
     device: torch.device,
     tokens_per_s: float = 15.0,
-    max_new_tokens: int | None = None,
-    min_new_tokens: int | None = None,
     autocast_dtype: torch.dtype | None = None,
 ) -> dict[int, str]:
-    """Greedy, KV-cached, batched transcription of dataset items.
+    """Greedy, KV-cached, batched transcripts of dataset items (features from its cache).
 
-    Items are grouped by chunk count and sorted by duration: prompts of one group have the
-    same length, so no padding enters the decoder.
+    Items are grouped by chunk count and sorted by duration, so prompts of a batch have the
+    same length and no padding enters the decoder.
     """
-    prompts = dataset.prompts
     was_training = model.training
     model.eval()
     groups: dict[int, list[tuple[int, Any]]] = {}
@@ -293,54 +286,26 @@ def generate_transcripts(
         features = dataset.features(index)
         groups.setdefault(features.n_chunks, []).append((index, features))
     results: dict[int, str] = {}
-    for n_chunks, items in sorted(groups.items()):
+    for items in groups.values():
         items.sort(key=lambda item: dataset.utterances[item[0]].duration)
         for start in range(0, len(items), batch_size):
             batch = items[start : start + batch_size]
             utterances = [dataset.utterances[i] for i, _ in batch]
             language = dataset.language
             languages = [u.language if language == "manifest" else language for u in utterances]
-            prompt_rows = [prompts.prompt(n_chunks, lang) for lang in languages]
-            width = max(len(row) for row in prompt_rows)
-            input_ids = torch.full((len(batch), width), prompts.pad_id, dtype=torch.long)
-            attention_mask = torch.zeros_like(input_ids)
-            for row, ids in enumerate(prompt_rows):  # left-pad: generation appends on the right
-                input_ids[row, width - len(ids) :] = torch.tensor(ids)
-                attention_mask[row, width - len(ids) :] = 1
-            features = torch.cat([f.expand(dataset.spec) for _, f in batch])
-            cap = max_new_tokens or max(decode_cap(u.duration, tokens_per_s) for u in utterances)
-            kwargs = {"min_new_tokens": min_new_tokens} if min_new_tokens else {}
-            autocast = (
-                torch.autocast(device.type, dtype=autocast_dtype)
-                if autocast_dtype
-                else contextlib.nullcontext()
+            transcripts = generate_batch(
+                model,
+                dataset.prompts,
+                [f for _, f in batch],
+                languages,
+                [decode_cap(u.duration, tokens_per_s) for u in utterances],
+                device=device,
+                autocast_dtype=autocast_dtype,
             )
-            with autocast:
-                output = model.generate(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attention_mask.to(device),
-                    input_features=features.to(device, dtype=_input_dtype(model)),
-                    max_new_tokens=cap,
-                    do_sample=False,
-                    num_beams=1,
-                    use_cache=True,
-                    pad_token_id=prompts.pad_id,
-                    eos_token_id=prompts.eos_id,
-                    **kwargs,
-                )
-            for (index, _), row in zip(batch, output[:, width:].tolist()):
-                if prompts.eos_id in row:
-                    row = row[: row.index(prompts.eos_id)]
-                results[index] = prompts.decode(row)
+            for (index, _), transcript in zip(batch, transcripts):
+                results[index] = transcript.text
     model.train(was_training)
     return results
-
-
-def _input_dtype(model: torch.nn.Module) -> torch.dtype:
-    for name, parameter in model.named_parameters():
-        if "audio_tower" in name and parameter.is_floating_point():
-            return parameter.dtype
-    return torch.float32
 
 
 def evaluate_cer(
@@ -567,7 +532,7 @@ def train(config: TrainConfig) -> TrainResult:
             micro = 0
             for batch in loader:
                 batch = {k: v.to(dist.device) for k, v in batch.items()}
-                batch["input_features"] = batch["input_features"].to(_input_dtype(model))
+                batch["input_features"] = batch["input_features"].to(input_dtype(model))
                 autocast = (
                     torch.autocast(dist.device.type, dtype=autocast_dtype)
                     if autocast_dtype

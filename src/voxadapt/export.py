@@ -1,0 +1,309 @@
+"""Export a trained projector: merged transformers checkpoint, or Mistral's consolidated format.
+
+The Mistral layout (`consolidated.safetensors`, `params.json`, `tekken.json`) is what vLLM's
+Voxtral loader reads (`vllm serve DIR --tokenizer-mode mistral --config-format mistral
+--load-format mistral`). The name mapping below is the inverse of transformers'
+`convert_voxtral_weights_to_hf.py`, which vLLM's loader mirrors:
+
+- LLM: Mistral names (`layers.N.attention.wq`, `feed_forward.w1`...), with q/k rows in
+  Mistral's interleaved rotary order (transformers permutes them on import; we undo it).
+- Audio encoder: `mm_whisper_embeddings.whisper_encoder.{conv_layers.0|1, transformer.*}`;
+  its sinusoidal position table is not stored (loaders recompute it).
+- Projector: `mm_whisper_embeddings.audio_language_projection.{0,2}.weight`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from voxadapt.errors import ConfigError, VoxadaptError
+from voxadapt.manifest import atomic_write
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMATS = ("hf", "mistral")
+_AUDIO = "mm_whisper_embeddings.whisper_encoder"
+_LAYER = _AUDIO + ".transformer.layers.{n}"
+
+# (our canonical transformers name, Mistral name); canonical names drop the wrapper prefixes
+# that differ between transformers releases (see `canonical_name`). Placeholders: {n} layer
+# index, {x} q/k/v/o, {a} q/k/v, {p} weight/bias, {i} 1/2.
+_NAME_PAIRS = [
+    ("llm.embed_tokens.weight", "tok_embeddings.weight"),
+    ("llm.norm.weight", "norm.weight"),
+    ("lm_head.weight", "output.weight"),
+    ("llm.layers.{n}.input_layernorm.weight", "layers.{n}.attention_norm.weight"),
+    ("llm.layers.{n}.post_attention_layernorm.weight", "layers.{n}.ffn_norm.weight"),
+    ("llm.layers.{n}.self_attn.{x}_proj.weight", "layers.{n}.attention.w{x}.weight"),
+    ("llm.layers.{n}.mlp.gate_proj.weight", "layers.{n}.feed_forward.w1.weight"),
+    ("llm.layers.{n}.mlp.down_proj.weight", "layers.{n}.feed_forward.w2.weight"),
+    ("llm.layers.{n}.mlp.up_proj.weight", "layers.{n}.feed_forward.w3.weight"),
+    ("audio.conv{i}.{p}", _AUDIO + ".conv_layers.{i0}.{p}"),
+    ("audio.layer_norm.{p}", _AUDIO + ".transformer.norm.{p}"),
+    (
+        "audio.layers.{n}.self_attn.{a}_proj.{p}",
+        _LAYER + ".attention.w{a}.{p}",
+    ),
+    (
+        "audio.layers.{n}.self_attn.out_proj.{p}",
+        _LAYER + ".attention.wo.{p}",
+    ),
+    (
+        "audio.layers.{n}.self_attn_layer_norm.{p}",
+        _LAYER + ".attention_norm.{p}",
+    ),
+    ("audio.layers.{n}.fc{i}.{p}", _LAYER + ".feed_forward.w{i}.{p}"),
+    ("audio.layers.{n}.final_layer_norm.{p}", _LAYER + ".ffn_norm.{p}"),
+    ("projector.linear_1.weight", "mm_whisper_embeddings.audio_language_projection.0.weight"),
+    ("projector.linear_2.weight", "mm_whisper_embeddings.audio_language_projection.2.weight"),
+]
+_PLACEHOLDERS = {
+    "n": r"\d+",
+    "x": "[qkvo]",
+    "a": "[qkv]",
+    "p": "weight|bias",
+    "i": "[12]",
+    "i0": "[01]",
+}
+POSITIONS = "audio.embed_positions.weight"
+
+
+def _compile(template: str) -> re.Pattern[str]:
+    parts = re.split(r"\{(\w+)\}", template)
+    regex = "".join(
+        re.escape(part) if k % 2 == 0 else f"(?P<{part}>{_PLACEHOLDERS[part]})"
+        for k, part in enumerate(parts)
+    )
+    return re.compile(regex)
+
+
+def _fill(template: str, groups: dict[str, str]) -> str:
+    # conv1/conv2 (transformers) are conv_layers.0/1 (Mistral)
+    if "i" in groups and "i0" not in groups:
+        groups = {**groups, "i0": str(int(groups["i"]) - 1)}
+    elif "i0" in groups:
+        groups = {**groups, "i": str(int(groups["i0"]) + 1)}
+    return template.format(**groups)
+
+
+_TO_MISTRAL = [(_compile(ours), mistral) for ours, mistral in _NAME_PAIRS]
+_TO_CANONICAL = [(_compile(mistral), ours) for ours, mistral in _NAME_PAIRS]
+
+
+def _convert(name: str, rules: list[tuple[re.Pattern[str], str]]) -> str | None:
+    for pattern, template in rules:
+        match = pattern.fullmatch(name)
+        if match:
+            return _fill(template, match.groupdict())
+    return None
+
+
+class ExportError(VoxadaptError):
+    """The model cannot be written in the requested format."""
+
+
+def canonical_name(name: str) -> str:
+    """transformers parameter name -> release-independent name (llm./audio./projector./lm_head).
+
+    transformers 4.x names `language_model.model.layers...`, 5.x `model.language_model.layers`.
+    """
+    name = name.removeprefix("model.") if not name.startswith("model.layers") else name
+    for prefix, short in (
+        ("language_model.model.", "llm."),
+        ("language_model.lm_head.", "lm_head."),
+        ("language_model.", "llm."),
+        ("audio_tower.", "audio."),
+        ("multi_modal_projector.", "projector."),
+    ):
+        if name.startswith(prefix):
+            return short + name[len(prefix) :]
+    return name
+
+
+def _rope_rows_to_mistral(tensor: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Undo transformers' rotary permutation of q/k rows (half-split -> interleaved pairs)."""
+    rows, cols = tensor.shape
+    return tensor.view(n_heads, 2, rows // n_heads // 2, cols).transpose(1, 2).reshape(rows, cols)
+
+
+def _rope_rows_to_hf(tensor: torch.Tensor, n_heads: int) -> torch.Tensor:
+    rows, cols = tensor.shape
+    return tensor.view(n_heads, rows // n_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
+
+
+def hf_to_mistral(state: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
+    """Rename (and re-permute) a transformers Voxtral state dict into Mistral's names."""
+    text = config.text_config
+    tied = bool(getattr(text, "tie_word_embeddings", False))
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        short = canonical_name(name)
+        if short == POSITIONS or (tied and short == "lm_head.weight"):
+            continue
+        target = _convert(short, _TO_MISTRAL)
+        if target is None:
+            raise ExportError(f"no Mistral name for parameter {name}")
+        if short.endswith("self_attn.q_proj.weight") and short.startswith("llm."):
+            tensor = _rope_rows_to_mistral(tensor, text.num_attention_heads)
+        elif short.endswith("self_attn.k_proj.weight") and short.startswith("llm."):
+            tensor = _rope_rows_to_mistral(tensor, text.num_key_value_heads)
+        out[target] = tensor.contiguous()
+    return out
+
+
+def mistral_to_hf(state: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
+    """The inverse of `hf_to_mistral`, to canonical names (positions recomputed)."""
+    from transformers.models.whisper.modeling_whisper import sinusoids
+
+    text = config.text_config
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        short = _convert(name, _TO_CANONICAL)
+        if short is None:
+            raise ExportError(f"unknown Mistral parameter {name}")
+        if short.startswith("llm.") and short.endswith("self_attn.q_proj.weight"):
+            tensor = _rope_rows_to_hf(tensor, text.num_attention_heads)
+        elif short.startswith("llm.") and short.endswith("self_attn.k_proj.weight"):
+            tensor = _rope_rows_to_hf(tensor, text.num_key_value_heads)
+        out[short] = tensor
+    audio = config.audio_config
+    out[POSITIONS] = sinusoids(audio.max_source_positions, audio.hidden_size)
+    if "lm_head.weight" not in out:
+        out["lm_head.weight"] = out["llm.embed_tokens.weight"]
+    return out
+
+
+def mistral_params(config: Any, projector_in: int) -> dict[str, Any]:
+    """params.json for a Voxtral config (the keys vLLM's Mistral config adapter reads)."""
+    text, audio = config.text_config, config.audio_config
+    rope = getattr(text, "rope_parameters", None) or {}
+    rope_theta = rope.get("rope_theta", getattr(text, "rope_theta", None))
+    return {
+        "dim": text.hidden_size,
+        "n_layers": text.num_hidden_layers,
+        "head_dim": text.head_dim,
+        "hidden_dim": text.intermediate_size,
+        "n_heads": text.num_attention_heads,
+        "n_kv_heads": text.num_key_value_heads,
+        "rope_theta": rope_theta,
+        "norm_eps": text.rms_norm_eps,
+        "vocab_size": text.vocab_size,
+        "max_seq_len": text.max_position_embeddings,
+        "tied_embeddings": bool(getattr(text, "tie_word_embeddings", False)),
+        "multimodal": {
+            "whisper_model_args": {
+                "encoder_args": {
+                    "audio_encoding_args": {
+                        "sampling_rate": 16000,
+                        "num_mel_bins": audio.num_mel_bins,
+                        "hop_length": 160,
+                        "window_size": 400,
+                    },
+                    "dim": audio.hidden_size,
+                    "n_layers": audio.num_hidden_layers,
+                    "head_dim": audio.hidden_size // audio.num_attention_heads,
+                    "hidden_dim": audio.intermediate_size,
+                    "n_heads": audio.num_attention_heads,
+                    "vocab_size": audio.vocab_size,
+                    "max_source_positions": audio.max_source_positions,
+                },
+                "downsample_args": {"downsample_factor": projector_in // audio.hidden_size},
+            }
+        },
+    }
+
+
+def merged_model(
+    model_id: str | Path, adapter: Path, *, dtype: torch.dtype = torch.float32
+) -> torch.nn.Module:
+    """Base model in `dtype` (never quantized) with the adapter merged into the projector."""
+    from voxadapt.infer import apply_adapter
+    from voxadapt.model import load_voxtral
+
+    model = load_voxtral(model_id, quantization="none", device="cpu", dtype=dtype)
+    model = apply_adapter(model, adapter)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.eval()
+    return model
+
+
+def _tokenizer_file(model_id: str | Path) -> Path:
+    local = Path(str(model_id)) / "tekken.json"
+    if local.is_file():
+        return local
+    from transformers.utils.hub import cached_file
+
+    try:
+        return Path(cached_file(str(model_id), "tekken.json"))
+    except OSError as exc:
+        raise ExportError(f"cannot find tekken.json of {model_id}: {exc}") from None
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    format: str
+    files: list[Path]
+
+
+def export(
+    model_id: str | Path,
+    adapter: Path,
+    out_dir: Path,
+    *,
+    fmt: str = "hf",
+    dtype: str = "bf16",
+) -> ExportResult:
+    """Merge `adapter` into `model_id` and write it to `out_dir` in format `fmt`."""
+    from voxadapt.train import DTYPES
+
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(EXPORT_FORMATS)}")
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(f"{out_dir} is not empty; choose a new --out")
+    model = merged_model(model_id, adapter, dtype=DTYPES[dtype])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if fmt == "hf":
+        from transformers import AutoProcessor
+
+        model.save_pretrained(str(out_dir))
+        AutoProcessor.from_pretrained(str(model_id)).save_pretrained(str(out_dir))
+    else:
+        from safetensors.torch import save_file
+        from transformers.models.whisper.modeling_whisper import sinusoids
+
+        state = {n: p.detach().cpu() for n, p in model.state_dict().items()}
+        positions = next(t for n, t in state.items() if canonical_name(n) == POSITIONS)
+        expected = sinusoids(*positions.shape).to(positions.dtype)
+        if not torch.allclose(positions.float(), expected.float(), atol=1e-2):
+            raise ExportError(
+                "the audio encoder's position table is not sinusoidal; Mistral's format "
+                "does not store it, so this model cannot be exported as --format mistral"
+            )
+        weights = hf_to_mistral(state, model.config)
+        projector_in = next(
+            t.shape[1] for n, t in state.items() if canonical_name(n) == "projector.linear_1.weight"
+        )
+        save_file(weights, str(out_dir / "consolidated.safetensors"), metadata={"format": "pt"})
+        with atomic_write(out_dir / "params.json") as handle:
+            json.dump(mistral_params(model.config, projector_in), handle, indent=2)
+        shutil.copyfile(_tokenizer_file(model_id), out_dir / "tekken.json")
+    with atomic_write(out_dir / "voxadapt_export.json") as handle:
+        json.dump(
+            {"base_model": str(model_id), "adapter": str(adapter), "format": fmt, "dtype": dtype},
+            handle,
+            indent=2,
+        )
+    return ExportResult(out_dir, fmt, sorted(out_dir.iterdir()))
