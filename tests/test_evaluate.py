@@ -1,0 +1,184 @@
+"""voxadapt evaluate on the tiny model: predictions, metrics vs jiwer, resume, report."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jiwer
+import pytest
+
+from voxadapt.errors import ConfigError
+from voxadapt.evaluate import EvaluateConfig, evaluate, read_predictions
+from voxadapt.manifest import read_manifest, write_jsonl
+
+FAST = {"quantization": "none", "max_new_tokens": 6, "num_workers": 0, "bootstrap": 100}
+
+
+def nospace(texts):
+    return ["".join(t.split()) for t in texts]
+
+
+@pytest.fixture(scope="module")
+def eval_manifest(tmp_path_factory, sample_manifest):
+    """12 utterances over 3 speakers with roles, from the sample clips."""
+    utterances = read_manifest(sample_manifest)
+    rows = []
+    for index in range(12):
+        record = utterances[index % len(utterances)].to_dict()
+        record.update(
+            id=f"utt{index:02d}",
+            speaker=f"spk{index % 3}",
+            role=["의사", "간호사", "환자"][index % 3],
+        )
+        rows.append(record)
+    path = tmp_path_factory.mktemp("eval") / "test.jsonl"
+    write_jsonl(path, rows)
+    return path
+
+
+def test_evaluate_writes_predictions_metrics_and_report(
+    tiny_model, adapters, eval_manifest, tmp_path
+):
+    terms = tmp_path / "terms.txt"
+    terms.write_text("혈압\n체온\n해열제\n", encoding="utf-8")
+    result = evaluate(
+        EvaluateConfig(
+            manifest=eval_manifest,
+            model=str(tiny_model),
+            adapter=adapters["lora"],
+            out_dir=tmp_path / "eval",
+            terms=terms,
+            batch_size=4,
+            **FAST,
+        )
+    )
+    rows = read_predictions(result.predictions)
+    assert len(rows) == 12 and result.decoded == 12
+    assert {"reference", "hypothesis", "reference_normalized", "scores", "role"} <= set(rows[0])
+    refs = [r["reference_normalized"] for r in rows]
+    hyps = [r["hypothesis_normalized"] for r in rows]
+    metrics = json.loads(result.metrics_path.read_text())
+    assert metrics["cer"] == pytest.approx(jiwer.cer(nospace(refs), nospace(hyps)))
+    assert metrics["wer"] == pytest.approx(jiwer.wer(refs, hyps))
+    low, high = metrics["cer_ci95"]
+    assert low <= metrics["cer"] <= high
+    assert set(metrics["breakdowns"]["role"]) == {"의사", "간호사", "환자"}
+    assert "duration" in metrics["breakdowns"]
+    assert metrics["term_recall"]["occurrences"] > 0
+    assert metrics["model"] == str(tiny_model)
+    html = result.report.read_text()
+    assert "<svg" in html and "Worst" in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)|<link|@import|url\((?!#)""", html)
+
+    # a second run refuses to clobber, --compare pairs the two runs
+    config = EvaluateConfig(
+        manifest=eval_manifest, model=str(tiny_model), out_dir=tmp_path / "eval", **FAST
+    )
+    with pytest.raises(ConfigError, match="--resume"):
+        evaluate(config)
+    base = evaluate(
+        EvaluateConfig(
+            manifest=eval_manifest,
+            model=str(tiny_model),
+            out_dir=tmp_path / "base",
+            compare=result.predictions,
+            **FAST,
+        )
+    )
+    compare = base.metrics["compare"]
+    assert compare["utterances"] == 12
+    assert compare["delta"] == pytest.approx(base.metrics["cer"] - metrics["cer"])
+
+
+def test_resume_refuses_a_different_model(tiny_model, adapters, eval_manifest, tmp_path):
+    common = {"manifest": eval_manifest, "model": str(tiny_model), "out_dir": tmp_path, **FAST}
+    evaluate(EvaluateConfig(limit=2, **common))
+    with pytest.raises(ConfigError, match="adapter"):
+        evaluate(EvaluateConfig(limit=2, adapter=adapters["full"], resume=True, **common))
+
+
+def test_killed_run_resumes_without_duplicates(tiny_model, eval_manifest, tmp_path):
+    args = [
+        sys.executable, "-m", "voxadapt.cli", "evaluate", str(eval_manifest),
+        "--model", str(tiny_model), "--quantization", "none", "--batch-size", "1",
+        "--max-new-tokens", "40", "--workers", "0", "--bootstrap", "0",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    reference = subprocess.run(
+        [*args, "--out", str(tmp_path / "whole")], env=env, capture_output=True, text=True
+    )
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    out = tmp_path / "killed"
+    predictions = out / "predictions.jsonl"
+    process = subprocess.Popen([*args, "--out", str(out)], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if predictions.exists() and predictions.read_bytes().count(b"\n") >= 3:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = predictions.read_bytes().count(b"\n")
+    assert 3 <= partial < 12, "the run finished before it could be killed"
+    with predictions.open("ab") as handle:  # as if killed in the middle of a line
+        handle.write(b'{"id": "utt11", "hypo')
+
+    resumed = subprocess.run(
+        [*args, "--out", str(out), "--resume"], env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"({12 - partial} decoded now)" in resumed.stdout
+    lines = predictions.read_text().splitlines()
+    ids = [json.loads(line)["id"] for line in lines]
+    assert len(ids) == len(set(ids)) == 12
+    whole = {
+        r["id"]: r["hypothesis"] for r in read_predictions(tmp_path / "whole" / "predictions.jsonl")
+    }
+    assert {r["id"]: r["hypothesis"] for r in read_predictions(predictions)} == whole
+    assert json.loads((out / "metrics.json").read_text())["cer"] == pytest.approx(
+        json.loads((tmp_path / "whole" / "metrics.json").read_text())["cer"]
+    )
+
+
+CHROMIUM = (
+    shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (installed by .ci/run)")
+def test_report_renders_in_headless_chromium(tiny_model, eval_manifest, tmp_path):
+    result = evaluate(
+        EvaluateConfig(
+            manifest=eval_manifest, model=str(tiny_model), out_dir=tmp_path, limit=4, **FAST
+        )
+    )
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--user-data-dir=" + str(tmp_path / "p"),
+    ]
+    url = result.report.resolve().as_uri()
+    dom = subprocess.run(
+        [CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "voxadapt evaluation" in dom.stdout and "<svg" in dom.stdout
+    assert dom.stdout.count("<tr>") >= 5
+    screenshot = tmp_path / "report.png"
+    shot = subprocess.run(
+        [CHROMIUM, *flags, f"--screenshot={screenshot}", "--window-size=1200,2000", url],
+        capture_output=True,
+        timeout=120,
+    )
+    assert shot.returncode == 0 and screenshot.stat().st_size > 10_000
+    from PIL import Image
+
+    pixels = Image.open(screenshot).convert("L").getextrema()
+    assert pixels[0] < 100 < pixels[1]  # dark text on a light page, not a blank image
