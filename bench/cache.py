@@ -1,49 +1,34 @@
-"""Feature-cache benchmark: `voxadapt cache` vs the seed's per-clip processor + torch.save.
+"""Feature cache: `voxadapt cache` vs the seed's build_cache.py (processor per clip, fp32
+features padded to 30 s, one torch.save .pt per clip), on the same 48 kHz Korean clips.
 
-python -m bench.cache --clips 60 [--model DIR]   (default model: a tiny Voxtral built on the fly;
-only its processor is used, which is the real Voxtral front end)
+python -m bench.cache --clips 200
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
-import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 import soxr
 import torch
 
-from voxadapt.features import FeatureSpec, FeatureStore, build_cache, utterance_key
-from voxadapt.manifest import Utterance, read_manifest, write_jsonl
-
-
-def make_clips(root: Path, n_clips: int, seed: int = 0) -> Path:
-    """48 kHz WAVs of 3-25 s built from the bundled Korean speech, and their manifest."""
-    from voxadapt.demo import sample_scp
-
-    rng = np.random.default_rng(seed)
-    speech = [sf.read(p, dtype="float32")[0] for p in sorted(sample_scp().parent.glob("clips/*"))]
-    utterances = []
-    for i in range(n_clips):
-        seconds = float(rng.uniform(3, 25))
-        source = np.concatenate([speech[(i + k) % len(speech)] for k in range(8)])
-        audio = soxr.resample(np.resize(source, int(seconds * 16000)), 16000, 48000)
-        path = root / f"clip{i:04d}.wav"
-        sf.write(path, audio, 48000, subtype="PCM_16")
-        utterances.append(Utterance(f"clip{i:04d}", str(path), "열", "열", seconds, 48000, 1))
-    manifest = root / "clips.jsonl"
-    write_jsonl(manifest, utterances)
-    return manifest
+from bench.common import make_clips, ratio, timed, tiny_model, workdir, write_result
+from voxadapt.features import (
+    FeatureSpec,
+    FeatureStore,
+    build_cache,
+    compute_features,
+    utterance_key,
+)
+from voxadapt.manifest import read_manifest
 
 
 def seed_cache(manifest: Path, model: Path, out_dir: Path) -> None:
-    """The seed's build_cache.py: processor per clip, fp32 padded features, one .pt per clip."""
+    """The seed's approach, faithfully: one processor call and one pickle per clip."""
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(model)
@@ -55,58 +40,68 @@ def seed_cache(manifest: Path, model: Path, out_dir: Path) -> None:
         torch.save({"input_features": inputs["input_features"]}, out_dir / f"{utterance.id}.pt")
 
 
-def run(n_clips: int, model: Path | None, repeats: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        if model is None:
-            from voxadapt.tiny import build_tiny_voxtral
+def physical_floor(manifest: Path, spec: FeatureSpec) -> None:
+    """Decode + resample + STFT/mel of the real audio only: no re-encoding, no storage."""
+    for utterance in read_manifest(manifest):
+        samples, rate = sf.read(utterance.audio, dtype="float32")
+        samples = soxr.resample(samples, rate, spec.sampling_rate, quality="HQ")
+        compute_features(samples, spec)
 
-            model = build_tiny_voxtral(root / "model")
-        manifest = make_clips(root, n_clips)
-        seed_times, ours_times, ours1_times = [], [], []
-        for r in range(repeats):
-            started = time.perf_counter()
-            seed_cache(manifest, model, root / f"seed{r}")
-            seed_times.append(time.perf_counter() - started)
-            for jobs, times in ((1, ours1_times), (os.cpu_count() or 1, ours_times)):
-                started = time.perf_counter()
-                build_cache([manifest], model, root / f"ours{jobs}_{r}", jobs=jobs, shard_size=32)
-                times.append(time.perf_counter() - started)
-        seed_bytes = sum(p.stat().st_size for p in (root / "seed0").glob("*.pt"))
-        ours_bytes = sum(p.stat().st_size for p in (root / "ours1_0").glob("shard-*"))
+
+def run(clips: int = 200, repeats: int = 3, root: Path | None = None) -> dict[str, Any]:
+    with workdir() as tmp:
+        root = Path(root or tmp)
+        model = tiny_model(root)  # only its processor is used: the real Voxtral front end
+        data = make_clips(root / "data", clips)
+        manifest = data["manifest"]
         spec = FeatureSpec.from_model(model)
-        store = FeatureStore(root / "ours1_0", spec)
+        cores = os.cpu_count() or 1
+        seed = timed(lambda r: seed_cache(manifest, model, root / f"seed{r}"), repeats)
+        ours1 = timed(
+            lambda r: build_cache([manifest], model, root / f"one{r}", jobs=1, shard_size=256),
+            repeats,
+        )
+        ours = timed(
+            lambda r: build_cache([manifest], model, root / f"all{r}", jobs=cores, shard_size=256),
+            repeats,
+        )
+        floor = timed(lambda r: physical_floor(manifest, spec), repeats)
+        seed_bytes = sum(p.stat().st_size for p in (root / "seed0").glob("*.pt")) / clips
+        ours_bytes = sum(p.stat().st_size for p in (root / "one0").glob("shard-*")) / clips
+        store = FeatureStore(root / "one0", spec)
         worst = 0.0
-        for utterance in read_manifest(manifest)[:10]:
-            ours = store.get(utterance_key(utterance, spec)).expand(spec)
-            seed = torch.load(root / "seed0" / f"{utterance.id}.pt", weights_only=True)
-            worst = max(worst, float((ours - seed["input_features"]).abs().max()))
-        seed_rate = n_clips / statistics.median(seed_times)
-        ours_rate = n_clips / statistics.median(ours_times)
-        ours1_rate = n_clips / statistics.median(ours1_times)
-        return {
-            "clips": n_clips,
+        for utterance in read_manifest(manifest):
+            mine = store.get(utterance_key(utterance, spec)).expand(spec)
+            theirs = torch.load(root / "seed0" / f"{utterance.id}.pt", weights_only=True)
+            worst = max(worst, float((mine - theirs["input_features"]).abs().max()))
+        seconds = np.array(data["seconds"])
+        result = {
+            "inputs": f"{clips} clips, 3-25 s (mean {seconds.mean():.1f} s), 48 kHz 16-bit WAV, "
+            f"{data['source']}",
             "repeats": repeats,
-            "cores": os.cpu_count(),
-            "seed_clips_per_s": seed_rate,
-            "ours_1_job_clips_per_s": ours1_rate,
-            "ours_all_cores_clips_per_s": ours_rate,
-            "speedup_1_job": ours1_rate / seed_rate,
-            "speedup_all_cores": ours_rate / seed_rate,
-            "seed_bytes_per_clip": seed_bytes / n_clips,
-            "ours_bytes_per_clip": ours_bytes / n_clips,
+            "clips_per_s": {
+                "seed": seed.rate(clips),
+                "voxadapt_1_process": ours1.rate(clips),
+                f"voxadapt_{cores}_processes": ours.rate(clips),
+                "floor_decode_resample_stft_1_process": floor.rate(clips),
+            },
+            "speedup_1_process": ratio(ours1.rate(clips), seed.rate(clips)),
+            "speedup_all_cores": ratio(ours.rate(clips), seed.rate(clips)),
+            "floor_speedup_1_process": ratio(floor.rate(clips), seed.rate(clips)),
+            "bytes_per_clip": {"seed": seed_bytes, "voxadapt": ours_bytes},
             "bytes_ratio": ours_bytes / seed_bytes,
             "max_abs_feature_diff": worst,
+            "targets": {"speedup": ">= 8", "bytes_ratio": "<= 0.1", "max_abs_feature_diff": 1e-3},
         }
+        return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=60)
+    parser.add_argument("--clips", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model", type=Path)
     args = parser.parse_args()
-    print(json.dumps(run(args.clips, args.model, args.repeats), indent=2))
+    print(write_result("cache", run(args.clips, args.repeats)).read_text())
 
 
 if __name__ == "__main__":

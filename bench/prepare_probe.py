@@ -1,4 +1,5 @@
-"""Prepare benchmark: files/s of header probing + validation, 1 core vs all cores.
+"""Prepare: files/s of header probing + validation, 1 core vs all cores, vs the seed's
+single-threaded duration loop (cut_audio.py: read every file's duration, one by one).
 
 python -m bench.prepare_probe --files 3000
 """
@@ -6,7 +7,6 @@ python -m bench.prepare_probe --files 3000
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -16,7 +16,17 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from bench.common import timed, write_result
 from voxadapt.prepare import PrepareConfig, prepare
+
+
+def seed_durations(scp: Path) -> list[float]:
+    """The seed's filter: soundfile's duration of each listed file, single-threaded."""
+    durations = []
+    for line in scp.read_text(encoding="utf-8").splitlines():
+        path = line.split("|", 1)[0]
+        durations.append(sf.info(path).duration)
+    return durations
 
 
 def make_corpus(root: Path, n_files: int, seed: int = 0) -> Path:
@@ -61,7 +71,10 @@ def run(n_files: int, repeats: int) -> dict:
                 }
                 for key in rates[0]
             }
+        seed = timed(lambda _: seed_durations(scp), repeats).rate(n_files)
+        results["seed_files_per_s"] = seed
         one, many = results["jobs=1"], results[f"jobs={os.cpu_count() or 1}"]
+        results["probe_vs_seed_all_cores"] = many["probe_files_per_s"]["median"] / seed["median"]
         results["speedup_all_cores"] = (
             many["probe_files_per_s"]["median"] / one["probe_files_per_s"]["median"]
         )
@@ -73,7 +86,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(json.dumps(run(args.files, args.repeats), indent=2))
+    print(write_result("prepare", run(args.files, args.repeats)).read_text())
 
 
 if __name__ == "__main__":

@@ -38,38 +38,26 @@ class EditCounts:
         return EditCounts(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
 
 
-def _counts(output: jiwer.CharacterOutput | jiwer.WordOutput) -> EditCounts:
-    return EditCounts(
-        substitutions=output.substitutions,
-        deletions=output.deletions,
-        insertions=output.insertions,
-        reference_length=output.hits + output.substitutions + output.deletions,
-    )
+def _edits(reference: Sequence, hypothesis: Sequence) -> EditCounts:
+    """S/D/I of a minimal Levenshtein alignment (RapidFuzz, the engine under jiwer)."""
+    from rapidfuzz.distance import Levenshtein
+
+    counts = {"replace": 0, "delete": 0, "insert": 0}
+    for tag, _, _ in Levenshtein.editops(reference, hypothesis):
+        counts[tag] += 1
+    return EditCounts(counts["replace"], counts["delete"], counts["insert"], len(reference))
 
 
 def char_edits(reference: str, hypothesis: str, *, spaces: bool = False) -> EditCounts:
     """Character edit counts of one pair; by default whitespace is removed first (Korean CER)."""
     if not spaces:
         reference, hypothesis = "".join(reference.split()), "".join(hypothesis.split())
-    if not reference and not hypothesis:
-        return EditCounts()
-    if not reference:
-        return EditCounts(insertions=len(hypothesis))
-    if not hypothesis:
-        return EditCounts(deletions=len(reference), reference_length=len(reference))
-    return _counts(jiwer.process_characters(reference, hypothesis))
+    return _edits(reference, hypothesis)
 
 
 def word_edits(reference: str, hypothesis: str) -> EditCounts:
     """Word (eojeol: space-separated) edit counts of one pair."""
-    ref_words, hyp_words = reference.split(), hypothesis.split()
-    if not ref_words and not hyp_words:
-        return EditCounts()
-    if not ref_words:
-        return EditCounts(insertions=len(hyp_words))
-    if not hyp_words:
-        return EditCounts(deletions=len(ref_words), reference_length=len(ref_words))
-    return _counts(jiwer.process_words(reference, hypothesis))
+    return _edits(reference.split(), hypothesis.split())
 
 
 @dataclass

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from voxadapt.config import save_config
-from voxadapt.data import Collator, PromptBuilder, TranscriptionDataset
+from voxadapt.data import IGNORE_INDEX, Collator, PromptBuilder, TranscriptionDataset
 from voxadapt.errors import ConfigError, VoxadaptError
 from voxadapt.infer import decode_cap, generate_batch, input_dtype
 from voxadapt.manifest import Utterance, atomic_write, read_manifest
@@ -261,6 +261,26 @@ def threading_is_main() -> bool:
 
 def _ignore_sigint(_: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the main process handles Ctrl-C
+
+
+def label_positions_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Causal-LM loss with logits computed only from the batch's first label position on.
+
+    Labels sit at the end of each row (prompt, then transcript), so the LM head is applied to
+    the last K positions only: for Voxtral-Mini that skips a 3072 x 131072 projection over
+    ~380 prompt/audio positions per clip (~0.3 TFLOP and ~200 MB of fp32 logits) whose
+    predictions the loss ignores. Same value as the model's own loss (mean over label tokens).
+    """
+    labels = batch["labels"]
+    width = labels.shape[1]
+    first = int((labels != IGNORE_INDEX).int().argmax(dim=1).min())
+    keep = min(width, width - first + 1)  # + the position that predicts the first label
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, logits_to_keep=keep).logits
+    targets = labels[:, width - keep + 1 :]
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX
+    )
 
 
 @torch.no_grad()
@@ -539,7 +559,7 @@ def train(config: TrainConfig) -> TrainResult:
                     else contextlib.nullcontext()
                 )
                 with autocast:
-                    loss = forward_model(**batch).loss
+                    loss = label_positions_loss(forward_model, batch)
                 (loss / config.grad_accum).backward()
                 window_loss += float(loss.detach()) / config.grad_accum
                 window_samples += batch["input_ids"].shape[0]

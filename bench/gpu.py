@@ -1,0 +1,247 @@
+"""Real-size Voxtral-Mini-3B on a GPU (random weights from the config: no download needed):
+training samples/s, peak memory and MFU over {bf16, nf4} x {lora, full} x {grad ckpt off,
+on} x micro-batch, the loss with logits at label positions only vs the full-logits loss, and
+inference RTFx for 5/15/25 s clips at batch 1/16/64 with 40 generated tokens.
+
+python -m bench.gpu                 # needs CUDA; writes bench/results/gpu.json
+python -m bench.gpu --tiny          # the same code paths on a tiny model on CPU (CI smoke)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.common import tiny_model, workdir, write_result
+from voxadapt.data import IGNORE_INDEX, PromptBuilder
+from voxadapt.features import FeatureSpec, compute_features
+from voxadapt.infer import generate_batch
+from voxadapt.model import AdapterOptions, attach_projector_adapter, load_voxtral
+from voxadapt.train import label_positions_loss
+
+TARGET_TOKENS = 40  # ~ a 10 s Korean utterance
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}  # dense bf16
+
+
+def real_config():
+    from transformers import VoxtralConfig
+
+    config = VoxtralConfig(audio_token_id=24)  # transformers' defaults are Voxtral-Mini-3B
+    config.text_config.vocab_size = 131072
+    return config
+
+
+def flops_per_sample(config, prompt_tokens: int, target_tokens: int) -> dict[str, float]:
+    """Matmul FLOPs of one 30 s clip: encoder forward, projector, LLM forward, and the LLM
+    backward through activations (its weights are frozen: no weight gradients)."""
+    audio, text = config.audio_config, config.text_config
+    frames = audio.max_source_positions  # 1500 after the stride-2 conv
+    d, ff = audio.hidden_size, audio.intermediate_size
+    conv = 2 * 3 * frames * 2 * (audio.num_mel_bins * d) + 2 * 3 * d * d * frames
+    layer = 2 * frames * (4 * d * d + 2 * d * ff) + 4 * frames * frames * d
+    encoder = conv + audio.num_hidden_layers * layer
+    audio_tokens = frames // 4
+    projector = 2 * audio_tokens * (4 * d * text.hidden_size + text.hidden_size**2)
+    tokens = prompt_tokens + target_tokens
+    h, kv = text.hidden_size, text.num_key_value_heads * text.head_dim
+    q = text.num_attention_heads * text.head_dim
+    llm_layer = 2 * tokens * (h * (2 * q + 2 * kv) + 3 * h * text.intermediate_size)
+    llm_layer += 4 * tokens * tokens * q
+    head_full = 2 * tokens * h * text.vocab_size
+    head_labels = 2 * (target_tokens + 1) * h * text.vocab_size
+    llm = text.num_hidden_layers * llm_layer
+    return {
+        "encoder_forward": encoder,
+        "projector": 3 * projector,  # forward + backward (weights and inputs)
+        "llm_forward_backward_full_logits": 2 * (llm + head_full),
+        "llm_forward_backward_label_logits": 2 * (llm + head_labels),
+    }
+
+
+def _batch(prompts: PromptBuilder, batch_size: int, device) -> dict[str, torch.Tensor]:
+    prompt = prompts.prompt(1, "ko")
+    target = [*range(1000, 1000 + TARGET_TOKENS - 1), prompts.eos_id]
+    ids = torch.tensor([prompt + target] * batch_size, device=device)
+    labels = ids.clone()
+    labels[:, : len(prompt)] = IGNORE_INDEX
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": labels,
+        "input_features": torch.randn(batch_size, 128, 3000, device=device),
+    }
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_step_rate(model, prompts, batch_size, device, steps, *, label_logits: bool):
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-5)
+    batch = _batch(prompts, batch_size, device)
+    dtype = next(p.dtype for n, p in model.named_parameters() if "audio_tower" in n)
+    batch["input_features"] = batch["input_features"].to(dtype)
+    autocast_dtype = next(p.dtype for n, p in model.named_parameters() if "lm_head" in n)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def step():
+        with torch.autocast(
+            device.type, dtype=autocast_dtype, enabled=autocast_dtype != torch.float32
+        ):
+            loss = label_positions_loss(model, batch) if label_logits else model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # warm-up (allocator, kernels)
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    seconds = time.perf_counter() - started
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+    return batch_size * steps / seconds, peak
+
+
+def inference_rtfx(model, prompts, spec, duration_s, batch_size, device):
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal(int(duration_s * 16000)) * 0.1).astype(np.float32)
+    features = [compute_features(audio, spec)] * batch_size
+    kwargs = {"device": device, "min_new_tokens": TARGET_TOKENS}
+    autocast = next(p.dtype for n, p in model.named_parameters() if "lm_head" in n)
+    kwargs["autocast_dtype"] = None if autocast == torch.float32 else autocast
+    run = lambda: generate_batch(  # noqa: E731
+        model, prompts, features, ["ko"] * batch_size, [TARGET_TOKENS] * batch_size, **kwargs
+    )
+    run()
+    _sync(device)
+    started = time.perf_counter()
+    run()
+    _sync(device)
+    return duration_s * batch_size / (time.perf_counter() - started)
+
+
+def run(tiny: bool = False, quick: bool = False) -> dict[str, Any]:
+    from transformers import AutoProcessor, VoxtralForConditionalGeneration
+
+    device = torch.device("cuda" if torch.cuda.is_available() and not tiny else "cpu")
+    if device.type != "cuda" and not tiny:
+        return {"skipped": "no CUDA device (use --tiny for the CPU smoke run)"}
+    with workdir() as tmp:
+        root = Path(tmp)
+        tiny_dir = tiny_model(root)
+        processor = AutoProcessor.from_pretrained(tiny_dir)  # same Tekken special tokens
+        spec = FeatureSpec.from_feature_extractor(processor.feature_extractor)
+        prompts = PromptBuilder(processor, spec)
+        if tiny:
+            model_dir = tiny_dir
+        else:  # real-size random weights on disk, loadable in bf16 and nf4
+            model_dir = root / "voxtral-mini-random"
+            with torch.device("cuda"):
+                model = VoxtralForConditionalGeneration(real_config()).to(torch.bfloat16)
+            model.save_pretrained(model_dir)
+            processor.save_pretrained(model_dir)
+            del model
+            gc.collect()
+            torch.cuda.empty_cache()
+        config = real_config() if not tiny else None
+        if tiny:
+            from voxadapt.tiny import tiny_config
+
+            config = tiny_config()
+        prompt_tokens = len(prompts.prompt(1, "ko"))
+        flops = flops_per_sample(config, prompt_tokens, TARGET_TOKENS)
+        name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
+        peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+        batches = ([2] if quick else [1, 2]) if tiny else ([1, 4] if quick else [1, 4, 8, 16])
+        steps = 1 if tiny else 5
+        training = []
+        checkpointing_modes = (False,) if tiny and quick else (False, True)
+        grid = itertools.product(("bf16", "nf4"), ("lora", "full"), checkpointing_modes, batches)
+        for base, projector, checkpointing, batch_size in grid:
+            quantization = "none" if base == "bf16" else "nf4"
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+            model = load_voxtral(model_dir, quantization=quantization, device=device, dtype=dtype)
+            if checkpointing:
+                model.gradient_checkpointing_enable({"use_reentrant": False})
+            model.config.use_cache = False
+            model = attach_projector_adapter(model, AdapterOptions(projector))
+            for label_logits in (False, True) if batch_size == batches[-1] else (True,):
+                try:
+                    rate, memory = train_step_rate(
+                        model, prompts, batch_size, device, steps, label_logits=label_logits
+                    )
+                except torch.OutOfMemoryError:
+                    rate, memory = None, "OOM"
+                total = flops["encoder_forward"] + flops["projector"] + flops[
+                    "llm_forward_backward_label_logits" if label_logits
+                    else "llm_forward_backward_full_logits"
+                ]  # fmt: skip
+                training.append(
+                    {
+                        "base": base, "projector": projector,
+                        "gradient_checkpointing": checkpointing, "micro_batch": batch_size,
+                        "loss": "label_logits" if label_logits else "full_logits",
+                        "samples_per_s": rate, "peak_memory_gib": memory,
+                        "mfu": rate * total / (peak * 1e12) if rate and peak else None,
+                    }
+                )  # fmt: skip
+            del model
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        inference = []
+        model = load_voxtral(
+            model_dir,
+            quantization="none",
+            device=device,
+            dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
+        )
+        model.eval()
+        for seconds, batch_size in itertools.product(
+            (5, 15, 25), ([2] if quick else [1, 2]) if tiny else ([1, 16] if quick else [1, 16, 64])
+        ):
+            inference.append(
+                {
+                    "clip_s": seconds,
+                    "batch": batch_size,
+                    "rtfx": inference_rtfx(model, prompts, spec, seconds, batch_size, device),
+                }
+            )
+        return {
+            "device": name,
+            "model": "tiny Voxtral (CPU smoke run)" if tiny else "Voxtral-Mini-3B config, random",
+            "tflop_per_sample": {k: v / 1e12 for k, v in flops.items()},
+            "peak_tflops_bf16": peak,
+            "prompt_tokens": prompt_tokens,
+            "target_tokens": TARGET_TOKENS,
+            "training": training,
+            "inference": inference,
+            "goals": {"mfu_bf16": ">= 0.40", "nf4_peak_gib_at_mb4": "<= 8", "rtfx_b64": ">= 400"},
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny model on CPU (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="fewer batch sizes")
+    parser.add_argument("--results-dir", type=Path)
+    args = parser.parse_args()
+    result = run(tiny=args.tiny, quick=args.quick)
+    name = "gpu_tiny_cpu" if args.tiny else "gpu"
+    print(write_result(name, result, args.results_dir).read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""The benchmarks keep running: `python -m bench --quick` end to end on small inputs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.mark.slow
+def test_quick_benchmarks_run_and_report_ratios(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--results-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = {"cache", "decoding", "scoring", "dataloading", "prepare", "gpu"}
+    assert {p.stem for p in tmp_path.glob("*.json")} == names
+    cache = json.loads((tmp_path / "cache.json").read_text())
+    assert cache["max_abs_feature_diff"] <= 1e-3 and cache["bytes_ratio"] < 1
+    assert json.loads((tmp_path / "scoring.json").read_text())["identical_counts"] is True
+    decoding = json.loads((tmp_path / "decoding.json").read_text())
+    assert decoding["utterances_per_s"]["voxadapt"]["median"] > 0
+    gpu = json.loads((tmp_path / "gpu.json").read_text())  # the --tiny CPU path of bench/gpu.py
+    assert gpu["training"] and all(row["samples_per_s"] for row in gpu["training"])
+    assert {row["loss"] for row in gpu["training"]} == {"full_logits", "label_logits"}
+    assert len(gpu["inference"]) == 3
+    assert "x utterances/s" in result.stdout
