@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -537,6 +536,3 @@ def transcribe(config: TranscribeConfig) -> TranscribeResult:
     n_errors = sum(1 for row in rows if row.get("text") is None)
     return TranscribeResult(rows, n_errors, config.out)
 
-
-def default_workers() -> int:
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
