@@ -535,4 +535,3 @@ def transcribe(config: TranscribeConfig) -> TranscribeResult:
     write_transcripts(rows, fmt, config.out)
     n_errors = sum(1 for row in rows if row.get("text") is None)
     return TranscribeResult(rows, n_errors, config.out)
-
