@@ -169,7 +169,7 @@ def compute_features(audio: np.ndarray, spec: FeatureSpec) -> CompactFeatures:
 
 
 def encode_frames(frames: np.ndarray) -> tuple[bytes, float]:
-    """The compact codec: (zlib blob, offset) of quantized, mel-differenced frames."""
+    """The compact codec: (zlib blob, offset) of quantized frames, neighbour-predicted."""
     offset = float(frames.min())
     quantized = np.rint((frames.astype(np.float64) - offset) / QUANT_STEP).astype(np.int32)
     # Planar "gradient" prediction q[m-1,t] + q[m,t-1] - q[m-1,t-1]: differences along mel,
