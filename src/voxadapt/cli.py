@@ -15,7 +15,7 @@ log = logging.getLogger("voxadapt")
 
 MAIN_EPILOG = """\
 stages:
-  demo        the whole pipeline on a tiny random Voxtral, offline, on CPU (~2 min)
+  demo        the whole pipeline on a tiny random Voxtral, offline, on CPU (< 1 min)
   prepare     SCP / AI-Hub tree / Kaldi dir / JSONL -> train/valid/test manifests
   cache       exact, compact log-mel features for a manifest (sharded, resumable)
   train       projector-only QLoRA (or full projector) with CER-selected checkpoints
