@@ -22,7 +22,7 @@ import torch
 from bench.common import tiny_model, workdir, write_result
 from voxadapt.data import IGNORE_INDEX, PromptBuilder
 from voxadapt.features import FeatureSpec, compute_features
-from voxadapt.infer import generate_batch
+from voxadapt.infer import autocast, compute_dtype, generate_batch, input_dtype
 from voxadapt.model import AdapterOptions, attach_projector_adapter, load_voxtral
 from voxadapt.train import label_positions_loss
 
@@ -88,16 +88,13 @@ def train_step_rate(model, prompts, batch_size, device, steps, *, label_logits: 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     batch = _batch(prompts, batch_size, device)
-    dtype = next(p.dtype for n, p in model.named_parameters() if "audio_tower" in n)
-    batch["input_features"] = batch["input_features"].to(dtype)
-    autocast_dtype = next(p.dtype for n, p in model.named_parameters() if "lm_head" in n)
+    batch["input_features"] = batch["input_features"].to(input_dtype(model))
+    autocast_dtype = compute_dtype(model)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
     def step():
-        with torch.autocast(
-            device.type, dtype=autocast_dtype, enabled=autocast_dtype != torch.float32
-        ):
+        with autocast(device, autocast_dtype):
             loss = label_positions_loss(model, batch) if label_logits else model(**batch).loss
         loss.backward()
         optimizer.step()
@@ -118,9 +115,11 @@ def inference_rtfx(model, prompts, spec, duration_s, batch_size, device):
     rng = np.random.default_rng(0)
     audio = (rng.standard_normal(int(duration_s * 16000)) * 0.1).astype(np.float32)
     features = [compute_features(audio, spec)] * batch_size
-    kwargs = {"device": device, "min_new_tokens": TARGET_TOKENS}
-    autocast = next(p.dtype for n, p in model.named_parameters() if "lm_head" in n)
-    kwargs["autocast_dtype"] = None if autocast == torch.float32 else autocast
+    kwargs = {
+        "device": device,
+        "min_new_tokens": TARGET_TOKENS,
+        "autocast_dtype": compute_dtype(model),
+    }
     run = lambda: generate_batch(  # noqa: E731
         model, prompts, features, ["ko"] * batch_size, [TARGET_TOKENS] * batch_size, **kwargs
     )
@@ -155,11 +154,9 @@ def run(tiny: bool = False, quick: bool = False) -> dict[str, Any]:
             del model
             gc.collect()
             torch.cuda.empty_cache()
-        config = real_config() if not tiny else None
-        if tiny:
-            from voxadapt.tiny import tiny_config
+        from voxadapt.tiny import tiny_config
 
-            config = tiny_config()
+        config = tiny_config() if tiny else real_config()
         prompt_tokens = len(prompts.prompt(1, "ko"))
         flops = flops_per_sample(config, prompt_tokens, TARGET_TOKENS)
         name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"

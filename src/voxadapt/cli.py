@@ -305,8 +305,8 @@ def _run_cache(args: argparse.Namespace) -> int:
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
-    from voxadapt.model import PROJECTOR_MODES, QUANTIZATIONS
-    from voxadapt.train import DTYPES, SCHEDULERS
+    from voxadapt.model import DTYPES, PROJECTOR_MODES, QUANTIZATIONS
+    from voxadapt.train import SCHEDULERS
 
     parser = subparsers.add_parser(
         "train",
@@ -441,8 +441,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _add_decoding_flags(parser: argparse.ArgumentParser) -> None:
-    from voxadapt.model import QUANTIZATIONS
-    from voxadapt.train import DTYPES
+    from voxadapt.model import DTYPES, QUANTIZATIONS
 
     group = parser.add_argument_group("model and decoding")
     group.add_argument(
@@ -628,7 +627,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
     from voxadapt.export import EXPORT_FORMATS
-    from voxadapt.train import DTYPES
+    from voxadapt.model import DTYPES
 
     parser = subparsers.add_parser(
         "export",

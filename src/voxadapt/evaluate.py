@@ -27,6 +27,7 @@ from voxadapt.metrics import (
     paired_bootstrap,
     term_recall,
 )
+from voxadapt.model import DTYPES
 from voxadapt.text import SCORING_NORMALIZATION_VERSION, normalize_for_scoring
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ class EvaluateConfig:
             found.append("--resume and --overwrite exclude each other")
         if self.batch_size < 1:
             found.append("batch_size must be >= 1")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            found.append(f"dtype must be one of {', '.join(DTYPES)}")
         if self.bootstrap < 0:
             found.append("bootstrap must be >= 0")
         for name in ("terms", "compare"):
@@ -199,8 +202,6 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     """Transcribe and score `config.manifest`; see EvaluateConfig."""
     from tqdm import tqdm
 
-    from voxadapt.train import DTYPES
-
     problems = config.problems()
     if problems:
         raise ConfigError("; ".join(problems))
@@ -237,7 +238,7 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
             config.adapter,
             quantization=config.quantization,
             device=config.device,
-            dtype=DTYPES[config.dtype] if config.dtype else None,
+            dtype=config.dtype,
         )
         language = None if config.language == "auto" else config.language
         items = [

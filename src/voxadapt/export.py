@@ -139,6 +139,15 @@ def _rope_rows_to_hf(tensor: torch.Tensor, n_heads: int) -> torch.Tensor:
     return tensor.view(n_heads, rows // n_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
 
 
+def _rope_heads(short: str, text_config: Any) -> int | None:
+    """Heads whose rotary rows are permuted for this LLM q/k weight, None for other weights."""
+    if short.startswith("llm.") and short.endswith("self_attn.q_proj.weight"):
+        return text_config.num_attention_heads
+    if short.startswith("llm.") and short.endswith("self_attn.k_proj.weight"):
+        return text_config.num_key_value_heads
+    return None
+
+
 def hf_to_mistral(state: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
     """Rename (and re-permute) a transformers Voxtral state dict into Mistral's names."""
     text = config.text_config
@@ -151,10 +160,9 @@ def hf_to_mistral(state: dict[str, torch.Tensor], config: Any) -> dict[str, torc
         target = _convert(short, _TO_MISTRAL)
         if target is None:
             raise ExportError(f"no Mistral name for parameter {name}")
-        if short.endswith("self_attn.q_proj.weight") and short.startswith("llm."):
-            tensor = _rope_rows_to_mistral(tensor, text.num_attention_heads)
-        elif short.endswith("self_attn.k_proj.weight") and short.startswith("llm."):
-            tensor = _rope_rows_to_mistral(tensor, text.num_key_value_heads)
+        heads = _rope_heads(short, text)
+        if heads:
+            tensor = _rope_rows_to_mistral(tensor, heads)
         out[target] = tensor.contiguous()
     return out
 
@@ -169,10 +177,9 @@ def mistral_to_hf(state: dict[str, torch.Tensor], config: Any) -> dict[str, torc
         short = _convert(name, _TO_CANONICAL)
         if short is None:
             raise ExportError(f"unknown Mistral parameter {name}")
-        if short.startswith("llm.") and short.endswith("self_attn.q_proj.weight"):
-            tensor = _rope_rows_to_hf(tensor, text.num_attention_heads)
-        elif short.startswith("llm.") and short.endswith("self_attn.k_proj.weight"):
-            tensor = _rope_rows_to_hf(tensor, text.num_key_value_heads)
+        heads = _rope_heads(short, text)
+        if heads:
+            tensor = _rope_rows_to_hf(tensor, heads)
         out[short] = tensor
     audio = config.audio_config
     out[POSITIONS] = sinusoids(audio.max_source_positions, audio.hidden_size)
@@ -264,16 +271,15 @@ def export(
     dtype: str = "bf16",
 ) -> ExportResult:
     """Merge `adapter` into `model_id` and write it to `out_dir` in format `fmt`."""
-    from voxadapt.train import DTYPES
+    from voxadapt.model import resolve_dtype
 
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(EXPORT_FORMATS)}")
-    if dtype not in DTYPES:
-        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}")
+    torch_dtype = resolve_dtype(dtype)
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"{out_dir} is not empty; choose a new --out")
-    model = merged_model(model_id, adapter, dtype=DTYPES[dtype])
+    model = merged_model(model_id, adapter, dtype=torch_dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "hf":
         from transformers import AutoProcessor

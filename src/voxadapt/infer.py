@@ -24,7 +24,7 @@ from voxadapt.data import PromptBuilder
 from voxadapt.errors import ConfigError, VoxadaptError
 from voxadapt.features import CompactFeatures, FeatureSpec, features_for_file, n_chunks_for
 from voxadapt.manifest import Utterance, atomic_write, iter_jsonl
-from voxadapt.model import QUANTIZATIONS, load_voxtral
+from voxadapt.model import QUANTIZATIONS, load_voxtral, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,8 @@ class AudioItem:
     record: dict[str, Any] = field(default_factory=dict)  # fields carried to the output
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None):
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to `dtype` on `device`, or nothing for None (fp32 models)."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
@@ -203,7 +204,7 @@ def generate_batch(
     spec = prompts.spec
     input_features = torch.cat([f.expand(spec) for f in features])
     kwargs = {"min_new_tokens": min_new_tokens} if min_new_tokens else {}
-    with _autocast(device, autocast_dtype):
+    with autocast(device, autocast_dtype):
         output = model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
@@ -251,22 +252,12 @@ def _collate(batch: list) -> list:
 def plan_batches(items: Sequence[AudioItem], spec: FeatureSpec, batch_size: int) -> list[list[int]]:
     """Indices grouped by chunk count, longest clips first (an out-of-memory error shows at
     once, not hours in), `batch_size` per batch."""
-    order = sorted(
-        range(len(items)),
-        key=lambda i: (
-            -n_chunks_for(int(items[i].duration * spec.sampling_rate), spec),
-            -items[i].duration,
-        ),
-    )
+    chunks = [n_chunks_for(int(item.duration * spec.sampling_rate), spec) for item in items]
+    order = sorted(range(len(items)), key=lambda i: (-chunks[i], -items[i].duration))
     batches: list[list[int]] = []
     for index in order:
-        chunks = n_chunks_for(int(items[index].duration * spec.sampling_rate), spec)
         last = batches[-1] if batches else None
-        if (
-            last is None
-            or len(last) >= batch_size
-            or n_chunks_for(int(items[last[0]].duration * spec.sampling_rate), spec) != chunks
-        ):
+        if last is None or len(last) >= batch_size or chunks[last[0]] != chunks[index]:
             batches.append([index])
         else:
             last.append(index)
@@ -291,9 +282,10 @@ class Transcriber:
         *,
         quantization: str | None = None,
         device: str | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: str | None = None,
     ) -> Transcriber:
-        """Load processor, base model and adapter (quantization as the adapter trained)."""
+        """Load processor, base model and adapter (quantization as the adapter trained);
+        dtype: bf16 | fp16 | fp32, None for the device's default."""
         from transformers import AutoProcessor
 
         try:
@@ -301,7 +293,7 @@ class Transcriber:
         except OSError as exc:
             raise VoxadaptError(f"cannot load the processor of {model_id}: {exc}") from None
         model, _ = load_for_inference(
-            model_id, adapter, quantization=quantization, device=device, dtype=dtype
+            model_id, adapter, quantization=quantization, device=device, dtype=resolve_dtype(dtype)
         )
         return cls(model, processor, next(model.parameters()).device)
 
@@ -504,8 +496,6 @@ def transcribe(config: TranscribeConfig) -> TranscribeResult:
     """Transcribe every input; bad files are reported in their rows, the rest transcribed."""
     from tqdm import tqdm
 
-    from voxadapt.train import DTYPES
-
     if not config.inputs:
         raise ConfigError("give at least one audio file, folder or manifest")
     fmt = output_format(config)
@@ -514,14 +504,12 @@ def transcribe(config: TranscribeConfig) -> TranscribeResult:
         log.warning("%s: %s (%s)", row["id"], row["error"], row["detail"])
     if not items:
         raise VoxadaptError(f"nothing to transcribe: {len(errors)} inputs failed")
-    if config.dtype is not None and config.dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}")
     transcriber = Transcriber.load(
         config.model,
         config.adapter,
         quantization=config.quantization,
         device=config.device,
-        dtype=DTYPES[config.dtype] if config.dtype else None,
+        dtype=config.dtype,
     )
     by_id: dict[int, dict[str, Any]] = {}
     with tqdm(total=len(items), desc="transcribe", unit="clip", disable=None) as progress:

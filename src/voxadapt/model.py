@@ -16,6 +16,7 @@ from voxadapt.errors import ConfigError, VoxadaptError
 log = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("nf4", "int8", "none")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 PROJECTOR_MODES = ("lora", "full")
 PROJECTOR_NAME = "multi_modal_projector"
 AUDIO_TOWER_NAME = "audio_tower"
@@ -136,6 +137,15 @@ def check_quantization(model: nn.Module, quantization: str) -> None:
         )
     if not quantized:
         raise ModelError(f"quantization={quantization} requested but no layer was quantized")
+
+
+def resolve_dtype(name: str | None) -> torch.dtype | None:
+    """torch dtype of a --dtype name (bf16/fp16/fp32); None stays None (the default)."""
+    if name is None:
+        return None
+    if name not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}")
+    return DTYPES[name]
 
 
 def default_dtype(device: torch.device) -> torch.dtype:

@@ -7,7 +7,6 @@ batched greedy generation scored by CER, and checkpoints hold only trainable wei
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -26,10 +25,11 @@ from torch.utils.data import DataLoader
 
 from voxadapt.config import save_config
 from voxadapt.data import IGNORE_INDEX, Collator, PromptBuilder, TranscriptionDataset
-from voxadapt.errors import ConfigError, VoxadaptError
-from voxadapt.infer import decode_cap, generate_batch, input_dtype
+from voxadapt.errors import VoxadaptError
+from voxadapt.infer import autocast, compute_dtype, decode_cap, generate_batch, input_dtype
 from voxadapt.manifest import Utterance, atomic_write, read_manifest
 from voxadapt.model import (
+    DTYPES,
     PROJECTOR_MODES,
     QUANTIZATIONS,
     AdapterOptions,
@@ -38,12 +38,12 @@ from voxadapt.model import (
     format_audit,
     load_voxtral,
     parameter_audit,
+    resolve_dtype,
     save_adapter,
 )
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 
 
@@ -376,13 +376,6 @@ def train(config: TrainConfig) -> TrainResult:
     if config.eval_samples and len(valid_utts) > config.eval_samples:
         valid_utts = random.Random(config.seed).sample(valid_utts, config.eval_samples)
 
-    dtype = DTYPES[config.dtype] if config.dtype else None
-    if (
-        dtype == torch.bfloat16
-        and dist.device.type == "cuda"
-        and not torch.cuda.is_bf16_supported()
-    ):
-        raise ConfigError("bf16 requested but this GPU does not support it; use --dtype fp16")
     try:
         processor = AutoProcessor.from_pretrained(config.model)
     except OSError as exc:
@@ -399,10 +392,12 @@ def train(config: TrainConfig) -> TrainResult:
     )
 
     model = load_voxtral(
-        config.model, quantization=config.quantization, device=dist.device, dtype=dtype
+        config.model,
+        quantization=config.quantization,
+        device=dist.device,
+        dtype=resolve_dtype(config.dtype),
     )
-    compute_dtype = next(p.dtype for n, p in model.named_parameters() if "lm_head" in n)
-    autocast_dtype = compute_dtype if compute_dtype != torch.float32 else None
+    autocast_dtype = compute_dtype(model)
     if dist.main:
         where = "bitsandbytes on CPU" if dist.device.type == "cpu" else str(dist.device)
         log.info(
@@ -410,7 +405,7 @@ def train(config: TrainConfig) -> TrainResult:
             config.model,
             config.quantization,
             where,
-            str(compute_dtype).removeprefix("torch."),
+            str(autocast_dtype or torch.float32).removeprefix("torch."),
         )
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -553,12 +548,7 @@ def train(config: TrainConfig) -> TrainResult:
             for batch in loader:
                 batch = {k: v.to(dist.device) for k, v in batch.items()}
                 batch["input_features"] = batch["input_features"].to(input_dtype(model))
-                autocast = (
-                    torch.autocast(dist.device.type, dtype=autocast_dtype)
-                    if autocast_dtype
-                    else contextlib.nullcontext()
-                )
-                with autocast:
+                with autocast(dist.device, autocast_dtype):
                     loss = label_positions_loss(forward_model, batch)
                 (loss / config.grad_accum).backward()
                 window_loss += float(loss.detach()) / config.grad_accum
