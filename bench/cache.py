@@ -17,10 +17,10 @@ import soxr
 import torch
 
 from bench.common import make_clips, ratio, timed, tiny_model, workdir, write_result
+from voxadapt.cache import CacheConfig, build_cache
 from voxadapt.features import (
     FeatureSpec,
     FeatureStore,
-    build_cache,
     compute_features,
     utterance_key,
 )
@@ -58,11 +58,15 @@ def run(clips: int = 200, repeats: int = 3, root: Path | None = None) -> dict[st
         cores = os.cpu_count() or 1
         seed = timed(lambda r: seed_cache(manifest, model, root / f"seed{r}"), repeats)
         ours1 = timed(
-            lambda r: build_cache([manifest], model, root / f"one{r}", jobs=1, shard_size=256),
+            lambda r: build_cache(
+                CacheConfig([manifest], str(model), root / f"one{r}", jobs=1, shard_size=256)
+            ),
             repeats,
         )
         ours = timed(
-            lambda r: build_cache([manifest], model, root / f"all{r}", jobs=cores, shard_size=256),
+            lambda r: build_cache(
+                CacheConfig([manifest], str(model), root / f"all{r}", jobs=cores, shard_size=256)
+            ),
             repeats,
         )
         floor = timed(lambda r: physical_floor(manifest, spec), repeats)

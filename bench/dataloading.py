@@ -15,8 +15,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench.common import make_clips, timed, tiny_model, workdir, write_result
+from voxadapt.cache import CacheConfig, build_cache
 from voxadapt.data import Collator, PromptBuilder, TranscriptionDataset
-from voxadapt.features import FeatureSpec, FeatureStore, build_cache
+from voxadapt.features import FeatureSpec, FeatureStore
 from voxadapt.manifest import read_manifest
 from voxadapt.model import AdapterOptions, attach_projector_adapter, load_voxtral
 
@@ -35,7 +36,11 @@ def run(clips: int = 64, repeats: int = 3, batch_size: int = 8, root=None) -> di
         processor = AutoProcessor.from_pretrained(model_dir)
         spec = FeatureSpec.from_feature_extractor(processor.feature_extractor)
         prompts = PromptBuilder(processor, spec)
-        build_cache([data["manifest"]], model_dir, root / "cache", jobs=os.cpu_count() or 1)
+        build_cache(
+            CacheConfig(
+                [data["manifest"]], str(model_dir), root / "cache", jobs=os.cpu_count() or 1
+            )
+        )
         store = FeatureStore(root / "cache", spec)
         collator = Collator(spec, prompts.pad_id)
         rates: dict[str, Any] = {}

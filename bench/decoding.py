@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from bench.common import make_clips, ratio, timed, tiny_model, workdir, write_result
-from voxadapt.infer import AudioItem, DecodeOptions, Transcriber
+from voxadapt.decoding import AudioItem, DecodeOptions, Transcriber
 from voxadapt.manifest import read_manifest
 
 

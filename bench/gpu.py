@@ -21,9 +21,16 @@ import torch
 
 from bench.common import tiny_model, workdir, write_result
 from voxadapt.data import IGNORE_INDEX, PromptBuilder
+from voxadapt.decoding import generate_batch
 from voxadapt.features import FeatureSpec, compute_features
-from voxadapt.infer import autocast, compute_dtype, generate_batch, input_dtype
-from voxadapt.model import AdapterOptions, attach_projector_adapter, load_voxtral
+from voxadapt.model import (
+    AdapterOptions,
+    attach_projector_adapter,
+    autocast,
+    compute_dtype,
+    input_dtype,
+    load_voxtral,
+)
 from voxadapt.train import label_positions_loss
 
 TARGET_TOKENS = 40  # ~ a 10 s Korean utterance

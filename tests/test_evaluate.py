@@ -12,11 +12,17 @@ import time
 import jiwer
 import pytest
 
+from voxadapt.decoding import DecodeOptions
 from voxadapt.errors import ConfigError
-from voxadapt.evaluate import EvaluateConfig, evaluate, read_predictions
+from voxadapt.evaluate import EvaluateConfig, evaluate
 from voxadapt.manifest import read_manifest, write_jsonl
+from voxadapt.metrics import read_predictions
 
-FAST = {"quantization": "none", "max_new_tokens": 6, "num_workers": 0, "bootstrap": 100}
+FAST = {
+    "quantization": "none",
+    "decode": DecodeOptions(max_new_tokens=6, num_workers=0),
+    "bootstrap": 100,
+}
 
 
 def nospace(texts):
@@ -53,8 +59,7 @@ def test_evaluate_writes_predictions_metrics_and_report(
             adapter=adapters["lora"],
             out_dir=tmp_path / "eval",
             terms=terms,
-            batch_size=4,
-            **FAST,
+            **{**FAST, "decode": DecodeOptions(batch_size=4, max_new_tokens=6, num_workers=0)},
         )
     )
     rows = read_predictions(result.predictions)

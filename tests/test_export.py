@@ -9,6 +9,7 @@ from transformers import VoxtralForConditionalGeneration
 
 from voxadapt.cli import main
 from voxadapt.export import (
+    ExportConfig,
     ExportError,
     _rope_rows_to_hf,
     _rope_rows_to_mistral,
@@ -16,7 +17,7 @@ from voxadapt.export import (
     export,
     mistral_to_hf,
 )
-from voxadapt.infer import load_for_inference
+from voxadapt.model import load_for_inference
 
 from conftest import CLIPS
 
@@ -33,7 +34,9 @@ def relative_error(a, b):
 
 @pytest.mark.parametrize("mode", ["lora", "full"])
 def test_hf_export_matches_base_plus_adapter(tiny_model, adapters, processor, tmp_path, mode):
-    result = export(tiny_model, adapters[mode], tmp_path / "hf", fmt="hf", dtype="fp32")
+    result = export(
+        ExportConfig(adapters[mode], tmp_path / "hf", str(tiny_model), format="hf", dtype="fp32")
+    )
     merged = VoxtralForConditionalGeneration.from_pretrained(result.out_dir)
     unmerged, _ = load_for_inference(tiny_model, adapters[mode], quantization="none")
     base, _ = load_for_inference(tiny_model, quantization="none")
@@ -46,7 +49,11 @@ def test_hf_export_matches_base_plus_adapter(tiny_model, adapters, processor, tm
 
 
 def test_mistral_export_round_trips_exactly(tiny_model, adapters, tmp_path):
-    result = export(tiny_model, adapters["lora"], tmp_path / "mistral", fmt="mistral", dtype="fp32")
+    result = export(
+        ExportConfig(
+            adapters["lora"], tmp_path / "mistral", str(tiny_model), format="mistral", dtype="fp32"
+        )
+    )
     assert {p.name for p in result.files} >= {
         "consolidated.safetensors",
         "params.json",
@@ -70,7 +77,9 @@ def test_mistral_export_round_trips_exactly(tiny_model, adapters, tmp_path):
     assert not any("embed_positions" in n for n in weights)  # sinusoidal, recomputed
 
     merged = VoxtralForConditionalGeneration.from_pretrained(
-        export(tiny_model, adapters["lora"], tmp_path / "hf", dtype="fp32").out_dir
+        export(
+            ExportConfig(adapters["lora"], tmp_path / "hf", str(tiny_model), dtype="fp32")
+        ).out_dir
     )
     reference = {canonical_name(n): t for n, t in merged.state_dict().items()}
     restored = mistral_to_hf(weights, merged.config)
@@ -114,7 +123,16 @@ def test_mistral_export_refuses_learned_positions(tiny_model, adapters, tmp_path
     for extra in ("tekken.json", "processor_config.json"):
         (broken / extra).write_bytes((tiny_model / extra).read_bytes())
     with pytest.raises(ExportError, match="not sinusoidal"):
-        export(broken, adapters["lora"], tmp_path / "out", fmt="mistral", dtype="fp32")
+        export(
+            ExportConfig(
+                adapters["lora"],
+                tmp_path / "out",
+                str(broken),
+                format="mistral",
+                dtype="fp32",
+                force=True,
+            )
+        )
 
 
 def test_export_cli(adapters, tmp_path, capsys):

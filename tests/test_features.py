@@ -10,12 +10,12 @@ import soundfile as sf
 import torch
 
 from voxadapt.audio import load_audio
+from voxadapt.cache import CacheConfig, build_cache
 from voxadapt.features import (
     QUANT_STEP,
     CacheMismatchError,
     FeatureSpec,
     FeatureStore,
-    build_cache,
     compute_features,
     features_for_file,
     utterance_key,
@@ -121,7 +121,9 @@ def test_cache_is_compact_exact_and_incremental(tmp_path, tiny_model, spec, spee
         for i in range(6)
     ]
     manifest = _manifest(tmp_path, paths)
-    first = build_cache([manifest], tiny_model, tmp_path / "cache", jobs=2, shard_size=2)
+    first = build_cache(
+        CacheConfig([manifest], str(tiny_model), tmp_path / "cache", jobs=2, shard_size=2)
+    )
     assert (first.computed, first.reused, first.failed) == (6, 0, 0)
     # The seed stores fp32 padded to 30 s; we store only frames that touch audio (+ header),
     # compressed to well under fp16's 2 bytes x 128 mels x 100 frames/s.
@@ -141,18 +143,20 @@ def test_cache_is_compact_exact_and_incremental(tmp_path, tiny_model, spec, spee
             audio=utterance.audio, model_id="voxtral", language="ko"
         )["input_features"]
         assert float((cached.expand(spec) - reference).abs().max()) <= 1e-3
-    again = build_cache([manifest], tiny_model, tmp_path / "cache", jobs=2, shard_size=2)
+    again = build_cache(
+        CacheConfig([manifest], str(tiny_model), tmp_path / "cache", jobs=2, shard_size=2)
+    )
     assert (again.computed, again.reused) == (0, 6)
     # a changed audio file (new mtime) is recomputed, nothing else
     os.utime(paths[3], ns=(time.time_ns(), time.time_ns() + 10**9))
-    changed = build_cache([manifest], tiny_model, tmp_path / "cache", jobs=1)
+    changed = build_cache(CacheConfig([manifest], str(tiny_model), tmp_path / "cache", jobs=1))
     assert (changed.computed, changed.reused) == (1, 5)
 
 
 def test_cache_for_another_processor_is_refused(tmp_path, tiny_model, spec, speech):
     samples, rate = speech
     manifest = _manifest(tmp_path, [write_wav(tmp_path / "a.wav", samples, rate)])
-    build_cache([manifest], tiny_model, tmp_path / "cache", jobs=1)
+    build_cache(CacheConfig([manifest], str(tiny_model), tmp_path / "cache", jobs=1))
     other = FeatureSpec(**{**spec.__dict__, "mel_filters": spec.mel_filters * 1.01})
     assert other.fingerprint != spec.fingerprint
     with pytest.raises(CacheMismatchError, match="another processor"):
@@ -173,7 +177,9 @@ def test_killed_cache_run_resumes_to_identical_result(tmp_path, tiny_model, spec
         for i in range(24)
     ]
     manifest = _manifest(tmp_path, paths)
-    reference = build_cache([manifest], tiny_model, tmp_path / "ref", jobs=1, shard_size=1)
+    reference = build_cache(
+        CacheConfig([manifest], str(tiny_model), tmp_path / "ref", jobs=1, shard_size=1)
+    )
     assert reference.computed == 24
 
     killed = tmp_path / "killed"
@@ -204,7 +210,7 @@ def test_killed_cache_run_resumes_to_identical_result(tmp_path, tiny_model, spec
     done = len(list(killed.glob("shard-*.safetensors")))
     assert 3 <= done < 24, "the kill should land mid-run"
 
-    resumed = build_cache([manifest], tiny_model, killed, jobs=2, shard_size=1)
+    resumed = build_cache(CacheConfig([manifest], str(tiny_model), killed, jobs=2, shard_size=1))
     assert resumed.reused == done and resumed.computed == 24 - done
     assert not list(killed.glob(".*.tmp"))
     expected = _all_features(tmp_path / "ref", manifest, spec)

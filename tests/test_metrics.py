@@ -66,7 +66,6 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from voxadapt.evaluate import score_row  # noqa: E402
 from voxadapt.metrics import (  # noqa: E402
     EditCounts,
     bootstrap_interval,
@@ -74,6 +73,7 @@ from voxadapt.metrics import (  # noqa: E402
     count_terms,
     load_terms,
     paired_bootstrap,
+    score_row,
     space_normalized,
     term_recall,
 )

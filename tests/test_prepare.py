@@ -214,12 +214,17 @@ def test_label_duration_mismatch_is_rejected(tmp_path, speech):
     assert result.stats["kept"] == 1
 
 
-def test_everything_rejected_still_writes_rejections(tmp_path):
+def test_everything_rejected_writes_rejections_and_keeps_earlier_outputs(messy_scp, tmp_path):
+    out = tmp_path / "out"
+    prepare(PrepareConfig(messy_scp, "scp", out, valid_size=0.2))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     scp = tmp_path / "bad.scp"
     scp.write_text("nope.wav|없어요\nno separator\n", encoding="utf-8")
     with pytest.raises(NothingKeptError, match="all 2 input items were rejected"):
-        prepare(PrepareConfig(scp, "scp", tmp_path / "out"))
-    assert len(read_rejected(tmp_path / "out" / "rejected.jsonl")) == 2
+        prepare(PrepareConfig(scp, "scp", out))
+    assert len(read_rejected(out / "failed-run" / "rejected.jsonl")) == 2
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == before  # the earlier run's manifests, stats and plot are untouched
 
 
 def test_missing_and_wrong_kind_of_source(tmp_path):

@@ -1,11 +1,13 @@
 import json
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
 
 from voxadapt.errors import SourceError
-from voxadapt.sources import SourceItem, SourceRejection
+from voxadapt.sources import Origin, SourceItem, SourceRejection
 from voxadapt.sources.aihub import read_aihub
 from voxadapt.sources.jsonl import read_jsonl
 from voxadapt.sources.kaldi import read_kaldi
@@ -167,3 +169,262 @@ def test_jsonl_field_names(tmp_path):
         ("malformed_line", 6),
         ("malformed_line", 7),
     ]
+
+
+# --- hostile input: one bad item is one rejection, never an exception ---------------------
+
+
+def records_within(parser, source: Path, seconds: float = 10.0) -> list:
+    """All records of `parser(source)`, failing (not hanging) if it blocks, e.g. on a FIFO."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["records"] = list(parser(source))
+        except Exception as exc:  # re-raised below, in the test's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"{parser.__name__} blocked on {source}"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["records"]
+
+
+def aihub_pair(root: Path, label_text: str, stem: str = "D1_0001") -> Path:
+    """A doctor's label with the given content, and its (empty) audio file beside it."""
+    folder = root / "의사" / "D1"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.json").write_text(label_text, encoding="utf-8")
+    (folder / f"{stem}.wav").write_bytes(b"")
+    return folder
+
+
+def label(**fields) -> str:
+    return json.dumps({"전사정보": {"LabelText": "배가 아파요"}, **fields}, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    ("label_text", "detail"),
+    [
+        (label(화자정보=[{"Gender": "남"}]), "화자정보 is a list"),
+        (label(파일정보="3.2초"), "파일정보 is a string"),
+        (json.dumps({"전사정보": "배가 아파요"}, ensure_ascii=False), "no 전사정보.LabelText"),
+        (json.dumps({"전사정보": {"LabelText": ["배가"]}}), "LabelText is a list"),
+        (json.dumps({"전사정보": {"LabelText": {"a": 1}}}), "LabelText is an object"),
+        (json.dumps({"전사정보": {"LabelText": True}}), "LabelText is a boolean"),
+        (json.dumps({"전사정보": {"LabelText": 3.5}}), "LabelText is a number"),
+        (json.dumps({"전사정보": {"LabelText": "\ud800"}}), "lone surrogate"),
+        (label(화자정보={"Age": "1e999"}), "non-finite"),
+        (label(화자정보={"Gender": ["남"]}), "Gender is a list"),
+        (label(화자정보={"Age": 10**400}), "non-finite"),
+        (label(파일정보={"FileLength": "inf"}), "FileLength is not a finite number"),
+        (label()[:-1] + ', "x": 1e999}', "non-finite"),
+        (label()[:-1] + ', "x": NaN}', "non-finite"),
+        ("[" * 100_000, "nested deeper"),
+        ("1" * 5000, "invalid JSON"),
+        ("[]", "label is a list"),
+        ("null", "label is null"),
+    ],
+)
+def test_aihub_malformed_label_is_one_rejection(tmp_path, label_text, detail):
+    aihub_pair(tmp_path, label_text)
+    records = list(read_aihub(tmp_path))
+    # One record for the label and its audio together: no extra missing_label.
+    assert [(r.reason, r.id) for r in records] == [("malformed_label", "D1_0001")]
+    assert detail in records[0].detail
+    assert records[0].audio == tmp_path.absolute() / "의사" / "D1" / "D1_0001.wav"
+
+
+@pytest.mark.parametrize(
+    ("label_text", "raw_text", "duration", "metadata"),
+    [
+        (json.dumps({"전사정보": {"LabelText": None}}), "", None, {"role": "의사"}),
+        (label(파일정보=None, 화자정보=None), "배가 아파요", None, {"role": "의사"}),
+        (label(파일정보={"FileLength": "abc"}), "배가 아파요", None, {"role": "의사"}),
+        (label(파일정보={"FileLength": True}), "배가 아파요", None, {"role": "의사"}),
+        (label(화자정보={"Age": 40}), "배가 아파요", None, {"role": "의사", "age": "40"}),
+    ],
+)
+def test_aihub_lenient_fields(tmp_path, label_text, raw_text, duration, metadata):
+    aihub_pair(tmp_path, label_text)
+    (item,) = read_aihub(tmp_path)
+    assert isinstance(item, SourceItem)
+    assert (item.raw_text, item.label_duration, item.metadata) == (raw_text, duration, metadata)
+
+
+def test_aihub_labels_that_are_not_files(tmp_path):
+    folder = aihub_pair(tmp_path, label(), stem="ok")
+    (folder / "dangling.json").symlink_to(folder / "nowhere.json")
+    (folder / "dangling.wav").write_bytes(b"")
+    os.mkfifo(folder / "fifo.json")  # opening it would block until a writer appears
+    (folder / "folder.json").mkdir()  # a folder is not an input item at all
+    records = records_within(read_aihub, tmp_path)
+    assert sorted((type(r).__name__, getattr(r, "reason", None), r.id) for r in records) == [
+        ("SourceItem", None, "ok"),
+        ("SourceRejection", "not_a_file", "dangling"),
+        ("SourceRejection", "not_a_file", "fifo"),
+    ]
+    dangling = next(r for r in records if r.id == "dangling")
+    assert dangling.detail == "broken symbolic link"
+    assert dangling.audio == folder.absolute() / "dangling.wav"
+
+
+def test_aihub_unreadable_label(tmp_path, monkeypatch):
+    aihub_pair(tmp_path, label())
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    (rejection,) = read_aihub(tmp_path)
+    assert (rejection.reason, rejection.detail) == (
+        "unreadable_label",
+        "cannot read label: Permission denied",
+    )
+
+
+def test_aihub_undecodable_file_name(tmp_path):
+    # A CP949 name unpacked on Linux: the path cannot be written to a UTF-8 manifest.
+    folder = aihub_pair(tmp_path, label())
+    name = os.fsdecode("환자".encode("cp949"))
+    (folder / f"{name}.json").write_text(label(), encoding="utf-8")
+    (folder / f"{name}.wav").write_bytes(b"")
+    records = list(read_aihub(tmp_path))
+    assert sorted(getattr(r, "reason", "item") for r in records) == ["item", "undecodable_path"]
+    rejection = next(r for r in records if isinstance(r, SourceRejection))
+    json.dumps(rejection.origin.file + rejection.id + str(rejection.audio)).encode()
+
+
+def test_aihub_unreadable_root_is_a_source_error(tmp_path):
+    with pytest.raises(SourceError, match="cannot read SOURCE"):
+        list(read_aihub(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize(
+    ("wav_scp", "text", "expected"),
+    [
+        # Each utterance id is one record, however many of its lines are wrong.
+        (b"u1\n", "u1 배가 아파요\n".encode(), [("malformed_line", "u1")]),
+        (b"u1 sox a.wav -t wav - |\n", "u1 배가\n".encode(), [("unsupported_audio_command", "u1")]),
+        (b"u1 \xff\xfe.wav\n", "u1 배가\n".encode(), [("undecodable_line", "u1")]),
+        (b"u1 a.wav\n", b"u1 \xff\xfe\xff\n", [("undecodable_line", "u1")]),
+        (
+            b"u1 a.wav\n",
+            b"\xff\xfe\xff \xff\n",
+            [("missing_transcript", "u1"), ("undecodable_line", None)],
+        ),
+        (
+            b"u1 a.wav\n",
+            b"\xef\xbb\xbf \xea\xb0\x80\n",
+            [("malformed_line", None), ("missing_transcript", "u1")],
+        ),
+        (b"u1 a.wav\nu1 b.wav\n", b"u1 \xff\n", [("duplicate", "u1"), ("undecodable_line", "u1")]),
+        (b"u1\ta.wav\n", "u1\t배가 아파요\n".encode(), [("item", "u1")]),
+        (b"u1 ~nosuchuser/a.wav\n", "u1 배가\n".encode(), [("item", "u1")]),
+    ],
+)
+def test_kaldi_counts_each_utterance_once(tmp_path, wav_scp, text, expected):
+    (tmp_path / "wav.scp").write_bytes(wav_scp)
+    (tmp_path / "text").write_bytes(text)
+    records = list(read_kaldi(tmp_path))
+    assert sorted((getattr(r, "reason", "item"), r.id) for r in records) == sorted(
+        expected, key=lambda x: (x[0], x[1] or "")
+    )
+
+
+def test_kaldi_undecodable_transcript_keeps_its_audio(tmp_path):
+    (tmp_path / "wav.scp").write_bytes(b"u1 a.wav\n")
+    (tmp_path / "text").write_bytes(b"u1 \xff\xfe\xff\n")
+    (rejection,) = read_kaldi(tmp_path)
+    assert rejection.audio == tmp_path.absolute() / "a.wav"
+    assert rejection.origin == Origin(str(tmp_path / "text"), 1)
+
+
+def test_kaldi_tables_that_are_not_files(tmp_path):
+    (tmp_path / "text").write_text("u1 배가\n", encoding="utf-8")
+    os.mkfifo(tmp_path / "wav.scp")
+    with pytest.raises(SourceError, match=r"wav\.scp"):
+        records_within(read_kaldi, tmp_path)
+    (tmp_path / "wav.scp").unlink()
+    (tmp_path / "wav.scp").write_text("u1 a.wav\n", encoding="utf-8")
+    os.mkfifo(tmp_path / "utt2spk")  # optional: skipped, not opened
+    (item,) = records_within(read_kaldi, tmp_path)
+    assert item.speaker is None
+
+
+@pytest.mark.parametrize(
+    ("line", "detail"),
+    [
+        ('{"audio": "a.wav", "text": ["배가"]}', "text is a list"),
+        ('{"audio": "a.wav", "text": 5}', "text is a number"),
+        ('{"audio": "a.wav", "text": true}', "text is a boolean"),
+        ('{"audio": "a.wav", "transcript": {"a": 1}}', "transcript is an object"),
+        ('{"audio": "a.wav", "text": "x", "metadata": "oops"}', "metadata is a string"),
+        ('{"audio": "a.wav", "text": "x", "duration": 1e999}', "non-finite"),
+        ('{"audio": "a.wav", "text": "x", "duration": NaN}', "non-finite"),
+        ('{"audio": "a.wav", "text": "x", "duration": -Infinity}', "non-finite"),
+        ('{"audio": "a.wav", "text": "x", "duration": "inf"}', "duration is not a finite"),
+        ('{"audio": "a.wav", "text": "x", "snr": [1, NaN]}', "non-finite"),
+        ('{"audio": "a.wav", "text": "x", "metadata": {"snr": Infinity}}', "non-finite"),
+        ('{"audio": "a.wav", "text": "x", "age": "1e999"}', "age reads as a non-finite"),
+        ('{"audio": "a.wav", "text": "x", "age": 1' + "0" * 400 + "}", "age reads as a non-finite"),
+        ('{"audio": "a.wav", "text": "x", "duration": 1' + "0" * 400 + "}", "not a finite"),
+        ('{"audio": "a.wav", "text": "x", "metadata": {"age": "NaN"}}', "age reads as a non"),
+        ('{"audio": "a.wav", "text": "x", "id": [1]}', "id is a list"),
+        ('{"audio": "a.wav", "text": "x", "speaker": {"a": 1}}', "speaker is an object"),
+        ('{"audio": "a.wav", "text": "x", "lang": false}', "lang is a boolean"),
+        ('{"audio": "a.wav", "text": "\\ud800"}', "lone surrogate"),
+        ('{"audio": "a.wav", "text": "x", "n": ' + "1" * 5000 + "}", "invalid JSON"),
+        ("[" * 100_000, "nested deeper"),
+        ('{"audio": "a.wav", "x": ' + "[" * 40 + "]" * 40 + "}", "nested deeper"),
+        ('{"audio": ["a.wav"], "text": "x"}', "no audio path"),
+        ('"a.wav"', "expected a JSON object"),
+    ],
+)
+def test_jsonl_malformed_line_is_one_rejection(tmp_path, line, detail):
+    path = tmp_path / "m.jsonl"
+    path.write_text(line + "\n", encoding="utf-8", errors="surrogatepass")
+    (rejection,) = read_jsonl(path)
+    assert (rejection.reason, rejection.origin.line) == ("malformed_line", 1)
+    assert detail in rejection.detail
+
+
+def test_jsonl_metadata_object_and_lenient_fields(tmp_path):
+    lines = [
+        {"audio": "a.wav", "text": "하나", "metadata": {"role": "의사", "sample_rate": 8000}},
+        {"audio": "b.wav", "text": "둘", "duration": "4.5", "age": "40"},
+        {"audio": "c.wav", "text": "셋", "duration": "약 4초", "metadata": None},
+        {"audio": "~nosuchuser/d.wav"},
+    ]
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines), encoding="utf-8")
+    items = list(read_jsonl(path))
+    assert [i.metadata for i in items] == [{"role": "의사"}, {"age": "40"}, {}, {}]
+    assert [i.label_duration for i in items] == [None, 4.5, None, None]
+    assert items[3].audio == tmp_path / "~nosuchuser" / "d.wav"
+    assert items[3].raw_text == ""
+
+
+@pytest.mark.parametrize("parser", [read_scp, read_jsonl])
+def test_line_sources_that_are_not_files(tmp_path, parser):
+    os.mkfifo(tmp_path / "source")
+    with pytest.raises(SourceError, match="not a regular file"):
+        records_within(parser, tmp_path / "source")
+    with pytest.raises(SourceError, match="file not found"):
+        list(parser(tmp_path / "missing"))
+
+
+def test_scp_odd_bytes(tmp_path):
+    scp = tmp_path / "train.scp"
+    scp.write_bytes(b"a\x00.wav|\x00\x07\n~nosuchuser/b.wav|x\n\xef\xbb\xbf\n\x0b\x0c\n|\n")
+    records = list(read_scp(scp))
+    assert [getattr(r, "reason", "item") for r in records] == [
+        "item",
+        "item",
+        "malformed_line",
+        "malformed_line",
+    ]
+    assert records[1].audio == tmp_path / "~nosuchuser" / "b.wav"

@@ -1,3 +1,6 @@
+import contextlib
+import time
+
 import pytest
 
 from voxadapt.text import TextOptions, TranscriptError, decode_line, normalize_transcript
@@ -45,10 +48,61 @@ NO_PUNCT = TextOptions(strip_punctuation=True)
         ("5,000원이고 1.5리터예요.", NO_PUNCT, "5,000원이고 1.5리터예요"),
         # Unicode NFC: decomposed jamo are composed
         ("\u1112\u1161\u11ab\u1100\u116e\u11a8", SPELLING, "한국"),
+        # ... also when markup sat between them (a second pass must find nothing to do)
+        ("\u1100(\u1161)/ 그래서", SPELLING, "가 그래서"),
+        # control (Cc), zero-width, bidi and BOM (Cf) characters are removed;
+        # whitespace controls become spaces
+        ("배가\x00 아\x07파\x1b요", SPELLING, "배가 아파요"),
+        ("\ufeff배가\u200b \u200c아\u200d파요", SPELLING, "배가 아파요"),
+        ("\u202e배가 \u2066아파요\u2069", SPELLING, "배가 아파요"),
+        ("배가\t아파요\r\n\x0b\x85", SPELLING, "배가 아파요"),
+        ("(70\x00%)/(칠십 퍼센트)", SPELLING, "70%"),
+        # + marks repetition on either side of a word; only digit+digit is content
+        ("그 +그러니까", SPELLING, "그 그러니까"),
+        ("그+ 그러니까", SPELLING, "그 그러니까"),
+        ("1+1은 2예요", SPELLING, "1+1은 2예요"),
+        # a filler word glued to the next word
+        ("음/그래서 왔어요", SPELLING, "음 그래서 왔어요"),
+        ("음/그래서 왔어요", DROP_FILLERS, "그래서 왔어요"),
+        ("어/음/ 네", DROP_FILLERS, "네"),
+        # leading punctuation left behind by markup; a decimal point stays
+        (". 그래서 뭐?", SPELLING, "그래서 뭐?"),
+        ("음/. 그래서 뭐?", DROP_FILLERS, "그래서 뭐?"),
+        (".5리터요", SPELLING, ".5리터요"),
+        # content that looks like markup
+        ("on/off 버튼", SPELLING, "on/off 버튼"),
+        ("100km/h로 38.5도, 5,000원 70%", SPELLING, "100km/h로 38.5도, 5,000원 70%"),
     ],
 )
 def test_normalize_transcript(raw: str, options: TextOptions, expected: str) -> None:
     assert normalize_transcript(raw, options) == expected
+    assert normalize_transcript(expected, options) == expected  # idempotent
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "가나다라",  # a long Hangul run without a slash: the filler pattern once rescanned it
+        "가/",  # slashes that are not fillers
+        "(가)  ",  # a dual-form candidate followed by whitespace
+        "음/ b/ ",  # markup everywhere
+        "가+*",
+        " . ",
+    ],
+)
+def test_normalization_is_linear_time(unit: str) -> None:
+    def seconds(length: int) -> float:
+        raw = (unit * (length // len(unit) + 1))[:length] + "끝"
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            with contextlib.suppress(TranscriptError):
+                normalize_transcript(raw)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    # 10x the input must cost about 10x the time; quadratic code would cost 100x.
+    assert seconds(200_000) < 30 * seconds(20_000)
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from voxadapt.cache import CacheConfig, build_cache
 from voxadapt.config import build_config
+from voxadapt.decoding import DecodeOptions
 from voxadapt.errors import VoxadaptError
 from voxadapt.features import (
     CacheMismatchError,
     FeatureSpec,
-    build_cache,
     compute_features,
     write_shard,
 )
@@ -40,7 +41,7 @@ def config(tiny_model, manifest, out, **changes):
         warmup_ratio=0.0,
         num_workers=0,
         scheduler="constant",
-        max_new_tokens_per_s=1.0,
+        decode=DecodeOptions(tokens_per_s=1.0, num_workers=0),
     )
     base.update(changes)
     return TrainConfig(**base)
@@ -53,7 +54,7 @@ def losses(history):
 @pytest.mark.slow
 def test_lora_training_from_cache_selects_best_cer(tiny_model, sample_manifest, tmp_path):
     cache = tmp_path / "cache"
-    build_cache([sample_manifest], tiny_model, cache, jobs=1)
+    build_cache(CacheConfig([sample_manifest], str(tiny_model), cache, jobs=1))
     result = train(config(tiny_model, sample_manifest, tmp_path / "run", cache=cache))
     history = result.state.log_history
     loss = losses(history)
@@ -250,3 +251,67 @@ def test_resume_without_checkpoint_is_an_error(tiny_model, sample_manifest, tmp_
     with pytest.raises(VoxadaptError, match="no checkpoint"):
         train(config(tiny_model, sample_manifest, tmp_path / "run", resume=True))
     shutil.rmtree(tmp_path / "run", ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_best_checkpoint_cer_equals_what_evaluate_reports(tiny_model, sample_manifest, tmp_path):
+    """One decoding engine and one scoring path: the CER that picked the adapter is the CER
+    `voxadapt evaluate` reports for it on the same valid set with the same options."""
+    from voxadapt.evaluate import EvaluateConfig, evaluate
+
+    cache = tmp_path / "cache"
+    build_cache(CacheConfig([sample_manifest], str(tiny_model), cache, jobs=1))
+    decode = DecodeOptions(batch_size=3, tokens_per_s=1.0, num_workers=0)
+    result = train(
+        config(tiny_model, sample_manifest, tmp_path / "run", cache=cache, decode=decode)
+    )
+    evaluation = evaluate(
+        EvaluateConfig(
+            manifest=sample_manifest,
+            adapter=result.adapter_dir,
+            cache=cache,
+            out_dir=tmp_path / "eval",
+            decode=decode,
+            bootstrap=0,
+            report=False,
+        )
+    )
+    assert result.state.best_cer is not None
+    assert evaluation.metrics["cer"] == result.state.best_cer
+    best = next(
+        r
+        for r in result.state.log_history
+        if r.get("step") == result.state.best_step and "eval_wer" in r
+    )
+    assert evaluation.metrics["wer"] == best["eval_wer"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"lr": -1.0}, "lr must be >= 0"),
+        ({"weight_decay": -1.0}, "weight_decay must be >= 0"),
+        ({"lora_dropout": 2.0}, "lora_dropout must be in"),
+        ({"num_workers": -1}, "num_workers must be >= 0"),
+        ({"eval_samples": -1}, "eval_samples must be >= 1"),
+        ({"decode.language": "xx"}, "not an ISO 639-1"),
+        ({"scheduler": "sometimes"}, "scheduler must be one of"),
+    ],
+)
+def test_bad_options_fail_before_any_model_loads(tiny_model, sample_manifest, tmp_path,
+                                                 changes, message):  # fmt: skip
+    from voxadapt.errors import ConfigError
+
+    options = dict(model=str(tiny_model), train=sample_manifest, output_dir=tmp_path / "run")
+    with pytest.raises(ConfigError, match=message):
+        build_config(TrainConfig, **options, **changes)
+    assert not (tmp_path / "run").exists()
+
+
+def test_output_dir_that_is_a_file_is_refused(tiny_model, sample_manifest, tmp_path):
+    from voxadapt.errors import ConfigError
+
+    target = tmp_path / "run"
+    target.write_text("not a folder")
+    with pytest.raises(ConfigError, match="not a folder"):
+        train(config(tiny_model, sample_manifest, target))

@@ -1,7 +1,15 @@
-"""Dataclass configs: YAML sets them, CLI flags override, everything is validated in one place."""
+"""Dataclass configs: the one declaration of every option.
+
+Each stage's options are a dataclass whose fields carry their help text (and choices, flag
+name, group) in `option(...)` metadata. From that single declaration come the YAML schema
+(`--config FILE.yaml`, nested sections such as `decode:`), the argparse flags
+(`add_config_arguments`) and validation (`Config.problems`, run by `__post_init__`, so the
+Python API, the CLI, the demo and tests are all validated before any model loads).
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import types
@@ -15,6 +23,56 @@ from voxadapt.errors import ConfigError
 from voxadapt.manifest import atomic_write
 
 T = TypeVar("T")
+_MISSING = dataclasses.MISSING
+
+
+def option(
+    default: Any = _MISSING,
+    *,
+    help: str,
+    default_factory: Any = _MISSING,
+    choices: typing.Sequence[str] | None = None,
+    flag: str | None = None,
+    metavar: str | None = None,
+    group: str | None = None,
+    positional: bool = False,
+    position: int | None = None,
+    cli: bool = True,
+) -> Any:
+    """A config field with its CLI declaration (help, choices, flag name, argument group)."""
+    metadata = {
+        "help": help,
+        "choices": tuple(choices) if choices is not None else None,
+        "flag": flag,
+        "metavar": metavar,
+        "group": group,
+        "positional": positional,
+        "position": position,
+        "cli": cli,
+    }
+    if default_factory is not _MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+class Config:
+    """Mixin for config dataclasses: `problems()` lists every invalid value; construction
+    raises ConfigError with all of them."""
+
+    def problems(self) -> list[str]:
+        """Every invalid or conflicting value (subclasses extend this)."""
+        found = []
+        for item in dataclasses.fields(self):  # type: ignore[arg-type]
+            choices = item.metadata.get("choices")
+            value = getattr(self, item.name)
+            if choices and value is not None and value not in choices:
+                found.append(f"{item.name} must be one of {', '.join(choices)}, not {value!r}")
+        return found
+
+    def __post_init__(self) -> None:
+        found = self.problems()
+        if found:
+            raise ConfigError("invalid configuration: " + "; ".join(found), found)
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -24,7 +82,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: invalid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value")
@@ -44,7 +102,13 @@ def _coerce(value: Any, annotation: Any) -> Any:
             except (TypeError, ValueError):
                 continue
         raise ValueError(f"{value!r} is not one of {args}")
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return [_coerce(item, item_type) for item in items]
     if annotation is Path:
+        if not isinstance(value, (str, Path)) or not str(value):
+            raise ValueError(f"{value!r} is not a path")
         return Path(value)
     if annotation is bool:
         if isinstance(value, bool):
@@ -59,39 +123,75 @@ def _coerce(value: Any, annotation: Any) -> Any:
             raise ValueError(f"{value!r} is not a number")
         return float(value)
     if annotation is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"{value!r} is not a string")
         return str(value)
     return value
+
+
+def _flag_of(item: dataclasses.Field) -> str:
+    return item.metadata.get("flag") or "--" + item.name.replace("_", "-")
+
+
+def _construct(cls: type[T], values: dict[str, Any], prefix: str = "") -> tuple[T | None, list]:
+    """Build `cls` from plain values; returns (config or None, every problem found)."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    problems = [f"unknown option {prefix + key!r}" for key in values if key not in fields]
+    kwargs: dict[str, Any] = {}
+    for name, item in fields.items():
+        if name not in values:
+            if item.default is _MISSING and item.default_factory is _MISSING:
+                problems.append(f"{prefix + name} is required ({_flag_of(item)})")
+            continue
+        value, annotation = values[name], hints[name]
+        if dataclasses.is_dataclass(annotation):
+            if isinstance(value, annotation):
+                kwargs[name] = value
+                continue
+            if not isinstance(value, dict):
+                problems.append(f"{prefix + name}: expected a mapping of option: value")
+                continue
+            nested, nested_problems = _construct(annotation, value, f"{prefix}{name}.")
+            problems.extend(nested_problems)
+            if nested is not None:
+                kwargs[name] = nested
+            continue
+        try:
+            kwargs[name] = _coerce(value, annotation)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{prefix + name}: {exc}")
+    try:  # also with problems above, to report invalid values together with them
+        config = cls(**kwargs)
+    except ConfigError as exc:
+        return None, problems + [p if p.startswith(prefix) else prefix + p for p in exc.problems]
+    except TypeError:  # a required value is missing: already reported
+        return None, problems
+    return (None, problems) if problems else (config, [])
 
 
 def build_config(cls: type[T], yaml_path: Path | None = None, **overrides: Any) -> T:
     """Build a config dataclass from an optional YAML file plus overrides (None = not given).
 
-    Unknown keys and values of the wrong type are collected and reported together.
+    Override keys may be dotted (`decode.batch_size`) to set a nested section. Unknown keys,
+    values of the wrong type and invalid values are collected and reported together.
     """
     values: dict[str, Any] = load_yaml(yaml_path) if yaml_path else {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    problems = [f"unknown option {key!r}" for key in values if key not in names]
-    kwargs = {}
-    for key, value in values.items():
-        if key not in names:
+    for key, value in overrides.items():
+        if value is None:
             continue
-        try:
-            kwargs[key] = _coerce(value, hints[key])
-        except (TypeError, ValueError) as exc:
-            problems.append(f"{key}: {exc}")
-    config = None
-    try:
-        config = cls(**kwargs)
-    except TypeError as exc:  # a required option is missing
-        problems.append(str(exc).split(".__init__() ", 1)[-1])
-    validate = getattr(config, "problems", None)
-    if validate:
-        problems.extend(validate())
+        *parents, leaf = key.split(".")
+        target: Any = values
+        for parent in parents:
+            target = target.setdefault(parent, {})
+            if not isinstance(target, dict):  # a YAML scalar where a section belongs:
+                break  # reported by _construct
+        else:
+            target[leaf] = value
+    config, problems = _construct(cls, values)
     if problems or config is None:
         source = f" in {yaml_path}" if yaml_path else ""
-        raise ConfigError(f"invalid configuration{source}: " + "; ".join(problems))
+        raise ConfigError(f"invalid configuration{source}: " + "; ".join(problems), problems)
     return config
 
 
@@ -104,3 +204,98 @@ def save_config(config: Any, path: Path) -> None:
     """Write the resolved config as YAML (it can be passed back with --config)."""
     with atomic_write(path) as handle:
         yaml.safe_dump(to_jsonable(config), handle, allow_unicode=True, sort_keys=False)
+
+
+# ----------------------------------------------------------------- argparse from dataclasses
+
+
+def _argument_type(annotation: Any) -> tuple[Any, bool]:
+    """(scalar type for argparse, whether the option takes a list)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _argument_type(args[0]) if len(args) == 1 else (str, False)
+    if origin is list:
+        return typing.get_args(annotation)[0], True
+    return annotation, False
+
+
+def _default_text(item: dataclasses.Field) -> str:
+    default = item.default
+    if item.default_factory is not _MISSING or default is _MISSING or default is None:
+        return ""
+    if default is False or default == "":
+        return ""
+    if default is True:
+        return " (default: on)"
+    return f" (default: {default})"
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser, cls: type, *, prefix: str = "", taken: set[str] | None = None
+) -> None:
+    """Add one argument per field of `cls` (nested sections included) to `parser`.
+
+    Flags default to None, meaning "not given", so values from --config YAML stay unless a
+    flag overrides them. A nested section's flag that collides with one of the parent's
+    gets an `eval-` prefix (train: `--batch-size` vs the decode section's `--eval-batch-size`).
+    """
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
+    # positionals in their declared CLI order (`prepare FORMAT SOURCE`), then the options
+    fields.sort(key=lambda f: (not f.metadata.get("positional"), f.metadata.get("position") or 0))
+    parent_flags = set(taken or ())
+    taken = parent_flags | {_flag_of(f) for f in fields}
+    groups: dict[str, Any] = {}
+    for item in fields:
+        annotation = hints[item.name]
+        if dataclasses.is_dataclass(annotation):
+            add_config_arguments(parser, annotation, prefix=f"{prefix}{item.name}.", taken=taken)
+            continue
+        group_name = item.metadata.get("group")
+        target = parser
+        if group_name:
+            target = groups.get(group_name) or parser.add_argument_group(group_name)
+            groups[group_name] = target
+        kind, many = _argument_type(annotation)
+        help_text = item.metadata["help"] + _default_text(item)
+        kwargs: dict[str, Any] = {"help": help_text.replace("%", "%%")}
+        if item.metadata.get("choices"):
+            kwargs["choices"] = item.metadata["choices"]
+        if item.metadata.get("metavar") or not (kind is bool or item.metadata.get("choices")):
+            kwargs["metavar"] = item.metadata.get("metavar") or item.name.upper()
+        if item.metadata.get("positional"):
+            if item.metadata.get("choices"):
+                kwargs["help"] += f": {', '.join(item.metadata['choices'])}"
+            kwargs["type"] = kind
+            if many:
+                kwargs["nargs"] = "+"
+            target.add_argument(prefix + item.name, **kwargs)
+            continue
+        flag = _flag_of(item)
+        if prefix and flag in parent_flags:
+            flag = "--eval-" + flag.removeprefix("--")
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = kind
+            if many:
+                kwargs["nargs"] = "+"
+        target.add_argument(flag, dest=prefix + item.name, default=None, **kwargs)
+
+
+def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The values of `cls`'s options given on the command line (dotted keys for sections)."""
+    names = _option_names(cls)
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def _option_names(cls: type, prefix: str = "") -> set[str]:
+    names = set()
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[item.name]):
+            names |= _option_names(hints[item.name], f"{prefix}{item.name}.")
+        else:
+            names.add(prefix + item.name)
+    return names

@@ -14,11 +14,11 @@ from torch.utils.data import Dataset
 from voxadapt.audio import AudioError
 from voxadapt.errors import VoxadaptError
 from voxadapt.features import (
+    CacheEntryError,
     CompactFeatures,
     FeatureSpec,
     FeatureStore,
     features_for_file,
-    n_chunks_for,
     utterance_key,
 )
 from voxadapt.manifest import Utterance
@@ -26,6 +26,18 @@ from voxadapt.manifest import Utterance
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # label value the loss skips
+AUTO_LANGUAGE = "auto"  # no language in the prompt: the model detects it
+MANIFEST_LANGUAGE = "manifest"  # each record's own `language`
+
+
+def prompt_language(setting: str, item_language: str | None) -> str | None:
+    """The language written into a prompt, for a `language` setting (an ISO 639-1 code,
+    'auto' or 'manifest') and the record's own language. None: the model detects it."""
+    if setting == AUTO_LANGUAGE:
+        return None
+    if setting == MANIFEST_LANGUAGE:
+        return item_language
+    return setting
 
 
 class PromptBuilder:
@@ -99,7 +111,7 @@ class TranscriptionDataset(Dataset):
         prompts: PromptBuilder,
         *,
         store: FeatureStore | None = None,
-        language: str | None = "ko",
+        language: str = "ko",
     ) -> None:
         self.utterances = utterances
         self.prompts = prompts
@@ -142,10 +154,14 @@ class TranscriptionDataset(Dataset):
         return len(self.utterances)
 
     def features(self, index: int) -> CompactFeatures:
+        """From the cache, else (or if the cached entry is corrupt) from the audio file."""
         key = self.keys[index]
-        if key is not None and self.store is not None:
-            return self.store.get(key)
         utterance = self.utterances[index]
+        if key is not None and self.store is not None:
+            try:
+                return self.store.get(key)
+            except CacheEntryError as exc:
+                log.warning("utterance %s: %s; using the audio file instead", utterance.id, exc)
         try:
             return features_for_file(utterance.audio, self.spec)
         except AudioError as exc:
@@ -154,7 +170,7 @@ class TranscriptionDataset(Dataset):
     def __getitem__(self, index: int) -> Example:
         utterance = self.utterances[index]
         features = self.features(index)
-        language = utterance.language if self.language == "manifest" else self.language
+        language = prompt_language(self.language, utterance.language)
         prompt = self.prompts.prompt(features.n_chunks, language)
         target = self.prompts.target(utterance.text)
         return Example(
@@ -189,9 +205,5 @@ class Collator:
             "attention_mask": attention_mask,
             "labels": labels,
             "input_features": input_features,
+            "ids": [e.utterance.id for e in examples],  # for error messages
         }
-
-
-def audio_token_count(n_samples: int, spec: FeatureSpec) -> int:
-    """[AUDIO] tokens for a clip: 375 per 30 s chunk (3000 frames / 2 conv stride / 4 grouping)."""
-    return n_chunks_for(n_samples, spec) * spec.chunk_frames // 8

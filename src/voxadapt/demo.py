@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from voxadapt.cache import CacheConfig, build_cache
+from voxadapt.config import Config, option
+from voxadapt.decoding import DecodeOptions
 from voxadapt.evaluate import EvaluateConfig, evaluate
-from voxadapt.features import build_cache
+from voxadapt.manifest import check_output_dir
 from voxadapt.prepare import PrepareConfig, prepare
 from voxadapt.tiny import build_tiny_voxtral
 from voxadapt.train import TrainConfig, train
@@ -21,10 +25,24 @@ def sample_scp() -> Path:
     return Path(str(resources.files("voxadapt") / "samples" / "train.scp"))
 
 
-def run_demo(out_dir: Path, *, steps: int = 30) -> dict[str, Path]:
+@dataclass
+class DemoConfig(Config):
+    """Options of `voxadapt demo`."""
+
+    out: Path = option(Path("runs/demo"), help="where everything goes", metavar="DIR")
+    steps: int = option(30, help="training steps")
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        if self.steps < 1:
+            found.append("steps must be >= 1")
+        return found
+
+
+def run_demo(config: DemoConfig) -> dict[str, Path]:
     """Build the tiny model, prepare, cache, train and evaluate; print where things went."""
     started = time.perf_counter()
-    out_dir = Path(out_dir)
+    out_dir, steps = check_output_dir(config.out), config.steps
     model_dir = out_dir / "tiny-voxtral"
     if not (model_dir / "model.safetensors").is_file():
         print(f"[1/5] building a tiny random Voxtral in {model_dir}", flush=True)
@@ -40,7 +58,7 @@ def run_demo(out_dir: Path, *, steps: int = 30) -> dict[str, Path]:
         flush=True,
     )
     print("[3/5] caching features", flush=True)
-    cache = build_cache([train_manifest], model_dir, out_dir / "cache", jobs=1)
+    cache = build_cache(CacheConfig([train_manifest], str(model_dir), out_dir / "cache", jobs=1))
     print(
         f"      {cache.computed} computed, {cache.reused} reused, "
         f"{cache.bytes_per_utterance / 1e3:.0f} kB per clip",
@@ -65,7 +83,7 @@ def run_demo(out_dir: Path, *, steps: int = 30) -> dict[str, Path]:
         eval_steps=max(1, steps // 2),
         warmup_ratio=0.0,
         num_workers=0,
-        max_new_tokens_per_s=2.0,
+        decode=DecodeOptions(batch_size=4, tokens_per_s=2.0, num_workers=0),
     )
     result = train(config)
     losses = [r["train_loss"] for r in result.state.log_history if "train_loss" in r]
@@ -76,9 +94,7 @@ def run_demo(out_dir: Path, *, steps: int = 30) -> dict[str, Path]:
             model=str(model_dir),
             adapter=result.adapter_dir,
             out_dir=out_dir / "eval",
-            batch_size=4,
-            tokens_per_s=2.0,
-            num_workers=0,
+            decode=DecodeOptions(batch_size=4, tokens_per_s=2.0, num_workers=0),
             overwrite=True,
             bootstrap=200,
         )

@@ -8,6 +8,10 @@ class VoxadaptError(Exception):
 class ConfigError(VoxadaptError):
     """Invalid or conflicting configuration; the message lists every problem found."""
 
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
 
 class SourceError(VoxadaptError):
     """The input dataset (SOURCE) cannot be read at all."""

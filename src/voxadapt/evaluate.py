@@ -2,6 +2,8 @@
 
 predictions.jsonl grows one line per utterance as batches finish (flushed and fsynced), so a
 crash or a kill loses at most the batch in flight; `--resume` decodes only what is missing.
+Scoring is `metrics.score_row` + `metrics.compute_metrics`, the same path as training's
+evaluation.
 """
 
 from __future__ import annotations
@@ -9,72 +11,111 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from voxadapt.audio import AudioError
-from voxadapt.config import save_config, to_jsonable
-from voxadapt.errors import ConfigError, VoxadaptError
-from voxadapt.infer import AudioItem, DecodeOptions, Transcriber, Transcript, transcript_row
-from voxadapt.manifest import atomic_write, read_manifest
-from voxadapt.metrics import (
-    bootstrap_interval,
-    breakdowns,
-    corpus_metrics,
-    load_terms,
-    pair_scores,
-    paired_bootstrap,
-    term_recall,
+from voxadapt.config import Config, load_yaml, option, save_config, to_jsonable
+from voxadapt.decoding import (
+    MANIFEST_LANGUAGE,
+    AudioItem,
+    DecodeOptions,
+    FeatureSource,
+    Transcriber,
+    Transcript,
 )
-from voxadapt.model import DTYPES
-from voxadapt.text import SCORING_NORMALIZATION_VERSION, normalize_for_scoring
+from voxadapt.errors import ConfigError, VoxadaptError
+from voxadapt.features import FeatureStore
+from voxadapt.manifest import (
+    Utterance,
+    atomic_write,
+    check_output_dir,
+    language_problem,
+    read_manifest,
+)
+from voxadapt.metrics import compute_metrics, load_terms, read_predictions, rescore, score_row
+from voxadapt.model import DTYPES, QUANTIZATIONS, base_model_of, check_device
 
 log = logging.getLogger(__name__)
 
 PREDICTIONS = "predictions.jsonl"
 # Settings that must match for --resume to append to an existing predictions.jsonl.
-_RUN_IDENTITY = ("manifest", "model", "adapter", "quantization", "language")
+_RUN_IDENTITY = ("manifest", "model", "adapter", "quantization", "cache")
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(Config):
     """Options of `voxadapt evaluate` (the YAML keys of `--config`)."""
 
-    manifest: Path | None = None  # JSONL from `voxadapt prepare` (test.jsonl)
-    model: str = "mistralai/Voxtral-Mini-3B-2507"
-    adapter: Path | None = None  # None: the base model (zero-shot baseline)
-    out_dir: Path = Path("runs/eval")
-    quantization: str | None = None  # default: as the adapter trained (nf4 without one)
-    dtype: str | None = None
-    device: str | None = None
-    language: str = "ko"  # prompt language; "auto" = model detects; "manifest" = per record
-    batch_size: int = 16
-    tokens_per_s: float = 15.0
-    max_new_tokens: int | None = None
-    min_new_tokens: int | None = None
-    num_workers: int = 2
-    limit: int | None = None  # evaluate only the first N utterances
-    resume: bool = False  # continue an interrupted run in out_dir
-    overwrite: bool = False  # start over even if out_dir has predictions
-    terms: Path | None = None  # medical terms, one per line, for term recall
-    compare: Path | None = None  # another predictions.jsonl for a paired bootstrap
-    bootstrap: int = 1000  # resamples for confidence intervals (0 = none)
-    seed: int = 0
-    report: bool = True  # write report.html
+    manifest: Path | None = option(
+        None, help="JSONL with references (test.jsonl)", positional=True, metavar="MANIFEST"
+    )
+    out_dir: Path = option(Path("runs/eval"), help="output folder", flag="--out", metavar="DIR")
+    model: str | None = option(
+        None,
+        help="base model: hub id or folder (default: the adapter's base model, else "
+        "mistralai/Voxtral-Mini-3B-2507)",
+        group="model",
+    )
+    adapter: Path | None = option(
+        None,
+        help="adapter from `voxadapt train`; none: the base model (zero-shot baseline)",
+        metavar="DIR",
+        group="model",
+    )
+    quantization: str | None = option(
+        None,
+        help="LLM weights (default: as the adapter was trained; nf4 without one)",
+        choices=QUANTIZATIONS,
+        group="model",
+    )
+    dtype: str | None = option(
+        None,
+        help="compute dtype (default bf16 on GPU, fp32 on CPU)",
+        choices=tuple(DTYPES),
+        group="model",
+    )
+    device: str | None = option(
+        None, help="cpu, cuda, cuda:1 ... (default: cuda if available)", group="model"
+    )
+    cache: Path | None = option(
+        None,
+        help="feature cache from `voxadapt cache` (default: features from the audio)",
+        metavar="DIR",
+        group="model",
+    )
+    decode: DecodeOptions = option(help="decoding options", default_factory=DecodeOptions)
+    limit: int | None = option(None, help="only the first N utterances", group="scoring")
+    resume: bool = option(False, help="continue an interrupted run in --out")
+    overwrite: bool = option(False, help="discard earlier predictions in --out")
+    terms: Path | None = option(
+        None,
+        help="medical terms, one per line, for term recall",
+        metavar="FILE",
+        group="scoring",
+    )
+    compare: Path | None = option(
+        None,
+        help="another run's predictions.jsonl: paired bootstrap of the CER difference",
+        metavar="PREDICTIONS",
+        group="scoring",
+    )
+    bootstrap: int = option(1000, help="bootstrap resamples for 95% CIs (0 = off)", group="scoring")
+    seed: int = option(0, help="bootstrap seed", group="scoring")
+    report: bool = option(True, help="write report.html")
 
     def problems(self) -> list[str]:
-        found = []
+        found = super().problems() + check_device(self.device)
         if self.manifest is None:
             found.append("a manifest is required")
         elif not Path(self.manifest).is_file():
             found.append(f"manifest {self.manifest} does not exist")
         if self.resume and self.overwrite:
             found.append("--resume and --overwrite exclude each other")
-        if self.batch_size < 1:
-            found.append("batch_size must be >= 1")
-        if self.dtype is not None and self.dtype not in DTYPES:
-            found.append(f"dtype must be one of {', '.join(DTYPES)}")
+        if self.limit is not None and self.limit < 1:
+            found.append("limit must be >= 1")
         if self.bootstrap < 0:
             found.append("bootstrap must be >= 0")
         for name in ("terms", "compare"):
@@ -94,103 +135,42 @@ class EvaluateResult:
     failed: list[dict[str, Any]] = field(default_factory=list)
 
 
-def score_row(reference: str, hypothesis: str) -> dict[str, Any]:
-    """Normalized forms and per-utterance edit counts of one pair."""
-    ref_norm, hyp_norm = normalize_for_scoring(reference), normalize_for_scoring(hypothesis)
-    return {
-        "reference_normalized": ref_norm,
-        "hypothesis_normalized": hyp_norm,
-        "scores": pair_scores(ref_norm, hyp_norm),
-        "scoring": SCORING_NORMALIZATION_VERSION,
-    }
-
-
-def prediction_row(item: AudioItem, result: Transcript) -> dict[str, Any]:
-    """One predictions.jsonl line: manifest fields, reference, hypothesis, scores, flags."""
-    row = transcript_row(item, result)
-    hypothesis = row.pop("text")
-    reference = item.record.get("text", "")
+def prediction_row(item: AudioItem, result: Transcript | AudioError) -> dict[str, Any]:
+    """One predictions.jsonl (or failed.jsonl) line: manifest fields, reference, hypothesis,
+    scores and decoding flags."""
+    row = {**item.record, "id": item.id, "audio": item.audio, "duration": item.duration}
     row.pop("raw_text", None)
-    row.update(reference=reference, hypothesis=hypothesis, **score_row(reference, hypothesis))
+    reference = row.pop("text", "")
+    if isinstance(result, AudioError):
+        row.update(reference=reference, error=result.reason, detail=result.detail)
+        return row
+    row.update(
+        reference=reference,
+        hypothesis=result.text,
+        **score_row(reference, result.text),
+        n_tokens=result.n_tokens,
+        truncated=result.truncated,
+        repetition_loop=result.repetition_loop,
+    )
+    if result.language:
+        row["detected_language"] = result.language
     return row
 
 
-def read_predictions(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
-    """Rows of a predictions.jsonl, first occurrence of each id.
-
-    With `repair`, a torn last line (the process was killed mid-write) is cut off the file
-    so appending can continue cleanly.
-    """
-    path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if repair and end < len(data):
-        log.warning("%s: dropping a torn last line from an interrupted run", path)
-        with path.open("r+b") as handle:
-            handle.truncate(end)
-    rows, seen = [], set()
-    for line in data[:end].decode("utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if row.get("id") in seen:
-            continue
-        seen.add(row.get("id"))
-        rows.append(row)
-    return rows
-
-
-def rescore(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Recompute scores of rows scored under another normalization version."""
-    for row in rows:
-        if row.get("scoring") != SCORING_NORMALIZATION_VERSION:
-            row.update(score_row(row.get("reference") or "", row.get("hypothesis") or ""))
-    return rows
-
-
-def compute_metrics(
-    rows: list[dict[str, Any]],
-    *,
-    terms: list[str] | None = None,
-    compare_rows: list[dict[str, Any]] | None = None,
-    bootstrap: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """metrics.json content: headline numbers, CIs, breakdowns, term recall, comparison."""
-    metrics: dict[str, Any] = {
-        "scoring_normalization": SCORING_NORMALIZATION_VERSION,
-        **corpus_metrics(rows),
-    }
-    if bootstrap:
-        for key in ("cer", "wer"):
-            interval = bootstrap_interval(rows, key=key, resamples=bootstrap, seed=seed)
-            if interval:
-                metrics[f"{key}_ci95"] = list(interval)
-        metrics["bootstrap"] = {"resamples": bootstrap, "seed": seed, "unit": "speaker"}
-    metrics["breakdowns"] = breakdowns(rows)
-    if terms:
-        metrics["term_recall"] = term_recall(rows, terms)
-    if compare_rows is not None:
-        metrics["compare"] = paired_bootstrap(
-            rows, rescore(compare_rows), resamples=max(bootstrap, 1), seed=seed
-        )
-    return metrics
+def metadata_fields(utterances: list[Utterance]) -> list[str]:
+    """The fields results are broken down by: what the source provided, plus language."""
+    return sorted({"language", *(k for u in utterances for k in u.metadata)})
 
 
 def _check_resumable(config: EvaluateConfig, out_dir: Path) -> None:
     saved_path = out_dir / "evaluate_config.yaml"
     if not saved_path.is_file():
         return
-    from voxadapt.config import load_yaml
-
     saved = load_yaml(saved_path)
     current = to_jsonable(config)
     changed = [k for k in _RUN_IDENTITY if str(saved.get(k)) != str(current.get(k))]
+    if str(saved.get("decode")) != str(current.get("decode")):
+        changed.append("decode")
     if changed:
         raise ConfigError(
             f"--resume: {', '.join(changed)} differ from the run in {out_dir}; "
@@ -198,21 +178,50 @@ def _check_resumable(config: EvaluateConfig, out_dir: Path) -> None:
         )
 
 
-def evaluate(config: EvaluateConfig) -> EvaluateResult:
-    """Transcribe and score `config.manifest`; see EvaluateConfig."""
-    from tqdm import tqdm
-
-    problems = config.problems()
-    if problems:
-        raise ConfigError("; ".join(problems))
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    predictions = out_dir / PREDICTIONS
+def _read_utterances(config: EvaluateConfig) -> list[Utterance]:
+    """The manifest's records (first --limit), refusing what would make scores wrong."""
     utterances = read_manifest(config.manifest)
     if not utterances:
         raise VoxadaptError(f"the manifest {config.manifest} is empty")
     if config.limit:
         utterances = utterances[: config.limit]
+    duplicates = [i for i, n in Counter(u.id for u in utterances).items() if n > 1]
+    if duplicates:
+        raise VoxadaptError(
+            f"{config.manifest}: {len(duplicates)} ids occur more than once (e.g. "
+            f"{duplicates[0]!r}); every row must have its own id to be scored"
+        )
+    if config.decode.language == MANIFEST_LANGUAGE:
+        for utterance in utterances:
+            problem = language_problem(utterance.language)
+            if problem:
+                raise VoxadaptError(f"{config.manifest}: utterance {utterance.id}: {problem}")
+    return utterances
+
+
+def _read_compare(config: EvaluateConfig, wanted: set[str]) -> list[dict[str, Any]] | None:
+    """The --compare predictions, checked to be predictions of (some of) these utterances."""
+    if config.compare is None:
+        return None
+    try:
+        rows = read_predictions(config.compare)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--compare {config.compare}: {exc}") from None
+    rows = [r for r in rows if "hypothesis" in r and "reference" in r]
+    if not rows:
+        raise ConfigError(
+            f"--compare {config.compare} holds no predictions (rows with reference and "
+            "hypothesis): give another run's predictions.jsonl, not a manifest"
+        )
+    if not wanted & {r.get("id") for r in rows}:
+        raise ConfigError(f"--compare {config.compare} shares no utterance id with the manifest")
+    return rows
+
+
+def _prepare_output(config: EvaluateConfig) -> tuple[Path, list[dict[str, Any]]]:
+    """Check --out and --resume/--overwrite; return it and the rows of an earlier run."""
+    out_dir = check_output_dir(config.out_dir)
+    predictions = out_dir / PREDICTIONS
     if predictions.exists() and not (config.resume or config.overwrite):
         count = len(read_predictions(predictions))
         raise ConfigError(
@@ -223,56 +232,56 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
         _check_resumable(config, out_dir)
     if config.overwrite and predictions.exists():
         predictions.unlink()
-    done_rows = read_predictions(predictions, repair=True) if config.resume else []
-    done = {row["id"] for row in done_rows}
+    return out_dir, read_predictions(predictions, repair=True) if config.resume else []
+
+
+def _decode(config: EvaluateConfig, todo: list[Utterance], predictions: Path) -> list[dict]:
+    """Decode `todo`, appending scored rows to `predictions`; returns the failed rows."""
+    from tqdm import tqdm
+
+    transcriber = Transcriber.load(
+        config.model,
+        config.adapter,
+        quantization=config.quantization,
+        device=config.device,
+        dtype=config.dtype,
+    )
+    items = [AudioItem.from_utterance(u) for u in todo]
+    store = FeatureStore(config.cache, transcriber.spec) if config.cache else None
+    source = FeatureSource(items, transcriber.spec, store=store)
+    failed: list[dict[str, Any]] = []
+    with (
+        predictions.open("a", encoding="utf-8") as handle,
+        tqdm(total=len(items), desc="evaluate", unit="utt", disable=None) as progress,
+    ):
+        for batch in transcriber.transcribe(items, config.decode, source):
+            for item, result in batch:
+                row = prediction_row(item, result)
+                if isinstance(result, AudioError):
+                    failed.append(row)
+                else:
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+            progress.update(len(batch))
+    return failed
+
+
+def evaluate(config: EvaluateConfig) -> EvaluateResult:
+    """Transcribe and score `config.manifest`; see EvaluateConfig."""
+    config = replace(config, model=base_model_of(config.model, config.adapter))
+    utterances = _read_utterances(config)
     wanted = {u.id for u in utterances}
+    compare_rows = _read_compare(config, wanted)
+    terms = load_terms(config.terms) if config.terms else None
+    out_dir, done_rows = _prepare_output(config)
+    predictions = out_dir / PREDICTIONS
+    done = {row["id"] for row in done_rows}
     todo = [u for u in utterances if u.id not in done]
     if config.resume:
         log.info("resuming: %d utterances done, %d to decode", len(done & wanted), len(todo))
     save_config(config, out_dir / "evaluate_config.yaml")
-
-    failed: list[dict[str, Any]] = []
-    if todo:
-        transcriber = Transcriber.load(
-            config.model,
-            config.adapter,
-            quantization=config.quantization,
-            device=config.device,
-            dtype=config.dtype,
-        )
-        language = None if config.language == "auto" else config.language
-        items = [
-            AudioItem(
-                u.id,
-                u.audio,
-                u.duration,
-                language=u.language if config.language == "manifest" else None,
-                record=u.to_dict(),
-            )
-            for u in todo
-        ]
-        options = DecodeOptions(
-            batch_size=config.batch_size,
-            language=language,
-            tokens_per_s=config.tokens_per_s,
-            max_new_tokens=config.max_new_tokens,
-            min_new_tokens=config.min_new_tokens,
-            num_workers=config.num_workers,
-        )
-        with (
-            predictions.open("a", encoding="utf-8") as handle,
-            tqdm(total=len(items), desc="evaluate", unit="utt", disable=None) as progress,
-        ):
-            for batch in transcriber.transcribe(items, options):
-                for item, result in batch:
-                    if isinstance(result, AudioError):
-                        failed.append(transcript_row(item, result))
-                        continue
-                    row = prediction_row(item, result)
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-                progress.update(len(batch))
+    failed = _decode(config, todo, predictions) if todo else []
     if failed:
         with atomic_write(out_dir / "failed.jsonl") as handle:
             for row in failed:
@@ -280,14 +289,18 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
         log.warning("%d utterances could not be read; see %s", len(failed), "failed.jsonl")
 
     rows = [row for row in rescore(read_predictions(predictions)) if row["id"] in wanted]
-    terms = load_terms(config.terms) if config.terms else None
-    compare_rows = read_predictions(config.compare) if config.compare else None
     metrics = compute_metrics(
-        rows, terms=terms, compare_rows=compare_rows, bootstrap=config.bootstrap, seed=config.seed
+        rows,
+        fields=metadata_fields(utterances),
+        terms=terms,
+        compare_rows=compare_rows,
+        bootstrap=config.bootstrap,
+        seed=config.seed,
     )
     metrics["failed"] = len(failed)
     metrics["model"] = str(config.model)
     metrics["adapter"] = str(config.adapter) if config.adapter else None
+    metrics["decode"] = to_jsonable(config.decode)
     metrics_path = out_dir / "metrics.json"
     with atomic_write(metrics_path) as handle:
         json.dump(metrics, handle, indent=2, ensure_ascii=False)

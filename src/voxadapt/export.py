@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -24,8 +25,10 @@ from typing import Any
 
 import torch
 
+from voxadapt.config import Config, option
 from voxadapt.errors import ConfigError, VoxadaptError
-from voxadapt.manifest import atomic_write
+from voxadapt.manifest import atomic_write, check_output_dir, current_umask
+from voxadapt.model import DTYPES, base_model_of, read_adapter_info, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +235,7 @@ def merged_model(
     model_id: str | Path, adapter: Path, *, dtype: torch.dtype = torch.float32
 ) -> torch.nn.Module:
     """Base model in `dtype` (never quantized) with the adapter merged into the projector."""
-    from voxadapt.infer import apply_adapter
-    from voxadapt.model import load_voxtral
+    from voxadapt.model import apply_adapter, load_voxtral
 
     model = load_voxtral(model_id, quantization="none", device="cpu", dtype=dtype)
     model = apply_adapter(model, adapter)
@@ -256,60 +258,122 @@ def _tokenizer_file(model_id: str | Path) -> Path:
 
 
 @dataclass
+class ExportConfig(Config):
+    """Options of `voxadapt export`."""
+
+    adapter: Path = option(help="adapter folder from `voxadapt train`", metavar="DIR")
+    out: Path = option(help="new folder for the merged model", metavar="DIR")
+    model: str | None = option(None, help="base model (default: the adapter's base model)")
+    format: str = option(
+        "hf",
+        help="hf: transformers checkpoint; mistral: consolidated layout for vLLM",
+        choices=EXPORT_FORMATS,
+    )
+    dtype: str = option("bf16", help="dtype of the saved weights", choices=tuple(DTYPES))
+    force: bool = option(
+        False, help="merge even if --model is not the base the adapter was trained on"
+    )
+
+
+@dataclass
 class ExportResult:
     out_dir: Path
     format: str
     files: list[Path]
 
 
-def export(
-    model_id: str | Path,
-    adapter: Path,
-    out_dir: Path,
-    *,
-    fmt: str = "hf",
-    dtype: str = "bf16",
-) -> ExportResult:
-    """Merge `adapter` into `model_id` and write it to `out_dir` in format `fmt`."""
-    from voxadapt.model import resolve_dtype
+def check_adapter(adapter: Path) -> dict[str, Any]:
+    """The adapter's info; ExportError unless every file its mode needs is there."""
+    info = read_adapter_info(adapter)
+    needed = (
+        ["projector.safetensors"]
+        if info.get("projector") == "full"
+        else ["adapter_config.json", "adapter_model.safetensors"]
+    )
+    missing = [name for name in needed if not (Path(adapter) / name).is_file()]
+    if missing:
+        raise ExportError(f"adapter {adapter} is incomplete: {', '.join(missing)} missing")
+    return info
 
-    if fmt not in EXPORT_FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(EXPORT_FORMATS)}")
-    torch_dtype = resolve_dtype(dtype)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise ConfigError(f"{out_dir} is not empty; choose a new --out")
-    model = merged_model(model_id, adapter, dtype=torch_dtype)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if fmt == "hf":
-        from transformers import AutoProcessor
 
-        model.save_pretrained(str(out_dir))
-        AutoProcessor.from_pretrained(str(model_id)).save_pretrained(str(out_dir))
-    else:
-        from safetensors.torch import save_file
-        from transformers.models.whisper.modeling_whisper import sinusoids
+def check_base_model(model_id: str, info: dict[str, Any], *, force: bool) -> None:
+    """Refuse to merge into another base than the one the adapter was trained on: a base of
+    equal shapes merges silently into a model nobody trained. A copy of the same model
+    under another path or id passes with --force."""
+    recorded = info.get("base_model")
+    if force or not recorded or str(recorded) == str(model_id):
+        return
+    raise ExportError(
+        f"the adapter was trained on {recorded}, not {model_id}; pass --force if {model_id} "
+        "is the same model under another name"
+    )
 
-        state = {n: p.detach().cpu() for n, p in model.state_dict().items()}
-        positions = next(t for n, t in state.items() if canonical_name(n) == POSITIONS)
-        expected = sinusoids(*positions.shape).to(positions.dtype)
-        if not torch.allclose(positions.float(), expected.float(), atol=1e-2):
-            raise ExportError(
-                "the audio encoder's position table is not sinusoidal; Mistral's format "
-                "does not store it, so this model cannot be exported as --format mistral"
+
+def _save_mistral(model: torch.nn.Module, model_id: str, out_dir: Path) -> None:
+    from safetensors.torch import save_file
+    from transformers.models.whisper.modeling_whisper import sinusoids
+
+    state = {n: p.detach().cpu() for n, p in model.state_dict().items()}
+    positions = next(t for n, t in state.items() if canonical_name(n) == POSITIONS)
+    expected = sinusoids(*positions.shape).to(positions.dtype)
+    if not torch.allclose(positions.float(), expected.float(), atol=1e-2):
+        raise ExportError(
+            "the audio encoder's position table is not sinusoidal; Mistral's format "
+            "does not store it, so this model cannot be exported as --format mistral"
+        )
+    weights = hf_to_mistral(state, model.config)
+    projector_in = next(
+        t.shape[1] for n, t in state.items() if canonical_name(n) == "projector.linear_1.weight"
+    )
+    save_file(weights, str(out_dir / "consolidated.safetensors"), metadata={"format": "pt"})
+    with atomic_write(out_dir / "params.json") as handle:
+        json.dump(mistral_params(model.config, projector_in), handle, indent=2)
+    shutil.copyfile(_tokenizer_file(model_id), out_dir / "tekken.json")
+
+
+def export(config: ExportConfig) -> ExportResult:
+    """Merge the adapter into its base model and write it to a new folder, which appears
+    complete or not at all (built under a temporary name, then renamed)."""
+    out_dir = Path(config.out)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ConfigError(f"{out_dir} is not empty (or not a folder); choose a new --out")
+    info = check_adapter(config.adapter)
+    model_id = base_model_of(config.model, config.adapter)
+    check_base_model(model_id, info, force=config.force)
+    staging = check_output_dir(out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}"))
+    try:
+        model = merged_model(model_id, config.adapter, dtype=resolve_dtype(config.dtype))
+        if config.format == "hf":
+            from transformers import AutoProcessor
+
+            model.save_pretrained(str(staging))
+            AutoProcessor.from_pretrained(str(model_id)).save_pretrained(str(staging))
+        else:
+            _save_mistral(model, model_id, staging)
+        with atomic_write(staging / "voxadapt_export.json") as handle:
+            json.dump(
+                {
+                    "base_model": model_id,
+                    "adapter": str(config.adapter),
+                    "format": config.format,
+                    "dtype": config.dtype,
+                },
+                handle,
+                indent=2,
             )
-        weights = hf_to_mistral(state, model.config)
-        projector_in = next(
-            t.shape[1] for n, t in state.items() if canonical_name(n) == "projector.linear_1.weight"
-        )
-        save_file(weights, str(out_dir / "consolidated.safetensors"), metadata={"format": "pt"})
-        with atomic_write(out_dir / "params.json") as handle:
-            json.dump(mistral_params(model.config, projector_in), handle, indent=2)
-        shutil.copyfile(_tokenizer_file(model_id), out_dir / "tekken.json")
-    with atomic_write(out_dir / "voxadapt_export.json") as handle:
-        json.dump(
-            {"base_model": str(model_id), "adapter": str(adapter), "format": fmt, "dtype": dtype},
-            handle,
-            indent=2,
-        )
-    return ExportResult(out_dir, fmt, sorted(out_dir.iterdir()))
+        _apply_umask(staging)
+        if out_dir.exists():
+            out_dir.rmdir()  # empty, checked above
+        staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(out_dir, config.format, sorted(out_dir.iterdir()))
+
+
+def _apply_umask(folder: Path) -> None:
+    """Give files written by libraries (safetensors, tokenizers) the umask's mode, so a
+    serving account can read the exported model."""
+    mode = 0o666 & ~current_umask()
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(mode)

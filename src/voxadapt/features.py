@@ -24,17 +24,15 @@ import math
 import os
 import uuid
 import zlib
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
-from tqdm.auto import tqdm
 
 from voxadapt.audio import AudioError, load_audio
 from voxadapt.errors import VoxadaptError
@@ -43,7 +41,7 @@ from voxadapt.manifest import Utterance, atomic_write
 log = logging.getLogger(__name__)
 
 # Bump when the stored representation or its computation changes: old shards stop matching.
-FEATURE_FORMAT_VERSION = 2
+FEATURE_FORMAT_VERSION = 3  # 3: a CRC-32 per entry
 SHARD_GLOB = "shard-*.safetensors"
 CODECS = ("compact", "fp16")
 QUANT_STEP = 1.95e-3  # compact codec: max error QUANT_STEP / 2 = 9.75e-4 (tolerance 1e-3)
@@ -200,12 +198,24 @@ def features_for_file(path: Path | str, spec: FeatureSpec) -> CompactFeatures:
     return compute_features(load_audio(Path(path), spec.sampling_rate), spec)
 
 
-def utterance_key(utterance: Utterance, spec: FeatureSpec) -> str:
-    """Cache key: utterance id + audio file identity (path, size, mtime) + feature spec."""
-    stat = os.stat(utterance.audio)
-    identity = f"{utterance.id}\0{utterance.audio}\0{stat.st_size}\0{stat.st_mtime_ns}"
+def cache_key(utterance_id: str, audio: str, spec: FeatureSpec) -> str:
+    """Cache key: utterance id + audio file identity (path, size, mtime) + feature spec.
+
+    Raises OSError if the audio file cannot be stat'ed.
+    """
+    stat = os.stat(audio)
+    identity = f"{utterance_id}\0{audio}\0{stat.st_size}\0{stat.st_mtime_ns}"
     digest = hashlib.sha256(f"{identity}\0{spec.fingerprint}".encode()).hexdigest()
     return digest[:32]
+
+
+def utterance_key(utterance: Utterance, spec: FeatureSpec) -> str:
+    """The cache key of a manifest record (see `cache_key`)."""
+    return cache_key(utterance.id, utterance.audio, spec)
+
+
+class CacheEntryError(VoxadaptError):
+    """A cache shard or entry is unreadable or fails its checksum."""
 
 
 @dataclass
@@ -216,8 +226,18 @@ class _Entry:
     length: int  # fp16: frames; compact: bytes
     pad_value: float
     n_chunks: int
+    crc32: int  # of the stored bytes: corruption is detected on every read
     n_frames: int = 0  # compact only
     value_offset: float = 0.0  # compact only: the quantizer's zero
+
+
+def _read_shard_header(shard: Path) -> dict[str, str]:
+    """A shard's metadata; CacheEntryError naming the shard if the header is corrupt."""
+    try:
+        with safe_open(str(shard), framework="numpy") as handle:
+            return handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CacheEntryError(f"cache shard {shard} is unreadable ({exc})") from None
 
 
 class FeatureStore:
@@ -225,8 +245,9 @@ class FeatureStore:
 
     Each shard holds one tensor (`blobs`: uint8 compact-codec bytes, or `frames`: fp16
     (n_mels, total frames)) and, in its header metadata, the spec fingerprint, the codec and
-    per-utterance (key, offset, length, pad, chunks[, frames, value offset]).
-    Only headers are read when the store opens; shards are memory-mapped on access.
+    per-utterance entries (key, offset, length, pad value, chunks, CRC-32[, frames, value
+    offset]). Only headers are read when the store opens; shards are memory-mapped on access.
+    Shards with a corrupt header are listed in `corrupt_shards` and their clips are missing.
     """
 
     def __init__(self, root: Path, spec: FeatureSpec, *, require_match: bool = True) -> None:
@@ -234,18 +255,24 @@ class FeatureStore:
         self.spec = spec
         self.entries: dict[str, _Entry] = {}
         self.stale_shards: list[Path] = []
+        self.corrupt_shards: list[Path] = []
         self._handles: dict[Path, Any] = {}
         if not self.root.is_dir():
             raise VoxadaptError(f"feature cache not found: {self.root}")
         for shard in sorted(self.root.glob(SHARD_GLOB)):
-            with safe_open(str(shard), framework="numpy") as handle:
-                metadata = handle.metadata() or {}
-            if metadata.get("fingerprint") != spec.fingerprint:
-                self.stale_shards.append(shard)
-                continue
-            codec = metadata.get("codec", "fp16")
-            for key, *fields in json.loads(metadata["entries"]):
-                self.entries[key] = _Entry(shard, codec, *fields)
+            try:
+                metadata = _read_shard_header(shard)
+                if metadata.get("fingerprint") != spec.fingerprint:
+                    self.stale_shards.append(shard)
+                    continue
+                entries = json.loads(metadata["entries"])
+                for fields in entries:
+                    self.entries[fields["key"]] = _Entry(
+                        shard, metadata["codec"], **{k: v for k, v in fields.items() if k != "key"}
+                    )
+            except (CacheEntryError, KeyError, TypeError, ValueError) as exc:
+                log.warning("ignoring cache shard %s: %s", shard.name, exc)
+                self.corrupt_shards.append(shard)
         if require_match and self.stale_shards and not self.entries:
             raise CacheMismatchError(
                 f"the feature cache {self.root} was built for another processor "
@@ -259,19 +286,49 @@ class FeatureStore:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def get(self, key: str) -> CompactFeatures:
-        entry = self.entries[key]
+    def _stored_bytes(self, entry: _Entry) -> np.ndarray:
         handle = self._handles.get(entry.shard)
         if handle is None:
             handle = safe_open(str(entry.shard), framework="numpy")
             self._handles[entry.shard] = handle
         end = entry.offset + entry.length
         if entry.codec == "compact":
-            blob = np.asarray(handle.get_slice("blobs")[entry.offset : end]).tobytes()
-            frames = decode_frames(blob, entry.value_offset, self.spec.n_mels, entry.n_frames)
-        else:
-            frames = np.asarray(handle.get_slice("frames")[:, entry.offset : end])
+            return np.asarray(handle.get_slice("blobs")[entry.offset : end])
+        return np.ascontiguousarray(handle.get_slice("frames")[:, entry.offset : end])
+
+    def get(self, key: str) -> CompactFeatures:
+        """The features of `key`; CacheEntryError (naming the shard) if they are corrupt."""
+        entry = self.entries[key]
+        try:
+            stored = self._stored_bytes(entry)
+            if zlib.crc32(stored.tobytes()) != entry.crc32:
+                raise ValueError("checksum mismatch")
+            if entry.codec == "compact":
+                frames = decode_frames(
+                    stored.tobytes(), entry.value_offset, self.spec.n_mels, entry.n_frames
+                )
+            else:
+                frames = stored
+            if not np.isfinite(frames).all() or not math.isfinite(entry.pad_value):
+                raise ValueError("non-finite values")
+        except (SafetensorError, OSError, ValueError, zlib.error) as exc:
+            raise CacheEntryError(
+                f"cache entry {key} in {entry.shard} is corrupt ({exc}); "
+                f"re-run `voxadapt cache` to recompute it"
+            ) from None
         return CompactFeatures(frames, entry.pad_value, entry.n_chunks)
+
+    def verify(self) -> list[Path]:
+        """Shards with a corrupt header or any corrupt entry (checksums of every entry)."""
+        bad = set(self.corrupt_shards)
+        for key, entry in self.entries.items():
+            if entry.shard in bad:
+                continue
+            try:
+                self.get(key)
+            except CacheEntryError:
+                bad.add(entry.shard)
+        return sorted(bad)
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers reopen their own handles
         state = dict(self.__dict__)
@@ -286,24 +343,41 @@ def write_shard(
     codec: str = "compact",
 ) -> Path:
     """Atomically write one shard; the name is unique, so concurrent writers never collide."""
-    entries: list[list[Any]] = []
+    entries: list[dict[str, Any]] = []
     offset = 0
     if codec == "compact":
         blobs = []
         for key, features in keyed:
             blob, value_offset = encode_frames(features.frames)
-            n_frames = features.frames.shape[1]
             entries.append(
-                [key, offset, len(blob), features.pad_value, features.n_chunks, n_frames,
-                 value_offset]
-            )  # fmt: skip
+                {
+                    "key": key,
+                    "offset": offset,
+                    "length": len(blob),
+                    "pad_value": features.pad_value,
+                    "n_chunks": features.n_chunks,
+                    "crc32": zlib.crc32(blob),
+                    "n_frames": features.frames.shape[1],
+                    "value_offset": value_offset,
+                }
+            )
             blobs.append(blob)
             offset += len(blob)
         tensors = {"blobs": np.frombuffer(b"".join(blobs), dtype=np.uint8).copy()}
     elif codec == "fp16":
         for key, features in keyed:
             length = features.frames.shape[1]
-            entries.append([key, offset, length, features.pad_value, features.n_chunks])
+            stored = np.ascontiguousarray(features.frames, dtype=np.float16)
+            entries.append(
+                {
+                    "key": key,
+                    "offset": offset,
+                    "length": length,
+                    "pad_value": features.pad_value,
+                    "n_chunks": features.n_chunks,
+                    "crc32": zlib.crc32(stored.tobytes()),
+                }
+            )
             offset += length
         frames = (
             np.concatenate([f.frames for _, f in keyed], axis=1)
@@ -323,154 +397,3 @@ def write_shard(
     with atomic_write(path, "wb") as handle:
         handle.write(save(tensors, metadata=metadata))
     return path
-
-
-@dataclass
-class CacheResult:
-    """What `build_cache` did."""
-
-    out_dir: Path
-    utterances: int  # in the manifest(s)
-    computed: int  # newly featurized in this run
-    reused: int  # already in the cache
-    failed: int  # unreadable audio, listed in cache_errors.jsonl
-    bytes_on_disk: int  # all current shards
-    seconds: float
-
-    @property
-    def bytes_per_utterance(self) -> float:
-        return self.bytes_on_disk / max(1, self.computed + self.reused)
-
-
-def _init_worker() -> None:
-    torch.set_num_threads(1)  # one process per core; no oversubscription
-
-
-def _featurize_shard(
-    root: str, spec: FeatureSpec, jobs: list[tuple[str, str, str]], codec: str
-) -> tuple[int, list[dict[str, str]]]:
-    """Worker: featurize (key, id, audio) items, write one shard; return (count, errors)."""
-    keyed, errors = [], []
-    for key, utt_id, audio in jobs:
-        try:
-            keyed.append((key, features_for_file(audio, spec)))
-        except AudioError as exc:
-            errors.append({"id": utt_id, "audio": audio, "reason": exc.reason, "detail": str(exc)})
-    if keyed:
-        write_shard(Path(root), spec, keyed, codec)
-    return len(keyed), errors
-
-
-def build_cache(
-    manifests: Iterable[Path],
-    model: str | Path,
-    out_dir: Path,
-    *,
-    jobs: int | None = None,
-    shard_size: int = 256,
-    codec: str = "compact",
-) -> CacheResult:
-    """Featurize every utterance of `manifests` not yet in the cache at `out_dir`.
-
-    Safe to kill at any moment: shards appear atomically, and a re-run computes only what is
-    missing (or whose audio file or feature extractor changed).
-    """
-    import time
-
-    from voxadapt.manifest import read_manifest
-
-    started = time.perf_counter()
-    if codec not in CODECS:
-        raise VoxadaptError(f"unknown feature codec {codec!r}; use one of {', '.join(CODECS)}")
-    spec = FeatureSpec.from_model(model)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in out_dir.glob(".shard-*.tmp"):  # from a killed run
-        leftover.unlink(missing_ok=True)
-    store = FeatureStore(out_dir, spec, require_match=False)
-    if store.stale_shards:
-        log.warning(
-            "%d shards in %s were built for another feature extractor and are ignored",
-            len(store.stale_shards),
-            out_dir,
-        )
-    utterances: list[Utterance] = []
-    for manifest in manifests:
-        utterances.extend(read_manifest(manifest))
-    todo: list[tuple[str, str, str]] = []
-    errors: list[dict[str, str]] = []
-    seen: set[str] = set()
-    for utterance in utterances:
-        try:
-            key = utterance_key(utterance, spec)
-        except OSError as exc:
-            errors.append(
-                {
-                    "id": utterance.id,
-                    "audio": utterance.audio,
-                    "reason": "missing_audio",
-                    "detail": str(exc),
-                }
-            )
-            continue
-        if key not in store and key not in seen:
-            todo.append((key, utterance.id, utterance.audio))
-        seen.add(key)
-    reused = len(seen) - len(todo)
-    if reused:
-        log.info("%d of %d utterances already cached; computing %d", reused, len(seen), len(todo))
-    # Long clips first so the slowest shards start early; shards then hold similar lengths.
-    durations = {u.audio: u.duration for u in utterances}
-    todo.sort(key=lambda item: -durations.get(item[2], 0.0))
-    jobs = max(1, jobs or os.cpu_count() or 1)
-    if jobs > 1:  # enough shards to keep every worker busy, even for small manifests
-        shard_size = max(1, min(shard_size, math.ceil(len(todo) / (jobs * 4))))
-    batches = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
-    jobs = min(jobs, len(batches) or 1)
-    computed = 0
-    with tqdm(total=len(todo), desc="cache features", unit="utt", disable=None) as progress:
-        if jobs == 1:  # in this process, with its own torch thread settings
-            results = (_featurize_shard(str(out_dir), spec, b, codec) for b in batches)
-            for count, batch_errors in results:
-                computed += count
-                errors.extend(batch_errors)
-                progress.update(count + len(batch_errors))
-        else:
-            with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker) as pool:
-                futures = [
-                    pool.submit(_featurize_shard, str(out_dir), spec, b, codec) for b in batches
-                ]
-                for future in futures:
-                    count, batch_errors = future.result()
-                    computed += count
-                    errors.extend(batch_errors)
-                    progress.update(count + len(batch_errors))
-    with atomic_write(out_dir / "cache_errors.jsonl") as handle:
-        for error in errors:
-            handle.write(json.dumps(error, ensure_ascii=False) + "\n")
-    with atomic_write(out_dir / "feature_spec.json") as handle:
-        json.dump(
-            {
-                "fingerprint": spec.fingerprint,
-                "model": str(model),
-                "sampling_rate": spec.sampling_rate,
-                "n_fft": spec.n_fft,
-                "hop_length": spec.hop_length,
-                "n_mels": spec.n_mels,
-                "chunk_samples": spec.chunk_samples,
-                "format_version": FEATURE_FORMAT_VERSION,
-                "codec": codec,
-            },
-            handle,
-            indent=2,
-        )
-    current = [p for p in out_dir.glob(SHARD_GLOB) if p not in set(store.stale_shards)]
-    return CacheResult(
-        out_dir=out_dir,
-        utterances=len(utterances),
-        computed=computed,
-        reused=reused,
-        failed=len(errors),
-        bytes_on_disk=sum(p.stat().st_size for p in current),
-        seconds=time.perf_counter() - started,
-    )

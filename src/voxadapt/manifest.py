@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -11,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
-from voxadapt.errors import ManifestError
+from voxadapt.errors import ConfigError, ManifestError
 
 
 @dataclass
@@ -31,6 +32,9 @@ class Utterance:
     channels: int
     speaker: str | None = None
     language: str = "ko"
+    label_duration: float | None = None  # seconds, as the source's label claimed
+    # Everything else the source provided (role, gender, age, region...): the fields that
+    # evaluation breaks results down by.
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -46,10 +50,20 @@ class Utterance:
         """Inverse of `to_dict`; raises KeyError/TypeError/ValueError on bad records."""
         names = {f.name for f in fields(cls)} - {"metadata"}
         known = {k: v for k, v in record.items() if k in names}
-        metadata = {k: v for k, v in record.items() if k not in names}
-        metadata.update(record.get("metadata") or {})
+        metadata = {k: v for k, v in record.items() if k not in names and k != "metadata"}
+        nested = record.get("metadata") or {}
+        if not isinstance(nested, dict):
+            raise TypeError("metadata must be an object")
+        metadata.update(nested)
         utterance = cls(**known, metadata=metadata)
+        for name in ("id", "audio", "text"):
+            if not isinstance(getattr(utterance, name), str):
+                raise TypeError(f"{name} must be a string")
         utterance.duration = float(utterance.duration)
+        if not math.isfinite(utterance.duration) or utterance.duration < 0:
+            raise ValueError(
+                f"duration must be a finite number of seconds, not {utterance.duration}"
+            )
         utterance.sample_rate = int(utterance.sample_rate)
         utterance.channels = int(utterance.channels)
         return utterance
@@ -66,6 +80,8 @@ def atomic_write(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     encoding = None if "b" in mode else "utf-8"
     try:
+        # mkstemp creates 0600 files; outputs get the mode any other tool's would (umask).
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode, encoding=encoding) as handle:
             yield handle
             handle.flush()
@@ -75,6 +91,68 @@ def atomic_write(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+def language_problem(code: str | None) -> str | None:
+    """Why `code` is not a language Voxtral's transcription request accepts (mistral-common
+    validates ISO 639-1 codes with pydantic-extra-types), or None if it is fine."""
+    if code is None:
+        return None
+    from pydantic import TypeAdapter, ValidationError
+    from pydantic_extra_types.language_code import LanguageAlpha2
+
+    try:
+        TypeAdapter(LanguageAlpha2).validate_python(code)
+    except ValidationError:
+        return f"language {code!r} is not an ISO 639-1 code (ko, en, ...)"
+    return None
+
+
+def current_umask() -> int:
+    """The process umask (os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _probe_writable(folder: Path, what: str) -> None:
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".voxadapt-write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot write to {folder} ({exc.strerror})") from None
+
+
+def check_output_dir(path: Path, what: str = "--out") -> Path:
+    """Create output folder `path` if needed and check it can be written, before any work.
+
+    One-line ConfigError for a path that is a file, lies under a file, or is not writable.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"{what} {path}: a parent of it is a file, not a folder") from None
+    except NotADirectoryError:
+        raise ConfigError(f"{what} {path}: a parent of it is a file, not a folder") from None
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot create {path} ({exc.strerror})") from None
+    _probe_writable(path, what)
+    return path
+
+
+def check_output_file(path: Path, what: str = "--out") -> Path:
+    """Check that file `path` can be written (its folder is created), before any work."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; give a file name")
+    if path.name in ("", ".", ".."):
+        raise ConfigError(f"{what} {path} is not a file name")
+    check_output_dir(path.parent, what)
+    return path
 
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any] | Utterance]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,7 +12,9 @@ from typing import Any
 import jiwer
 import numpy as np
 
-from voxadapt.text import normalize_for_scoring
+from voxadapt.text import SCORING_NORMALIZATION_VERSION, normalize_for_scoring
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -28,10 +31,10 @@ class EditCounts:
         return self.substitutions + self.deletions + self.insertions
 
     @property
-    def rate(self) -> float:
-        """(S + D + I) / N; an empty reference with insertions counts as rate 1 per error."""
+    def rate(self) -> float | None:
+        """(S + D + I) / N; undefined (None) when the references are empty (N = 0)."""
         if self.reference_length == 0:
-            return float(self.errors > 0)
+            return None
         return self.errors / self.reference_length
 
     def __add__(self, other: EditCounts) -> EditCounts:
@@ -62,24 +65,41 @@ def word_edits(reference: str, hypothesis: str) -> EditCounts:
 
 @dataclass
 class ErrorRates:
-    """Corpus-level rates over normalized text."""
+    """Corpus-level rates over normalized text (None when the references are empty)."""
 
-    cer: float  # characters, whitespace removed
-    wer: float  # eojeol
+    cer: float | None  # characters, whitespace removed
+    wer: float | None  # eojeol
     cer_counts: EditCounts
     wer_counts: EditCounts
 
 
 def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorRates:
-    """Micro (corpus-level) CER without spaces and WER, after scoring normalization."""
+    """Micro (corpus-level) CER without spaces and WER: `score_row` + `corpus_metrics`, the
+    one scoring path of evaluate and training."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
-    cer_total, wer_total = EditCounts(), EditCounts()
-    for reference, hypothesis in zip(references, hypotheses):
-        reference, hypothesis = normalize_for_scoring(reference), normalize_for_scoring(hypothesis)
-        cer_total = cer_total + char_edits(reference, hypothesis)
-        wer_total = wer_total + word_edits(reference, hypothesis)
-    return ErrorRates(cer_total.rate, wer_total.rate, cer_total, wer_total)
+    rows = [score_row(r, h) for r, h in zip(references, hypotheses)]
+    cer, wer = _total(rows, "cer"), _total(rows, "wer")
+    return ErrorRates(cer.rate, wer.rate, cer, wer)
+
+
+def score_row(reference: str, hypothesis: str) -> dict[str, Any]:
+    """Normalized forms and per-utterance edit counts of one reference/hypothesis pair."""
+    ref_norm, hyp_norm = normalize_for_scoring(reference), normalize_for_scoring(hypothesis)
+    return {
+        "reference_normalized": ref_norm,
+        "hypothesis_normalized": hyp_norm,
+        "scores": pair_scores(ref_norm, hyp_norm),
+        "scoring": SCORING_NORMALIZATION_VERSION,
+    }
+
+
+def rescore(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Recompute scores of rows scored under another normalization version."""
+    for row in rows:
+        if row.get("scoring") != SCORING_NORMALIZATION_VERSION:
+            row.update(score_row(row.get("reference") or "", row.get("hypothesis") or ""))
+    return rows
 
 
 # --------------------------------------------------------------------- evaluation metrics
@@ -162,14 +182,16 @@ def corpus_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "swer": swer.rate,
         "ser": sum(EditCounts(**r["scores"]["cer"]).errors > 0 for r in rows) / len(rows),
         "macro_cer": (
-            sum(c.rate for c in per_utterance) / len(per_utterance) if per_utterance else 0.0
+            sum(c.errors / c.reference_length for c in per_utterance) / len(per_utterance)
+            if per_utterance
+            else None
         ),
         "substitutions": cer.substitutions,
         "deletions": cer.deletions,
         "insertions": cer.insertions,
         "reference_characters": cer.reference_length,
         "reference_words": wer.reference_length,
-        "insertion_rate": cer.insertions / cer.reference_length if cer.reference_length else 0.0,
+        "insertion_rate": cer.insertions / cer.reference_length if cer.reference_length else None,
         "repetition_loop_rate": sum(bool(r.get("repetition_loop")) for r in rows) / len(rows),
         "empty_output_rate": sum(not r["hypothesis_normalized"] for r in rows) / len(rows),
         "truncated_rate": sum(bool(r.get("truncated")) for r in rows) / len(rows),
@@ -199,12 +221,13 @@ def bootstrap_interval(
     """Percentile CI of a corpus error rate, resampling speakers (all their utterances
     together), since utterances of one speaker are not independent."""
     totals = np.array(list(_speaker_totals(rows, key).values()))
-    if len(totals) < 2 or resamples < 1:
-        return None
+    if len(totals) < 2 or resamples < 1 or totals[:, 1].sum() == 0:
+        return None  # one group, or an undefined rate (empty references)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(totals), size=(resamples, len(totals)))
     sums = totals[picks].sum(axis=1)  # (resamples, 2)
-    rates = sums[:, 0] / np.maximum(sums[:, 1], 1)
+    defined = sums[:, 1] > 0  # a resample of only empty references has no rate
+    rates = sums[defined, 0] / sums[defined, 1]
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(rates, [tail, 100 - tail])
     return float(low), float(high)
@@ -231,6 +254,8 @@ def paired_bootstrap(
     groups = sorted(a)
     totals_a = np.array([a[g] for g in groups])
     totals_b = np.array([b[g] for g in groups])
+    if totals_a.sum(0)[1] == 0:
+        raise ValueError("the shared utterances have empty references: no CER to compare")
     delta = _rate(totals_a.sum(0)) - _rate(totals_b.sum(0))
     result: dict[str, Any] = {
         "utterances": len(shared),
@@ -252,8 +277,78 @@ def paired_bootstrap(
     return result
 
 
-def _rate(counts: np.ndarray) -> float:
-    return float(counts[0] / counts[1]) if counts[1] else float(counts[0] > 0)
+def _rate(counts: np.ndarray) -> float | None:
+    return float(counts[0] / counts[1]) if counts[1] else None
+
+
+# ------------------------------------------------------------------ prediction files
+
+
+def read_predictions(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
+    """Rows of a predictions.jsonl, first occurrence of each id.
+
+    With `repair`, a torn last line (the process was killed mid-write) is cut off the file
+    so appending can continue cleanly. Raises ValueError for a file that is not UTF-8 JSONL.
+    """
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if repair and end < len(data):
+        log.warning("%s: dropping a torn last line from an interrupted run", path)
+        with path.open("r+b") as handle:
+            handle.truncate(end)
+    try:
+        lines = data[:end].decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a UTF-8 JSONL file") from None
+    rows, seen = [], set()
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(row, dict) or row.get("id") in seen:
+            continue
+        seen.add(row.get("id"))
+        rows.append(row)
+    return rows
+
+
+def compute_metrics(
+    rows: list[dict[str, Any]],
+    *,
+    fields: Sequence[str] = (),
+    terms: list[str] | None = None,
+    compare_rows: list[dict[str, Any]] | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """metrics.json content: headline numbers, CIs, breakdowns over `fields`, term recall,
+    and the paired comparison with `compare_rows`."""
+    metrics: dict[str, Any] = {
+        "scoring_normalization": SCORING_NORMALIZATION_VERSION,
+        **corpus_metrics(rows),
+    }
+    if bootstrap:
+        for key in ("cer", "wer"):
+            interval = bootstrap_interval(rows, key=key, resamples=bootstrap, seed=seed)
+            if interval:
+                metrics[f"{key}_ci95"] = list(interval)
+        metrics["bootstrap"] = {"resamples": bootstrap, "seed": seed, "unit": "speaker"}
+    metrics["breakdowns"] = breakdowns(rows, fields)
+    if terms:
+        metrics["term_recall"] = term_recall(rows, terms)
+    if compare_rows is not None:
+        metrics["compare"] = paired_bootstrap(
+            rows, rescore(compare_rows), resamples=max(bootstrap, 1), seed=seed
+        )
+    return metrics
 
 
 # ------------------------------------------------------------------ medical term recall
@@ -326,32 +421,8 @@ def term_recall(rows: Sequence[dict[str, Any]], terms: Sequence[str], top: int =
 # ------------------------------------------------------------------------- breakdowns
 
 DURATION_BUCKETS = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0)
-# Metadata fields never used for breakdowns: identities, paths, texts, numbers per clip.
-_NOT_GROUPS = {
-    "id",
-    "audio",
-    "text",
-    "raw_text",
-    "duration",
-    "sample_rate",
-    "channels",
-    "speaker",
-    "reference",
-    "hypothesis",
-    "reference_normalized",
-    "hypothesis_normalized",
-    "scores",
-    "n_tokens",
-    "truncated",
-    "repetition_loop",
-    "detected_language",
-    "error",
-    "detail",
-    "source_file",
-    "source_line",
-    "label_duration",
-    "age",
-}
+# Fields of every utterance that are always grouped on when they vary.
+BREAKDOWN_FIXED_FIELDS = ("language",)
 
 
 def duration_bucket(seconds: float) -> str:
@@ -363,26 +434,26 @@ def duration_bucket(seconds: float) -> str:
     return f"{edges[-1]:g}+ s"
 
 
-def breakdowns(rows: Sequence[dict[str, Any]], max_values: int = 30) -> dict[str, Any]:
-    """Metrics per value of every categorical metadata field present (role, gender, age
-    group...) and per duration bucket. Fields with more than `max_values` values are skipped
-    (ids, free text)."""
-    fields_seen: dict[str, set] = {}
-    for row in rows:
-        for key, value in row.items():
-            if key in _NOT_GROUPS or isinstance(value, (dict, list)) or value in (None, ""):
-                continue
-            fields_seen.setdefault(key, set()).add(str(value))
+def breakdowns(
+    rows: Sequence[dict[str, Any]], fields: Sequence[str], max_values: int = 30
+) -> dict[str, Any]:
+    """Metrics per value of each of `fields` (the metadata fields the source provided: role,
+    gender, age group...) and per duration bucket. A field with fewer than 2 or more than
+    `max_values` values (ids, free text) is skipped; ages are grouped by decade."""
     result: dict[str, Any] = {}
-    for key in sorted(fields_seen):
-        values = fields_seen[key]
-        if len(values) < 2 or len(values) > max_values:
-            continue
-        result[key] = _grouped(rows, lambda row, key=key: row.get(key))
-    if any(row.get("age") not in (None, "") for row in rows):
-        result["age"] = _grouped(rows, lambda row: _age_group(row.get("age")))
+    for key in sorted(set(fields)):
+        key_of = (lambda row: _age_group(row.get("age"))) if key == "age" else (
+            lambda row, key=key: row.get(key)
+        )  # fmt: skip
+        values = {str(key_of(row)) for row in rows if _groupable(key_of(row))}
+        if 2 <= len(values) <= max_values:
+            result[key] = _grouped(rows, key_of)
     result["duration"] = _grouped(rows, lambda row: duration_bucket(float(row["duration"])))
     return result
+
+
+def _groupable(value: Any) -> bool:
+    return value not in (None, "") and not isinstance(value, (dict, list))
 
 
 def _age_group(age: Any) -> str | None:
@@ -391,7 +462,7 @@ def _age_group(age: Any) -> str | None:
         return None
     try:
         return f"{int(float(age)) // 10 * 10}대"
-    except ValueError:
+    except (TypeError, ValueError, OverflowError):  # "20대", or not a number at all
         return str(age)
 
 
@@ -399,7 +470,7 @@ def _grouped(rows: Sequence[dict[str, Any]], key_of) -> dict[str, Any]:
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         value = key_of(row)
-        if value not in (None, ""):
+        if _groupable(value):
             groups.setdefault(str(value), []).append(row)
     return {
         value: {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +22,9 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 PROJECTOR_MODES = ("lora", "full")
 PROJECTOR_NAME = "multi_modal_projector"
 AUDIO_TOWER_NAME = "audio_tower"
+DEFAULT_MODEL = "mistralai/Voxtral-Mini-3B-2507"
+# Written by `voxadapt train` beside every adapter: mode, LoRA shape, base model, quantization.
+ADAPTER_INFO = "voxadapt_adapter.json"
 
 
 class ModelError(VoxadaptError):
@@ -197,7 +202,26 @@ def load_voxtral(
     if quant is None:
         model.to(device)
     check_quantization(model, quantization)
+    _keep_cpu_4bit_layout(model)
     return model
+
+
+def _keep_cpu_4bit_layout(model: nn.Module) -> None:
+    """Turn off bitsandbytes' CPU repacking of 4-bit weights.
+
+    On CPUs with AVX512-BF16, Linear4bit repacks its weight at the first eval-mode forward
+    and unpacks it whenever a state dict is taken (every adapter save), and the two layouts
+    give slightly different results: the CER of the same weights would drift between
+    evaluations during training and differ from `voxadapt evaluate`'s. One layout keeps
+    every decode of the same weights identical.
+    """
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def freeze_all(model: nn.Module) -> None:
@@ -294,8 +318,6 @@ def save_adapter(
     model: nn.Module, out_dir: Path, options: AdapterOptions, extra: dict[str, Any]
 ) -> None:
     """PEFT format for LoRA; projector weights as safetensors for full mode. Plus our config."""
-    import json
-
     from safetensors.torch import save_file
 
     from voxadapt.manifest import atomic_write
@@ -307,7 +329,7 @@ def save_adapter(
     else:
         state = {n: p.detach().to("cpu").contiguous() for n, p in trainable_parameters(model)}
         save_file(state, str(out_dir / "projector.safetensors"))
-    with atomic_write(out_dir / "voxadapt_adapter.json") as handle:
+    with atomic_write(out_dir / ADAPTER_INFO) as handle:
         json.dump(
             {
                 "projector": options.mode,
@@ -320,3 +342,125 @@ def save_adapter(
             indent=2,
             ensure_ascii=False,
         )
+
+
+# ------------------------------------------------------------------ adapters for inference
+
+
+def read_adapter_info(adapter_dir: Path) -> dict[str, Any]:
+    """The voxadapt_adapter.json that `voxadapt train` writes beside every adapter."""
+    path = Path(adapter_dir) / ADAPTER_INFO
+    if not Path(adapter_dir).is_dir():
+        raise ModelError(f"adapter folder not found: {adapter_dir}")
+    if not path.is_file():
+        raise ModelError(f"{adapter_dir} is not a voxadapt adapter (no {ADAPTER_INFO})")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path} is unreadable: {exc}") from None
+    if not isinstance(info, dict):
+        raise ModelError(f"{path} is not a JSON object")
+    return info
+
+
+def base_model_of(model: str | None, adapter: Path | None) -> str:
+    """The base model to load: `model` if given, else the adapter's recorded base, else
+    Voxtral-Mini-3B."""
+    if model:
+        return str(model)
+    if adapter is not None:
+        base = read_adapter_info(adapter).get("base_model")
+        if base:
+            return str(base)
+    return DEFAULT_MODEL
+
+
+def apply_adapter(model: nn.Module, adapter_dir: Path) -> nn.Module:
+    """Put a trained projector (LoRA or full weights) onto a loaded base model."""
+    info = read_adapter_info(adapter_dir)
+    if info.get("projector") == "full":
+        from safetensors.torch import load_file
+
+        weights = load_file(str(Path(adapter_dir) / "projector.safetensors"))
+        names = dict(model.named_parameters())
+        unknown = sorted(set(weights) - set(names))
+        if unknown:
+            raise ModelError(
+                f"{adapter_dir}: projector weights do not fit this model (e.g. {unknown[0]})"
+            )
+        with torch.no_grad():
+            for name, tensor in weights.items():
+                names[name].copy_(tensor.to(names[name].dtype))
+        return model
+    import warnings
+
+    from peft import PeftModel
+
+    with warnings.catch_warnings():  # peft probes a deprecated transformers attribute
+        warnings.simplefilter("ignore", FutureWarning)
+        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+
+
+def load_for_inference(
+    model_id: str | Path,
+    adapter: Path | None = None,
+    *,
+    quantization: str | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[nn.Module, str]:
+    """Base model (+ adapter) in eval mode; quantization defaults to what the adapter trained
+    with (nf4 without an adapter). Returns the model and the quantization used."""
+    if quantization is None:
+        quantization = read_adapter_info(adapter).get("quantization", "nf4") if adapter else "nf4"
+    if quantization not in QUANTIZATIONS:
+        raise ConfigError(f"quantization must be one of {', '.join(QUANTIZATIONS)}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_voxtral(model_id, quantization=quantization, device=device, dtype=dtype)
+    if adapter is not None:
+        model = apply_adapter(model, adapter)
+    model.eval()
+    return model, quantization
+
+
+# ------------------------------------------------------------------------------ dtypes
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to `dtype` on `device`, or nothing for None (fp32 models)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def input_dtype(model: nn.Module) -> torch.dtype:
+    """dtype the audio tower expects for input_features."""
+    for name, parameter in model.named_parameters():
+        if AUDIO_TOWER_NAME in name and parameter.is_floating_point():
+            return parameter.dtype
+    return torch.float32
+
+
+def compute_dtype(model: nn.Module) -> torch.dtype | None:
+    """Autocast dtype for 4-bit/8-bit models (their lm_head dtype), None for fp32 models."""
+    dtype = next((p.dtype for n, p in model.named_parameters() if "lm_head" in n), torch.float32)
+    return None if dtype == torch.float32 else dtype
+
+
+def check_device(name: str | None) -> list[str]:
+    """Problems with a --device value (unknown kind, CUDA absent, index out of range)."""
+    if name is None:
+        return []
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        return [f"device {name!r} is not a torch device (cpu, cuda, cuda:1, ...)"]
+    if device.type == "cpu":
+        return []
+    if device.type != "cuda":
+        return [f"device {name!r} is not supported: use cpu or cuda[:N]"]
+    if not torch.cuda.is_available():
+        return [f"device {name!r} requested but CUDA is not available on this machine"]
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        return [f"device {name!r}: only {torch.cuda.device_count()} CUDA devices"]
+    return []

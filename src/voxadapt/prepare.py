@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import random
+import shutil
+import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -14,9 +18,16 @@ from typing import Any
 import numpy as np
 
 from voxadapt.audio import AudioError, AudioInfo, probe_many
-from voxadapt.config import save_config
+from voxadapt.config import Config, option, save_config
 from voxadapt.errors import NothingKeptError, SourceError
-from voxadapt.manifest import Utterance, atomic_write, write_jsonl
+from voxadapt.manifest import (
+    Utterance,
+    atomic_write,
+    check_output_dir,
+    current_umask,
+    language_problem,
+    write_jsonl,
+)
 from voxadapt.sources import FORMATS, PARSERS, SourceItem, SourceRejection
 from voxadapt.text import TEXT_MODES, TextOptions, TranscriptError, normalize_transcript
 
@@ -25,48 +36,117 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 SPLIT_BY = ("speaker", "utterance")
 METADATA_BREAKDOWNS = ("role", "gender", "age", "region", "language")
+# Longer raw transcripts are rejected before normalization (25 s of speech is ~300
+# characters; markup may double that): a 100k-character label is a broken file, not speech.
+MAX_RAW_TEXT_CHARS = 5000
 
 
 @dataclass
-class PrepareConfig:
+class PrepareConfig(Config):
     """Options of `voxadapt prepare` (the YAML keys of `--config`)."""
 
-    source: Path  # SCP/JSONL file or AI-Hub/Kaldi folder
-    source_format: str  # one of sources.FORMATS
-    out_dir: Path  # where manifests, rejected.jsonl, stats.json and durations.png go
-    text_mode: str = "spelling"  # dual transcription: "spelling" (철자) or "phonetic" (발음)
-    drop_fillers: bool = False  # drop filler words (음/ 아/) instead of keeping the word
-    strip_punctuation: bool = False  # remove . , ? ! from training text
-    min_duration_s: float = 3.0  # shorter clips are rejected as too_short
-    max_duration_s: float = 25.0  # longer clips are rejected as too_long
-    valid_size: float | None = None  # < 1: fraction of utterances; >= 1: count
-    test_size: float | None = None  # < 1: fraction of utterances; >= 1: count
-    split_by: str = "speaker"  # "speaker": no speaker in two splits; or "utterance"
-    seed: int = 0  # split shuffling seed
-    jobs: int | None = None  # parallel audio probes; None = all cores
-    language: str = "ko"  # language for items whose source does not say
-    full_decode: bool = False  # decode every file (default: only where the header can't be trusted)
-    duration_tolerance_s: float = 1.0  # label FileLength vs audio; larger gaps -> duration_mismatch
+    source: Path = option(
+        help="input file or folder", positional=True, metavar="SOURCE", position=1
+    )
+    source_format: str = option(
+        help="input format", choices=FORMATS, positional=True, metavar="FORMAT", position=0
+    )
+    out_dir: Path = option(help="output folder (created if missing)", flag="--out", metavar="DIR")
+    text_mode: str = option(
+        "spelling",
+        help="dual transcription (철자)/(발음): keep the spelling or the pronunciation",
+        choices=TEXT_MODES,
+        group="transcripts",
+    )
+    drop_fillers: bool = option(
+        False,
+        help="drop filler words such as 음/ 아/ (default: keep the word)",
+        group="transcripts",
+    )
+    strip_punctuation: bool = option(
+        False, help="remove . , ? ! from training text", group="transcripts"
+    )
+    language: str = option(
+        "ko", help="language for items whose source has none", group="transcripts"
+    )
+    max_chars_per_s: float = option(
+        25.0,
+        help="reject transcripts with more characters per second of audio (plus 20) than "
+        "speech can have (implausible_text_rate)",
+        group="transcripts",
+    )
+    min_duration_s: float = option(
+        3.0,
+        help="reject clips shorter than S seconds",
+        flag="--min-duration",
+        metavar="S",
+        group="audio",
+    )
+    max_duration_s: float = option(
+        25.0,
+        help="reject clips longer than S seconds",
+        flag="--max-duration",
+        metavar="S",
+        group="audio",
+    )
+    duration_tolerance_s: float = option(
+        1.0,
+        help="reject when a label's duration differs from the audio's by more than S seconds",
+        flag="--duration-tolerance",
+        metavar="S",
+        group="audio",
+    )
+    full_decode: bool = option(
+        False,
+        help="decode every file to validate it (default: only float and compressed "
+        "files, whose headers cannot prove the samples are finite)",
+        group="audio",
+    )
+    jobs: int | None = option(
+        None, help="parallel audio probes (default: all cores)", metavar="N", group="audio"
+    )
+    valid_size: float | None = option(
+        None,
+        help="validation split: fraction (0.05) or count (500)",
+        metavar="X",
+        group="splits",
+    )
+    test_size: float | None = option(
+        None, help="test split: fraction (0.05) or count (500)", metavar="X", group="splits"
+    )
+    split_by: str = option(
+        "speaker",
+        help="speaker: no speaker in two splits; utterance: random",
+        choices=SPLIT_BY,
+        group="splits",
+    )
+    seed: int = option(0, help="split seed", group="splits")
 
     def problems(self) -> list[str]:
         """Every invalid or conflicting option, for one error message."""
-        found = []
-        if self.source_format not in FORMATS:
-            found.append(f"format must be one of {', '.join(FORMATS)}, not {self.source_format!r}")
-        if self.text_mode not in TEXT_MODES:
-            found.append(f"text_mode must be one of {', '.join(TEXT_MODES)}")
-        if self.split_by not in SPLIT_BY:
-            found.append(f"split_by must be one of {', '.join(SPLIT_BY)}")
-        if self.min_duration_s < 0 or self.max_duration_s <= self.min_duration_s:
+        found = super().problems()
+        if not (0 <= self.min_duration_s < self.max_duration_s < math.inf):
             found.append("need 0 <= min_duration_s < max_duration_s")
+        fractions = 0.0
         for name in ("valid_size", "test_size"):
             size = getattr(self, name)
-            if size is not None and (size < 0 or (size >= 1 and not float(size).is_integer())):
+            if size is not None and (
+                not math.isfinite(size) or size < 0 or (size >= 1 and not float(size).is_integer())
+            ):
                 found.append(f"{name} must be a fraction in [0, 1) or a whole count, not {size}")
+            elif size is not None and size < 1:
+                fractions += size
+        if fractions >= 1:
+            found.append("valid_size + test_size take every utterance: nothing left to train on")
         if self.jobs is not None and self.jobs < 1:
             found.append("jobs must be >= 1")
-        if self.duration_tolerance_s < 0:
+        if not (math.isfinite(self.duration_tolerance_s) and self.duration_tolerance_s >= 0):
             found.append("duration_tolerance_s must be >= 0")
+        if not self.max_chars_per_s > 0:
+            found.append("max_chars_per_s must be > 0")
+        problem = language_problem(self.language)
+        if problem:
+            found.append(problem)
         return found
 
     @property
@@ -204,6 +284,7 @@ def _compute_stats(
             "by_speaker": dict(sorted(speakers.items())),
         },
         "probe": probe,
+        "metadata_fields": sorted({key for u in kept for key in u.metadata}),
     }
     for key in METADATA_BREAKDOWNS:
         values = Counter(
@@ -226,14 +307,8 @@ def _id_from_path(audio: Path, root: Path, ambiguous_stems: set[str]) -> str:
     return "_".join(relative.with_suffix("").parts)
 
 
-def prepare(config: PrepareConfig) -> PrepareResult:
-    """Run the prepare stage; see `PrepareConfig` for the options.
-
-    Every input item ends up in exactly one of the split manifests or rejected.jsonl.
-    Raises SourceError if SOURCE is unusable and NothingKeptError if nothing survives.
-    """
-    from voxadapt.report import plot_durations  # matplotlib import is slow; only here
-
+def _read_source(config: PrepareConfig) -> tuple[list[SourceItem], list[SourceRejection]]:
+    """Every input item of SOURCE, parsed into items or rejections."""
     parser, wants_dir = PARSERS[config.source_format]
     source = Path(config.source)
     if not source.exists():
@@ -242,40 +317,104 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         raise SourceError(f"{config.source_format} SOURCE must be a folder: {source}")
     if not wants_dir and not source.is_file():
         raise SourceError(f"{config.source_format} SOURCE must be a file: {source}")
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
     rejections: list[SourceRejection] = []
     items: list[SourceItem] = []
     for record in parser(source):
         (rejections if isinstance(record, SourceRejection) else items).append(record)
-    input_items = len(items) + len(rejections)
     log.info(
         "read %d input items from %s (%d rejected while parsing)",
-        input_items,
+        len(items) + len(rejections),
         source,
         len(rejections),
     )
+    return items, rejections
 
-    # Text first: it is cheap, and a bad transcript need not cost an audio probe.
+
+def _check_texts(
+    items: list[SourceItem], config: PrepareConfig, rejections: list[SourceRejection]
+) -> tuple[list[SourceItem], dict[int, str]]:
+    """Normalize transcripts and drop repeated audio files (by real path: `a.wav`,
+    `x/../a.wav` and a symlink to it are one file). Text first: it is cheap, and a bad
+    transcript need not cost an audio probe."""
     texts: dict[int, str] = {}
     unique: list[SourceItem] = []
-    seen_audio: dict[Path, SourceItem] = {}
+    seen_audio: dict[str, SourceItem] = {}
     for item in items:
+        if len(item.raw_text) > MAX_RAW_TEXT_CHARS:
+            detail = f"{len(item.raw_text)} characters > {MAX_RAW_TEXT_CHARS}"
+            rejections.append(_reject_item(item, "text_too_long", detail))
+            continue
         try:
             texts[id(item)] = normalize_transcript(item.raw_text, config.text_options)
         except TranscriptError as exc:
             rejections.append(_reject_item(item, exc.reason, str(exc)))
             continue
-        first = seen_audio.get(item.audio)
+        real = os.path.realpath(item.audio)
+        if os.path.exists(real) and not os.path.isfile(real):  # a FIFO would hang the probe
+            rejections.append(_reject_item(item, "not_a_file", f"{real} is not a regular file"))
+            continue
+        first = seen_audio.get(real)
         if first is not None:
             rejections.append(
                 _reject_item(item, "duplicate", f"audio already used by {first.origin}")
             )
             continue
-        seen_audio[item.audio] = item
+        seen_audio[real] = item
         unique.append(item)
+    return unique, texts
 
+
+def _check_audio(
+    item: SourceItem, probe: AudioInfo | AudioError, text: str, config: PrepareConfig
+) -> tuple[str, str] | None:
+    """(reason, detail) if the item's audio fails a check, else None."""
+    if isinstance(probe, AudioError):
+        return probe.reason, str(probe)
+    duration = probe.duration
+    if duration < config.min_duration_s:
+        return "too_short", f"{duration:.2f} s < {config.min_duration_s} s"
+    if duration > config.max_duration_s:
+        return "too_long", f"{duration:.2f} s > {config.max_duration_s} s"
+    if (
+        item.label_duration is not None
+        and abs(item.label_duration - duration) > config.duration_tolerance_s
+    ):
+        return "duration_mismatch", (
+            f"label says {item.label_duration:.2f} s, audio is {duration:.2f} s"
+        )
+    # Fast Korean speech is ~8 syllables/s; the slack of 20 covers short clips.
+    if len(text) > config.max_chars_per_s * duration + 20:
+        return "implausible_text_rate", (
+            f"{len(text)} characters for {duration:.2f} s of audio "
+            f"(> {config.max_chars_per_s:g}/s + 20)"
+        )
+    return None
+
+
+def _unique_ids(base_ids: list[str]) -> list[str]:
+    """Ids unique by construction: a repeated id gets -2, -3... skipping any suffixed id
+    that another item already has (`dupid` twice beside an existing `dupid-2`)."""
+    taken = set(base_ids)
+    assigned: set[str] = set()
+    result = []
+    for base in base_ids:
+        ident, n = base, 1
+        while ident in assigned or (n > 1 and ident in taken):
+            n += 1
+            ident = f"{base}-{n}"
+        assigned.add(ident)
+        result.append(ident)
+    return result
+
+
+def _build_utterances(
+    unique: list[SourceItem],
+    texts: dict[int, str],
+    config: PrepareConfig,
+    rejections: list[SourceRejection],
+) -> tuple[list[Utterance], list[float], dict[str, Any]]:
+    """Probe the audio, filter, and build the kept records; also the probed durations
+    (for the histogram) and the probe's statistics."""
     started = time.perf_counter()
     probes = probe_many(
         [item.audio for item in unique], jobs=config.jobs, full_decode=config.full_decode
@@ -288,67 +427,105 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         "jobs": config.jobs or "all",
         "decoded": sum(1 for p in probes if isinstance(p, AudioInfo) and p.decoded),
     }
-
+    passed: list[tuple[SourceItem, AudioInfo]] = []
+    probed_durations = [p.duration for p in probes if isinstance(p, AudioInfo)]
+    for item, probe in zip(unique, probes, strict=True):
+        problem = _check_audio(item, probe, texts[id(item)], config)
+        if problem:
+            rejections.append(_reject_item(item, *problem))
+        else:
+            passed.append((item, probe))  # type: ignore[arg-type]
     # Ids default to the file stem; stems that name several files (spk1/u0.wav, spk2/u0.wav)
     # use the path below SOURCE instead, so ids stay readable and stable.
-    stem_counts = Counter(item.audio.stem for item in unique if item.id is None)
-    ambiguous_stems = {stem for stem, n in stem_counts.items() if n > 1}
-    source_root = source if source.is_dir() else source.parent
-    kept: list[Utterance] = []
-    probed_durations: list[float] = []
-    used_ids: Counter[str] = Counter()
-    for item, probe in zip(unique, probes, strict=False):
-        if isinstance(probe, AudioError):
-            rejections.append(_reject_item(item, probe.reason, str(probe)))
-            continue
-        duration = probe.duration
-        probed_durations.append(duration)
-        if duration < config.min_duration_s:
-            rejections.append(
-                _reject_item(item, "too_short", f"{duration:.2f} s < {config.min_duration_s} s")
-            )
-            continue
-        if duration > config.max_duration_s:
-            rejections.append(
-                _reject_item(item, "too_long", f"{duration:.2f} s > {config.max_duration_s} s")
-            )
-            continue
-        if (
-            item.label_duration is not None
-            and abs(item.label_duration - duration) > config.duration_tolerance_s
-        ):
-            rejections.append(
-                _reject_item(
-                    item,
-                    "duration_mismatch",
-                    f"label says {item.label_duration:.2f} s, audio is {duration:.2f} s",
-                )
-            )
-            continue
-        base_id = item.id or _id_from_path(item.audio, source_root, ambiguous_stems)
-        used_ids[base_id] += 1
-        utt_id = base_id if used_ids[base_id] == 1 else f"{base_id}-{used_ids[base_id]}"
-        metadata = dict(item.metadata)
-        if item.label_duration is not None:
-            metadata["label_duration"] = item.label_duration
-        kept.append(
-            Utterance(
-                id=utt_id,
-                audio=str(item.audio),
-                text=texts[id(item)],
-                raw_text=item.raw_text,
-                duration=round(duration, 4),
-                sample_rate=probe.sample_rate,
-                channels=probe.channels,
-                speaker=item.speaker,
-                language=item.language or config.language,
-                metadata=metadata,
-            )
-        )
-    renamed = sum(n - 1 for n in used_ids.values() if n > 1)
+    source = Path(config.source)
+    root = source if source.is_dir() else source.parent
+    stems = Counter(item.audio.stem for item, _ in passed if item.id is None)
+    ambiguous = {stem for stem, n in stems.items() if n > 1}
+    base_ids = [item.id or _id_from_path(item.audio, root, ambiguous) for item, _ in passed]
+    ids = _unique_ids(base_ids)
+    renamed = sum(a != b for a, b in zip(ids, base_ids))
     if renamed:
         log.warning("%d utterances shared an id with another file; suffixed -2, -3, ...", renamed)
+    kept = [
+        Utterance(
+            id=utt_id,
+            audio=str(item.audio),
+            text=texts[id(item)],
+            raw_text=item.raw_text,
+            duration=round(probe.duration, 4),
+            sample_rate=probe.sample_rate,
+            channels=probe.channels,
+            speaker=item.speaker,
+            language=item.language or config.language,
+            label_duration=item.label_duration,
+            metadata=dict(item.metadata),
+        )
+        for utt_id, (item, probe) in zip(ids, passed)
+    ]
+    return kept, probed_durations, probe_stats
 
+
+def _write_outputs(
+    staging: Path,
+    config: PrepareConfig,
+    splits: dict[str, list[Utterance]],
+    rejections: list[SourceRejection],
+    stats: dict[str, Any],
+    probed_durations: list[float],
+) -> list[str]:
+    """Write every output file into `staging`; return their names."""
+    from voxadapt.report import plot_durations  # matplotlib import is slow; only here
+
+    names = [
+        f"{split}.jsonl" for split in SPLITS if split == "train" or getattr(config, f"{split}_size")
+    ]
+    for name in names:
+        write_jsonl(staging / name, splits[name.removesuffix(".jsonl")])
+    write_jsonl(staging / "rejected.jsonl", (_rejection_record(r) for r in rejections))
+    kept = [u for split in SPLITS for u in splits[split]]
+    stats["duration_histogram"] = plot_durations(
+        probed_durations,
+        [u.duration for u in kept],
+        staging / "durations.png",
+        min_duration_s=config.min_duration_s,
+        max_duration_s=config.max_duration_s,
+    )
+    with atomic_write(staging / "stats.json") as handle:
+        json.dump(stats, handle, ensure_ascii=False, indent=2)
+    save_config(config, staging / "prepare_config.yaml")
+    return [*names, "rejected.jsonl", "stats.json", "durations.png", "prepare_config.yaml"]
+
+
+def _publish(staging: Path, out_dir: Path, names: list[str]) -> None:
+    """Move the finished outputs into `out_dir` (renames only: no write can fail midway)
+    and remove split files an earlier run made that this one did not."""
+    for name in names:
+        os.replace(staging / name, out_dir / name)
+    for split in SPLITS:
+        path = out_dir / f"{split}.jsonl"
+        if f"{split}.jsonl" not in names and path.exists():
+            log.info("removing stale %s from an earlier run", path)
+            path.unlink()
+
+
+def prepare(config: PrepareConfig) -> PrepareResult:
+    """Run the prepare stage; see `PrepareConfig` for the options.
+
+    Every input item ends up in exactly one of the split manifests or rejected.jsonl. The
+    outputs appear together or not at all: they are built in a temporary folder inside
+    --out and moved in at the end, so a failed run leaves an earlier run's outputs intact.
+    Raises SourceError if SOURCE is unusable and NothingKeptError if nothing survives (the
+    rejections then go to OUT/failed-run/).
+    """
+    out_dir = check_output_dir(config.out_dir)
+    items, rejections = _read_source(config)
+    input_items = len(items) + len(rejections)
+    unique, texts = _check_texts(items, config, rejections)
+    kept, probed_durations, probe_stats = _build_utterances(unique, texts, config, rejections)
+    if len(kept) + len(rejections) != input_items:  # an internal bug, never user error
+        raise RuntimeError(
+            f"lost items: {input_items} in, {len(kept)} kept + {len(rejections)} rejected"
+        )
     splits = split_utterances(
         kept,
         valid_size=config.valid_size,
@@ -356,41 +533,40 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         split_by=config.split_by,
         seed=config.seed,
     )
-    if len(kept) + len(rejections) != input_items:  # an internal bug, never user error
-        raise RuntimeError(
-            f"lost items: {input_items} in, {len(kept)} kept + {len(rejections)} rejected"
-        )
-
-    manifests: dict[str, Path] = {}
-    for split in SPLITS:
-        path = out_dir / f"{split}.jsonl"
-        requested = split == "train" or getattr(config, f"{split}_size")
-        if requested:
-            write_jsonl(path, splits[split])
-            manifests[split] = path
-        elif path.exists():
-            log.info("removing stale %s from an earlier run", path)
-            path.unlink()
-    rejected_path = out_dir / "rejected.jsonl"
-    write_jsonl(rejected_path, (_rejection_record(r) for r in rejections))
     stats = _compute_stats(config, splits, rejections, input_items, probe_stats)
-    plot_path: Path | None = out_dir / "durations.png"
-    stats["duration_histogram"] = plot_durations(
-        probed_durations,
-        [u.duration for u in kept],
-        plot_path,
-        min_duration_s=config.min_duration_s,
-        max_duration_s=config.max_duration_s,
+    staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out_dir))
+    staging.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700 folders
+    try:
+        names = _write_outputs(staging, config, splits, rejections, stats, probed_durations)
+        if not kept or not splits["train"]:
+            failed = out_dir / "failed-run"
+            shutil.rmtree(failed, ignore_errors=True)
+            staging.rename(failed)
+            raise _nothing_to_train(kept, stats, input_items, failed)
+        _publish(staging, out_dir, names)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    manifests = {n.removesuffix(".jsonl"): out_dir / n for n in names if n[:-6] in SPLITS}
+    return PrepareResult(
+        out_dir,
+        manifests,
+        out_dir / "rejected.jsonl",
+        out_dir / "stats.json",
+        out_dir / "durations.png",
+        stats,
     )
-    stats_path = out_dir / "stats.json"
-    with atomic_write(stats_path) as handle:
-        json.dump(stats, handle, ensure_ascii=False, indent=2)
-    save_config(config, out_dir / "prepare_config.yaml")
 
-    if not kept:
-        summary = ", ".join(f"{reason}: {n}" for reason, n in stats["rejected_by_reason"].items())
-        raise NothingKeptError(
-            f"all {input_items} input items were rejected ({summary or 'no input items'}); "
-            f"see {rejected_path}"
+
+def _nothing_to_train(
+    kept: list[Utterance], stats: dict[str, Any], input_items: int, failed: Path
+) -> NothingKeptError:
+    where = f"see {failed / 'rejected.jsonl'}; earlier outputs in {failed.parent} are untouched"
+    if kept:
+        return NothingKeptError(
+            f"the train split is empty: all {len(kept)} kept utterances went to valid/test; "
+            f"lower --valid-size/--test-size ({where})"
         )
-    return PrepareResult(out_dir, manifests, rejected_path, stats_path, plot_path, stats)
+    summary = ", ".join(f"{reason}: {n}" for reason, n in stats["rejected_by_reason"].items())
+    return NothingKeptError(
+        f"all {input_items} input items were rejected ({summary or 'no input items'}); {where}"
+    )

@@ -5,8 +5,13 @@ AI-Hub transcription rules (also used by KsponSpeech) mark up the transcript:
 - ``(철자)/(발음)`` dual transcription: written form, then the pronunciation,
   e.g. ``(70%)/(칠십 퍼센트)``; some files write ``(A) / (B)`` or ``(A)(B)``.
 - ``b/ l/ o/ n/``: breath, laughter, other speaker, noise; ``u/``: unintelligible.
-- ``아/ 음/ 어/``: a filler word, marked by a trailing slash.
-- ``word+``: a repeated word; ``*``: a word the transcriber was unsure of.
+- ``아/ 음/ 어/``: a filler word, marked by a trailing slash (sometimes glued to the next
+  word: ``음/그래서``).
+- ``word+`` or ``+word``: a repeated or mistyped word; ``*``: a word the transcriber was
+  unsure of.
+
+Control and format characters (zero-width spaces and joiners, bidi controls, BOM) are not
+speech and are removed too.
 
 The ESPnet ``ksponspeech`` recipe and lhotse's recipe strip the same marks; we keep the
 written form by default because a medical transcript should read ``70%``, not ``칠십 퍼센트``.
@@ -20,20 +25,42 @@ from dataclasses import dataclass
 
 TEXT_MODES = ("spelling", "phonetic")
 
-# (A)/(B), (A) / (B) and (A)(B); inner parts hold no parentheses.
-_DUAL = re.compile(r"\(([^()]*)\)\s*/?\s*\(([^()]*)\)")
-# Event tags: b/ l/ o/ n/ u/, not when part of a Latin word or unit such as "km/h".
+# (A)/(B), (A) / (B) and (A)(B); inner parts hold no parentheses. Each optional part
+# starts with a different character, so a failed match never backtracks over long runs.
+_DUAL = re.compile(r"\(([^()]*)\)\s*(?:/\s*)?\(([^()]*)\)")
+# Annotation characters dropped outright once dual forms are resolved: parentheses, `*`.
+_DELETED = str.maketrans("", "", "()*")
+# `+` marks a repeated or mistyped word ("머리+ 머리가", "그 +그러니까"); only a plus
+# between digits ("1+1") is content.
+_REPEAT = re.compile(r"(?<!\d)\+|\+(?!\d)")
+# Event tags: b/ l/ o/ n/ u/, not when part of a Latin word or unit such as "km/h", "on/off".
 _EVENT_TAG = re.compile(r"(?<![A-Za-z])[blonu]/(?!/)")
-# Filler: Hangul word with a trailing slash (아/ 음/ 어/ 그/ ...).
-_FILLER = re.compile(r"([\uac00-\ud7a3]+)/(?=\s|$|[.,?!])")
-_REPEAT = re.compile(r"(?<=\S)\+")
-_UNSURE = re.compile(r"\*")
+_HANGUL = "\uac00-\ud7a3"
+# Fillers the transcribers also glue to the next word ("음/그래서"); any other word glued
+# to a slash stays, because "의사/간호사" means "or".
+_FILLER_WORDS = ("아", "어", "음", "으", "응", "흠", "에", "엄", "그", "뭐")
+# Filler: a Hangul word with a trailing slash before a space, the end or punctuation
+# (아/ 음/ 어/), or a filler word glued to the next word. The lookbehind lets a match start
+# only where a word starts: without it a long Hangul run with no slash is rescanned from
+# every position, which takes quadratic time.
+_FILLER = re.compile(
+    rf"(?<![{_HANGUL}])(?:([{_HANGUL}]+)/(?=\s|$|[.,?!])|({'|'.join(_FILLER_WORDS)})/)"
+)
+# Dropping a filler can leave the slash of the word before it at a word end
+# ("의사/간호사음/" -> "의사/ "), where it would read as a filler mark of its own.
+_DANGLING_SLASH = re.compile(rf"(?<=[{_HANGUL}])/(?=\s|$|[.,?!])")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,?!])")
 _WHITESPACE = re.compile(r"\s+")
+# Punctuation left at the start once markup is gone (". 그래서 뭐?" after a dropped filler);
+# a "." before a digit is a decimal point (".5").
+_LEADING_PUNCTUATION = re.compile(r"^(?:[\s,?!…]|\.(?!\d))+")
 # Punctuation removed by --strip-punctuation; % stays because "70%" is content, not prosody.
 # A . or , between digits is part of a number ("38.5", "5,000") and stays.
 _PUNCTUATION = re.compile(r"(?<!\d)[.,]|[.,](?!\d)|[?!…~\"'“”‘’·:;]")
 _BRACKETS = {"(": ")", "[": "]", "{": "}"}
+# Unicode categories never spoken: controls (Cc), format characters (Cf: zero-width
+# space/joiners, bidi controls, BOM) and lone surrogates (Cs, which UTF-8 cannot encode).
+_INVISIBLE_CATEGORIES = ("Cc", "Cf", "Cs")
 
 
 class TranscriptError(ValueError):
@@ -68,32 +95,70 @@ def brackets_balanced(text: str) -> bool:
 def normalize_transcript(raw_text: str, options: TextOptions | None = None) -> str:
     """Turn an annotated transcript into training text.
 
+    The result holds no markup (parentheses, `*`, repetition `+`, event tags, filler
+    slashes), no control or format characters, and is NFC; normalizing it again returns it
+    unchanged. Runs in time linear in the length of `raw_text`.
+
     Raises TranscriptError with reason ``unbalanced_brackets`` or ``empty_text``.
     """
     options = options or TextOptions()
     if options.text_mode not in TEXT_MODES:
         raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {options.text_mode!r}")
-    text = unicodedata.normalize("NFC", raw_text)
+    text = _WHITESPACE.sub(" ", _drop_invisible(raw_text))
+    text = unicodedata.normalize("NFC", text)
     if not brackets_balanced(text):
-        raise TranscriptError("unbalanced_brackets", f"unbalanced brackets in {raw_text!r}")
+        raise TranscriptError("unbalanced_brackets", f"unbalanced brackets in {_excerpt(raw_text)}")
+    text = _tidy(_remove_markup(text, options))
+    if not text or _PUNCTUATION.sub("", text).strip() == "":
+        raise TranscriptError(
+            "empty_text", f"transcript is empty after normalization: {_excerpt(raw_text)}"
+        )
+    return text
+
+
+def _drop_invisible(text: str) -> str:
+    """Remove control, format and surrogate characters; whitespace controls become spaces."""
+    # Looking only at the distinct characters keeps this one C-speed pass over the text.
+    table = {
+        ord(char): " " if char.isspace() else None
+        for char in set(text)
+        if unicodedata.category(char) in _INVISIBLE_CATEGORIES
+    }
+    return text.translate(table) if table else text
+
+
+def _remove_markup(text: str, options: TextOptions) -> str:
+    """Resolve dual forms and strip the transcribers' marks (see the module docstring)."""
     keep = 1 if options.text_mode == "spelling" else 2
     # No spaces added: particles attach to the form, "(3시)/(세 시)에" -> "3시에".
     text = _DUAL.sub(lambda match: match.group(keep), text)
     # Parentheses left after the dual forms are annotation, not speech: keep their content.
-    text = text.replace("(", "").replace(")", "")
-    text = _EVENT_TAG.sub(" ", text)
-    text = _FILLER.sub(lambda match: "" if options.drop_fillers else match.group(1), text)
-    text = _REPEAT.sub("", text)
-    text = _UNSURE.sub("", text)
+    text = _REPEAT.sub("", text.translate(_DELETED))
+    # Deleting marks can join a jamo to its vowel ("ᄀ(ᅡ)" -> "가"); compose before the tags
+    # below look at the text, so that normalizing the result again finds nothing new.
+    text = unicodedata.normalize("NFC", text)
     if options.strip_punctuation:
+        # Before the tags: "음/…" becomes "음/ ", a filler, here and not in a second pass.
         text = _PUNCTUATION.sub(" ", text)
+    text = _EVENT_TAG.sub(" ", text)
+    # Replaced by a space, not deleted: "음/그래서" -> "음 그래서", never "음그래서".
+    text = _FILLER.sub(
+        lambda match: " " if options.drop_fillers else f"{match.group(1) or match.group(2)} ",
+        text,
+    )
+    return _DANGLING_SLASH.sub("", text)
+
+
+def _tidy(text: str) -> str:
+    """Collapse whitespace, attach punctuation to the word before it, drop leading marks."""
     text = _WHITESPACE.sub(" ", text).strip()
     text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
-    if not text or _PUNCTUATION.sub("", text).strip() == "":
-        raise TranscriptError(
-            "empty_text", f"transcript is empty after normalization: {raw_text!r}"
-        )
-    return text
+    return _LEADING_PUNCTUATION.sub("", text)
+
+
+def _excerpt(raw_text: str, limit: int = 80) -> str:
+    """`raw_text` for an error message, cut to `limit` characters."""
+    return repr(raw_text if len(raw_text) <= limit else raw_text[:limit] + "…")
 
 
 def decode_line(data: bytes) -> tuple[str, str]:

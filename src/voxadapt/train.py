@@ -1,8 +1,11 @@
 """The training recipe: projector-only (Q)LoRA on Voxtral with CER-selected checkpoints.
 
 Our own small loop rather than HF Trainer: only the projector trains, so gradients are
-all-reduced by hand across ranks (no DDP wrapper around a 4-bit model), evaluation is
-batched greedy generation scored by CER, and checkpoints hold only trainable weights.
+all-reduced by hand across ranks (no DDP wrapper around a 4-bit model), and checkpoints hold
+only trainable weights. Evaluation decodes the valid set with the same engine
+(`decoding.Transcriber`) and scores it with the same functions (`metrics.score_row`,
+`corpus_metrics`) as `voxadapt evaluate`, so the CER that selects the best adapter is the CER
+`evaluate` reports for it. `Trainer` reads as a recipe: `setup()`, `fit()`, `save_checkpoint()`.
 """
 
 from __future__ import annotations
@@ -14,28 +17,35 @@ import os
 import random
 import shutil
 import signal
+import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
-from voxadapt.config import save_config
+from voxadapt.audio import AudioError
+from voxadapt.config import Config, load_yaml, option, save_config, to_jsonable
 from voxadapt.data import IGNORE_INDEX, Collator, PromptBuilder, TranscriptionDataset
-from voxadapt.errors import VoxadaptError
-from voxadapt.infer import autocast, compute_dtype, decode_cap, generate_batch, input_dtype
-from voxadapt.manifest import Utterance, atomic_write, read_manifest
+from voxadapt.decoding import AudioItem, DecodeOptions, FeatureSource, Transcriber
+from voxadapt.errors import ConfigError, VoxadaptError
+from voxadapt.features import FeatureSpec, FeatureStore
+from voxadapt.manifest import Utterance, atomic_write, check_output_dir, read_manifest
+from voxadapt.metrics import corpus_metrics, score_row
 from voxadapt.model import (
+    DEFAULT_MODEL,
     DTYPES,
     PROJECTOR_MODES,
     QUANTIZATIONS,
     AdapterOptions,
     attach_projector_adapter,
+    autocast,
     check_only_projector_trains,
+    compute_dtype,
     format_audit,
+    input_dtype,
     load_voxtral,
     parameter_audit,
     resolve_dtype,
@@ -45,79 +55,147 @@ from voxadapt.model import (
 log = logging.getLogger(__name__)
 
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+# Options that may change on --resume (they do not change what was learned so far).
+RESUMABLE_CHANGES = {
+    "resume",
+    "num_workers",
+    "logging_steps",
+    "eval_steps",
+    "max_steps",
+    "epochs",
+    "early_stopping_patience",
+    "gradient_checkpointing",
+    "torch_compile",
+    "decode",
+}
 
 
 class TrainingInterrupted(VoxadaptError):
-    """Ctrl-C: a resumable checkpoint was saved."""
+    """Ctrl-C or SIGTERM: a resumable checkpoint was saved."""
+
+
+class NonFiniteError(VoxadaptError):
+    """The loss or the gradient became NaN/inf; nothing from that step was saved."""
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """Options of `voxadapt train` (the YAML keys of `--config`). Defaults follow the seed."""
 
-    model: str = "mistralai/Voxtral-Mini-3B-2507"  # hub id or local folder
-    train: Path | None = None  # training manifest (JSONL from `voxadapt prepare`)
-    valid: Path | None = None  # validation manifest; CER on it selects the best checkpoint
-    cache: Path | None = None  # feature cache from `voxadapt cache`; None = features on the fly
-    output_dir: Path = Path("runs/voxadapt")
-    quantization: str = "nf4"  # LLM weights: nf4 | int8 | none (audio tower/projector stay)
-    projector: str = "lora"  # lora | full
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    epochs: float = 2.0
-    max_steps: int | None = None  # optimizer steps; overrides epochs
-    batch_size: int = 8  # utterances per device per micro-batch
-    grad_accum: int = 4  # micro-batches per optimizer step
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    scheduler: str = "cosine"
-    warmup_ratio: float = 0.03  # of all optimizer steps
-    max_grad_norm: float = 1.0
-    logging_steps: int = 10
-    eval_steps: int | None = 200  # None: evaluate once per epoch
-    eval_samples: int | None = None  # evaluate on a fixed random subset of the valid set
-    eval_batch_size: int = 16
-    early_stopping_patience: int | None = None  # evaluations without a better CER
-    seed: int = 0
-    dtype: str | None = None  # bf16 | fp16 | fp32; default bf16 on capable GPUs, fp32 on CPU
-    gradient_checkpointing: bool = False
-    torch_compile: bool = False
-    num_workers: int = 2  # DataLoader workers per process
-    language: str = "ko"  # prompt language; "auto" = none, "manifest" = each record's
-    max_new_tokens_per_s: float = 15.0  # eval decoding cap: 20 + this x clip seconds
-    resume: bool = False  # continue from output_dir/checkpoint-last
+    model: str = option(DEFAULT_MODEL, help="hub id or local folder", group="data and model")
+    train: Path | None = option(
+        None,
+        help="training manifest (JSONL from `voxadapt prepare`)",
+        metavar="JSONL",
+        group="data and model",
+    )
+    valid: Path | None = option(
+        None,
+        help="validation manifest; CER on it selects the best checkpoint",
+        metavar="JSONL",
+        group="data and model",
+    )
+    cache: Path | None = option(
+        None,
+        help="feature cache from `voxadapt cache` (default: features on the fly)",
+        metavar="DIR",
+        group="data and model",
+    )
+    output_dir: Path = option(
+        Path("runs/voxadapt"),
+        help="where adapter/, checkpoints and logs go",
+        metavar="DIR",
+        group="data and model",
+    )
+    quantization: str = option(
+        "nf4",
+        help="LLM weights (the audio tower, projector and LM head stay unquantized)",
+        choices=QUANTIZATIONS,
+        group="what trains",
+    )
+    projector: str = option(
+        "lora",
+        help="LoRA on the projector, or the full projector",
+        choices=PROJECTOR_MODES,
+        group="what trains",
+    )
+    lora_r: int = option(8, help="LoRA rank", group="what trains")
+    lora_alpha: int = option(16, help="LoRA alpha", group="what trains")
+    lora_dropout: float = option(0.05, help="LoRA dropout", group="what trains")
+    dtype: str | None = option(
+        None,
+        help="compute dtype (default bf16 on capable GPUs, fp32 on CPU)",
+        choices=tuple(DTYPES),
+        group="what trains",
+    )
+    gradient_checkpointing: bool = option(
+        False, help="recompute LLM activations in backward", group="what trains"
+    )
+    torch_compile: bool = option(False, help="torch.compile the model", group="what trains")
+    epochs: float = option(2.0, help="passes over the training set", group="schedule")
+    max_steps: int | None = option(
+        None, help="optimizer steps (overrides --epochs)", group="schedule"
+    )
+    batch_size: int = option(8, help="utterances per device per micro-batch", group="schedule")
+    grad_accum: int = option(4, help="micro-batches per optimizer step", group="schedule")
+    lr: float = option(1e-4, help="peak learning rate", group="schedule")
+    weight_decay: float = option(0.0, help="AdamW weight decay", group="schedule")
+    scheduler: str = option(
+        "cosine", help="learning-rate schedule", choices=SCHEDULERS, group="schedule"
+    )
+    warmup_ratio: float = option(0.03, help="warmup, as a share of all steps", group="schedule")
+    max_grad_norm: float = option(1.0, help="gradient clipping norm", group="schedule")
+    seed: int = option(0, help="shuffling and initialization seed", group="schedule")
+    num_workers: int = option(2, help="DataLoader workers per process", group="schedule")
+    logging_steps: int = option(10, help="log every N steps", group="logging and evaluation")
+    eval_steps: int | None = option(
+        200,
+        help="evaluate every N steps, and at the end (none: once per epoch)",
+        group="logging and evaluation",
+    )
+    eval_samples: int | None = option(
+        None,
+        help="evaluate on a fixed random subset of N valid utterances",
+        group="logging and evaluation",
+    )
+    early_stopping_patience: int | None = option(
+        None,
+        help="stop after N evaluations without a better CER",
+        group="logging and evaluation",
+    )
+    resume: bool = option(False, help="continue from OUTPUT_DIR/checkpoint-last")
+    decode: DecodeOptions = option(
+        help="prompt language (training and evaluation) and evaluation decoding",
+        default_factory=DecodeOptions,
+    )
 
     def problems(self) -> list[str]:
-        found = []
+        found = super().problems()
         if self.train is None:
             found.append("train manifest is required (--train)")
-        if self.quantization not in QUANTIZATIONS:
-            found.append(f"quantization must be one of {', '.join(QUANTIZATIONS)}")
-        if self.projector not in PROJECTOR_MODES:
-            found.append(f"projector must be one of {', '.join(PROJECTOR_MODES)}")
-        if self.scheduler not in SCHEDULERS:
-            found.append(f"scheduler must be one of {', '.join(SCHEDULERS)}")
-        if self.dtype is not None and self.dtype not in DTYPES:
-            found.append(f"dtype must be one of {', '.join(DTYPES)}")
-        for name in ("batch_size", "grad_accum", "logging_steps", "lora_r", "eval_batch_size"):
+        for name in ("batch_size", "grad_accum", "logging_steps", "lora_r", "lora_alpha"):
             if getattr(self, name) < 1:
                 found.append(f"{name} must be >= 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            found.append("max_steps must be >= 1")
-        if self.eval_steps is not None and self.eval_steps < 1:
-            found.append("eval_steps must be >= 1")
-        if self.epochs <= 0 and self.max_steps is None:
+        for name in ("max_steps", "eval_steps", "eval_samples", "early_stopping_patience"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                found.append(f"{name} must be >= 1")
+        if not (math.isfinite(self.epochs) and self.epochs > 0) and self.max_steps is None:
             found.append("epochs must be > 0")
+        if not (math.isfinite(self.lr) and self.lr >= 0):
+            found.append("lr must be >= 0")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            found.append("weight_decay must be >= 0")
+        if not 0 <= self.lora_dropout < 1:
+            found.append("lora_dropout must be in [0, 1)")
         if not 0 <= self.warmup_ratio < 1:
             found.append("warmup_ratio must be in [0, 1)")
+        if not self.max_grad_norm > 0:
+            found.append("max_grad_norm must be > 0")
+        if self.num_workers < 0:
+            found.append("num_workers must be >= 0")
         if self.early_stopping_patience is not None and self.valid is None:
             found.append("early_stopping_patience needs a valid manifest")
         return found
-
-    @property
-    def prompt_language(self) -> str | None:
-        return None if self.language == "auto" else self.language
 
 
 @dataclass
@@ -146,7 +224,6 @@ class TrainResult:
 class _Dist:
     rank: int = 0
     world: int = 1
-    local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
@@ -167,7 +244,7 @@ def _setup_distributed() -> _Dist:
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend=backend)
     rank = torch.distributed.get_rank() if world > 1 else 0
-    return _Dist(rank, world, local_rank, device)
+    return _Dist(rank, world, device)
 
 
 def _all_reduce_mean(tensor: torch.Tensor, dist: _Dist) -> torch.Tensor:
@@ -177,90 +254,60 @@ def _all_reduce_mean(tensor: torch.Tensor, dist: _Dist) -> torch.Tensor:
     return tensor
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+class EpochSampler(Sampler[int]):
+    """This rank's share of a seeded shuffle of one epoch, from micro-batch `start` on.
 
+    Every rank gets `per_rank` indices (its share wraps around), so all ranks run the same
+    number of micro-batches; the order depends only on (seed, epoch), so a resumed run
+    continues the same sequence.
+    """
 
-def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {
-        n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad
-    }
+    def __init__(self, n: int, *, seed: int, epoch: int, dist: _Dist, per_rank: int, start: int):
+        order = list(range(n))
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        shard = order[dist.rank :: dist.world] or order
+        shard = (shard * math.ceil(per_rank / len(shard)))[:per_rank]
+        self.indices = shard[start:]
 
+    def __iter__(self):
+        return iter(self.indices)
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, state: TrainState) -> None:
-    """Write a resumable checkpoint to `path` atomically (temp folder, then rename)."""
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(_trainable_state(model), str(tmp / "trainable.safetensors"))
-    torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-        tmp / "optimizer.pt",
-    )
-    (tmp / "state.json").write_text(json.dumps(state.__dict__, indent=1), encoding="utf-8")
-    old = path.with_name(path.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        path.rename(old)
-    tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _load_checkpoint(path: Path, model, optimizer, scheduler) -> TrainState:
-    from safetensors.torch import load_file
-
-    weights = load_file(str(path / "trainable.safetensors"))
-    parameters = dict(model.named_parameters())
-    unknown = [n for n in weights if n not in parameters]
-    if unknown:
-        raise VoxadaptError(
-            f"checkpoint {path} does not match this model/projector mode (e.g. {unknown[0]})"
-        )
-    with torch.no_grad():
-        for name, tensor in weights.items():
-            parameters[name].copy_(tensor)
-    # Our own file, and weights_only refuses anything but tensors and plain containers.
-    saved = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    return TrainState(**json.loads((path / "state.json").read_text(encoding="utf-8")))
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class _StopFlag:
-    """Ctrl-C sets a flag; the loop saves a checkpoint at the next step. A second Ctrl-C kills."""
+    """Ctrl-C or SIGTERM (docker stop, SLURM preemption) sets a flag; the loop saves a
+    checkpoint at the next step boundary. A second Ctrl-C aborts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopFlag:
-        if threading_is_main():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
-        log.warning("interrupt: saving a checkpoint after this step (Ctrl-C again to abort)")
+        log.warning("%s: saving a checkpoint after this step", signal.Signals(signum).name)
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
-def threading_is_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-def _ignore_sigint(_: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the main process handles Ctrl-C
+def _worker_ignores_signals(_: int) -> None:
+    for signum in _StopFlag.SIGNALS:  # the main process handles them and stops the workers
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def label_positions_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -283,339 +330,483 @@ def label_positions_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor])
     )
 
 
-@torch.no_grad()
-def generate_transcripts(
-    model: torch.nn.Module,
-    dataset: TranscriptionDataset,
-    indices: list[int],
-    *,
-    batch_size: int,
-    device: torch.device,
-    tokens_per_s: float = 15.0,
-    autocast_dtype: torch.dtype | None = None,
-) -> dict[int, str]:
-    """Greedy, KV-cached, batched transcripts of dataset items (features from its cache).
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad
+    }
 
-    Items are grouped by chunk count and sorted by duration, so prompts of a batch have the
-    same length and no padding enters the decoder.
-    """
-    was_training = model.training
-    model.eval()
-    groups: dict[int, list[tuple[int, Any]]] = {}
-    for index in indices:
-        features = dataset.features(index)
-        groups.setdefault(features.n_chunks, []).append((index, features))
-    results: dict[int, str] = {}
-    for items in groups.values():
-        items.sort(key=lambda item: dataset.utterances[item[0]].duration)
-        for start in range(0, len(items), batch_size):
-            batch = items[start : start + batch_size]
-            utterances = [dataset.utterances[i] for i, _ in batch]
-            language = dataset.language
-            languages = [u.language if language == "manifest" else language for u in utterances]
-            transcripts = generate_batch(
-                model,
-                dataset.prompts,
-                [f for _, f in batch],
-                languages,
-                [decode_cap(u.duration, tokens_per_s) for u in utterances],
-                device=device,
-                autocast_dtype=autocast_dtype,
+
+def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Options that differ between a checkpoint's config and this run's, except those that
+    may change on resume (RESUMABLE_CHANGES)."""
+    return [
+        f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
+        for key in sorted(set(saved) | set(current))
+        if key not in RESUMABLE_CHANGES and str(saved.get(key)) != str(current.get(key))
+    ]
+
+
+class Trainer:
+    """The recipe: `setup()` builds data, model, optimizer and logs (restoring a checkpoint
+    on --resume); `fit()` runs the loop; `save_checkpoint()` writes a resumable state."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.dist = _setup_distributed()
+        self.output_dir = Path(config.output_dir)
+        self.last_dir = self.output_dir / "checkpoint-last"
+        self.adapter_dir = self.output_dir / "adapter"
+        self.state = TrainState()
+
+    # ------------------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        """Validate inputs, then build everything; nothing heavy happens before the checks."""
+        if self.dist.main:
+            check_output_dir(self.output_dir, "--output-dir")
+        if self.config.resume:
+            self._check_resume()
+        self._setup_data()
+        self._setup_model()
+        self._setup_optimizer()
+        if self.config.resume:
+            self._restore()
+        elif self.dist.main and self.last_dir.exists():
+            log.warning("%s exists: starting over (use --resume to continue it)", self.last_dir)
+        self._setup_logging()
+
+    def _check_resume(self) -> None:
+        if not (self.last_dir / "state.json").is_file():
+            raise VoxadaptError(f"--resume: no checkpoint in {self.last_dir}")
+        saved_path = self.last_dir / "config.yaml"
+        if not saved_path.is_file():
+            saved_path = self.output_dir / "config.yaml"
+        if not saved_path.is_file():
+            return
+        changed = resume_differences(load_yaml(saved_path), to_jsonable(self.config))
+        if changed:
+            raise ConfigError(
+                f"--resume: options differ from the checkpoint's ({'; '.join(changed)}); "
+                f"resume with the same values or train into another --output-dir"
             )
-            for (index, _), transcript in zip(batch, transcripts):
-                results[index] = transcript.text
-    model.train(was_training)
-    return results
+
+    def _setup_data(self) -> None:
+        from transformers import AutoProcessor
+
+        config = self.config
+        train_utts = read_manifest(config.train)
+        if not train_utts:
+            raise VoxadaptError(f"the training manifest {config.train} is empty")
+        valid_utts: list[Utterance] = read_manifest(config.valid) if config.valid else []
+        if config.valid and not valid_utts:
+            raise VoxadaptError(f"the validation manifest {config.valid} is empty")
+        if config.eval_samples and len(valid_utts) > config.eval_samples:
+            valid_utts = random.Random(config.seed).sample(valid_utts, config.eval_samples)
+        try:
+            processor = AutoProcessor.from_pretrained(config.model)
+        except OSError as exc:
+            raise VoxadaptError(f"cannot load the processor of {config.model}: {exc}") from None
+        self.spec = FeatureSpec.from_feature_extractor(processor.feature_extractor)
+        self.prompts = PromptBuilder(processor, self.spec)
+        self.store = FeatureStore(config.cache, self.spec) if config.cache else None
+        language = config.decode.language
+        self.train_set = TranscriptionDataset(
+            train_utts, self.prompts, store=self.store, language=language
+        )
+        self.valid_set = (
+            TranscriptionDataset(valid_utts, self.prompts, store=self.store, language=language)
+            if valid_utts
+            else None
+        )
+        self.collator = Collator(self.spec, self.prompts.pad_id)
+
+    def _setup_model(self) -> None:
+        config, dist = self.config, self.dist
+        model = load_voxtral(
+            config.model,
+            quantization=config.quantization,
+            device=dist.device,
+            dtype=resolve_dtype(config.dtype),
+        )
+        self.autocast_dtype = compute_dtype(model)
+        if dist.main:
+            where = "bitsandbytes on CPU" if dist.device.type == "cpu" else str(dist.device)
+            dtype_name = str(self.autocast_dtype or torch.float32).removeprefix("torch.")
+            log.info(
+                "model %s: LLM quantization %s (%s), compute dtype %s",
+                config.model,
+                config.quantization,
+                where,
+                dtype_name,
+            )
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        model.config.use_cache = False
+        self.adapter_options = AdapterOptions(
+            config.projector, config.lora_r, config.lora_alpha, config.lora_dropout
+        )
+        torch.manual_seed(config.seed)  # identical adapter init on every rank
+        self.model = attach_projector_adapter(model, self.adapter_options)
+        if dist.main:
+            print(format_audit(parameter_audit(self.model)), flush=True)
+        self.n_trainable = check_only_projector_trains(self.model)
+        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.forward_model = torch.compile(self.model) if config.torch_compile else self.model
+        self.transcriber = Transcriber(self.model, self.prompts, dist.device)
+
+    def _setup_optimizer(self) -> None:
+        from transformers import get_scheduler
+
+        config = self.config
+        per_rank = math.ceil(len(self.train_set) / (config.batch_size * self.dist.world))
+        self.micro_per_epoch = per_rank
+        steps_per_epoch = max(1, math.ceil(per_rank / config.grad_accum))
+        self.total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
+        self.eval_every = config.eval_steps or steps_per_epoch
+        self.optimizer = torch.optim.AdamW(
+            self.parameters, lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.scheduler = get_scheduler(
+            config.scheduler,
+            self.optimizer,
+            num_warmup_steps=math.ceil(config.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps,
+        )
+        self.state.total_steps = self.total_steps
+
+    def _restore(self) -> None:
+        """Load checkpoint-last: trainable weights, optimizer, scheduler, progress."""
+        from safetensors.torch import load_file
+
+        weights = load_file(str(self.last_dir / "trainable.safetensors"))
+        parameters = dict(self.model.named_parameters())
+        unknown = [n for n in weights if n not in parameters]
+        if unknown:
+            raise VoxadaptError(
+                f"checkpoint {self.last_dir} does not match this model/projector mode "
+                f"(e.g. {unknown[0]})"
+            )
+        with torch.no_grad():
+            for name, tensor in weights.items():
+                parameters[name].copy_(tensor)
+        # Our own file, and weights_only refuses anything but tensors and plain containers.
+        saved = torch.load(self.last_dir / "optimizer.pt", map_location="cpu", weights_only=True)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        state = json.loads((self.last_dir / "state.json").read_text(encoding="utf-8"))
+        self.state = TrainState(**state)
+        self.state.total_steps = self.total_steps
+        if self.dist.main:
+            log.info(
+                "resumed at step %d of %d (epoch %d)",
+                self.state.step,
+                self.total_steps,
+                self.state.epoch,
+            )
+
+    def _setup_logging(self) -> None:
+        self.writer = None
+        if not self.dist.main:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        save_config(self.config, self.output_dir / "config.yaml")
+        # log.jsonl holds exactly the checkpoint's history: records of steps after it (a
+        # killed run) are dropped, so a resumed run never logs a step twice.
+        with atomic_write(self.output_dir / "log.jsonl") as handle:
+            for record in self.state.log_history:
+                handle.write(json.dumps(record) + "\n")
+        self.writer = SummaryWriter(
+            str(self.output_dir / "tensorboard"), purge_step=self.state.step + 1
+        )
+
+    # ------------------------------------------------------------------------ loop
+
+    def fit(self) -> None:
+        """Train to total_steps (or early stop); evaluate every eval_every steps and at the end."""
+        from tqdm.auto import tqdm
+
+        self.model.train()
+        self.progress = tqdm(
+            total=self.total_steps,
+            initial=self.state.step,
+            desc="train",
+            unit="step",
+            disable=not self.dist.main or None,
+        )
+        self._reset_window()
+        stop_early = False
+        with _StopFlag() as stop:
+            while self.state.step < self.total_steps and not stop_early:
+                stop_early = self._train_epoch(stop)
+        self.progress.close()
+        if not stop_early:
+            stop_early = self.evaluate()
+        self.save_checkpoint()
+        if self.dist.main and self.valid_set is None:
+            self._save_adapter()
+        if stop_early and self.dist.main:
+            log.info(
+                "early stopping: no better CER in %d evaluations",
+                self.config.early_stopping_patience,
+            )
+
+    def _train_epoch(self, stop: _StopFlag) -> bool:
+        """Run the rest of the current epoch; True if early stopping says stop."""
+        config, state = self.config, self.state
+        sampler = EpochSampler(
+            len(self.train_set),
+            seed=config.seed,
+            epoch=state.epoch,
+            dist=self.dist,
+            per_rank=self.micro_per_epoch * config.batch_size,
+            start=state.micro_batches_in_epoch * config.batch_size,
+        )
+        loader = DataLoader(
+            self.train_set,
+            batch_size=config.batch_size,
+            sampler=sampler,
+            collate_fn=self.collator,
+            num_workers=config.num_workers,
+            worker_init_fn=_worker_ignores_signals if config.num_workers else None,
+            persistent_workers=False,
+        )
+        micro = 0
+        for batch in loader:
+            self._backward(batch)
+            micro += 1
+            state.micro_batches_in_epoch += 1
+            epoch_done = state.micro_batches_in_epoch >= self.micro_per_epoch
+            if micro % config.grad_accum and not epoch_done:
+                continue
+            self._optimizer_step()
+            if epoch_done:
+                state.epoch += 1
+                state.micro_batches_in_epoch = 0
+            stop_early = self._after_step()
+            self._stop_if_requested(stop)
+            if state.step >= self.total_steps or stop_early or epoch_done:
+                return stop_early
+        return False
+
+    def _backward(self, batch: dict[str, Any]) -> None:
+        ids = batch.pop("ids")
+        batch = {k: v.to(self.dist.device) for k, v in batch.items()}
+        batch["input_features"] = batch["input_features"].to(input_dtype(self.model))
+        with autocast(self.dist.device, self.autocast_dtype):
+            loss = label_positions_loss(self.forward_model, batch)
+        if not torch.isfinite(loss):
+            self.window["bad_ids"].extend(ids)
+        (loss / self.config.grad_accum).backward()
+        self.window["loss"] += float(loss.detach()) / self.config.grad_accum
+        self.window["samples"] += batch["input_ids"].shape[0]
+
+    def _optimizer_step(self) -> None:
+        for parameter in self.parameters:
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+            _all_reduce_mean(parameter.grad, self.dist)
+        grad_norm = float(
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.config.max_grad_norm)
+        )
+        if not math.isfinite(grad_norm):  # identical on every rank after the all-reduce
+            self.optimizer.zero_grad(set_to_none=True)
+            bad = self.window["bad_ids"]
+            where = f" (non-finite loss on {', '.join(bad[:5])})" if bad else ""
+            kept = f"; the best adapter so far is in {self.adapter_dir}" if (
+                self.state.best_step is not None
+            ) else ""  # fmt: skip
+            raise NonFiniteError(
+                f"non-finite gradient at step {self.state.step + 1}{where}: training stopped, "
+                f"nothing from this step was saved{kept}; check the data "
+                "(`voxadapt cache` re-verifies the feature cache) or lower --lr"
+            )
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        self.window["grad_norm"] = grad_norm
+        self.progress.update()
+
+    def _after_step(self) -> bool:
+        """Log, evaluate and checkpoint as scheduled; True if early stopping says stop."""
+        step, config = self.state.step, self.config
+        if step % config.logging_steps == 0 or step == self.total_steps:
+            self._log_training(step)
+        if step % self.eval_every == 0 and step < self.total_steps:
+            stop_early = self.evaluate()
+            self.save_checkpoint()
+            return stop_early
+        return False
+
+    def _stop_if_requested(self, stop: _StopFlag) -> None:
+        flag = torch.tensor(float(stop.requested))
+        if _all_reduce_mean(flag, self.dist).item() > 0:  # every rank stops at the same step
+            self.save_checkpoint()
+            self.progress.close()
+            raise TrainingInterrupted(
+                f"interrupted at step {self.state.step}/{self.total_steps}; checkpoint saved "
+                f"in {self.last_dir}; continue with --resume"
+            )
+
+    def _reset_window(self) -> None:
+        self.window: dict[str, Any] = {
+            "loss": 0.0,
+            "samples": 0,
+            "start": time.perf_counter(),
+            "bad_ids": [],
+            "grad_norm": 0.0,
+        }
+
+    def _log_training(self, step: int) -> None:
+        steps_in_window = (step - 1) % self.config.logging_steps + 1
+        loss = torch.tensor(self.window["loss"] / steps_in_window)
+        loss_value = _all_reduce_mean(loss, self.dist).item()
+        elapsed = time.perf_counter() - self.window["start"]
+        self._log_record(
+            {
+                "step": step,
+                "epoch": self.state.epoch,
+                "train_loss": loss_value,
+                "learning_rate": self.scheduler.get_last_lr()[0],
+                "grad_norm": self.window["grad_norm"],
+                "samples_per_second": self.window["samples"] * self.dist.world / elapsed,
+            }
+        )
+        self.progress.set_postfix(loss=f"{loss_value:.4f}")
+        if self.dist.main and not sys.stderr.isatty():  # log files and SLURM: a line per log
+            log.info("step %d/%d: loss %.4f", step, self.total_steps, loss_value)
+        self._reset_window()
+
+    def _log_record(self, record: dict[str, Any]) -> None:
+        self.state.log_history.append(record)
+        if not self.dist.main:
+            return
+        for key, value in record.items():
+            if key not in ("step", "epoch") and isinstance(value, (int, float)):
+                tag = key.replace("eval_", "eval/").replace("train_", "train/")
+                self.writer.add_scalar(tag, value, record["step"])
+        self.writer.flush()
+        with open(self.output_dir / "log.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self) -> bool:
+        """CER on the valid set; keep the best adapter. True if early stopping says stop."""
+        if self.valid_set is None:
+            return False
+        started = time.perf_counter()
+        metrics = self._valid_metrics()
+        metrics["eval_seconds"] = time.perf_counter() - started
+        state, cer = self.state, metrics["eval_cer"]
+        if cer is not None and (state.best_cer is None or cer < state.best_cer):
+            state.best_cer, state.best_step = cer, state.step
+            state.evals_without_improvement = 0
+            if self.dist.main:
+                self._save_adapter()
+        else:
+            state.evals_without_improvement += 1
+        self._log_record(
+            {"step": state.step, "epoch": state.epoch, **metrics, "best_cer": state.best_cer}
+        )
+        if self.dist.main:
+            log.info(
+                "step %d: eval CER %s WER %s (best %s at step %s)",
+                state.step,
+                _fmt(cer),
+                _fmt(metrics["eval_wer"]),
+                _fmt(state.best_cer),
+                state.best_step,
+            )
+        patience = self.config.early_stopping_patience
+        return bool(patience and state.evals_without_improvement >= patience)
+
+    def _valid_metrics(self) -> dict[str, Any]:
+        """Decode this rank's share with the decoding engine; score all shares together."""
+        valid = self.valid_set
+        assert valid is not None
+        mine = list(range(self.dist.rank, len(valid), self.dist.world))
+        items = [AudioItem.from_utterance(valid.utterances[i]) for i in mine]
+        source = FeatureSource(
+            items, self.spec, store=self.store, keys=[valid.keys[i] for i in mine]
+        )
+        rows, failed = [], 0
+        for batch in self.transcriber.transcribe(items, self.config.decode, source):
+            for item, result in batch:
+                if isinstance(result, AudioError):
+                    failed += 1
+                    continue
+                rows.append({"id": item.id, **score_row(item.record["text"], result.text)})
+        if self.dist.world > 1:
+            gathered: list[Any] = [None] * self.dist.world
+            torch.distributed.all_gather_object(gathered, (rows, failed))
+            rows = [row for part, _ in gathered for row in part]
+            failed = sum(n for _, n in gathered)
+        metrics = corpus_metrics(rows)
+        return {
+            "eval_cer": metrics.get("cer"),
+            "eval_wer": metrics.get("wer"),
+            "eval_utterances": len(rows),
+            "eval_failed": failed,
+        }
+
+    # ------------------------------------------------------------------ saving
+
+    def _save_adapter(self) -> None:
+        info = {
+            "base_model": str(self.config.model),
+            "quantization": self.config.quantization,
+            "language": self.config.decode.language,
+            "step": self.state.step,
+        }
+        if self.state.best_step == self.state.step and self.state.best_cer is not None:
+            info["eval_cer"] = self.state.best_cer
+        save_adapter(self.model, self.adapter_dir, self.adapter_options, info)
+
+    def save_checkpoint(self) -> None:
+        """checkpoint-last (atomically: temp folder, then rename) and trainer_state.json."""
+        if not self.dist.main:
+            return
+        from safetensors.torch import save_file
+
+        path = self.last_dir
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(_trainable_state(self.model), str(tmp / "trainable.safetensors"))
+        torch.save(
+            {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+            tmp / "optimizer.pt",
+        )
+        (tmp / "state.json").write_text(json.dumps(self.state.__dict__, indent=1), "utf-8")
+        save_config(self.config, tmp / "config.yaml")
+        old = path.with_name(path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+        with atomic_write(self.output_dir / "trainer_state.json") as handle:
+            json.dump(self.state.__dict__, handle, indent=1)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.dist.world > 1:
+            torch.distributed.barrier()
 
 
-def evaluate_cer(
-    model,
-    dataset: TranscriptionDataset,
-    config: TrainConfig,
-    dist: _Dist,
-    autocast_dtype: torch.dtype | None,
-) -> dict[str, float]:
-    """CER/WER of greedy transcripts on `dataset`, computed over all ranks' shares."""
-    from voxadapt.metrics import error_rates
-
-    mine = list(range(dist.rank, len(dataset), dist.world))
-    texts = generate_transcripts(
-        model,
-        dataset,
-        mine,
-        batch_size=config.eval_batch_size,
-        device=dist.device,
-        tokens_per_s=config.max_new_tokens_per_s,
-        autocast_dtype=autocast_dtype,
-    )
-    pairs = [(dataset.utterances[i].text, texts[i]) for i in mine]
-    if dist.world > 1:
-        gathered: list[Any] = [None] * dist.world
-        torch.distributed.all_gather_object(gathered, pairs)
-        pairs = [pair for part in gathered for pair in part]
-    rates = error_rates([r for r, _ in pairs], [h for _, h in pairs])
-    return {"eval_cer": rates.cer, "eval_wer": rates.wer, "eval_utterances": len(pairs)}
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def train(config: TrainConfig) -> TrainResult:
     """Train the projector; see TrainConfig. Returns where the adapter went and the state."""
-    from transformers import AutoProcessor, get_scheduler
-
-    from voxadapt.features import FeatureSpec, FeatureStore
-
-    dist = _setup_distributed()
-    output_dir = Path(config.output_dir)
-    if dist.main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    train_utts = read_manifest(config.train)
-    if not train_utts:
-        raise VoxadaptError(f"the training manifest {config.train} is empty")
-    valid_utts: list[Utterance] = read_manifest(config.valid) if config.valid else []
-    if config.valid and not valid_utts:
-        raise VoxadaptError(f"the validation manifest {config.valid} is empty")
-    if config.eval_samples and len(valid_utts) > config.eval_samples:
-        valid_utts = random.Random(config.seed).sample(valid_utts, config.eval_samples)
-
-    try:
-        processor = AutoProcessor.from_pretrained(config.model)
-    except OSError as exc:
-        raise VoxadaptError(f"cannot load the processor of {config.model}: {exc}") from None
-    spec = FeatureSpec.from_feature_extractor(processor.feature_extractor)
-    prompts = PromptBuilder(processor, spec)
-    store = FeatureStore(config.cache, spec) if config.cache else None
-    language = config.prompt_language
-    train_set = TranscriptionDataset(train_utts, prompts, store=store, language=language)
-    valid_set = (
-        TranscriptionDataset(valid_utts, prompts, store=store, language=language)
-        if valid_utts
-        else None
-    )
-
-    model = load_voxtral(
-        config.model,
-        quantization=config.quantization,
-        device=dist.device,
-        dtype=resolve_dtype(config.dtype),
-    )
-    autocast_dtype = compute_dtype(model)
-    if dist.main:
-        where = "bitsandbytes on CPU" if dist.device.type == "cpu" else str(dist.device)
-        log.info(
-            "model %s: LLM quantization %s (%s), compute dtype %s",
-            config.model,
-            config.quantization,
-            where,
-            str(autocast_dtype or torch.float32).removeprefix("torch."),
-        )
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.config.use_cache = False
-    options = AdapterOptions(
-        config.projector, config.lora_r, config.lora_alpha, config.lora_dropout
-    )
-    torch.manual_seed(config.seed)  # identical adapter init on every rank
-    model = attach_projector_adapter(model, options)
-    rows = parameter_audit(model)
-    if dist.main:
-        print(format_audit(rows), flush=True)
-    n_trainable = check_only_projector_trains(model)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    forward_model = torch.compile(model) if config.torch_compile else model
-
-    micro_per_epoch = math.ceil(len(train_set) / (config.batch_size * dist.world))
-    steps_per_epoch = max(1, math.ceil(micro_per_epoch / config.grad_accum))
-    total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
-    eval_every = config.eval_steps or steps_per_epoch
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = get_scheduler(
-        config.scheduler,
-        optimizer,
-        num_warmup_steps=math.ceil(config.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
-    )
-    last_dir, adapter_dir = output_dir / "checkpoint-last", output_dir / "adapter"
-    state = TrainState(total_steps=total_steps)
-    if config.resume:
-        if not (last_dir / "state.json").is_file():
-            raise VoxadaptError(f"--resume: no checkpoint in {last_dir}")
-        state = _load_checkpoint(last_dir, model, optimizer, scheduler)
-        state.total_steps = total_steps
-        if dist.main:
-            log.info("resumed at step %d of %d (epoch %d)", state.step, total_steps, state.epoch)
-    elif dist.main and last_dir.exists():
-        log.warning("%s exists: starting over (use --resume to continue it)", last_dir)
-    if dist.main:
-        save_config(config, output_dir / "config.yaml")
-
-    writer = None
-    if dist.main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=state.step + 1)
-    adapter_extra = {
-        "base_model": str(config.model),
-        "quantization": config.quantization,
-        "language": config.language,
-    }
-    collator = Collator(spec, prompts.pad_id)
-
-    def log_record(record: dict[str, Any]) -> None:
-        state.log_history.append(record)
-        if dist.main:
-            for key, value in record.items():
-                if key not in ("step", "epoch") and isinstance(value, (int, float)):
-                    writer.add_scalar(
-                        key.replace("eval_", "eval/").replace("train_", "train/"),
-                        value,
-                        record["step"],
-                    )
-            writer.flush()
-            with open(output_dir / "log.jsonl", "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-
-    def save_state() -> None:
-        if dist.main:
-            _save_checkpoint(last_dir, model, optimizer, scheduler, state)
-            with atomic_write(output_dir / "trainer_state.json") as handle:
-                json.dump(state.__dict__, handle, indent=1)
-
-    def run_eval() -> bool:
-        """Evaluate, keep the best adapter; True if early stopping says stop."""
-        if valid_set is None:
-            return False
-        started = time.perf_counter()
-        metrics = evaluate_cer(model, valid_set, config, dist, autocast_dtype)
-        metrics["eval_seconds"] = time.perf_counter() - started
-        improved = state.best_cer is None or metrics["eval_cer"] < state.best_cer
-        if improved:
-            state.best_cer, state.best_step = metrics["eval_cer"], state.step
-            state.evals_without_improvement = 0
-            if dist.main:
-                save_adapter(
-                    model,
-                    adapter_dir,
-                    options,
-                    {**adapter_extra, "step": state.step, "eval_cer": state.best_cer},
-                )
-        else:
-            state.evals_without_improvement += 1
-        log_record(
-            {"step": state.step, "epoch": state.epoch, **metrics, "best_cer": state.best_cer}
-        )
-        if dist.main:
-            log.info(
-                "step %d: eval CER %.4f WER %.4f (best %.4f at step %s)",
-                state.step,
-                metrics["eval_cer"],
-                metrics["eval_wer"],
-                state.best_cer,
-                state.best_step,
-            )
-        patience = config.early_stopping_patience
-        return bool(patience and state.evals_without_improvement >= patience)
-
-    from tqdm.auto import tqdm
-
-    model.train()
-    progress = tqdm(
-        total=total_steps,
-        initial=state.step,
-        desc="train",
-        unit="step",
-        disable=not dist.main or None,
-    )
-    window_loss, window_samples, window_start = 0.0, 0, time.perf_counter()
-    stop_early = False
-    with _StopFlag() as stop:
-        while state.step < total_steps and not stop_early:
-            order = list(range(len(train_set)))
-            random.Random(config.seed * 1_000_003 + state.epoch).shuffle(order)
-            shard = order[dist.rank :: dist.world]
-            # every rank runs the same number of micro-batches (pad by wrapping around)
-            needed = micro_per_epoch * config.batch_size
-            shard = (shard * math.ceil(needed / max(1, len(shard))))[:needed]
-            start = state.micro_batches_in_epoch * config.batch_size
-            loader = DataLoader(
-                train_set,
-                batch_size=config.batch_size,
-                sampler=shard[start:],
-                collate_fn=collator,
-                num_workers=config.num_workers,
-                worker_init_fn=_ignore_sigint if config.num_workers else None,
-                persistent_workers=False,
-            )
-            micro = 0
-            for batch in loader:
-                batch = {k: v.to(dist.device) for k, v in batch.items()}
-                batch["input_features"] = batch["input_features"].to(input_dtype(model))
-                with autocast(dist.device, autocast_dtype):
-                    loss = label_positions_loss(forward_model, batch)
-                (loss / config.grad_accum).backward()
-                window_loss += float(loss.detach()) / config.grad_accum
-                window_samples += batch["input_ids"].shape[0]
-                micro += 1
-                state.micro_batches_in_epoch += 1
-                epoch_done = state.micro_batches_in_epoch >= micro_per_epoch
-                if micro % config.grad_accum and not epoch_done:
-                    continue
-                for parameter in parameters:
-                    if parameter.grad is None:
-                        parameter.grad = torch.zeros_like(parameter)
-                    _all_reduce_mean(parameter.grad, dist)
-                grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                state.step += 1
-                progress.update()
-                if epoch_done:
-                    state.epoch += 1
-                    state.micro_batches_in_epoch = 0
-                if state.step % config.logging_steps == 0 or state.step == total_steps:
-                    steps_in_window = (state.step - 1) % config.logging_steps + 1
-                    loss_value = _all_reduce_mean(
-                        torch.tensor(window_loss / steps_in_window), dist
-                    ).item()
-                    elapsed = time.perf_counter() - window_start
-                    record = {
-                        "step": state.step,
-                        "epoch": state.epoch,
-                        "train_loss": loss_value,
-                        "learning_rate": scheduler.get_last_lr()[0],
-                        "grad_norm": float(grad_norm),
-                        "samples_per_second": window_samples * dist.world / elapsed,
-                    }
-                    log_record(record)
-                    progress.set_postfix(loss=f"{loss_value:.4f}")
-                    window_loss, window_samples, window_start = 0.0, 0, time.perf_counter()
-                if state.step % eval_every == 0 and state.step < total_steps:
-                    stop_early = run_eval()
-                    save_state()
-                flag = torch.tensor(float(stop.requested))
-                if _all_reduce_mean(flag, dist).item() > 0:  # every rank stops at the same step
-                    save_state()
-                    progress.close()
-                    raise TrainingInterrupted(
-                        f"interrupted at step {state.step}/{total_steps}; checkpoint saved in "
-                        f"{last_dir}; continue with --resume"
-                    )
-                if state.step >= total_steps or stop_early or epoch_done:
-                    break
-    progress.close()
-    if not stop_early:
-        stop_early = run_eval()
-    save_state()
-    if dist.main:
-        if valid_set is None:
-            save_adapter(model, adapter_dir, options, {**adapter_extra, "step": state.step})
-        writer.close()
-    if stop_early and dist.main:
-        log.info("early stopping: no better CER in %d evaluations", config.early_stopping_patience)
-    if dist.world > 1:
-        torch.distributed.barrier()
-    return TrainResult(output_dir, adapter_dir, state, n_trainable)
-
-
-def resolved(config: TrainConfig, **changes: Any) -> TrainConfig:
-    """A copy of `config` with changes (used by demo and tests)."""
-    return replace(config, **changes)
+    trainer = Trainer(config)
+    trainer.setup()
+    trainer.fit()
+    trainer.close()
+    return TrainResult(trainer.output_dir, trainer.adapter_dir, trainer.state, trainer.n_trainable)

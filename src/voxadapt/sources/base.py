@@ -1,10 +1,27 @@
-"""Types shared by the source parsers: what a parser yields for each input item."""
+"""Types and helpers shared by the source parsers: what a parser yields for each input item.
+
+Every parser follows one contract: each input item (a line, a label file, an utterance id)
+yields exactly one record, a SourceItem or a SourceRejection with a machine-readable reason.
+A bad item never raises; only a SOURCE that cannot be read at all raises SourceError.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
+import os
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from voxadapt.errors import SourceError
+
+# Deeper JSON is not a transcript record; the cap keeps every later walk or json.dumps of
+# the value far below Python's recursion limit (1000).
+MAX_JSON_DEPTH = 32
 
 
 @dataclass
@@ -49,7 +66,132 @@ SourceRecord = SourceItem | SourceRejection
 
 def resolve_audio(path_text: str, base_dir: Path) -> Path:
     """Absolute path of an audio reference, relative ones taken from `base_dir`."""
-    path = Path(path_text.strip()).expanduser()
+    path = Path(path_text.strip())
+    # "~nosuchuser/a.wav" raises RuntimeError: keep it literal, the audio check reports it.
+    with contextlib.suppress(RuntimeError):
+        path = path.expanduser()
     if not path.is_absolute():
         path = base_dir / path
     return Path(path).absolute()
+
+
+def not_a_regular_file(path: Path) -> str | None:
+    """Why `path` cannot be read as a file (FIFO, device, folder, broken link), or None.
+
+    Checked with stat before opening: opening a FIFO blocks until a writer appears.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "broken symbolic link" if os.path.islink(path) else "file not found"
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror}"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (folder, FIFO, socket or device)"
+    return None
+
+
+def iter_source_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Yield (1-based line number, bytes without the line ending) for each non-blank line.
+
+    Raises SourceError if `path` is not a regular file or cannot be read.
+    """
+    problem = not_a_regular_file(path)
+    if problem:
+        raise SourceError(f"cannot read SOURCE {path}: {problem}")
+    try:
+        with path.open("rb") as handle:
+            for line_number, data in enumerate(handle, start=1):
+                data = data.rstrip(b"\r\n")
+                if data.strip():
+                    yield line_number, data
+    except OSError as exc:
+        raise SourceError(f"cannot read SOURCE {path}: {exc.strerror or exc}") from None
+
+
+def parse_json(text: str) -> tuple[Any, str | None]:
+    """Parse one JSON document; returns (value, None) or (None, why it is malformed).
+
+    Besides syntax errors this catches what json.loads raises on hostile input: integers
+    over 4300 digits (ValueError) and deep nesting (RecursionError).
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON: {exc.msg}"
+    except ValueError as exc:
+        return None, f"invalid JSON: {exc}"
+    except RecursionError:
+        return None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    problem = json_value_problem(value)
+    return (None, problem) if problem else (value, None)
+
+
+def json_value_problem(value: Any) -> str | None:
+    """Why a parsed JSON value cannot be copied into a manifest, or None if it can.
+
+    - nesting deeper than MAX_JSON_DEPTH;
+    - a non-finite number: json.loads turns NaN, Infinity and 1e999 into floats that
+      json.dumps would write back as invalid JSON;
+    - a lone surrogate ("\\ud800" escapes): it cannot be written as UTF-8.
+
+    Walks the value iteratively, so no input can hit the recursion limit.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if has_lone_surrogate(key):
+                    return "JSON key holds a lone surrogate (invalid Unicode)"
+                stack.append((child, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+        elif isinstance(node, float) and not math.isfinite(node):
+            return f"non-finite number {node} in JSON"
+        elif isinstance(node, str) and has_lone_surrogate(node):
+            return "JSON string holds a lone surrogate (invalid Unicode)"
+    return None
+
+
+def json_kind(value: Any) -> str:
+    """A parsed JSON value's type in JSON's words, with its article, for messages."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    names = {dict: "an object", list: "a list", str: "a string", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """True if `text` cannot be encoded as UTF-8 (a lone surrogate code point)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def non_finite_number(value: Any) -> bool:
+    """True for a value that reads as a number but not as a finite float.
+
+    That is a string such as "1e999", "NaN" or "inf", or an integer too large for a float
+    (10**400). Downstream breakdowns read numeric metadata such as ``age`` with float() and
+    int(): such a value would raise there or sort as NaN.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return False
+    try:
+        return not math.isfinite(float(value))
+    except OverflowError:  # float(10**400)
+        return True
+    except ValueError:  # not a number at all: ordinary text
+        return False
+
+
+def display_path(path: Path | str) -> str:
+    """`path` as text that can be written as UTF-8 (undecodable name bytes shown as U+FFFD)."""
+    return os.fsencode(path).decode("utf-8", errors="replace")

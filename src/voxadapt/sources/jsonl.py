@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from voxadapt.sources.base import Origin, SourceItem, SourceRecord, SourceRejection, resolve_audio
+from voxadapt.sources.base import (
+    Origin,
+    SourceItem,
+    SourceRecord,
+    SourceRejection,
+    iter_source_lines,
+    json_kind,
+    non_finite_number,
+    parse_json,
+    resolve_audio,
+)
 from voxadapt.text import decode_line
 
 AUDIO_KEYS = ("audio", "audio_path", "audio_filepath", "path", "wav")
@@ -15,8 +25,17 @@ DURATION_KEYS = ("duration", "duration_s")
 SPEAKER_KEYS = ("speaker", "speaker_id", "spk")
 LANGUAGE_KEYS = ("language", "lang")
 ID_KEYS = ("id", "utt_id", "utterance_id", "key")
+# A nested free-form object (voxadapt's own manifests, lhotse's "custom"): its keys are
+# merged into the item's metadata, as manifest.Utterance.from_dict does.
+METADATA_KEY = "metadata"
+# Fields read as utterance attributes, not copied as metadata.
+_ATTRIBUTE_KEYS = {METADATA_KEY, *ID_KEYS, *SPEAKER_KEYS, *LANGUAGE_KEYS, *DURATION_KEYS}
 # Fields recomputed by prepare; the source's values are not copied as metadata.
 _RECOMPUTED = {"sample_rate", "channels", "raw_text"}
+
+
+class _MalformedLine(ValueError):
+    """A line whose JSON parses but does not describe an utterance; the message says why."""
 
 
 def _first(record: dict, keys: tuple[str, ...]) -> tuple[str | None, object]:
@@ -29,57 +48,89 @@ def _first(record: dict, keys: tuple[str, ...]) -> tuple[str | None, object]:
 def read_jsonl(path: Path) -> Iterator[SourceRecord]:
     """Yield one record per non-blank line; relative audio paths start at the file's folder."""
     base_dir = path.parent.absolute()
-    with path.open("rb") as handle:
-        for line_number, data in enumerate(handle, start=1):
-            origin = Origin(str(path), line_number)
-            if not data.strip():
-                continue
-            try:
-                line, _ = decode_line(data.rstrip(b"\r\n"))
-                record = json.loads(line)
-            except UnicodeDecodeError:
-                yield SourceRejection(
-                    origin,
-                    "undecodable_line",
-                    "line is neither UTF-8 nor CP949",
-                    raw_text=data.decode("utf-8", errors="replace"),
-                )
-                continue
-            except json.JSONDecodeError as exc:
-                yield SourceRejection(origin, "malformed_line", f"invalid JSON: {exc.msg}", line)
-                continue
-            if not isinstance(record, dict):
-                yield SourceRejection(origin, "malformed_line", "expected a JSON object", line)
-                continue
-            audio_key, audio = _first(record, AUDIO_KEYS)
-            if isinstance(audio, dict):  # HF datasets style {"path": ...}
-                audio = audio.get("path")
-            if not isinstance(audio, str) or not audio.strip():
-                yield SourceRejection(
-                    origin,
-                    "malformed_line",
-                    f"no audio path (one of {', '.join(AUDIO_KEYS)})",
-                    line,
-                )
-                continue
-            text_key, text = _first(record, TEXT_KEYS)
-            _, utt_id = _first(record, ID_KEYS)
-            _, speaker = _first(record, SPEAKER_KEYS)
-            _, language = _first(record, LANGUAGE_KEYS)
-            _, duration = _first(record, DURATION_KEYS)
-            used = {audio_key, text_key, *ID_KEYS, *SPEAKER_KEYS, *LANGUAGE_KEYS, *DURATION_KEYS}
-            metadata = {k: v for k, v in record.items() if k not in used | _RECOMPUTED}
-            try:
-                label_duration = float(duration) if duration is not None else None
-            except (TypeError, ValueError):
-                label_duration = None
-            yield SourceItem(
-                origin=origin,
-                audio=resolve_audio(audio, base_dir),
-                raw_text="" if text is None else str(text),
-                id=None if utt_id is None else str(utt_id),
-                speaker=None if speaker is None else str(speaker),
-                language=None if language is None else str(language),
-                label_duration=label_duration,
-                metadata=metadata,
-            )
+    for line_number, data in iter_source_lines(path):
+        yield _parse_line(data, Origin(str(path), line_number), base_dir)
+
+
+def _parse_line(data: bytes, origin: Origin, base_dir: Path) -> SourceRecord:
+    """One JSON line (without its line ending) as an item or a rejection."""
+    try:
+        line, _ = decode_line(data)
+    except UnicodeDecodeError:
+        return SourceRejection(
+            origin,
+            "undecodable_line",
+            "line is neither UTF-8 nor CP949",
+            raw_text=data.decode("utf-8", errors="replace"),
+        )
+    record, problem = parse_json(line)
+    if problem:
+        return SourceRejection(origin, "malformed_line", problem, line)
+    try:
+        return _item(record, origin, base_dir)
+    except _MalformedLine as exc:
+        return SourceRejection(origin, "malformed_line", str(exc), line)
+
+
+def _item(record: Any, origin: Origin, base_dir: Path) -> SourceItem:
+    """The SourceItem a parsed line describes; raises _MalformedLine if it describes none."""
+    if not isinstance(record, dict):
+        raise _MalformedLine("expected a JSON object")
+    audio_key, audio = _first(record, AUDIO_KEYS)
+    if isinstance(audio, dict):  # HF datasets style {"path": ...}
+        audio = audio.get("path")
+    if not isinstance(audio, str) or not audio.strip():
+        raise _MalformedLine(f"no audio path (one of {', '.join(AUDIO_KEYS)})")
+    text_key, text = _first(record, TEXT_KEYS)
+    if text is not None and not isinstance(text, str):
+        # str() of a list or number would become training text.
+        raise _MalformedLine(f"{text_key} is {json_kind(text)}, not a string")
+    used = {audio_key, text_key} | _ATTRIBUTE_KEYS | _RECOMPUTED
+    return SourceItem(
+        origin=origin,
+        audio=resolve_audio(audio, base_dir),
+        raw_text=text or "",
+        id=_label(record, ID_KEYS),
+        speaker=_label(record, SPEAKER_KEYS),
+        language=_label(record, LANGUAGE_KEYS),
+        label_duration=_duration(record),
+        metadata=_metadata(record, used),
+    )
+
+
+def _label(record: dict, keys: tuple[str, ...]) -> str | None:
+    """An id, speaker or language field as text; numbers allowed (speaker_id: 7)."""
+    key, value = _first(record, keys)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # finite: parse_json rejected NaN and Infinity
+    raise _MalformedLine(f"{key} is {json_kind(value)}, not a string or number")
+
+
+def _duration(record: dict) -> float | None:
+    """The duration the line claims, in seconds; None if absent or not a number."""
+    key, value = _first(record, DURATION_KEYS)
+    if non_finite_number(value):
+        raise _MalformedLine(f"{key} is not a finite number: {str(value)[:40]}")
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)  # finite: parse_json rejected NaN and Infinity floats
+    except ValueError:
+        return None  # the duration is only a cross-check; prepare measures the audio
+
+
+def _metadata(record: dict, used: set[str | None]) -> dict[str, Any]:
+    """Fields not read as utterance attributes, with a nested metadata object merged in."""
+    nested = record.get(METADATA_KEY)
+    if nested is not None and not isinstance(nested, dict):
+        raise _MalformedLine(f"{METADATA_KEY} is {json_kind(nested)}, not an object")
+    metadata = {k: v for k, v in record.items() if k not in used}
+    metadata.update({k: v for k, v in (nested or {}).items() if k not in _RECOMPUTED})
+    for key, value in metadata.items():
+        if non_finite_number(value):
+            raise _MalformedLine(f"{key} reads as a non-finite number: {str(value)[:40]}")
+    return metadata

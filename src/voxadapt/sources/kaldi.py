@@ -1,109 +1,187 @@
-"""Kaldi data directory: wav.scp + text (+ optional utt2spk)."""
+"""Kaldi data directory: wav.scp + text (+ optional utt2spk).
+
+The input item is the utterance id: an id in wav.scp, text or both yields exactly one
+record. Lines that cannot name an id, and repeated ids, yield one rejection each.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from voxadapt.errors import SourceError
-from voxadapt.sources.base import Origin, SourceItem, SourceRecord, SourceRejection, resolve_audio
+from voxadapt.sources.base import (
+    Origin,
+    SourceItem,
+    SourceRecord,
+    SourceRejection,
+    iter_source_lines,
+    not_a_regular_file,
+    resolve_audio,
+)
 from voxadapt.text import decode_line
 
 
-def _read_table(path: Path) -> Iterator[tuple[int, str | None, str, bytes]]:
-    """Yield (line_number, key, value, raw) for `key value...` lines; key None if undecodable."""
-    with path.open("rb") as handle:
-        for line_number, data in enumerate(handle, start=1):
-            data = data.rstrip(b"\r\n")
-            if not data.strip():
-                continue
-            try:
-                line, _ = decode_line(data)
-            except UnicodeDecodeError:
-                yield line_number, None, "", data
-                continue
-            key, _, value = line.strip().partition(" ")
-            yield line_number, key, value.strip(), data
+@dataclass
+class _Line:
+    """One non-blank `key value...` line of a Kaldi table."""
+
+    origin: Origin
+    key: str  # the utterance id ("" if the line names none)
+    value: str | None  # the rest of the line; None if it cannot be decoded
+    raw: bytes
+
+    def undecodable(self) -> SourceRejection:
+        return SourceRejection(
+            self.origin,
+            "undecodable_line",
+            "line is neither UTF-8 nor CP949",
+            raw_text=self.raw.decode("utf-8", errors="replace"),
+            id=self.key or None,
+        )
 
 
-def read_kaldi(data_dir: Path) -> Iterator[SourceRecord]:
-    """Yield one record per utterance id found in wav.scp or text."""
-    wav_scp, text_file = data_dir / "wav.scp", data_dir / "text"
-    missing = [p.name for p in (wav_scp, text_file) if not p.is_file()]
-    if missing:
-        raise SourceError(f"{data_dir} is not a Kaldi data dir: missing {', '.join(missing)}")
+def _decode(data: bytes) -> str | None:
+    try:
+        return decode_line(data)[0].strip()
+    except UnicodeDecodeError:
+        return None
+
+
+def _read_table(path: Path) -> Iterator[_Line]:
+    """Yield each non-blank line split into utterance id and value.
+
+    The id is split off the raw bytes (ASCII whitespace never occurs inside a UTF-8 or CP949
+    character), so a line whose transcript is undecodable still names its utterance.
+    """
+    for line_number, data in iter_source_lines(path):
+        key_bytes, *rest = data.split(None, 1)  # any run of spaces or tabs
+        key = _decode(key_bytes)
+        yield _Line(
+            Origin(str(path), line_number),
+            key or "",
+            _decode(rest[0] if rest else b"") if key is not None else None,
+            data,
+        )
+
+
+def _index(
+    lines: Iterator[_Line], rejections: list[SourceRejection], *, transcripts: bool
+) -> dict[str, _Line]:
+    """First line per utterance id; lines naming no id and repeated ids go to `rejections`.
+
+    `transcripts`: the values are transcripts (text), kept as the rejections' raw_text.
+    """
+    entries: dict[str, _Line] = {}
+    for line in lines:
+        if not line.key:
+            if line.value is None:
+                rejections.append(line.undecodable())
+            else:
+                rejections.append(SourceRejection(line.origin, "malformed_line", "no utterance id"))
+        elif line.key in entries:
+            rejections.append(
+                SourceRejection(
+                    line.origin,
+                    "duplicate",
+                    f"utterance id {line.key} repeated",
+                    line.value if transcripts else None,
+                    id=line.key,
+                )
+            )
+        else:
+            entries[line.key] = line
+    return entries
+
+
+def _check_dir(data_dir: Path) -> None:
+    """SourceError unless `data_dir` holds readable wav.scp and text and no segments."""
+    problems = [
+        f"{name} ({why})"
+        for name in ("wav.scp", "text")
+        if (why := not_a_regular_file(data_dir / name))
+    ]
+    if problems:
+        raise SourceError(f"{data_dir} is not a Kaldi data dir: {', '.join(problems)}")
     if (data_dir / "segments").exists():
         raise SourceError(
             f"{data_dir}/segments found: segmented Kaldi dirs are not supported; "
             "cut the segments into files first (e.g. with lhotse or sox)"
         )
+
+
+def _speakers(data_dir: Path) -> dict[str, str]:
+    """utt2spk as a dict; bad lines only cost their speaker label."""
+    path = data_dir / "utt2spk"
+    if not_a_regular_file(path):
+        return {}
+    return {line.key: line.value for line in _read_table(path) if line.key and line.value}
+
+
+def read_kaldi(data_dir: Path) -> Iterator[SourceRecord]:
+    """Yield one record per utterance id found in wav.scp or text, and per unusable line."""
+    _check_dir(data_dir)
     base_dir = data_dir.absolute()
-    speakers: dict[str, str] = {}
-    if (data_dir / "utt2spk").is_file():
-        for _, key, value, _ in _read_table(data_dir / "utt2spk"):
-            if key:
-                speakers[key] = value
-    transcripts: dict[str, tuple[str, Origin]] = {}
-    for line_number, key, value, raw in _read_table(text_file):
-        origin = Origin(str(text_file), line_number)
-        if key is None:
-            yield SourceRejection(
-                origin,
-                "undecodable_line",
-                "line is neither UTF-8 nor CP949",
-                raw_text=raw.decode("utf-8", errors="replace"),
-            )
-        elif key in transcripts:
-            yield SourceRejection(
-                origin, "duplicate", f"utterance id {key} repeated", value, id=key
-            )
-        else:
-            transcripts[key] = (value, origin)
-    seen: set[str] = set()
-    for line_number, key, value, raw in _read_table(wav_scp):
-        origin = Origin(str(wav_scp), line_number)
-        if key is None:
-            yield SourceRejection(
-                origin,
-                "undecodable_line",
-                "line is neither UTF-8 nor CP949",
-                raw_text=raw.decode("utf-8", errors="replace"),
-            )
-            continue
-        if not value:
-            yield SourceRejection(origin, "malformed_line", "expected 'utt-id path'", id=key)
-            continue
-        if value.endswith("|"):
-            yield SourceRejection(
-                origin,
-                "unsupported_audio_command",
-                "piped wav.scp commands are not supported; write the audio to files first",
-                id=key,
-            )
-            continue
-        if key in seen:
-            yield SourceRejection(origin, "duplicate", f"utterance id {key} repeated", id=key)
-            continue
-        seen.add(key)
-        if key not in transcripts:
-            yield SourceRejection(
-                origin,
-                "missing_transcript",
-                f"no line for {key} in {text_file}",
-                audio=resolve_audio(value, base_dir),
-                id=key,
-            )
-            continue
-        transcript, text_origin = transcripts[key]
-        yield SourceItem(
-            origin=text_origin,
-            audio=resolve_audio(value, base_dir),
-            raw_text=transcript,
-            id=key,
-            speaker=speakers.get(key),
+    speakers = _speakers(data_dir)
+    rejections: list[SourceRejection] = []
+    transcripts = _index(_read_table(data_dir / "text"), rejections, transcripts=True)
+    audio = _index(_read_table(data_dir / "wav.scp"), rejections, transcripts=False)
+    yield from rejections
+    for key, wav_line in audio.items():
+        yield _utterance(wav_line, transcripts.get(key), base_dir, speakers.get(key))
+    for key, text_line in transcripts.items():
+        if key not in audio:
+            if text_line.value is None:
+                yield text_line.undecodable()
+            else:
+                yield SourceRejection(
+                    text_line.origin,
+                    "missing_audio",
+                    f"no wav.scp entry for {key}",
+                    text_line.value,
+                    id=key,
+                )
+
+
+def _utterance(
+    wav_line: _Line, text_line: _Line | None, base_dir: Path, speaker: str | None
+) -> SourceRecord:
+    """The one record for an utterance id listed in wav.scp (and maybe in text).
+
+    A problem with the wav.scp line wins over a missing or undecodable transcript.
+    """
+    key, path_text = wav_line.key, wav_line.value
+    transcript = text_line.value if text_line else None
+    if path_text is None:
+        rejection = wav_line.undecodable()
+        rejection.raw_text = transcript
+        return rejection
+    if not path_text:
+        return SourceRejection(
+            wav_line.origin, "malformed_line", "expected 'utt-id path'", transcript, id=key
         )
-    for key, (transcript, text_origin) in transcripts.items():
-        if key not in seen:
-            yield SourceRejection(
-                text_origin, "missing_audio", f"no wav.scp entry for {key}", transcript, id=key
-            )
+    if path_text.endswith("|"):
+        return SourceRejection(
+            wav_line.origin,
+            "unsupported_audio_command",
+            "piped wav.scp commands are not supported; write the audio to files first",
+            transcript,
+            id=key,
+        )
+    audio = resolve_audio(path_text, base_dir)
+    if text_line is None:
+        return SourceRejection(
+            wav_line.origin,
+            "missing_transcript",
+            f"no line for {key} in the text file beside wav.scp",
+            audio=audio,
+            id=key,
+        )
+    if transcript is None:
+        rejection = text_line.undecodable()
+        rejection.audio = audio
+        return rejection
+    return SourceItem(
+        origin=text_line.origin, audio=audio, raw_text=transcript, id=key, speaker=speaker
+    )

@@ -7,17 +7,15 @@ import pytest
 import torch
 
 from voxadapt.cli import main
-from voxadapt.infer import (
+from voxadapt.decoding import (
     AudioItem,
     DecodeOptions,
-    TranscribeConfig,
     Transcriber,
     clean_transcript,
-    collect_inputs,
-    load_for_inference,
     repetition_loop,
-    transcribe,
 )
+from voxadapt.model import load_for_inference
+from voxadapt.transcribe import TranscribeConfig, collect_inputs, transcribe
 
 from conftest import CLIPS, fit_duration, write_wav
 
@@ -191,3 +189,31 @@ def test_transcribe_cli_txt_and_srt(tiny_model, adapters, tmp_path, capsys, clip
     assert code == 0
     srt = (tmp_path / "subs" / f"{clips[0].stem}.srt").read_text()
     assert srt.startswith("1\n00:00:00,000 --> 00:00:0")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be >= 1"),
+        ({"max_new_tokens": -5}, "max_new_tokens must be >= 1"),
+        ({"min_new_tokens": 9, "max_new_tokens": 4}, "min_new_tokens must be <="),
+        ({"tokens_per_s": 0.0}, "tokens_per_s must be > 0"),
+        ({"num_workers": -1}, "num_workers must be >= 0"),
+        ({"language": "xx-nonsense"}, "not an ISO 639-1"),
+        ({"language": "xx"}, "not an ISO 639-1"),
+    ],
+)
+def test_decode_options_are_validated_on_construction(changes, message):
+    from voxadapt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        DecodeOptions(**changes)
+
+
+@pytest.mark.parametrize(
+    ("setting", "item", "expected"),
+    [("ko", "en", "ko"), ("auto", "en", None), ("manifest", "en", "en"), ("manifest", None, None)],
+)
+def test_language_is_resolved_in_one_place(setting, item, expected):
+    assert DecodeOptions(language=setting).prompt_language(item) == expected

@@ -1,0 +1,362 @@
+"""The one decoding engine: options, batching plan, batched KV-cached greedy generation, guards.
+
+`transcribe`, `evaluate` and training's evaluation all decode through `Transcriber`, so the
+transcripts that select the best checkpoint are produced exactly as `voxadapt evaluate`
+produces them. The prompt depends only on (number of 30 s chunks, language), so clips are
+grouped by chunk count and sorted by duration: a batch's prompts have equal length and no
+padding enters the decoder. Features come from a pluggable source (audio files, or the
+feature cache) computed in DataLoader workers while the model decodes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from voxadapt.audio import AudioError
+from voxadapt.config import Config, option
+from voxadapt.data import AUTO_LANGUAGE, MANIFEST_LANGUAGE, PromptBuilder, prompt_language
+from voxadapt.errors import VoxadaptError
+from voxadapt.features import (
+    CacheEntryError,
+    CompactFeatures,
+    FeatureSpec,
+    FeatureStore,
+    cache_key,
+    features_for_file,
+    n_chunks_for,
+)
+from voxadapt.manifest import Utterance, language_problem
+from voxadapt.model import autocast, compute_dtype, input_dtype, load_for_inference, resolve_dtype
+
+log = logging.getLogger(__name__)
+
+# Voxtral sometimes writes the language tag of its prompt ("lang:ko") into the transcript.
+_LANG_PREFIX = re.compile(r"^\s*lang:\s*([A-Za-z]{2,3})\b[\s:]*")
+# Runaway loops on space-free text: a short unit (1-3 chars) 5+ times in a row spanning 8+
+# characters ("네 네 네 네 네 네 네 네"), or a phrase (4-60 chars) 3+ times in a row.
+# Digit runs ("1000000") are numbers, not loops.
+_SHORT_LOOP = re.compile(r"(.{1,3}?)\1{4,}")
+_PHRASE_LOOP = re.compile(r"(.{4,60}?)\1{2,}")
+_LOOP_MIN_CHARS = 8
+
+
+@dataclass
+class DecodeOptions(Config):
+    """How transcripts are generated (the `decode:` section of train/evaluate/transcribe)."""
+
+    batch_size: int = option(16, help="clips per decoding batch", group="decoding")
+    language: str = option(
+        "ko",
+        help="prompt language: an ISO 639-1 code, 'auto' (the model detects it) or "
+        "'manifest' (each record's language)",
+        group="decoding",
+    )
+    tokens_per_s: float = option(
+        15.0,
+        help="runaway cap: at most 20 + this x clip seconds new tokens",
+        flag="--tokens-per-second",
+        group="decoding",
+    )
+    max_new_tokens: int | None = option(
+        None, help="fixed cap on new tokens instead of the duration-based one", group="decoding"
+    )
+    min_new_tokens: int | None = option(
+        None, help="force at least N new tokens (benchmarks)", group="decoding"
+    )
+    num_workers: int = option(
+        2, help="feature-computing worker processes", flag="--workers", group="decoding"
+    )
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        if self.batch_size < 1:
+            found.append("batch_size must be >= 1")
+        if not self.tokens_per_s > 0:
+            found.append("tokens_per_s must be > 0")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            found.append("max_new_tokens must be >= 1")
+        if self.min_new_tokens is not None and self.min_new_tokens < 1:
+            found.append("min_new_tokens must be >= 1")
+        if (
+            self.min_new_tokens is not None
+            and self.max_new_tokens is not None
+            and self.min_new_tokens > self.max_new_tokens
+        ):
+            found.append("min_new_tokens must be <= max_new_tokens")
+        if self.num_workers < 0:
+            found.append("num_workers must be >= 0")
+        if self.language not in (AUTO_LANGUAGE, MANIFEST_LANGUAGE):
+            problem = language_problem(self.language)
+            if problem:
+                found.append(problem + ", 'auto' or 'manifest'")
+        return found
+
+    def prompt_language(self, item_language: str | None = None) -> str | None:
+        """The language written into an item's prompt (None: the model detects it)."""
+        return prompt_language(self.language, item_language)
+
+    def cap(self, duration_s: float) -> int:
+        """max_new_tokens for a clip: fixed, or generous enough never to cut real text."""
+        return self.max_new_tokens or decode_cap(duration_s, self.tokens_per_s)
+
+
+@dataclass
+class Transcript:
+    """The model's output for one clip, cleaned and checked."""
+
+    text: str
+    language: str | None  # language named by a leaked prefix, if any
+    n_tokens: int
+    truncated: bool  # hit max_new_tokens before EOS
+    repetition_loop: str | None  # repeated unit of a detected loop
+
+
+@dataclass
+class AudioItem:
+    """One clip to transcribe."""
+
+    id: str
+    audio: str
+    duration: float  # seconds (header estimate; chunking uses the decoded length)
+    language: str | None = None  # the record's language (used when language = manifest)
+    record: dict[str, Any] = field(default_factory=dict)  # fields carried to the output
+
+    @classmethod
+    def from_utterance(cls, utterance: Utterance) -> AudioItem:
+        """A manifest record as a decoding item (the record travels to the output row)."""
+        return cls(
+            utterance.id,
+            utterance.audio,
+            utterance.duration,
+            language=utterance.language,
+            record=utterance.to_dict(),
+        )
+
+
+def clean_transcript(text: str) -> tuple[str, str | None]:
+    """Strip a leaked `lang:xx` prefix; return the text and the language it named."""
+    match = _LANG_PREFIX.match(text)
+    if not match:
+        return text.strip(), None
+    return text[match.end() :].strip(), match.group(1).lower()
+
+
+def repetition_loop(text: str) -> str | None:
+    """The repeated unit if `text` contains a runaway repetition loop, else None."""
+    compact = "".join(text.split())
+    for match in _SHORT_LOOP.finditer(compact):
+        if len(match.group(0)) >= _LOOP_MIN_CHARS and not match.group(1).isdigit():
+            return match.group(1)
+    for match in _PHRASE_LOOP.finditer(compact):
+        if not match.group(1).isdigit():
+            return match.group(1)
+    return None
+
+
+def decode_cap(duration_s: float, tokens_per_s: float) -> int:
+    """Generous max_new_tokens for a clip: stops runaway loops without cutting real text."""
+    return int(20 + tokens_per_s * duration_s)
+
+
+@torch.no_grad()
+def generate_batch(
+    model: torch.nn.Module,
+    prompts: PromptBuilder,
+    features: Sequence[CompactFeatures],
+    languages: Sequence[str | None],
+    caps: Sequence[int],
+    *,
+    device: torch.device,
+    min_new_tokens: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> list[Transcript]:
+    """Greedy KV-cached generation for clips of one chunk count (so prompts align)."""
+    n_chunks = {f.n_chunks for f in features}
+    if len(n_chunks) != 1:
+        raise ValueError("generate_batch takes clips of one chunk count")
+    prompt_rows = [prompts.prompt(features[0].n_chunks, lang) for lang in languages]
+    width = max(len(row) for row in prompt_rows)
+    input_ids = torch.full((len(features), width), prompts.pad_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, ids in enumerate(prompt_rows):  # left-pad: generation appends on the right
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        attention_mask[row, width - len(ids) :] = 1
+    spec = prompts.spec
+    input_features = torch.cat([f.expand(spec) for f in features])
+    kwargs = {"min_new_tokens": min_new_tokens} if min_new_tokens else {}
+    with autocast(device, autocast_dtype):
+        output = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            input_features=input_features.to(device, dtype=input_dtype(model)),
+            max_new_tokens=max(caps),
+            do_sample=False,
+            num_beams=1,
+            use_cache=True,
+            pad_token_id=prompts.pad_id,
+            eos_token_id=prompts.eos_id,
+            **kwargs,
+        )
+    results = []
+    for row, cap in zip(output[:, width:].tolist(), caps):
+        ended = prompts.eos_id in row
+        row = row[: row.index(prompts.eos_id)] if ended else row
+        truncated = not ended and len(row) >= cap
+        row = row[:cap]
+        text, language = clean_transcript(prompts.decode(row))
+        results.append(Transcript(text, language, len(row), truncated, repetition_loop(text)))
+    return results
+
+
+class FeatureSource(Dataset):
+    """Features of audio items, by index: from the feature cache where it holds the clip,
+    else computed from the audio file. Errors come back as values, so one unreadable file
+    never stops a DataLoader."""
+
+    def __init__(
+        self,
+        items: Sequence[AudioItem],
+        spec: FeatureSpec,
+        *,
+        store: FeatureStore | None = None,
+        keys: Sequence[str | None] | None = None,
+    ) -> None:
+        self.items = items
+        self.spec = spec
+        self.store = store
+        if store is not None and keys is None:
+            keys = [cache_key(item.id, item.audio, spec) for item in items]
+        self.keys = list(keys) if keys is not None else [None] * len(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[int, CompactFeatures | AudioError]:
+        key, item = self.keys[index], self.items[index]
+        if self.store is not None and key is not None and key in self.store:
+            try:
+                return index, self.store.get(key)
+            except CacheEntryError as exc:
+                log.warning("utterance %s: %s; using the audio file instead", item.id, exc)
+        try:
+            return index, features_for_file(item.audio, self.spec)
+        except AudioError as exc:
+            return index, exc
+
+
+def _collate(batch: list) -> list:
+    return batch
+
+
+def plan_batches(items: Sequence[AudioItem], spec: FeatureSpec, batch_size: int) -> list[list[int]]:
+    """Indices grouped by chunk count, longest clips first (an out-of-memory error shows at
+    once, not hours in), `batch_size` per batch."""
+    chunks = [n_chunks_for(int(item.duration * spec.sampling_rate), spec) for item in items]
+    order = sorted(range(len(items)), key=lambda i: (-chunks[i], -items[i].duration))
+    batches: list[list[int]] = []
+    for index in order:
+        last = batches[-1] if batches else None
+        if last is None or len(last) >= batch_size or chunks[last[0]] != chunks[index]:
+            batches.append([index])
+        else:
+            last.append(index)
+    return batches
+
+
+class Transcriber:
+    """A loaded model + prompt builder that turns audio items into transcripts, batch by batch."""
+
+    def __init__(
+        self, model: torch.nn.Module, prompts: PromptBuilder, device: torch.device
+    ) -> None:
+        self.model = model
+        self.prompts = prompts
+        self.spec = prompts.spec
+        self.device = device
+        self.autocast_dtype = compute_dtype(model)
+
+    @classmethod
+    def load(
+        cls,
+        model_id: str | Path,
+        adapter: Path | None = None,
+        *,
+        quantization: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+    ) -> Transcriber:
+        """Load processor, base model and adapter (quantization as the adapter trained);
+        dtype: bf16 | fp16 | fp32, None for the device's default."""
+        from transformers import AutoProcessor
+
+        try:
+            processor = AutoProcessor.from_pretrained(str(model_id))
+        except OSError as exc:
+            raise VoxadaptError(f"cannot load the processor of {model_id}: {exc}") from None
+        spec = FeatureSpec.from_feature_extractor(processor.feature_extractor)
+        model, _ = load_for_inference(
+            model_id, adapter, quantization=quantization, device=device, dtype=resolve_dtype(dtype)
+        )
+        return cls(model, PromptBuilder(processor, spec), next(model.parameters()).device)
+
+    def transcribe(
+        self,
+        items: Sequence[AudioItem],
+        options: DecodeOptions,
+        features: FeatureSource | None = None,
+    ) -> Iterator[list[tuple[AudioItem, Transcript | AudioError]]]:
+        """Yield (item, transcript or error) per finished batch, in batch order.
+
+        `features` defaults to computing them from the items' audio files.
+        """
+        batches = plan_batches(items, self.spec, options.batch_size)
+        loader = DataLoader(
+            features if features is not None else FeatureSource(items, self.spec),
+            batch_sampler=batches,
+            collate_fn=_collate,
+            num_workers=options.num_workers,
+            persistent_workers=False,
+        )
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for batch in loader:
+                yield self._decode_batch(items, batch, options)
+        finally:
+            self.model.train(was_training)
+
+    def _decode_batch(
+        self,
+        items: Sequence[AudioItem],
+        batch: list[tuple[int, CompactFeatures | AudioError]],
+        options: DecodeOptions,
+    ) -> list[tuple[AudioItem, Transcript | AudioError]]:
+        done: list[tuple[AudioItem, Transcript | AudioError]] = []
+        by_chunks: dict[int, list[tuple[int, CompactFeatures]]] = {}
+        for index, features in batch:
+            if isinstance(features, AudioError):
+                done.append((items[index], features))
+            else:
+                by_chunks.setdefault(features.n_chunks, []).append((index, features))
+        for group in by_chunks.values():
+            group_items = [items[i] for i, _ in group]
+            transcripts = generate_batch(
+                self.model,
+                self.prompts,
+                [f for _, f in group],
+                [options.prompt_language(item.language) for item in group_items],
+                [options.cap(item.duration) for item in group_items],
+                device=self.device,
+                min_new_tokens=options.min_new_tokens,
+                autocast_dtype=self.autocast_dtype,
+            )
+            done.extend(zip(group_items, transcripts))
+        return done

@@ -1,0 +1,289 @@
+"""The transcribe stage: audio files, folders or manifests -> JSONL, `id<TAB>text` or SRT."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from voxadapt.audio import AudioError, probe_audio
+from voxadapt.config import Config, option
+from voxadapt.decoding import AudioItem, DecodeOptions, Transcriber, Transcript
+from voxadapt.errors import VoxadaptError
+from voxadapt.manifest import (
+    Utterance,
+    atomic_write,
+    check_output_dir,
+    check_output_file,
+    iter_jsonl,
+)
+from voxadapt.model import DTYPES, QUANTIZATIONS, base_model_of, check_device
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".oga", ".aiff", ".aif", ".w64"}
+OUTPUT_FORMATS = ("jsonl", "txt", "srt")
+_UNSAFE_NAME = re.compile(r"[^\w.\-]+")
+
+
+@dataclass
+class TranscribeConfig(Config):
+    """Options of `voxadapt transcribe`."""
+
+    inputs: list[Path] = option(
+        help="audio file, folder (searched recursively) or JSONL manifest",
+        default_factory=list,
+        positional=True,
+        metavar="INPUT",
+    )
+    model: str | None = option(
+        None,
+        help="base model: hub id or folder (default: the adapter's base model, else "
+        "mistralai/Voxtral-Mini-3B-2507)",
+        group="model",
+    )
+    adapter: Path | None = option(
+        None,
+        help="adapter from `voxadapt train` (OUTPUT_DIR/adapter)",
+        metavar="DIR",
+        group="model",
+    )
+    out: Path | None = option(
+        None,
+        help="output file (.jsonl / .txt) or folder (srt); default: text on stdout",
+        metavar="PATH",
+    )
+    format: str | None = option(
+        None,
+        help="jsonl (all fields and flags), txt (id<TAB>text) or srt (one file per clip); "
+        "default from --out's suffix, txt on stdout",
+        choices=OUTPUT_FORMATS,
+    )
+    quantization: str | None = option(
+        None,
+        help="LLM weights (default: as the adapter was trained; nf4 without one)",
+        choices=QUANTIZATIONS,
+        group="model",
+    )
+    dtype: str | None = option(
+        None,
+        help="compute dtype (default bf16 on GPU, fp32 on CPU)",
+        choices=tuple(DTYPES),
+        group="model",
+    )
+    device: str | None = option(
+        None, help="cpu, cuda, cuda:1 ... (default: cuda if available)", group="model"
+    )
+    decode: DecodeOptions = option(help="decoding options", default_factory=DecodeOptions)
+
+    def problems(self) -> list[str]:
+        found = super().problems() + check_device(self.device)
+        if not self.inputs:
+            found.append("give at least one audio file, folder or manifest")
+        if self.format == "srt" and self.out is None:
+            found.append("--format srt writes one .srt per clip: give --out FOLDER")
+        return found
+
+
+@dataclass
+class TranscribeResult:
+    rows: list[dict[str, Any]]  # one per input item, in input order
+    n_errors: int
+    output: Path | None
+
+
+def collect_inputs(inputs: Sequence[Path]) -> tuple[list[AudioItem], list[dict[str, Any]]]:
+    """Audio items from files, folders (recursively) and JSONL manifests, plus per-file errors.
+
+    Errors (missing file, unreadable audio, bad manifest line) are returned as rows rather
+    than raised, so one bad file never stops a batch job.
+    """
+    items: list[AudioItem] = []
+    errors: list[dict[str, Any]] = []
+    for path in map(Path, inputs):
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
+            )
+            if not found:
+                errors.append(_error_row(str(path), str(path), "no_audio", "no audio files"))
+            for audio in found:
+                _add_audio_file(audio, items, errors, ident=str(audio.relative_to(path)))
+        elif path.suffix.lower() in {".jsonl", ".json"} and path.is_file():
+            _add_manifest(path, items, errors)
+        else:
+            _add_audio_file(path, items, errors, ident=str(path))
+    return items, errors
+
+
+def _add_manifest(path: Path, items: list[AudioItem], errors: list[dict[str, Any]]) -> None:
+    for line_no, record in iter_jsonl(path):
+        try:
+            utterance = Utterance.from_dict(record)
+        except (KeyError, TypeError, ValueError) as exc:
+            where = f"{path}:{line_no}"
+            errors.append(_error_row(where, where, "malformed_record", str(exc)))
+            continue
+        items.append(
+            AudioItem(
+                utterance.id,
+                utterance.audio,
+                utterance.duration,
+                language=utterance.language,
+                record=utterance.to_dict(),
+            )
+        )
+
+
+def _error_row(ident: str, audio: str, reason: str, detail: str) -> dict[str, Any]:
+    return {"id": ident, "audio": audio, "text": None, "error": reason, "detail": detail}
+
+
+def _add_audio_file(
+    path: Path, items: list[AudioItem], errors: list[dict[str, Any]], *, ident: str
+) -> None:
+    if not path.exists():
+        errors.append(_error_row(ident, str(path), "missing_audio", "no such file"))
+        return
+    try:
+        info = probe_audio(path)
+    except AudioError as exc:
+        errors.append(_error_row(ident, str(path.resolve()), exc.reason, exc.detail))
+        return
+    items.append(AudioItem(ident, str(path.resolve()), info.duration))
+
+
+def transcript_row(item: AudioItem, result: Transcript | AudioError) -> dict[str, Any]:
+    """The output record of one item: its manifest fields plus the transcript and flags."""
+    row = {**item.record, "id": item.id, "audio": item.audio, "duration": item.duration}
+    if isinstance(result, AudioError):
+        row.update(text=None, error=result.reason, detail=result.detail)
+        return row
+    row.update(
+        text=result.text,
+        n_tokens=result.n_tokens,
+        truncated=result.truncated,
+        repetition_loop=result.repetition_loop,
+    )
+    if result.language:
+        row["detected_language"] = result.language
+    return row
+
+
+def _srt_time(seconds: float) -> str:
+    millis = round(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d},{millis:03d}"
+
+
+def output_format(config: TranscribeConfig) -> str:
+    """The format asked for, else guessed from --out (folder -> srt), else txt on stdout."""
+    if config.format:
+        return config.format
+    if config.out is None:
+        return "txt"
+    suffix = config.out.suffix.lower().lstrip(".")
+    return suffix if suffix in OUTPUT_FORMATS else "jsonl"
+
+
+def srt_names(ids: Sequence[str]) -> list[str]:
+    """One distinct, filesystem-safe .srt name per id, collision-free by construction.
+
+    An absolute path gives its file stem (`/calls/u0.wav` -> `u0.srt`), a relative id its
+    whole path (`s1/u0.wav` -> `s1_u0.srt`); a name already taken (same stem, or ids that
+    differ only in case or suffix) gets `~2`, `~3`, ... so no cue file overwrites another.
+    """
+    names, taken = [], set()
+    for ident in ids:
+        path = Path(ident)
+        base = path.stem if path.is_absolute() else str(path)[: len(str(path)) - len(path.suffix)]
+        stem = _UNSAFE_NAME.sub("_", base).strip("._") or "clip"
+        name, count = f"{stem}.srt", 1
+        while name.casefold() in taken:
+            count += 1
+            name = f"{stem}~{count}.srt"
+        taken.add(name.casefold())
+        names.append(name)
+    return names
+
+
+def _write_srt_folder(rows: list[dict[str, Any]], out: Path) -> None:
+    """Write the cue files into a temporary folder, then move them into `out` together."""
+    done = [row for row in rows if row.get("text") is not None]
+    staging = Path(tempfile.mkdtemp(prefix=".srt-", dir=out))
+    try:
+        for row, name in zip(done, srt_names([str(r["id"]) for r in done])):
+            row["srt"] = name
+            end = _srt_time(float(row.get("duration") or 0))
+            (staging / name).write_text(f"1\n00:00:00,000 --> {end}\n{row['text']}\n", "utf-8")
+        for name in (row["srt"] for row in done):
+            (staging / name).replace(out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_transcripts(rows: list[dict[str, Any]], fmt: str, out: Path | None) -> None:
+    """Write rows as JSONL, `id<TAB>text` lines, or one SRT cue file per clip."""
+    if fmt == "srt":
+        assert out is not None
+        _write_srt_folder(rows, out)
+        return
+    if fmt == "jsonl":
+        lines = [json.dumps(row, ensure_ascii=False) for row in rows]
+    else:
+        lines = [
+            f"{row['id']}\t{row['text']}"
+            if row.get("text") is not None
+            else f"{row['id']}\t[error: {row['error']}]"
+            for row in rows
+        ]
+    text = "".join(line + "\n" for line in lines)
+    if out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    with atomic_write(out) as handle:
+        handle.write(text)
+
+
+def transcribe(config: TranscribeConfig) -> TranscribeResult:
+    """Transcribe every input; bad files are reported in their rows, the rest transcribed."""
+    from tqdm import tqdm
+
+    fmt = output_format(config)
+    if config.out is not None:  # before any decoding: a bad --out must not cost the work
+        check_output_dir(config.out) if fmt == "srt" else check_output_file(config.out)
+    config = replace(config, model=base_model_of(config.model, config.adapter))
+    items, errors = collect_inputs(config.inputs)
+    for row in errors:
+        log.warning("%s: %s (%s)", row["id"], row["error"], row["detail"])
+    if not items:
+        raise VoxadaptError(f"nothing to transcribe: {len(errors)} inputs failed")
+    transcriber = Transcriber.load(
+        config.model,
+        config.adapter,
+        quantization=config.quantization,
+        device=config.device,
+        dtype=config.dtype,
+    )
+    by_item: dict[int, dict[str, Any]] = {}
+    with tqdm(total=len(items), desc="transcribe", unit="clip", disable=None) as progress:
+        for batch in transcriber.transcribe(items, config.decode):
+            for item, result in batch:
+                by_item[id(item)] = transcript_row(item, result)
+                if isinstance(result, AudioError):
+                    log.warning("%s: %s (%s)", item.id, result.reason, result.detail)
+            progress.update(len(batch))
+    rows = errors + [by_item[id(item)] for item in items]
+    write_transcripts(rows, fmt, config.out)
+    n_errors = sum(1 for row in rows if row.get("text") is None)
+    return TranscribeResult(rows, n_errors, config.out)

@@ -1,0 +1,488 @@
+"""Bad input, faults and operator mistakes: nothing lost, no wrong number, one-line errors.
+
+Each test is a case an adversarial operator found; the fault-injection ones (corrupt cache,
+NaN loss, SIGTERM, full disk) end with a correct re-run.
+"""
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voxadapt.cache import CacheConfig, build_cache
+from voxadapt.decoding import DecodeOptions
+from voxadapt.errors import ConfigError, NothingKeptError, VoxadaptError
+from voxadapt.features import FeatureSpec, FeatureStore, utterance_key
+from voxadapt.manifest import atomic_write, read_manifest, write_jsonl
+from voxadapt.prepare import PrepareConfig, prepare
+
+from conftest import CLIPS, fit_duration, write_wav
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "voxadapt.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
+
+
+def one_line_error(result) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("voxadapt: error")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# ------------------------------------------------------------------------- file modes
+
+
+def test_outputs_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "a.json") as handle:
+            handle.write("{}")
+        assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+        os.umask(0o027)
+        with atomic_write(tmp_path / "b.json") as handle:
+            handle.write("{}")
+        assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
+
+
+# ---------------------------------------------------------------------------- prepare
+
+
+@pytest.fixture
+def clips(tmp_path, speech):
+    samples, rate = speech
+    return [
+        write_wav(tmp_path / "audio" / f"c{i}.wav", fit_duration(samples, rate, 4.0 + i), rate)
+        for i in range(4)
+    ]
+
+
+def test_one_audio_file_under_several_spellings_is_kept_once(tmp_path, clips):
+    link = tmp_path / "link.wav"
+    link.symlink_to(clips[0])
+    scp = tmp_path / "in.scp"
+    scp.write_text(
+        "audio/c0.wav|첫 번째\naudio/../audio/c0.wav|두 번째\nlink.wav|세 번째\n"
+        "audio/c1.wav|다른 파일\n",
+        encoding="utf-8",
+    )
+    result = prepare(PrepareConfig(scp, "scp", tmp_path / "out"))
+    assert result.stats["kept"] == 2
+    assert result.stats["rejected_by_reason"] == {"duplicate": 2}
+
+
+def test_renamed_ids_never_collide_with_existing_ones(tmp_path, clips):
+    rows = [
+        {"audio": str(clips[0]), "text": "하나", "id": "dupid"},
+        {"audio": str(clips[1]), "text": "둘", "id": "dupid"},
+        {"audio": str(clips[2]), "text": "셋", "id": "dupid-2"},
+    ]
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    result = prepare(PrepareConfig(tmp_path / "in.jsonl", "jsonl", tmp_path / "out"))
+    ids = [u.id for u in read_manifest(result.manifests["train"])]
+    assert len(ids) == len(set(ids)) == 3
+    assert "dupid" in ids and "dupid-2" in ids
+
+
+def test_implausibly_long_transcripts_are_rejected(tmp_path, clips):
+    rows = [
+        {"audio": str(clips[0]), "text": "가" * 2000},  # 2000 characters on a 4 s clip
+        {"audio": str(clips[1]), "text": "나" * 100_000},
+        {"audio": str(clips[2]), "text": "정상적인 문장입니다"},
+    ]
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    result = prepare(PrepareConfig(tmp_path / "in.jsonl", "jsonl", tmp_path / "out"))
+    assert result.stats["rejected_by_reason"] == {
+        "implausible_text_rate": 1,
+        "text_too_long": 1,
+    }
+
+
+def test_splits_that_leave_nothing_to_train_are_refused(tmp_path, clips):
+    with pytest.raises(ConfigError, match="nothing left to train"):
+        PrepareConfig(tmp_path, "scp", tmp_path / "o", valid_size=0.6, test_size=0.6)
+    scp = tmp_path / "in.scp"
+    scp.write_text("audio/c0.wav|하나\naudio/c1.wav|둘\n", encoding="utf-8")
+    with pytest.raises(NothingKeptError, match="train split is empty"):
+        prepare(PrepareConfig(scp, "scp", tmp_path / "out", valid_size=1, test_size=1))
+    assert not (tmp_path / "out" / "train.jsonl").exists()
+
+
+@pytest.mark.parametrize("kind", ["file", "under_file"])
+def test_out_that_cannot_be_a_folder_is_one_line(tmp_path, samples, kind):
+    blocker = tmp_path / "taken"
+    blocker.write_text("x")
+    out = blocker if kind == "file" else blocker / "sub"
+    line = one_line_error(run_cli("prepare", "scp", samples / "train.scp", "--out", out))
+    assert str(blocker) in line
+
+
+# ------------------------------------------------------------------------------ cache
+
+
+@pytest.fixture
+def built_cache(tiny_model, sample_manifest, tmp_path):
+    root = tmp_path / "cache"
+    build_cache(CacheConfig([sample_manifest], str(tiny_model), root, jobs=1, shard_size=2))
+    return root
+
+
+def _store(tiny_model, root):
+    return FeatureStore(root, FeatureSpec.from_model(tiny_model))
+
+
+def _features(store, manifest):
+    return {u.id: store.get(utterance_key(u, store.spec)).frames for u in read_manifest(manifest)}
+
+
+@pytest.mark.parametrize("where", ["body", "header"])
+def test_corrupt_shard_is_detected_named_and_recomputed(
+    tiny_model, sample_manifest, built_cache, where
+):
+    store = _store(tiny_model, built_cache)
+    expected = _features(store, sample_manifest)
+    shard = sorted(built_cache.glob("shard-*.safetensors"))[0]
+    data = bytearray(shard.read_bytes())
+    if where == "body":
+        for offset in range(len(data) - 40, len(data) - 8):  # inside the last entry's bytes
+            data[offset] ^= 0xFF
+    else:
+        data[8:40] = b"{not json at all" + b" " * 16
+    shard.write_bytes(bytes(data))
+    store = _store(tiny_model, built_cache)
+    if where == "body":
+        assert store.verify() == [shard]
+        bad = next(k for k, e in store.entries.items() if e.shard == shard and e.offset > 0)
+        with pytest.raises(VoxadaptError, match=shard.name):
+            store.get(bad)
+    else:
+        assert store.corrupt_shards == [shard]
+    result = build_cache(CacheConfig([sample_manifest], str(tiny_model), built_cache, jobs=1))
+    assert result.corrupt_shards == 1 and result.computed >= 1
+    again = _features(_store(tiny_model, built_cache), sample_manifest)
+    assert again.keys() == expected.keys()
+    for key, frames in expected.items():
+        np.testing.assert_allclose(again[key], frames, atol=1e-6)
+
+
+def test_nan_in_a_cached_entry_is_never_returned(tiny_model, sample_manifest, tmp_path, spec):
+    from voxadapt.features import compute_features, write_shard
+
+    audio = np.sin(np.linspace(0, 3000, 16000 * 4)).astype(np.float32)
+    features = compute_features(audio, spec)
+    features.frames[:, 5] = np.nan
+    root = tmp_path / "nan"
+    root.mkdir()
+    write_shard(root, spec, [("k", features)], "fp16")
+    with pytest.raises(VoxadaptError, match="non-finite"):
+        FeatureStore(root, spec).get("k")
+
+
+# ------------------------------------------------------------------------------ train
+
+
+def _train_config(tiny_model, manifest, out, **changes):
+    from voxadapt.train import TrainConfig
+
+    base = dict(
+        model=str(tiny_model),
+        train=manifest,
+        valid=manifest,
+        output_dir=out,
+        max_steps=3,
+        batch_size=4,
+        grad_accum=1,
+        lr=1e-2,
+        logging_steps=1,
+        eval_steps=1,
+        warmup_ratio=0.0,
+        num_workers=0,
+        scheduler="constant",
+        decode=DecodeOptions(tokens_per_s=1.0, num_workers=0),
+    )
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_training_and_keeps_the_good_adapter(
+    tiny_model, sample_manifest, tmp_path, monkeypatch
+):
+    import torch
+    from safetensors.torch import load_file
+
+    import voxadapt.train as train_module
+
+    calls = {"n": 0}
+    real_loss = train_module.label_positions_loss
+
+    def loss_that_turns_nan(model, batch):  # the data going bad at the third micro-batch
+        calls["n"] += 1
+        loss = real_loss(model, batch)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(train_module, "label_positions_loss", loss_that_turns_nan)
+    out = tmp_path / "run"
+    with pytest.raises(train_module.NonFiniteError, match="step 3") as info:
+        train_module.train(_train_config(tiny_model, sample_manifest, out))
+    assert "ko_00" in str(info.value)  # names the batch's utterances
+    for path in (out / "adapter").glob("*.safetensors"):
+        assert all(torch.isfinite(t).all() for t in load_file(path).values())
+    state = json.loads((out / "checkpoint-last" / "state.json").read_text())
+    assert state["step"] == 2  # the last good step
+    weights = load_file(out / "checkpoint-last" / "trainable.safetensors")
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+@pytest.mark.slow
+def test_resume_refuses_changed_hyperparameters(tiny_model, sample_manifest, tmp_path):
+    from voxadapt.train import train
+
+    out = tmp_path / "run"
+    train(_train_config(tiny_model, sample_manifest, out, max_steps=2, valid=None))
+    with pytest.raises(ConfigError, match=r"lr: 0\.01 -> 0\.5.*scheduler"):
+        train(
+            _train_config(
+                tiny_model,
+                sample_manifest,
+                out,
+                max_steps=4,
+                valid=None,
+                resume=True,
+                lr=0.5,
+                scheduler="cosine",
+            )
+        )
+    resumed = train(
+        _train_config(tiny_model, sample_manifest, out, max_steps=4, valid=None, resume=True)
+    )
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4] and resumed.state.step == 4
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_like_ctrl_c(tiny_model, sample_manifest, tmp_path):
+    out = tmp_path / "run"
+    args = [
+        sys.executable,
+        "-m",
+        "voxadapt.cli",
+        "train",
+        "--model",
+        str(tiny_model),
+        "--train",
+        str(sample_manifest),
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        "30",
+        "--batch-size",
+        "2",
+        "--grad-accum",
+        "1",
+        "--logging-steps",
+        "1",
+        "--num-workers",
+        "1",
+        "--warmup-ratio",
+        "0",
+    ]
+    process = subprocess.Popen(
+        args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    log_file = out / "log.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if log_file.exists() and len(log_file.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 1, stderr
+    assert "interrupted at step" in stderr and "Traceback" not in stderr
+    stopped = json.loads((out / "checkpoint-last" / "state.json").read_text())["step"]
+    assert 2 <= stopped < 30
+    logged = [json.loads(line)["step"] for line in log_file.read_text().splitlines()]
+    assert logged == list(range(1, stopped + 1))
+
+
+# --------------------------------------------------------------- evaluate / transcribe
+
+
+def test_evaluate_refuses_duplicate_ids_and_bad_compare(tiny_model, sample_manifest, tmp_path):
+    from voxadapt.evaluate import EvaluateConfig, evaluate
+
+    rows = [json.loads(line) for line in sample_manifest.read_text().splitlines()]
+    doubled = tmp_path / "doubled.jsonl"
+    write_jsonl(doubled, rows + rows[:1])
+    common = dict(
+        model=str(tiny_model),
+        quantization="none",
+        bootstrap=0,
+        decode=DecodeOptions(max_new_tokens=2, num_workers=0),
+    )
+    with pytest.raises(VoxadaptError, match="more than once"):
+        evaluate(EvaluateConfig(manifest=doubled, out_dir=tmp_path / "a", **common))
+    with pytest.raises(ConfigError, match="not a manifest"):
+        evaluate(
+            EvaluateConfig(
+                manifest=sample_manifest, out_dir=tmp_path / "b", compare=sample_manifest, **common
+            )
+        )
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError, match="--compare"):
+        evaluate(
+            EvaluateConfig(
+                manifest=sample_manifest, out_dir=tmp_path / "c", compare=binary, **common
+            )
+        )
+    with pytest.raises(ConfigError, match="limit must be >= 1"):
+        EvaluateConfig(manifest=sample_manifest, limit=-1)
+
+
+def test_undefined_rates_are_reported_as_undefined():
+    from voxadapt.metrics import bootstrap_interval, corpus_metrics, score_row
+
+    rows = [{"id": f"u{i}", "speaker": f"s{i}", **score_row("", "뭔가")} for i in range(3)]
+    metrics = corpus_metrics(rows)
+    assert metrics["cer"] is None and metrics["wer"] is None
+    assert bootstrap_interval(rows, resamples=50) is None
+
+
+def test_srt_names_never_collide(tiny_model, tmp_path):
+    from voxadapt.transcribe import TranscribeConfig, transcribe
+
+    folder = tmp_path / "calls"
+    for speaker in ("s1", "s2"):
+        (folder / speaker).mkdir(parents=True)
+        (folder / speaker / "u0.wav").write_bytes(CLIPS[0].read_bytes())
+    (folder / "u0.flac").write_bytes(b"not audio")  # fails, and writes no cue
+    result = transcribe(
+        TranscribeConfig(
+            inputs=[folder],
+            model=str(tiny_model),
+            out=tmp_path / "subs",
+            format="srt",
+            quantization="none",
+            decode=DecodeOptions(max_new_tokens=2, num_workers=0),
+        )
+    )
+    written = sorted(p.name for p in (tmp_path / "subs").iterdir())
+    assert written == ["s1_u0.srt", "s2_u0.srt"]
+    assert result.n_errors == 1
+
+
+@pytest.mark.parametrize("kind", ["folder", "under_file", "dot"])
+def test_transcribe_checks_out_before_decoding(tiny_model, tmp_path, kind):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = {"folder": tmp_path, "under_file": blocker / "out.jsonl", "dot": Path(".")}[kind]
+    started = time.perf_counter()
+    line = one_line_error(
+        run_cli("transcribe", CLIPS[0], "--model", tiny_model, "--out", out, "--format", "jsonl")
+    )
+    assert "--out" in line
+    assert time.perf_counter() - started < 60  # refused up front, not after decoding
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--device", "tpu"], "tpu"),
+        (["--device", "cuda"], "CUDA is not available"),
+        (["--max-new-tokens", "-5"], "max_new_tokens must be >= 1"),
+        (["--language", "xx-nonsense"], "not an ISO 639-1"),
+        (["--batch-size", "0"], "batch_size must be >= 1"),
+    ],
+)
+def test_transcribe_bad_options_are_one_line(flags, message):
+    line = one_line_error(run_cli("transcribe", CLIPS[0], *flags))
+    assert message in line
+
+
+# ------------------------------------------------------------------------------ export
+
+
+def test_export_refuses_incomplete_adapters_and_other_bases(tiny_model, adapters, tmp_path):
+    import shutil
+
+    from voxadapt.export import ExportConfig, ExportError, export
+
+    broken = tmp_path / "broken"
+    shutil.copytree(adapters["lora"], broken)
+    (broken / "adapter_model.safetensors").unlink()
+    with pytest.raises(ExportError, match=r"adapter_model\.safetensors missing"):
+        export(ExportConfig(broken, tmp_path / "o1", str(tiny_model)))
+    other = tmp_path / "other-base"
+    shutil.copytree(tiny_model, other)
+    with pytest.raises(ExportError, match="trained on"):
+        export(ExportConfig(adapters["lora"], tmp_path / "o2", str(other)))
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_exported_files_are_readable_by_others(tiny_model, adapters, tmp_path):
+    from voxadapt.export import ExportConfig, export
+
+    old = os.umask(0o022)
+    try:
+        result = export(
+            ExportConfig(adapters["lora"], tmp_path / "hf", str(tiny_model), dtype="fp32")
+        )
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in result.out_dir.iterdir()}
+    assert modes and all(mode == 0o644 for mode in modes.values()), modes
+
+
+def test_full_disk_during_prepare_leaves_the_earlier_outputs(messy_free_scp, tmp_path, monkeypatch):
+    import errno
+
+    import voxadapt.prepare as prepare_module
+
+    out = tmp_path / "out"
+    prepare(PrepareConfig(messy_free_scp, "scp", out, valid_size=1))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    real_write = prepare_module.write_jsonl
+    written = []
+
+    def write_until_the_disk_is_full(path, records):
+        if written:  # the first file fits, the second does not
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        written.append(path)
+        return real_write(path, records)
+
+    monkeypatch.setattr(prepare_module, "write_jsonl", write_until_the_disk_is_full)
+    with pytest.raises(OSError, match="No space left"):
+        prepare(PrepareConfig(messy_free_scp, "scp", out, valid_size=2))
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == before
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no leftovers
+    monkeypatch.undo()
+    result = prepare(PrepareConfig(messy_free_scp, "scp", out, valid_size=2))
+    assert result.stats["splits"]["valid"]["utterances"] == 2
+
+
+@pytest.fixture
+def messy_free_scp(tmp_path, clips):
+    scp = tmp_path / "clean.scp"
+    scp.write_text("".join(f"audio/c{i}.wav|문장 {i}\n" for i in range(4)), encoding="utf-8")
+    return scp
