@@ -217,3 +217,14 @@ def test_decode_options_are_validated_on_construction(changes, message):
 )
 def test_language_is_resolved_in_one_place(setting, item, expected):
     assert DecodeOptions(language=setting).prompt_language(item) == expected
+
+
+def test_progress_is_reported_per_generated_token(tiny_model, clips):
+    transcriber = Transcriber.load(tiny_model, quantization="none")
+    items = [AudioItem("long", str(clips[-1]), 40.0)]  # one long clip: no batch finishes early
+    steps = []
+    options = DecodeOptions(num_workers=0, **FIXED)
+    [[(_, transcript)]] = list(
+        transcriber.transcribe(items, options, on_token=lambda: steps.append(1))
+    )
+    assert len(steps) == transcript.n_tokens == 8

@@ -165,13 +165,18 @@ def _run_shards(
                 errors.extend(batch_errors)
                 progress.update(count + len(batch_errors))
             return computed, errors
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker) as pool:
+        pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker)
+        try:
             futures = [pool.submit(_featurize_shard, str(out_dir), spec, b, codec) for b in batches]
             for future in futures:
                 count, batch_errors = future.result()
                 computed += count
                 errors.extend(batch_errors)
                 progress.update(count + len(batch_errors))
+        except BaseException:  # Ctrl-C/SIGTERM: drop queued shards; running ones finish whole
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     return computed, errors
 
 

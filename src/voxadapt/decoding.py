@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,8 +177,10 @@ def generate_batch(
     device: torch.device,
     min_new_tokens: int | None = None,
     autocast_dtype: torch.dtype | None = None,
+    on_token: Callable[[], None] | None = None,
 ) -> list[Transcript]:
-    """Greedy KV-cached generation for clips of one chunk count (so prompts align)."""
+    """Greedy KV-cached generation for clips of one chunk count (so prompts align);
+    `on_token` is called after every generation step (progress on long clips)."""
     n_chunks = {f.n_chunks for f in features}
     if len(n_chunks) != 1:
         raise ValueError("generate_batch takes clips of one chunk count")
@@ -191,7 +193,11 @@ def generate_batch(
         attention_mask[row, width - len(ids) :] = 1
     spec = prompts.spec
     input_features = torch.cat([f.expand(spec) for f in features])
-    kwargs = {"min_new_tokens": min_new_tokens} if min_new_tokens else {}
+    kwargs: dict[str, Any] = {"min_new_tokens": min_new_tokens} if min_new_tokens else {}
+    if on_token is not None:
+        from transformers import StoppingCriteriaList
+
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_StepCallback(on_token)])
     with autocast(device, autocast_dtype):
         output = model.generate(
             input_ids=input_ids.to(device),
@@ -216,6 +222,17 @@ def generate_batch(
     return results
 
 
+class _StepCallback:
+    """A stopping criterion that never stops: it reports each generation step."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        self.callback()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
 class FeatureSource(Dataset):
     """Features of audio items, by index: from the feature cache where it holds the clip,
     else computed from the audio file. Errors come back as values, so one unreadable file
@@ -233,8 +250,14 @@ class FeatureSource(Dataset):
         self.spec = spec
         self.store = store
         if store is not None and keys is None:
-            keys = [cache_key(item.id, item.audio, spec) for item in items]
+            keys = [self._key(item) for item in items]
         self.keys = list(keys) if keys is not None else [None] * len(items)
+
+    def _key(self, item: AudioItem) -> str | None:
+        try:
+            return cache_key(item.id, item.audio, self.spec)
+        except OSError:  # a missing file: reported when its features are computed
+            return None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -269,6 +292,32 @@ def plan_batches(items: Sequence[AudioItem], spec: FeatureSpec, batch_size: int)
         else:
             last.append(index)
     return batches
+
+
+class AudioProgress:
+    """A progress bar in seconds of audio that also counts generated tokens, so a long clip
+    shows movement while it decodes instead of sitting at 0/1."""
+
+    def __init__(self, items: Sequence[AudioItem], desc: str) -> None:
+        from tqdm.auto import tqdm
+
+        total = round(sum(item.duration for item in items), 1)
+        self.bar = tqdm(total=total, desc=desc, unit="s audio", disable=None)
+        self.tokens = 0
+
+    def token(self) -> None:
+        self.tokens += 1
+        self.bar.set_postfix_str(f"{self.tokens} token steps", refresh=False)
+        self.bar.update(0)  # redraws at most every mininterval
+
+    def done(self, items: Sequence[AudioItem]) -> None:
+        self.bar.update(round(sum(item.duration for item in items), 1))
+
+    def __enter__(self) -> AudioProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
 
 
 class Transcriber:
@@ -312,10 +361,12 @@ class Transcriber:
         items: Sequence[AudioItem],
         options: DecodeOptions,
         features: FeatureSource | None = None,
+        on_token: Callable[[], None] | None = None,
     ) -> Iterator[list[tuple[AudioItem, Transcript | AudioError]]]:
         """Yield (item, transcript or error) per finished batch, in batch order.
 
-        `features` defaults to computing them from the items' audio files.
+        `features` defaults to computing them from the items' audio files; `on_token` is
+        called after every generation step.
         """
         batches = plan_batches(items, self.spec, options.batch_size)
         loader = DataLoader(
@@ -329,7 +380,7 @@ class Transcriber:
         self.model.eval()
         try:
             for batch in loader:
-                yield self._decode_batch(items, batch, options)
+                yield self._decode_batch(items, batch, options, on_token)
         finally:
             self.model.train(was_training)
 
@@ -338,6 +389,7 @@ class Transcriber:
         items: Sequence[AudioItem],
         batch: list[tuple[int, CompactFeatures | AudioError]],
         options: DecodeOptions,
+        on_token: Callable[[], None] | None = None,
     ) -> list[tuple[AudioItem, Transcript | AudioError]]:
         done: list[tuple[AudioItem, Transcript | AudioError]] = []
         by_chunks: dict[int, list[tuple[int, CompactFeatures]]] = {}
@@ -357,6 +409,7 @@ class Transcriber:
                 device=self.device,
                 min_new_tokens=options.min_new_tokens,
                 autocast_dtype=self.autocast_dtype,
+                on_token=on_token,
             )
             done.extend(zip(group_items, transcripts))
         return done

@@ -21,6 +21,7 @@ from voxadapt.config import Config, load_yaml, option, save_config, to_jsonable
 from voxadapt.decoding import (
     MANIFEST_LANGUAGE,
     AudioItem,
+    AudioProgress,
     DecodeOptions,
     FeatureSource,
     Transcriber,
@@ -169,7 +170,11 @@ def _check_resumable(config: EvaluateConfig, out_dir: Path) -> None:
     saved = load_yaml(saved_path)
     current = to_jsonable(config)
     changed = [k for k in _RUN_IDENTITY if str(saved.get(k)) != str(current.get(k))]
-    if str(saved.get("decode")) != str(current.get("decode")):
+    # Worker count does not change a transcript; every other decoding option may.
+    decode_saved, decode_now = dict(saved.get("decode") or {}), dict(current["decode"])
+    for options in (decode_saved, decode_now):
+        options.pop("num_workers", None)
+    if str(decode_saved) != str(decode_now):
         changed.append("decode")
     if changed:
         raise ConfigError(
@@ -237,8 +242,6 @@ def _prepare_output(config: EvaluateConfig) -> tuple[Path, list[dict[str, Any]]]
 
 def _decode(config: EvaluateConfig, todo: list[Utterance], predictions: Path) -> list[dict]:
     """Decode `todo`, appending scored rows to `predictions`; returns the failed rows."""
-    from tqdm import tqdm
-
     transcriber = Transcriber.load(
         config.model,
         config.adapter,
@@ -252,9 +255,9 @@ def _decode(config: EvaluateConfig, todo: list[Utterance], predictions: Path) ->
     failed: list[dict[str, Any]] = []
     with (
         predictions.open("a", encoding="utf-8") as handle,
-        tqdm(total=len(items), desc="evaluate", unit="utt", disable=None) as progress,
+        AudioProgress(items, "evaluate") as progress,
     ):
-        for batch in transcriber.transcribe(items, config.decode, source):
+        for batch in transcriber.transcribe(items, config.decode, source, progress.token):
             for item, result in batch:
                 row = prediction_row(item, result)
                 if isinstance(result, AudioError):
@@ -263,7 +266,7 @@ def _decode(config: EvaluateConfig, todo: list[Utterance], predictions: Path) ->
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-            progress.update(len(batch))
+            progress.done([item for item, _ in batch])
     return failed
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from voxadapt.audio import AudioError, probe_audio
 from voxadapt.config import Config, option
-from voxadapt.decoding import AudioItem, DecodeOptions, Transcriber, Transcript
+from voxadapt.decoding import AudioItem, AudioProgress, DecodeOptions, Transcriber, Transcript
 from voxadapt.errors import VoxadaptError
 from voxadapt.manifest import (
     Utterance,
@@ -257,8 +257,6 @@ def write_transcripts(rows: list[dict[str, Any]], fmt: str, out: Path | None) ->
 
 def transcribe(config: TranscribeConfig) -> TranscribeResult:
     """Transcribe every input; bad files are reported in their rows, the rest transcribed."""
-    from tqdm import tqdm
-
     fmt = output_format(config)
     if config.out is not None:  # before any decoding: a bad --out must not cost the work
         check_output_dir(config.out) if fmt == "srt" else check_output_file(config.out)
@@ -276,13 +274,13 @@ def transcribe(config: TranscribeConfig) -> TranscribeResult:
         dtype=config.dtype,
     )
     by_item: dict[int, dict[str, Any]] = {}
-    with tqdm(total=len(items), desc="transcribe", unit="clip", disable=None) as progress:
-        for batch in transcriber.transcribe(items, config.decode):
+    with AudioProgress(items, "transcribe") as progress:
+        for batch in transcriber.transcribe(items, config.decode, on_token=progress.token):
             for item, result in batch:
                 by_item[id(item)] = transcript_row(item, result)
                 if isinstance(result, AudioError):
                     log.warning("%s: %s (%s)", item.id, result.reason, result.detail)
-            progress.update(len(batch))
+            progress.done([item for item, _ in batch])
     rows = errors + [by_item[id(item)] for item in items]
     write_transcripts(rows, fmt, config.out)
     n_errors = sum(1 for row in rows if row.get("text") is None)
