@@ -316,7 +316,7 @@ def test_sigterm_saves_a_checkpoint_like_ctrl_c(tiny_model, sample_manifest, tmp
         time.sleep(0.1)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=240)
-    assert process.returncode == 1, stderr
+    assert process.returncode == 130, stderr
     assert "interrupted at step" in stderr and "Traceback" not in stderr
     stopped = json.loads((out / "checkpoint-last" / "state.json").read_text())["step"]
     assert 2 <= stopped < 30
@@ -486,3 +486,80 @@ def messy_free_scp(tmp_path, clips):
     scp = tmp_path / "clean.scp"
     scp.write_text("".join(f"audio/c{i}.wav|문장 {i}\n" for i in range(4)), encoding="utf-8")
     return scp
+
+
+# ----------------------------------------------------- found by the adversarial review
+
+
+@pytest.mark.parametrize("command", ["cache", "evaluate", "transcribe", "train"])
+def test_non_utf8_manifest_is_one_line(command, sample_manifest, tiny_model, tmp_path):
+    manifest = tmp_path / "u8.jsonl"
+    manifest.write_bytes(sample_manifest.read_bytes().splitlines(keepends=True)[0] + b"\xff\n")
+    args = {
+        "cache": ["cache", manifest, "--model", tiny_model, "--out", tmp_path / "c"],
+        "evaluate": ["evaluate", manifest, "--model", tiny_model, "--out", tmp_path / "e"],
+        "transcribe": ["transcribe", manifest, "--model", tiny_model],
+        "train": ["train", "--model", tiny_model, "--train", manifest, "--output-dir", tmp_path],
+    }[command]
+    line = one_line_error(run_cli(*args))
+    assert f"{manifest}:2: not UTF-8" in line
+
+
+def test_empty_out_is_refused(samples):
+    line = one_line_error(run_cli("prepare", "scp", samples / "train.scp", "--out", ""))
+    assert "out_dir" in line
+
+
+def test_yaml_typos_get_a_suggestion_and_readable_types(tmp_path):
+    from voxadapt.config import build_config
+
+    yaml_path = tmp_path / "p.yaml"
+    yaml_path.write_text("min_duration: 2\njobs: true\ndecode: 3\n")
+    from voxadapt.transcribe import TranscribeConfig
+
+    with pytest.raises(ConfigError) as info:
+        build_config(
+            PrepareConfig, yaml_path, source=tmp_path, source_format="scp", out_dir=tmp_path
+        )
+    message = str(info.value)
+    assert "did you mean 'min_duration_s'" in message
+    assert "jobs: expected an integer, got True" in message
+    section = tmp_path / "t.yaml"
+    section.write_text("decode: 3\n")
+    with pytest.raises(ConfigError, match="decode: expected a mapping"):
+        build_config(TranscribeConfig, section, inputs=[tmp_path])
+    with pytest.raises(ConfigError, match="is a folder"):
+        build_config(PrepareConfig, tmp_path)
+
+
+def test_failed_run_report_is_minimal_and_cleared_by_success(tmp_path, messy_free_scp):
+    out = tmp_path / "out"
+    bad = tmp_path / "bad.scp"
+    bad.write_text("nope.wav|없어요\n", encoding="utf-8")
+    with pytest.raises(NothingKeptError):
+        prepare(PrepareConfig(bad, "scp", out))
+    assert sorted(p.name for p in (out / "failed-run").iterdir()) == [
+        "rejected.jsonl",
+        "stats.json",
+    ]
+    prepare(PrepareConfig(messy_free_scp, "scp", out))
+    assert not (out / "failed-run").exists()
+
+
+def test_jsonl_bad_duration_and_missing_text_are_rejected(tmp_path, clips):
+    rows = [
+        {"audio": str(clips[0]), "text": "하나", "duration": "abc"},
+        {"audio": str(clips[1])},
+        {"audio": str(clips[2]), "text": "셋"},
+    ]
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    result = prepare(PrepareConfig(tmp_path / "in.jsonl", "jsonl", tmp_path / "out"))
+    assert result.stats["rejected_by_reason"] == {"malformed_line": 1, "missing_transcript": 1}
+
+
+def test_adapter_and_checkpoint_weights_are_readable_by_others(adapters, tiny_model):
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in adapters["lora"].iterdir()}
+    modes |= {p.name: stat.S_IMODE(p.stat().st_mode) for p in Path(tiny_model).iterdir()}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(mode == 0o666 & ~umask for mode in modes.values()), modes

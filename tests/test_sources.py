@@ -392,21 +392,25 @@ def test_jsonl_malformed_line_is_one_rejection(tmp_path, line, detail):
     assert detail in rejection.detail
 
 
-def test_jsonl_metadata_object_and_lenient_fields(tmp_path):
+def test_jsonl_metadata_object_and_strict_fields(tmp_path):
     lines = [
         {"audio": "a.wav", "text": "하나", "metadata": {"role": "의사", "sample_rate": 8000}},
         {"audio": "b.wav", "text": "둘", "duration": "4.5", "age": "40"},
+        {"audio": "~nosuchuser/d.wav", "text": ""},
+        # a duration that is not a number is not dropped silently, nor a missing transcript
         {"audio": "c.wav", "text": "셋", "duration": "약 4초", "metadata": None},
-        {"audio": "~nosuchuser/d.wav"},
+        {"audio": "e.wav"},
     ]
     path = tmp_path / "m.jsonl"
     path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines), encoding="utf-8")
-    items = list(read_jsonl(path))
-    assert [i.metadata for i in items] == [{"role": "의사"}, {"age": "40"}, {}, {}]
-    assert [i.label_duration for i in items] == [None, 4.5, None, None]
-    assert items[3].audio == tmp_path / "~nosuchuser" / "d.wav"
-    assert items[3].raw_text == ""
-
+    records = list(read_jsonl(path))
+    items = [r for r in records if isinstance(r, SourceItem)]
+    assert [i.metadata for i in items] == [{"role": "의사"}, {"age": "40"}, {}]
+    assert [i.label_duration for i in items] == [None, 4.5, None]
+    assert items[2].audio == tmp_path / "~nosuchuser" / "d.wav"
+    assert items[2].raw_text == ""
+    rejected = [(r.reason, r.origin.line) for r in records if isinstance(r, SourceRejection)]
+    assert rejected == [("malformed_line", 4), ("missing_transcript", 5)]
 
 @pytest.mark.parametrize("parser", [read_scp, read_jsonl])
 def test_line_sources_that_are_not_files(tmp_path, parser):

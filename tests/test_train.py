@@ -157,7 +157,7 @@ def test_ctrl_c_saves_and_resume_continues(tiny_model, sample_manifest, tmp_path
     _wait_for_lines(out / "log.jsonl", 2, process)
     process.send_signal(signal.SIGINT)
     _stdout, stderr = process.communicate(timeout=240)
-    assert process.returncode == 1, stderr
+    assert process.returncode == 130, stderr
     assert "interrupted at step" in stderr and "--resume" in stderr
     assert "Traceback" not in stderr
     stopped = json.loads((out / "checkpoint-last" / "state.json").read_text())["step"]

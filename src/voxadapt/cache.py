@@ -11,6 +11,8 @@ import json
 import logging
 import math
 import os
+import signal
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -88,6 +90,11 @@ class CacheResult:
 
 def _init_worker() -> None:
     torch.set_num_threads(1)  # one process per core; no oversubscription
+    if sys.platform == "linux":  # die with the parent: a SIGKILLed run leaves no orphans
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _featurize_shard(

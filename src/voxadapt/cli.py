@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from voxadapt import __version__
-from voxadapt.errors import VoxadaptError
+from voxadapt.errors import StageInterrupted, VoxadaptError
 
 log = logging.getLogger("voxadapt")
 
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Our own progress messages at INFO (DEBUG with -v); other libraries only warn (-vv: all).
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose >= 2 else logging.WARNING,
+        level=(logging.ERROR, logging.WARNING, logging.DEBUG)[min(args.verbose, 2)],
         format="%(levelname)s %(name)s: %(message)s",
     )
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
@@ -409,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # docker stop = Ctrl-C
     try:
         return _run(args.command, args)
+    except StageInterrupted as exc:  # train saved a checkpoint: say where, exit as Ctrl-C
+        print(f"voxadapt: {exc}", file=sys.stderr)
+        return 130
     except VoxadaptError as exc:
         print(f"voxadapt: error: {_one_line(exc)}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -37,9 +38,15 @@ def option(
     group: str | None = None,
     positional: bool = False,
     position: int | None = None,
+    flag_prefix: str | None = None,
+    shared: bool = False,
     cli: bool = True,
 ) -> Any:
-    """A config field with its CLI declaration (help, choices, flag name, argument group)."""
+    """A config field with its CLI declaration (help, choices, flag name, argument group).
+
+    For a nested section, `flag_prefix` prefixes its flags (train's `decode:` section gives
+    `--eval-batch-size`); a `shared` field of a section keeps its plain flag (`--language`).
+    """
     metadata = {
         "help": help,
         "choices": tuple(choices) if choices is not None else None,
@@ -48,6 +55,8 @@ def option(
         "group": group,
         "positional": positional,
         "position": position,
+        "flag_prefix": flag_prefix,
+        "shared": shared,
         "cli": cli,
     }
     if default_factory is not _MISSING:
@@ -78,6 +87,8 @@ class Config:
 def load_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping; a clear error if the file is missing or not a mapping."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--config {path} is a folder, not a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -101,32 +112,65 @@ def _coerce(value: Any, annotation: Any) -> Any:
                 return _coerce(value, arg)
             except (TypeError, ValueError):
                 continue
-        raise ValueError(f"{value!r} is not one of {args}")
+        raise ValueError(f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
     if origin is list:
         (item_type,) = typing.get_args(annotation)
         items = value if isinstance(value, (list, tuple)) else [value]
         return [_coerce(item, item_type) for item in items]
     if annotation is Path:
-        if not isinstance(value, (str, Path)) or not str(value):
+        if isinstance(value, Path):
+            return value
+        if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{value!r} is not a path")
         return Path(value)
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        raise ValueError(f"{value!r} is not true/false")
+        raise ValueError(f"expected true or false, got {value!r}")
     if annotation is int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"{value!r} is not an integer")
-        return int(value)
+            raise ValueError(f"expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"expected an integer, got {value!r}") from None
     if annotation is float:
         if isinstance(value, bool):
-            raise ValueError(f"{value!r} is not a number")
-        return float(value)
+            raise ValueError(f"expected a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return number
     if annotation is str:
         if isinstance(value, (dict, list)):
             raise ValueError(f"{value!r} is not a string")
         return str(value)
     return value
+
+
+def _type_name(annotation: Any) -> str:
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        Path: "a path",
+    }
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _unknown(key: str, fields: dict[str, dataclasses.Field], prefix: str) -> str:
+    """'unknown option', with the closest key (flags map to keys: --min-duration is
+    min_duration_s)."""
+    import difflib
+
+    by_flag = {_flag_of(f).removeprefix("--").replace("-", "_"): n for n, f in fields.items()}
+    guess = by_flag.get(key) or next(iter(difflib.get_close_matches(key, fields, n=1)), None)
+    hint = f" (did you mean {prefix + guess!r}?)" if guess else ""
+    return f"unknown option {prefix + key!r}{hint}"
 
 
 def _flag_of(item: dataclasses.Field) -> str:
@@ -137,7 +181,7 @@ def _construct(cls: type[T], values: dict[str, Any], prefix: str = "") -> tuple[
     """Build `cls` from plain values; returns (config or None, every problem found)."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    problems = [f"unknown option {prefix + key!r}" for key in values if key not in fields]
+    problems = [_unknown(key, fields, prefix) for key in values if key not in fields]
     kwargs: dict[str, Any] = {}
     for name, item in fields.items():
         if name not in values:
@@ -216,8 +260,9 @@ def _argument_type(annotation: Any) -> tuple[Any, bool]:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return _argument_type(args[0]) if len(args) == 1 else (str, False)
     if origin is list:
-        return typing.get_args(annotation)[0], True
-    return annotation, False
+        return _argument_type(typing.get_args(annotation)[0])[0], True
+    # paths stay strings until build_config checks them (an empty --out '' is refused)
+    return (str if annotation is Path else annotation), False
 
 
 def _default_text(item: dataclasses.Field) -> str:
@@ -232,25 +277,27 @@ def _default_text(item: dataclasses.Field) -> str:
 
 
 def add_config_arguments(
-    parser: argparse.ArgumentParser, cls: type, *, prefix: str = "", taken: set[str] | None = None
+    parser: argparse.ArgumentParser, cls: type, *, prefix: str = "", flag_prefix: str = ""
 ) -> None:
     """Add one argument per field of `cls` (nested sections included) to `parser`.
 
     Flags default to None, meaning "not given", so values from --config YAML stay unless a
-    flag overrides them. A nested section's flag that collides with one of the parent's
-    gets an `eval-` prefix (train: `--batch-size` vs the decode section's `--eval-batch-size`).
+    flag overrides them; required options say so in their help.
     """
     hints = typing.get_type_hints(cls)
     fields = [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
     # positionals in their declared CLI order (`prepare FORMAT SOURCE`), then the options
     fields.sort(key=lambda f: (not f.metadata.get("positional"), f.metadata.get("position") or 0))
-    parent_flags = set(taken or ())
-    taken = parent_flags | {_flag_of(f) for f in fields}
     groups: dict[str, Any] = {}
     for item in fields:
         annotation = hints[item.name]
         if dataclasses.is_dataclass(annotation):
-            add_config_arguments(parser, annotation, prefix=f"{prefix}{item.name}.", taken=taken)
+            add_config_arguments(
+                parser,
+                annotation,
+                prefix=f"{prefix}{item.name}.",
+                flag_prefix=item.metadata.get("flag_prefix") or "",
+            )
             continue
         group_name = item.metadata.get("group")
         target = parser
@@ -259,6 +306,8 @@ def add_config_arguments(
             groups[group_name] = target
         kind, many = _argument_type(annotation)
         help_text = item.metadata["help"] + _default_text(item)
+        if item.default is _MISSING and item.default_factory is _MISSING:
+            help_text += " (required)"
         kwargs: dict[str, Any] = {"help": help_text.replace("%", "%%")}
         if item.metadata.get("choices"):
             kwargs["choices"] = item.metadata["choices"]
@@ -273,8 +322,8 @@ def add_config_arguments(
             target.add_argument(prefix + item.name, **kwargs)
             continue
         flag = _flag_of(item)
-        if prefix and flag in parent_flags:
-            flag = "--eval-" + flag.removeprefix("--")
+        if flag_prefix and not item.metadata.get("shared"):
+            flag = f"--{flag_prefix}{flag.removeprefix('--')}"
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:

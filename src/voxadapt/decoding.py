@@ -58,6 +58,7 @@ class DecodeOptions(Config):
         help="prompt language: an ISO 639-1 code, 'auto' (the model detects it) or "
         "'manifest' (each record's language)",
         group="decoding",
+        shared=True,
     )
     tokens_per_s: float = option(
         15.0,

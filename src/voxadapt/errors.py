@@ -21,5 +21,9 @@ class ManifestError(VoxadaptError):
     """A manifest file is missing or malformed."""
 
 
+class StageInterrupted(VoxadaptError):
+    """Ctrl-C or SIGTERM ended a stage at a safe point; the message says how to continue."""
+
+
 class NothingKeptError(VoxadaptError):
     """Every input item was rejected."""

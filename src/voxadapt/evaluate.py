@@ -218,8 +218,17 @@ def _read_compare(config: EvaluateConfig, wanted: set[str]) -> list[dict[str, An
             f"--compare {config.compare} holds no predictions (rows with reference and "
             "hypothesis): give another run's predictions.jsonl, not a manifest"
         )
-    if not wanted & {r.get("id") for r in rows}:
+    shared = wanted & {r.get("id") for r in rows}
+    if not shared:
         raise ConfigError(f"--compare {config.compare} shares no utterance id with the manifest")
+    if len(shared) < len(wanted):
+        log.warning(
+            "--compare %s has predictions for %d of %d utterances: the comparison covers "
+            "only those",
+            config.compare,
+            len(shared),
+            len(wanted),
+        )
     return rows
 
 
@@ -300,6 +309,8 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
         bootstrap=config.bootstrap,
         seed=config.seed,
     )
+    if compare_rows is not None:
+        metrics["compare"]["missing_in_other"] = len(wanted - {r.get("id") for r in compare_rows})
     metrics["failed"] = len(failed)
     metrics["model"] = str(config.model)
     metrics["adapter"] = str(config.adapter) if config.adapter else None

@@ -27,7 +27,7 @@ import torch
 
 from voxadapt.config import Config, option
 from voxadapt.errors import ConfigError, VoxadaptError
-from voxadapt.manifest import atomic_write, check_output_dir, current_umask
+from voxadapt.manifest import atomic_write, check_output_dir, honour_umask
 from voxadapt.model import DTYPES, base_model_of, read_adapter_info, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -361,19 +361,10 @@ def export(config: ExportConfig) -> ExportResult:
                 handle,
                 indent=2,
             )
-        _apply_umask(staging)
+        honour_umask(staging)
         if out_dir.exists():
             out_dir.rmdir()  # empty, checked above
         staging.rename(out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(out_dir, config.format, sorted(out_dir.iterdir()))
-
-
-def _apply_umask(folder: Path) -> None:
-    """Give files written by libraries (safetensors, tokenizers) the umask's mode, so a
-    serving account can read the exported model."""
-    mode = 0o666 & ~current_umask()
-    for path in folder.rglob("*"):
-        if path.is_file():
-            path.chmod(mode)

@@ -8,7 +8,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,6 +49,12 @@ class Utterance:
     def from_dict(cls, record: dict[str, Any]) -> Utterance:
         """Inverse of `to_dict`; raises KeyError/TypeError/ValueError on bad records."""
         names = {f.name for f in fields(cls)} - {"metadata"}
+        required = [
+            f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+        ]
+        missing = [name for name in required if name not in record]
+        if missing:
+            raise KeyError(f"missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
         known = {k: v for k, v in record.items() if k in names}
         metadata = {k: v for k, v in record.items() if k not in names and k != "metadata"}
         nested = record.get("metadata") or {}
@@ -115,6 +121,16 @@ def current_umask() -> int:
     return mask
 
 
+def honour_umask(path: Path) -> None:
+    """Give a file (or every file under a folder) written by a library the mode any tool's
+    output would have: safetensors, for one, creates 0600 files a serving account can't read."""
+    mode = 0o666 & ~current_umask()
+    path = Path(path)
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if item.is_file() and not item.is_symlink():
+            item.chmod(mode)
+
+
 def _probe_writable(folder: Path, what: str) -> None:
     try:
         fd, probe = tempfile.mkstemp(prefix=".voxadapt-write-test.", dir=folder)
@@ -172,14 +188,19 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
-    with path.open(encoding="utf-8-sig") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for line_number, data in enumerate(handle, start=1):
+            try:
+                line = data.decode("utf-8-sig" if line_number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise ManifestError(f"{path}:{line_number}: not UTF-8 text") from None
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ManifestError(f"{path}:{line_number}: not valid JSON ({exc.msg})") from None
+            except (json.JSONDecodeError, RecursionError) as exc:
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deep"
+                raise ManifestError(f"{path}:{line_number}: not valid JSON ({reason})") from None
             if not isinstance(record, dict):
                 raise ManifestError(f"{path}:{line_number}: expected a JSON object")
             yield line_number, record
@@ -192,5 +213,8 @@ def read_manifest(path: Path) -> list[Utterance]:
         try:
             utterances.append(Utterance.from_dict(record))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ManifestError(f"{path}:{line_number}: not an utterance record ({exc})") from None
+            detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            raise ManifestError(
+                f"{path}:{line_number}: not an utterance record ({detail})"
+            ) from None
     return utterances

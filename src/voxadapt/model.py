@@ -320,7 +320,7 @@ def save_adapter(
     """PEFT format for LoRA; projector weights as safetensors for full mode. Plus our config."""
     from safetensors.torch import save_file
 
-    from voxadapt.manifest import atomic_write
+    from voxadapt.manifest import atomic_write, honour_umask
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -342,6 +342,7 @@ def save_adapter(
             indent=2,
             ensure_ascii=False,
         )
+    honour_umask(out_dir)
 
 
 # ------------------------------------------------------------------ adapters for inference

@@ -125,7 +125,9 @@ class PrepareConfig(Config):
     def problems(self) -> list[str]:
         """Every invalid or conflicting option, for one error message."""
         found = super().problems()
-        if not (0 <= self.min_duration_s < self.max_duration_s < math.inf):
+        if not (math.isfinite(self.min_duration_s) and math.isfinite(self.max_duration_s)):
+            found.append("min_duration_s and max_duration_s must be finite numbers")
+        elif not 0 <= self.min_duration_s < self.max_duration_s:
             found.append("need 0 <= min_duration_s < max_duration_s")
         fractions = 0.0
         for name in ("valid_size", "test_size"):
@@ -538,9 +540,12 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     staging.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700 folders
     try:
         names = _write_outputs(staging, config, splits, rejections, stats, probed_durations)
+        failed = out_dir / "failed-run"
+        shutil.rmtree(failed, ignore_errors=True)  # an earlier failure's report is stale now
         if not kept or not splits["train"]:
-            failed = out_dir / "failed-run"
-            shutil.rmtree(failed, ignore_errors=True)
+            for name in names:  # keep only the report of what went wrong
+                if name not in ("rejected.jsonl", "stats.json"):
+                    (staging / name).unlink()
             staging.rename(failed)
             raise _nothing_to_train(kept, stats, input_items, failed)
         _publish(staging, out_dir, names)

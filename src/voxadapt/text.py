@@ -116,6 +116,43 @@ def normalize_transcript(raw_text: str, options: TextOptions | None = None) -> s
     return text
 
 
+# Private-use characters stand for dual spans while the rest of a transcript is normalized.
+_SPAN_MARK = 0xF0000  # plane 15 private use: never in real transcripts (removed first)
+_SPAN_MARKS = re.compile("([\U000F0000-\U000FFFFD])")
+
+
+def transcript_variants(
+    raw_text: str, options: TextOptions | None = None
+) -> list[str | list[str]] | None:
+    """The training text as pieces for multi-reference scoring: fixed text, and for every
+    dual-transcription span `(A)/(B)` its [spelling, pronunciation] pair, markup removed as
+    in `normalize_transcript`. None if the transcript has no dual span.
+
+    Joining the pieces with each span's form gives every reference the label allows
+    (`references.rebuild`).
+    """
+    options = options or TextOptions()
+    text = _WHITESPACE.sub(" ", _drop_invisible(raw_text))
+    text = _SPAN_MARKS.sub("", unicodedata.normalize("NFC", text))
+    spans: list[tuple[str, str]] = []
+
+    def mark(match: re.Match[str]) -> str:
+        spans.append((match.group(1), match.group(2)))
+        return chr(_SPAN_MARK + len(spans) - 1)
+
+    template = _DUAL.sub(mark, text)
+    if not spans or not brackets_balanced(text):
+        return None
+    pieces: list[str | list[str]] = []
+    for part in _SPAN_MARKS.split(_tidy(_remove_markup(template, options))):
+        if len(part) == 1 and _SPAN_MARKS.fullmatch(part):
+            forms = spans[ord(part) - _SPAN_MARK]
+            pieces.append([_tidy(_remove_markup(form, options)) for form in forms])
+        elif part:
+            pieces.append(part)
+    return pieces
+
+
 def _drop_invisible(text: str) -> str:
     """Remove control, format and surrogate characters; whitespace controls become spaces."""
     # Looking only at the distinct characters keeps this one C-speed pass over the text.

@@ -151,4 +151,7 @@ def build_tiny_voxtral(out_dir: Path, *, seed: int = 0) -> Path:
         tokenizer=MistralCommonBackend(tokenizer_path=str(tekken)),
     )
     processor.save_pretrained(out_dir)
+    from voxadapt.manifest import honour_umask
+
+    honour_umask(out_dir)
     return out_dir

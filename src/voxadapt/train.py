@@ -30,9 +30,15 @@ from voxadapt.audio import AudioError
 from voxadapt.config import Config, load_yaml, option, save_config, to_jsonable
 from voxadapt.data import IGNORE_INDEX, Collator, PromptBuilder, TranscriptionDataset
 from voxadapt.decoding import AudioItem, DecodeOptions, FeatureSource, Transcriber
-from voxadapt.errors import ConfigError, VoxadaptError
+from voxadapt.errors import ConfigError, StageInterrupted, VoxadaptError
 from voxadapt.features import FeatureSpec, FeatureStore
-from voxadapt.manifest import Utterance, atomic_write, check_output_dir, read_manifest
+from voxadapt.manifest import (
+    Utterance,
+    atomic_write,
+    check_output_dir,
+    honour_umask,
+    read_manifest,
+)
 from voxadapt.metrics import corpus_metrics, score_row
 from voxadapt.model import (
     DEFAULT_MODEL,
@@ -70,7 +76,7 @@ RESUMABLE_CHANGES = {
 }
 
 
-class TrainingInterrupted(VoxadaptError):
+class TrainingInterrupted(StageInterrupted):
     """Ctrl-C or SIGTERM: a resumable checkpoint was saved."""
 
 
@@ -167,6 +173,7 @@ class TrainConfig(Config):
     decode: DecodeOptions = option(
         help="prompt language (training and evaluation) and evaluation decoding",
         default_factory=DecodeOptions,
+        flag_prefix="eval-",
     )
 
     def problems(self) -> list[str]:
@@ -783,6 +790,7 @@ class Trainer:
         )
         (tmp / "state.json").write_text(json.dumps(self.state.__dict__, indent=1), "utf-8")
         save_config(self.config, tmp / "config.yaml")
+        honour_umask(tmp)
         old = path.with_name(path.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if path.exists():

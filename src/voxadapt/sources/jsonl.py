@@ -38,6 +38,10 @@ class _MalformedLine(ValueError):
     """A line whose JSON parses but does not describe an utterance; the message says why."""
 
 
+class _MissingTranscript(ValueError):
+    """A line with audio but no transcript field at all."""
+
+
 def _first(record: dict, keys: tuple[str, ...]) -> tuple[str | None, object]:
     for key in keys:
         if key in record and record[key] is not None:
@@ -68,6 +72,8 @@ def _parse_line(data: bytes, origin: Origin, base_dir: Path) -> SourceRecord:
         return SourceRejection(origin, "malformed_line", problem, line)
     try:
         return _item(record, origin, base_dir)
+    except _MissingTranscript as exc:
+        return SourceRejection(origin, "missing_transcript", str(exc), line)
     except _MalformedLine as exc:
         return SourceRejection(origin, "malformed_line", str(exc), line)
 
@@ -82,6 +88,8 @@ def _item(record: Any, origin: Origin, base_dir: Path) -> SourceItem:
     if not isinstance(audio, str) or not audio.strip():
         raise _MalformedLine(f"no audio path (one of {', '.join(AUDIO_KEYS)})")
     text_key, text = _first(record, TEXT_KEYS)
+    if text_key is None:
+        raise _MissingTranscript(f"no transcript (one of {', '.join(TEXT_KEYS)})")
     if text is not None and not isinstance(text, str):
         # str() of a list or number would become training text.
         raise _MalformedLine(f"{text_key} is {json_kind(text)}, not a string")
@@ -111,16 +119,19 @@ def _label(record: dict, keys: tuple[str, ...]) -> str | None:
 
 
 def _duration(record: dict) -> float | None:
-    """The duration the line claims, in seconds; None if absent or not a number."""
+    """The duration the line claims, in seconds (None if absent); a value that is not a
+    finite number makes the line malformed rather than being dropped silently."""
     key, value = _first(record, DURATION_KEYS)
+    if value is None:
+        return None
     if non_finite_number(value):
         raise _MalformedLine(f"{key} is not a finite number: {str(value)[:40]}")
     if not isinstance(value, str | int | float) or isinstance(value, bool):
-        return None
+        raise _MalformedLine(f"{key} is {json_kind(value)}, not a number of seconds")
     try:
         return float(value)  # finite: parse_json rejected NaN and Infinity floats
     except ValueError:
-        return None  # the duration is only a cross-check; prepare measures the audio
+        raise _MalformedLine(f"{key} is not a number of seconds: {str(value)[:40]}") from None
 
 
 def _metadata(record: dict, used: set[str | None]) -> dict[str, Any]:
