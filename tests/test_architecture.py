@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).parents[1] / "src" / "voxadapt"
-STAGES = {"prepare", "cache", "train", "transcribe", "evaluate", "export", "demo"}
+STAGES = {"prepare", "cache", "train", "transcribe", "evaluate", "score", "export", "demo"}
 COMPOSERS = {"demo", "cli"}  # compose stages by design
 LIBRARY = {
     "audio", "text", "sources", "manifest", "features", "data", "model", "decoding",
-    "metrics", "report", "config", "errors", "tiny",
+    "metrics", "references", "scoring", "report", "config", "errors", "tiny",
 }  # fmt: skip
 
 

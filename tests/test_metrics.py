@@ -67,8 +67,11 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from voxadapt.metrics import (  # noqa: E402
+    BCA_MIN_CLUSTERS,
     EditCounts,
     bootstrap_interval,
+    breakdowns,
+    compute_metrics,
     corpus_metrics,
     count_terms,
     load_terms,
@@ -76,6 +79,7 @@ from voxadapt.metrics import (  # noqa: E402
     score_row,
     space_normalized,
     term_recall,
+    top_errors,
 )
 
 
@@ -99,6 +103,53 @@ def test_space_normalized_wer(reference, hypothesis, wer_errors, swer_errors):
 def test_space_normalization_keeps_characters():
     assert space_normalized("고혈압 약을 드세요", "고혈압약을드세요") == "고혈압 약을 드세요"
     assert space_normalized("가슴 통증", "가슴통종") == "가슴 통종"
+
+
+# Ties between equal-cost alignments, resolved as ESPnet's KsponSpeech recipe
+# (egs2/ksponspeech/asr1/local/get_space_normalized_hyps.py) resolves them. Its rule, applied
+# by hand below: fill the Levenshtein table D[h][r] (h hypothesis, r reference characters,
+# spaces removed), trace back from the end, and at each cell take the diagonal (match or
+# substitution) when it costs no more than both other moves, else "hypothesis character
+# inserted" if strictly cheaper than "reference character deleted", else the deletion.
+# Equal characters on the diagonal take the reference character's word-start flag.
+@pytest.mark.parametrize(
+    ("reference", "hypothesis", "expected", "swer_errors"),
+    [
+        # The issue's case. From (3, 5) every cell is an equal pair whose diagonal ties with
+        # the deletion (D[2][4] = 2 = D[3][4] + 1, ...), so the diagonal wins: 가나나 aligns
+        # with the last three reference characters 가|나나 (word starts F, T, F) and the
+        # first 가나 is deleted. Hypothesis words 가 / 나나: one substitution.
+        ("가나가 나나", "가나나", "가 나나", 1),
+        # D = [[0,1,2],[1,1,1],[2,1,2]]. At (2,2) 가/나: diagonal D[1][1]+1 = 2 ties with
+        # insertion and deletion (2): substitute; at (1,1) 나/가: 1 < 2: substitute. No
+        # equal pair, so the hypothesis keeps its spacing: 나가 for 가나, one error
+        # (RapidFuzz's opcodes keep one equal pair and give 나 가, two errors).
+        ("가나", "나가", "나가", 1),
+        # The final 가s are equal, so the diagonal wins at (2,1): the hypothesis' second 가
+        # takes the reference 가's word start and the first one is inserted: 가 가.
+        ("가", "가가", "가 가", 1),
+        # (2,1) 가/가: diagonal D[1][0] = 1 ties with the insertion D[1][1]+1 = 1: the
+        # diagonal wins, so the hypothesis' second 가 is the reference 가 (a word start).
+        ("가 나", "가가 나", "가 가 나", 1),
+        # The shared suffix 나나 aligns with the reference's 나나 (word start on the first),
+        # the reference's first 나 is deleted: 나나, one deletion.
+        ("나 나나", "나나", "나나", 1),
+        # (4,1) 나/가: diagonal 4, insertion D[3][1]+1 = 3 < deletion 5: insert. (3,1) 가/가:
+        # diagonal D[2][0] = 2 ties with the insertion D[2][1]+1 = 2: the third hypothesis
+        # character is the reference 가 and starts a word: 가나 가나, a substitution and an
+        # insertion.
+        ("가", "가나가나", "가나 가나", 2),
+    ],
+)
+def test_space_normalization_breaks_ties_like_espnet(reference, hypothesis, expected, swer_errors):
+    assert space_normalized(reference, hypothesis) == expected
+    assert EditCounts(**score_row(reference, hypothesis)["scores"]["swer"]).errors == swer_errors
+
+
+def test_space_normalization_of_empty_and_identical_text():
+    assert space_normalized("", "가나") == "가나"
+    assert space_normalized("가 나", "") == ""
+    assert space_normalized("가 나 다", "가나다") == "가 나 다"
 
 
 def rows_from(pairs, speakers=None):
@@ -161,7 +212,7 @@ def test_term_recall_tolerates_particles_and_spacing(tmp_path):
     terms_file = tmp_path / "terms.txt"
     terms_file.write_text("# comment\n고혈압\n당뇨\n혈압\n\n당뇨\n", encoding="utf-8")
     terms = load_terms(terms_file)
-    assert terms == ["고혈압", "당뇨", "혈압"]
+    assert terms == [("고혈압",), ("당뇨",), ("혈압",)]
     assert count_terms("고혈압이 있어서 혈압약을", terms) == {"고혈압": 1, "혈압": 1}
     rows = rows_from(
         [
@@ -178,4 +229,221 @@ def test_term_recall_tolerates_particles_and_spacing(tmp_path):
 
 def test_shipped_terms_list_loads():
     terms = load_terms(Path(__file__).parents[1] / "configs" / "ko-medical-terms.txt")
-    assert len(terms) > 50 and "고혈압" in terms and all(" " not in t for t in terms)
+    assert len(terms) > 100 and ("고혈압",) in terms
+    assert ("ct", "씨티", "시티") in terms and ("엑스레이", "xray", "x레이") in terms
+    spellings = [spelling for variants in terms for spelling in variants]
+    assert all(" " not in s for s in spellings) and len(spellings) == len(set(spellings))
+
+
+# ------------------------------------------------------------------------ breakdowns
+
+
+def test_duration_buckets_are_ordered_by_their_lower_bound():
+    rows = rows_from([("가나다", "가나다")] * 5)
+    for row, seconds in zip(rows, (31.0, 12.0, 3.0, 7.5, 22.0), strict=True):
+        row["duration"] = seconds
+    by_duration = breakdowns(rows, [])["duration"]
+    assert list(by_duration) == ["0-5 s", "5-10 s", "10-15 s", "20-25 s", "30+ s"]
+
+
+def test_age_groups_are_ordered_numerically():
+    rows = rows_from([("가나다", "가나다")] * 3)
+    for row, age in zip(rows, (105, 25, 9), strict=True):
+        row["age"] = age
+    assert list(breakdowns(rows, ["age"])["age"]) == ["0대", "20대", "100대"]
+
+
+def test_breakdowns_report_undefined_rates_as_none():
+    rows = rows_from([("", "네"), ("가나다", "가나")], speakers=["a", "b"])
+    rows[0]["duration"], rows[1]["duration"] = 2.0, 7.0
+    rows[0]["role"], rows[1]["role"] = "환자", "의사"
+    result = breakdowns(rows, ["role"])
+    assert result["duration"]["0-5 s"]["cer"] is None
+    assert result["duration"]["0-5 s"]["insertion_rate"] is None
+    assert result["role"]["의사"]["cer"] == pytest.approx(1 / 3)
+    del rows[0]["duration"]  # a row without a duration has no bucket
+    assert list(breakdowns(rows, [])["duration"]) == ["5-10 s"]
+
+
+# ------------------------------------------------------------------------- bootstrap
+
+
+def speaker_rows(per_speaker, reference="가나다라마바사아자차"):
+    """One utterance per speaker with the given number of substituted characters."""
+    pairs = [(reference, "하" * k + reference[k:]) for k in per_speaker]
+    return rows_from(pairs, [f"s{i}" for i in range(len(pairs))])
+
+
+def test_bootstrap_contains_the_estimate_and_is_seeded():
+    rows = speaker_rows([0, 1, 1, 2, 0, 3, 5, 1, 0, 2, 4, 1, 0, 6])
+    assert len(rows) >= BCA_MIN_CLUSTERS  # the BCa interval
+    estimate = corpus_metrics(rows)["cer"]
+    low, high = bootstrap_interval(rows, seed=3, resamples=500)
+    assert low < estimate < high
+    assert bootstrap_interval(rows, seed=3, resamples=500) == (low, high)
+    assert bootstrap_interval(rows, seed=4, resamples=500) != (low, high)
+
+
+def test_bootstrap_with_few_speakers_is_the_percentile_interval():
+    rows = speaker_rows([0, 2, 5, 1])
+    assert len(rows) < BCA_MIN_CLUSTERS
+    # by hand: resample the 4 speakers with the seed's generator, as scipy draws them
+    totals = np.array([[k, 10] for k in (0, 2, 5, 1)])
+    picks = np.random.default_rng(7).integers(0, 4, size=(300, 4))
+    sums = totals[picks].sum(axis=1)
+    expected = np.percentile(sums[:, 0] / sums[:, 1], [2.5, 97.5])
+    assert bootstrap_interval(rows, seed=7, resamples=300) == pytest.approx(tuple(expected))
+
+
+def test_bootstrap_falls_back_to_percentile_when_bca_is_degenerate():
+    # every speaker has CER 0.2: every resample gives 0.2, BCa's bias correction is infinite
+    rows = speaker_rows([2] * 12)
+    assert bootstrap_interval(rows, seed=0, resamples=200) == pytest.approx((0.2, 0.2))
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        speaker_rows([1]),  # one speaker
+        rows_from([("", "네"), ("", "")], ["a", "b"]),  # empty references: no rate
+    ],
+)
+def test_bootstrap_is_undefined(rows):
+    assert bootstrap_interval(rows) is None
+
+
+def test_paired_bootstrap_keys_and_determinism():
+    good = speaker_rows([0, 1, 0, 2, 0, 1, 0, 0, 1, 0, 2, 0])
+    bad = speaker_rows([2, 3, 1, 2, 4, 3, 2, 1, 3, 2, 5, 2])
+    result = paired_bootstrap(good, bad, seed=1, resamples=400)
+    assert set(result) == {"utterances", "this", "other", "delta", "ci", "p_value"}
+    assert result["ci"][0] <= result["delta"] <= result["ci"][1] < 0
+    assert result["p_value"] < 0.05
+    assert paired_bootstrap(good, bad, seed=1, resamples=400) == result
+    same = paired_bootstrap(good, good, seed=1, resamples=400)
+    assert same["delta"] == 0 and same["ci"] == [0.0, 0.0] and same["p_value"] == 1.0
+
+
+# ---------------------------------------------------------------- most frequent errors
+
+
+def test_top_errors_count_characters_and_eojeol():
+    rows = rows_from(
+        [
+            ("가슴 통증이 심해요", "가슴 통종이 심해요"),  # 증 -> 종
+            ("통증이 있어요", "통종이 있어요 네"),  # 증 -> 종, + 네
+            ("혈압약 드세요", "혈압 드세요"),  # - 약
+            ("내일 오세요", "내일 오세요"),
+        ]
+    )
+    errors = top_errors(rows)
+    characters, eojeol = errors["characters"], errors["eojeol"]
+    assert characters["substitutions"] == [{"reference": "증", "hypothesis": "종", "count": 2}]
+    assert characters["deletions"] == [{"reference": "약", "count": 1}]
+    assert characters["insertions"] == [{"hypothesis": "네", "count": 1}]
+    assert eojeol["substitutions"] == [
+        {"reference": "통증이", "hypothesis": "통종이", "count": 2},
+        {"reference": "혈압약", "hypothesis": "혈압", "count": 1},
+    ]
+    assert eojeol["deletions"] == []
+    assert eojeol["insertions"] == [{"hypothesis": "네", "count": 1}]
+    # the same alignment as the CER counts
+    totals = corpus_metrics(rows)
+    assert sum(e["count"] for e in characters["substitutions"]) == totals["substitutions"]
+    assert compute_metrics(rows, bootstrap=0)["top_errors"] == errors
+
+
+def test_top_errors_keep_the_most_frequent_with_stable_ties():
+    rows = rows_from([("가나다", "하나다"), ("가나다", "가나라"), ("가나다", "하나다")])
+    substitutions = top_errors(rows, top=1)["characters"]["substitutions"]
+    assert substitutions == [{"reference": "가", "hypothesis": "하", "count": 2}]
+    ties = top_errors(rows_from([("다가", "라하")]))["characters"]["substitutions"]
+    assert [e["reference"] for e in ties] == ["가", "다"]
+
+
+# --------------------------------------------------------------------- term variants
+
+
+def test_load_terms_reads_variant_sets(tmp_path):
+    terms_file = tmp_path / "terms.txt"
+    terms_file.write_text(
+        "CT|씨티|시티  # spoken forms\nMRI | 엠알아이\n고혈압\n\nX-ray|엑스레이|x ray\n씨티\n",
+        encoding="utf-8",
+    )
+    assert load_terms(terms_file) == [
+        ("ct", "씨티", "시티"),
+        ("mri", "엠알아이"),
+        ("고혈압",),
+        ("xray", "엑스레이"),  # "x ray" normalizes to the same spelling as X-ray
+    ]  # the last line's 씨티 is already in CT's set
+
+
+VARIANT_TERMS = [("ct", "씨티", "시티"), ("mri", "엠알아이"), ("고혈압",), ("혈압",)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ct 찍어 볼게요", {"ct": 1}),
+        ("씨티를 찍고 시티도 다시", {"ct": 2}),  # two spellings, one set
+        ("ct를 찍고 mri도", {"ct": 1, "mri": 1}),  # Hangul particle right after Latin
+        ("picture를 보세요", {}),  # not inside a Latin word
+        ("ct scan 결과", {"ct": 1}),  # spacing still separates Latin words
+        ("고혈압이 있어서 혈압이 높아요", {"고혈압": 1, "혈압": 1}),
+        ("엠알아이상 고 혈압", {"mri": 1, "고혈압": 1}),
+    ],
+)
+def test_count_terms_with_variants(text, expected):
+    assert count_terms(normalize_for_scoring(text), VARIANT_TERMS) == expected
+
+
+@pytest.mark.parametrize(
+    ("terms", "pairs", "occurrences", "hits", "most_missed"),
+    [
+        # any spelling recalls any other spelling of its set
+        (VARIANT_TERMS, [("CT 찍으세요", "씨티 찍으세요"), ("시티 결과", "CT 결과")], 2, 2, []),
+        # Latin is compared after scoring normalization: CT = ct = ＣＴ
+        (VARIANT_TERMS, [("CT 찍으세요", "ct 찍으세요"), ("MRI", "ＭＲＩ")], 2, 2, []),
+        # a miss is reported by the set's first spelling
+        (
+            VARIANT_TERMS,
+            [("씨티 찍으세요", "시 찍으세요"), ("MRI 보고", "엠알아이 보고")],
+            2,
+            1,
+            [{"term": "ct", "missed": 1, "occurrences": 1}],
+        ),
+        # overlapping variants: the longest spelling wins, so 컴퓨터단층촬영 counts once
+        (
+            [("컴퓨터단층촬영", "단층촬영"), ("촬영",)],
+            [("컴퓨터단층촬영 할게요", "단층 촬영 할게요"), ("촬영", "촬영")],
+            2,
+            2,
+            [],
+        ),
+        # a shorter term of another set inside a hypothesis spelling does not count for it
+        (
+            [("고혈압",), ("혈압", "블러드프레셔")],
+            [("혈압 재요", "고혈압 재요"), ("고혈압", "혈압")],
+            2,
+            0,
+            [
+                {"term": "고혈압", "missed": 1, "occurrences": 1},
+                {"term": "혈압", "missed": 1, "occurrences": 1},
+            ],
+        ),
+        # plain strings still work
+        (["고혈압", "당뇨"], [("고혈압 당뇨", "고혈압 당료")], 2, 1, None),
+    ],
+)
+def test_term_recall_with_variants(terms, pairs, occurrences, hits, most_missed):
+    result = term_recall(rows_from(pairs), terms)
+    assert (result["occurrences"], result["hits"]) == (occurrences, hits)
+    assert result["terms"] == len(terms)
+    assert result["recall"] == pytest.approx(hits / occurrences)
+    if most_missed is not None:
+        assert result["most_missed"] == most_missed
+
+
+def test_term_recall_without_occurrences_is_undefined():
+    result = term_recall(rows_from([("네 알겠습니다", "네")]), VARIANT_TERMS)
+    assert result["recall"] is None and result["occurrences"] == 0

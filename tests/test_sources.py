@@ -412,6 +412,7 @@ def test_jsonl_metadata_object_and_strict_fields(tmp_path):
     rejected = [(r.reason, r.origin.line) for r in records if isinstance(r, SourceRejection)]
     assert rejected == [("malformed_line", 4), ("missing_transcript", 5)]
 
+
 @pytest.mark.parametrize("parser", [read_scp, read_jsonl])
 def test_line_sources_that_are_not_files(tmp_path, parser):
     os.mkfifo(tmp_path / "source")

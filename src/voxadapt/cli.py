@@ -27,6 +27,7 @@ stages:
   train       projector-only QLoRA (or full projector) with CER-selected checkpoints
   transcribe  batched transcription of files, folders or manifests (JSONL / text / SRT)
   evaluate    transcribe a manifest and score it: CER/WER/sWER, CIs, term recall, report.html
+  score       score any system's hypotheses against a manifest (no model)
   export      merge the adapter: transformers checkpoint, or Mistral format for vLLM
 
 examples:
@@ -74,6 +75,18 @@ examples:
   voxadapt evaluate data/ko-med/test.jsonl --adapter runs/voxadapt/adapter --out runs/eval \\
       --terms configs/ko-medical-terms.txt --compare runs/eval-base/predictions.jsonl
   voxadapt evaluate data/ko-med/test.jsonl --adapter runs/voxadapt/adapter --out runs/eval --resume
+"""
+
+SCORE_EPILOG = """\
+HYPOTHESES: a predictions.jsonl (evaluate), the JSONL of transcribe (id + text), any JSONL with
+id and text or hypothesis, or a Kaldi-style text file (`id transcript` per line). Manifest rows
+without a hypothesis are scored as empty output and counted (missing_hypotheses); hypotheses
+with ids the manifest lacks are counted and listed, not scored.
+
+examples:
+  voxadapt score data/ko-med/test.jsonl vendor.jsonl --out runs/score-vendor
+  voxadapt score data/ko-med/test.jsonl whisper_text --out runs/score-whisper \\
+      --compare runs/eval/predictions.jsonl --terms configs/ko-medical-terms.txt
 """
 
 EXPORT_EPILOG = """\
@@ -212,6 +225,19 @@ def _evaluate_summary(result: Any) -> int:
     return 0
 
 
+def _score_summary(result: Any) -> int:
+    from voxadapt.report import format_metrics_summary
+
+    print(format_metrics_summary(result.metrics))
+    if result.missing:
+        print(f"\n{len(result.missing)} utterances had no hypothesis (scored as empty output)")
+    if result.unknown:
+        print(f"{len(result.unknown)} hypotheses had ids not in the manifest (not scored)")
+    report = f"\nreport:      {result.report}" if result.report else ""
+    print(f"\npredictions: {result.predictions}\nmetrics:     {result.metrics_path}{report}")
+    return 0
+
+
 def _export_summary(result: Any) -> int:
     print(f"exported ({result.format}) to {result.out_dir}:")
     for path in result.files:
@@ -292,6 +318,18 @@ COMMANDS = (
         "Evaluate a base model or an adapter on a manifest with references.",
         EVALUATE_EPILOG,
         _evaluate_summary,
+    ),
+    Command(
+        "score",
+        "score",
+        "ScoreConfig",
+        "score",
+        "score any system's hypotheses against a manifest (no model needed)",
+        "Score hypotheses from evaluate/transcribe, a vendor API or another toolkit against "
+        "a manifest's references: the same predictions.jsonl, metrics.json and report.html "
+        "as evaluate.",
+        SCORE_EPILOG,
+        _score_summary,
     ),
     Command(
         "export",

@@ -306,7 +306,8 @@ def add_config_arguments(
             groups[group_name] = target
         kind, many = _argument_type(annotation)
         help_text = item.metadata["help"] + _default_text(item)
-        if item.default is _MISSING and item.default_factory is _MISSING:
+        required = item.default is _MISSING and item.default_factory is _MISSING
+        if required and not item.metadata.get("positional"):
             help_text += " (required)"
         kwargs: dict[str, Any] = {"help": help_text.replace("%", "%%")}
         if item.metadata.get("choices"):

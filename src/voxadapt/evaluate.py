@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,10 +33,10 @@ from voxadapt.manifest import (
     atomic_write,
     check_output_dir,
     language_problem,
-    read_manifest,
 )
-from voxadapt.metrics import compute_metrics, load_terms, read_predictions, rescore, score_row
+from voxadapt.metrics import load_terms, read_predictions, rescore
 from voxadapt.model import DTYPES, QUANTIZATIONS, base_model_of, check_device
+from voxadapt.scoring import read_compare, read_references, scored_row, write_scored
 
 log = logging.getLogger(__name__)
 
@@ -136,31 +135,21 @@ class EvaluateResult:
     failed: list[dict[str, Any]] = field(default_factory=list)
 
 
-def prediction_row(item: AudioItem, result: Transcript | AudioError) -> dict[str, Any]:
-    """One predictions.jsonl (or failed.jsonl) line: manifest fields, reference, hypothesis,
-    scores and decoding flags."""
-    row = {**item.record, "id": item.id, "audio": item.audio, "duration": item.duration}
-    row.pop("raw_text", None)
-    reference = row.pop("text", "")
+def prediction_row(utterance: Utterance, result: Transcript | AudioError) -> dict[str, Any]:
+    """One predictions.jsonl (or failed.jsonl) line: the scored row with decoding flags."""
     if isinstance(result, AudioError):
-        row.update(reference=reference, error=result.reason, detail=result.detail)
-        return row
-    row.update(
-        reference=reference,
-        hypothesis=result.text,
-        **score_row(reference, result.text),
-        n_tokens=result.n_tokens,
-        truncated=result.truncated,
-        repetition_loop=result.repetition_loop,
-    )
+        row = scored_row(utterance, "")
+        for key in ("hypothesis", "hypothesis_normalized", "scores", "multi_reference"):
+            row.pop(key, None)
+        return {**row, "audio": utterance.audio, "error": result.reason, "detail": result.detail}
+    flags = {
+        "n_tokens": result.n_tokens,
+        "truncated": result.truncated,
+        "repetition_loop": result.repetition_loop,
+    }
     if result.language:
-        row["detected_language"] = result.language
-    return row
-
-
-def metadata_fields(utterances: list[Utterance]) -> list[str]:
-    """The fields results are broken down by: what the source provided, plus language."""
-    return sorted({"language", *(k for u in utterances for k in u.metadata)})
+        flags["detected_language"] = result.language
+    return scored_row(utterance, result.text, **flags)
 
 
 def _check_resumable(config: EvaluateConfig, out_dir: Path) -> None:
@@ -184,52 +173,15 @@ def _check_resumable(config: EvaluateConfig, out_dir: Path) -> None:
 
 
 def _read_utterances(config: EvaluateConfig) -> list[Utterance]:
-    """The manifest's records (first --limit), refusing what would make scores wrong."""
-    utterances = read_manifest(config.manifest)
-    if not utterances:
-        raise VoxadaptError(f"the manifest {config.manifest} is empty")
-    if config.limit:
-        utterances = utterances[: config.limit]
-    duplicates = [i for i, n in Counter(u.id for u in utterances).items() if n > 1]
-    if duplicates:
-        raise VoxadaptError(
-            f"{config.manifest}: {len(duplicates)} ids occur more than once (e.g. "
-            f"{duplicates[0]!r}); every row must have its own id to be scored"
-        )
+    """The manifest's records (first --limit); their languages checked for --language
+    manifest."""
+    utterances = read_references(config.manifest, config.limit)
     if config.decode.language == MANIFEST_LANGUAGE:
         for utterance in utterances:
             problem = language_problem(utterance.language)
             if problem:
                 raise VoxadaptError(f"{config.manifest}: utterance {utterance.id}: {problem}")
     return utterances
-
-
-def _read_compare(config: EvaluateConfig, wanted: set[str]) -> list[dict[str, Any]] | None:
-    """The --compare predictions, checked to be predictions of (some of) these utterances."""
-    if config.compare is None:
-        return None
-    try:
-        rows = read_predictions(config.compare)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--compare {config.compare}: {exc}") from None
-    rows = [r for r in rows if "hypothesis" in r and "reference" in r]
-    if not rows:
-        raise ConfigError(
-            f"--compare {config.compare} holds no predictions (rows with reference and "
-            "hypothesis): give another run's predictions.jsonl, not a manifest"
-        )
-    shared = wanted & {r.get("id") for r in rows}
-    if not shared:
-        raise ConfigError(f"--compare {config.compare} shares no utterance id with the manifest")
-    if len(shared) < len(wanted):
-        log.warning(
-            "--compare %s has predictions for %d of %d utterances: the comparison covers "
-            "only those",
-            config.compare,
-            len(shared),
-            len(wanted),
-        )
-    return rows
 
 
 def _prepare_output(config: EvaluateConfig) -> tuple[Path, list[dict[str, Any]]]:
@@ -259,6 +211,7 @@ def _decode(config: EvaluateConfig, todo: list[Utterance], predictions: Path) ->
         dtype=config.dtype,
     )
     items = [AudioItem.from_utterance(u) for u in todo]
+    by_id = {u.id: u for u in todo}
     store = FeatureStore(config.cache, transcriber.spec) if config.cache else None
     source = FeatureSource(items, transcriber.spec, store=store)
     failed: list[dict[str, Any]] = []
@@ -268,7 +221,7 @@ def _decode(config: EvaluateConfig, todo: list[Utterance], predictions: Path) ->
     ):
         for batch in transcriber.transcribe(items, config.decode, source, progress.token):
             for item, result in batch:
-                row = prediction_row(item, result)
+                row = prediction_row(by_id[item.id], result)
                 if isinstance(result, AudioError):
                     failed.append(row)
                 else:
@@ -284,7 +237,7 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     config = replace(config, model=base_model_of(config.model, config.adapter))
     utterances = _read_utterances(config)
     wanted = {u.id for u in utterances}
-    compare_rows = _read_compare(config, wanted)
+    compare_rows = read_compare(config.compare, wanted)
     terms = load_terms(config.terms) if config.terms else None
     out_dir, done_rows = _prepare_output(config)
     predictions = out_dir / PREDICTIONS
@@ -301,26 +254,21 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
         log.warning("%d utterances could not be read; see %s", len(failed), "failed.jsonl")
 
     rows = [row for row in rescore(read_predictions(predictions)) if row["id"] in wanted]
-    metrics = compute_metrics(
+    extra = {
+        "failed": len(failed),
+        "model": str(config.model),
+        "adapter": str(config.adapter) if config.adapter else None,
+        "decode": to_jsonable(config.decode),
+    }
+    metrics, metrics_path, report_path = write_scored(
+        out_dir,
         rows,
-        fields=metadata_fields(utterances),
+        utterances,
         terms=terms,
         compare_rows=compare_rows,
         bootstrap=config.bootstrap,
         seed=config.seed,
+        report=config.report,
+        extra=extra,
     )
-    if compare_rows is not None:
-        metrics["compare"]["missing_in_other"] = len(wanted - {r.get("id") for r in compare_rows})
-    metrics["failed"] = len(failed)
-    metrics["model"] = str(config.model)
-    metrics["adapter"] = str(config.adapter) if config.adapter else None
-    metrics["decode"] = to_jsonable(config.decode)
-    metrics_path = out_dir / "metrics.json"
-    with atomic_write(metrics_path) as handle:
-        json.dump(metrics, handle, indent=2, ensure_ascii=False)
-    report_path = None
-    if config.report:
-        from voxadapt.report import write_report
-
-        report_path = write_report(out_dir / "report.html", metrics, rows)
     return EvaluateResult(metrics, predictions, metrics_path, report_path, len(todo), failed)

@@ -33,6 +33,9 @@ class Utterance:
     speaker: str | None = None
     language: str = "ko"
     label_duration: float | None = None  # seconds, as the source's label claimed
+    # Dual transcriptions `(A)/(B)`: the text as pieces, fixed text or [spelling,
+    # pronunciation] per span, so scoring can rebuild every reference (references.py).
+    text_variants: list[Any] | None = None
     # Everything else the source provided (role, gender, age, region...): the fields that
     # evaluation breaks results down by.
     metadata: dict[str, Any] = field(default_factory=dict)

@@ -29,7 +29,13 @@ from voxadapt.manifest import (
     write_jsonl,
 )
 from voxadapt.sources import FORMATS, PARSERS, SourceItem, SourceRejection
-from voxadapt.text import TEXT_MODES, TextOptions, TranscriptError, normalize_transcript
+from voxadapt.text import (
+    TEXT_MODES,
+    TextOptions,
+    TranscriptError,
+    normalize_transcript,
+    transcript_variants,
+)
 
 log = logging.getLogger(__name__)
 
@@ -460,6 +466,7 @@ def _build_utterances(
             speaker=item.speaker,
             language=item.language or config.language,
             label_duration=item.label_duration,
+            text_variants=transcript_variants(item.raw_text, config.text_options),
             metadata=dict(item.metadata),
         )
         for utt_id, (item, probe) in zip(ids, passed)

@@ -101,7 +101,12 @@ def format_prepare_summary(stats: dict[str, Any]) -> str:
 
 
 def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.2f}%"
+    """A rate as a percentage; 'n/a' for an undefined rate (no reference characters)."""
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def _points(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:+.2f} points"
 
 
 def format_metrics_summary(metrics: dict[str, Any]) -> str:
@@ -110,7 +115,9 @@ def format_metrics_summary(metrics: dict[str, Any]) -> str:
     for key, name in (
         ("cer", "CER (no spaces)"),
         ("cer_spaces", "CER (with spaces)"),
+        ("cer_multi_reference", "CER, multi-reference"),
         ("wer", "WER (eojeol)"),
+        ("wer_multi_reference", "WER, multi-reference"),
         ("swer", "sWER (space-normalized)"),
         ("ser", "sentence error rate"),
         ("macro_cer", "macro CER (mean per utt.)"),
@@ -128,21 +135,21 @@ def format_metrics_summary(metrics: dict[str, Any]) -> str:
         format_table(rows, ("metric", "value", "95% CI (speakers)")),
     ]
     recall = metrics.get("term_recall")
-    if recall and recall.get("recall") is not None:
+    if recall:
         parts.append(
-            f"medical term recall {_pct(recall['recall'])} "
-            f"({recall['hits']}/{recall['occurrences']} occurrences of {recall['terms']} terms)"
+            f"medical term recall {_pct(recall.get('recall'))} ({recall.get('hits', 0)}/"
+            f"{recall.get('occurrences', 0)} occurrences of {recall.get('terms', 0)} terms)"
         )
     compare = metrics.get("compare")
     if compare:
-        ci = compare.get("ci")
-        ci_text = ""
-        if ci:
-            ci_text = f", 95% CI [{_pct(ci[0])}, {_pct(ci[1])}], p={compare['p_value']:.3f}"
+        ci, p_value = compare.get("ci"), compare.get("p_value")
+        ci_text = f", 95% CI [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else ""
+        if p_value is not None:
+            ci_text += f", p={p_value:.3f}"
         parts.append(
-            f"vs --compare: CER {_pct(compare['this'])} vs {_pct(compare['other'])}, "
-            f"Δ {100 * compare['delta']:+.2f} points{ci_text} "
-            f"on {compare['utterances']} shared utterances"
+            f"vs --compare: CER {_pct(compare.get('this'))} vs {_pct(compare.get('other'))}, "
+            f"Δ {_points(compare.get('delta'))}{ci_text} "
+            f"on {compare.get('utterances', 0)} shared utterances"
         )
     return "\n\n".join(parts)
 
@@ -158,15 +165,18 @@ def _svg(figure) -> str:
 
 
 def plot_cer_by_duration(by_duration: dict[str, dict[str, Any]]) -> str:
-    """Bar chart of CER per duration bucket (utterance counts on the bars), as inline SVG."""
-    labels = list(by_duration)
-    cers = [100 * by_duration[label]["cer"] for label in labels]
-    counts = [by_duration[label]["utterances"] for label in labels]
+    """Bar chart of CER per duration bucket, shortest first (utterance counts on the bars;
+    an empty bar marked n/a where the bucket's references are empty), as inline SVG."""
+    from voxadapt.metrics import group_order
+
+    labels = sorted(by_duration, key=group_order)
+    rates = [by_duration[label].get("cer") for label in labels]
+    counts = [by_duration[label].get("utterances", 0) for label in labels]
     figure, axes = plt.subplots(figsize=(7, 3.2), dpi=100)
-    bars = axes.bar(labels, cers, color="#3b75af")
-    for bar, count in zip(bars, counts, strict=True):
+    bars = axes.bar(labels, [0.0 if r is None else 100 * r for r in rates], color="#3b75af")
+    for bar, count, rate in zip(bars, counts, rates, strict=True):
         axes.annotate(
-            f"n={count}",
+            f"n={count}" if rate is not None else f"n={count}, n/a",
             (bar.get_x() + bar.get_width() / 2, bar.get_height()),
             ha="center",
             va="bottom",
@@ -221,14 +231,82 @@ def _alignment_html(reference: str, hypothesis: str) -> tuple[str, str]:
     return "".join(ref_html), "".join(hyp_html)
 
 
+def _top_errors_html(top_errors: dict[str, dict[str, list]]) -> list[str]:
+    """One table per level (characters, eojeol): substitutions, deletions and insertions
+    side by side, most frequent first."""
+    from itertools import zip_longest
+
+    parts = []
+    for level, title in (("characters", "Characters"), ("eojeol", "Eojeol (words)")):
+        errors = top_errors.get(level) or {}
+        columns = [
+            [
+                (f"{e['reference']} → {e['hypothesis']}", e["count"])
+                for e in errors.get("substitutions", [])
+            ],
+            [(e["reference"], e["count"]) for e in errors.get("deletions", [])],
+            [(e["hypothesis"], e["count"]) for e in errors.get("insertions", [])],
+        ]
+        cells = [
+            [str(value) for entry in line for value in entry]
+            for line in zip_longest(*columns, fillvalue=("", ""))
+        ]
+        if cells:
+            parts.append(f"<h3>{title}</h3>")
+            parts.append(
+                _table(["substitution (ref → hyp)", "n", "deletion", "n", "insertion", "n"], cells)
+            )
+    return ["<h2>Most frequent errors</h2>", *parts] if parts else []
+
+
+def _multi_reference_html(metrics: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """What the multi-reference numbers mean, and the rows whose reference changed."""
+    count = metrics.get("multi_reference_utterances") or 0
+    if not count:
+        return []
+    changed = [
+        row
+        for row in rows
+        if (row.get("multi_reference") or {}).get("reference_normalized")
+        not in (None, row.get("reference_normalized"))
+    ][:25]
+    parts = [
+        "<h2>Multi-reference scoring</h2>",
+        f"<p>{count} references carry dual transcriptions such as <code>(70%)/(칠십 퍼센트)"
+        "</code>. <b>CER</b> scores against the training text (one form per span, "
+        "comparable with published results); <b>CER, multi-reference</b> scores each "
+        f"utterance against the closest form the label allows, chosen per span: "
+        f"{_pct(metrics.get('cer'))} vs {_pct(metrics.get('cer_multi_reference'))}. The "
+        "difference is what the model is charged for saying a number or unit the other "
+        "correct way.</p>",
+    ]
+    if changed:
+        parts.append(
+            _table(
+                ["id", "training-text reference", "closest reference", "hypothesis"],
+                [
+                    [
+                        str(r["id"]),
+                        r["reference_normalized"],
+                        r["multi_reference"]["reference_normalized"],
+                        r["hypothesis_normalized"],
+                    ]
+                    for r in changed
+                ],
+            )
+        )
+    return parts
+
+
 def write_report(
     path: Path, metrics: dict[str, Any], rows: list[dict[str, Any]], *, worst: int = 25
 ) -> Path:
     """One self-contained HTML page: headline table, breakdowns, CER-by-duration plot,
-    term recall, and the worst utterances with colored alignments. No network assets."""
+    most frequent errors, term recall, and the worst utterances with colored alignments.
+    No network assets."""
     from html import escape
 
-    from voxadapt.metrics import EditCounts
+    from voxadapt.metrics import EditCounts, group_order
 
     parts = [
         "<!DOCTYPE html><html lang='ko'><head><meta charset='utf-8'>",
@@ -239,6 +317,7 @@ def write_report(
         f"{escape(str(metrics.get('scoring_normalization')))}</p>",
         "<h2>Headline</h2>",
         f"<pre>{escape(format_metrics_summary(metrics))}</pre>",
+        *_multi_reference_html(metrics, rows),
     ]
     breakdown = metrics.get("breakdowns", {})
     if breakdown.get("duration"):
@@ -251,17 +330,18 @@ def write_report(
                 [
                     [
                         value,
-                        str(m["utterances"]),
-                        _pct(m["cer"]),
-                        _pct(m["wer"]),
-                        _pct(m["swer"]),
-                        _pct(m["ser"]),
-                        _pct(m["insertion_rate"]),
+                        str(m.get("utterances", 0)),
+                        _pct(m.get("cer")),
+                        _pct(m.get("wer")),
+                        _pct(m.get("swer")),
+                        _pct(m.get("ser")),
+                        _pct(m.get("insertion_rate")),
                     ]
-                    for value, m in groups.items()
+                    for value, m in sorted(groups.items(), key=lambda item: group_order(item[0]))
                 ],
             )
         )
+    parts += _top_errors_html(metrics.get("top_errors") or {})
     recall = metrics.get("term_recall")
     if recall and recall.get("most_missed"):
         parts.append("<h2>Most-missed medical terms</h2>")
@@ -277,6 +357,9 @@ def write_report(
 
     def badness(row: dict[str, Any]) -> tuple[int, float]:
         counts = EditCounts(**row["scores"]["cer"])
+        # an empty reference has no rate: rank its insertions above any finite rate
+        if counts.rate is None:
+            return counts.errors, float("inf") if counts.errors else 0.0
         return counts.errors, counts.rate
 
     parts.append(

@@ -118,7 +118,7 @@ def normalize_transcript(raw_text: str, options: TextOptions | None = None) -> s
 
 # Private-use characters stand for dual spans while the rest of a transcript is normalized.
 _SPAN_MARK = 0xF0000  # plane 15 private use: never in real transcripts (removed first)
-_SPAN_MARKS = re.compile("([\U000F0000-\U000FFFFD])")
+_SPAN_MARKS = re.compile("([\U000f0000-\U000ffffd])")
 
 
 def transcript_variants(

@@ -161,8 +161,14 @@ def _add_audio_file(
 
 
 def transcript_row(item: AudioItem, result: Transcript | AudioError) -> dict[str, Any]:
-    """The output record of one item: its manifest fields plus the transcript and flags."""
-    row = {**item.record, "id": item.id, "audio": item.audio, "duration": item.duration}
+    """The output record of one item: its manifest fields plus the transcript (`text`) and
+    flags. A manifest's own transcript is kept as `reference` (and `reference_raw_text`),
+    never mixed with the hypothesis."""
+    record = dict(item.record)
+    if "text" in record:
+        record["reference"] = record.pop("text")
+        record["reference_raw_text"] = record.pop("raw_text", None)
+    row = {**record, "id": item.id, "audio": item.audio, "duration": item.duration}
     if isinstance(result, AudioError):
         row.update(text=None, error=result.reason, detail=result.detail)
         return row

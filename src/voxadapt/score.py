@@ -1,0 +1,114 @@
+"""The score stage: score any system's hypotheses against a manifest, without a model.
+
+Hypotheses come from `evaluate`/`transcribe`, a vendor API, Whisper, last month's model: a
+predictions.jsonl, any JSONL with `id` and `text`/`hypothesis`, or a Kaldi `text` file. The
+rows, metrics.json and report.html are those `evaluate` writes (one scoring path).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from voxadapt.config import Config, option, save_config
+from voxadapt.manifest import Utterance, atomic_write, check_output_dir
+from voxadapt.metrics import load_terms
+from voxadapt.scoring import read_hypotheses, read_references, scored_row, write_scored
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreConfig(Config):
+    """Options of `voxadapt score`."""
+
+    manifest: Path = option(
+        help="JSONL with references (from `voxadapt prepare`)", positional=True,
+        metavar="MANIFEST",
+    )  # fmt: skip
+    hypotheses: Path = option(
+        help="predictions.jsonl, JSONL with id + text/hypothesis, or a Kaldi text file",
+        positional=True, metavar="HYPOTHESES",
+    )  # fmt: skip
+    out_dir: Path = option(help="output folder", flag="--out", metavar="DIR")
+    terms: Path | None = option(
+        None, help="medical terms (variants as CT|씨티) for term recall", metavar="FILE"
+    )
+    compare: Path | None = option(
+        None, help="another system's hypotheses (same formats): paired bootstrap of the CER "
+        "difference", metavar="HYPOTHESES",
+    )  # fmt: skip
+    bootstrap: int = option(1000, help="bootstrap resamples for 95% CIs (0 = off)")
+    seed: int = option(0, help="bootstrap seed")
+    report: bool = option(True, help="write report.html")
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        for name in ("manifest", "hypotheses", "terms", "compare"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                found.append(f"{name} file {path} does not exist")
+        if self.bootstrap < 0:
+            found.append("bootstrap must be >= 0")
+        return found
+
+
+@dataclass
+class ScoreResult:
+    metrics: dict[str, Any]
+    predictions: Path
+    metrics_path: Path
+    report: Path | None
+    missing: list[str]  # manifest ids without a hypothesis (scored as empty output)
+    unknown: list[str]  # hypothesis ids not in the manifest (not scored)
+
+
+def score_hypotheses(
+    utterances: list[Utterance], hypotheses: dict[str, str | None]
+) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """Scored rows for every manifest utterance (a missing or failed hypothesis counts as
+    empty output), plus the missing ids and the ids the manifest does not know."""
+    wanted = {u.id for u in utterances}
+    missing = [u.id for u in utterances if hypotheses.get(u.id) is None]
+    unknown = sorted(set(hypotheses) - wanted)
+    rows = [
+        scored_row(u, hypotheses.get(u.id) or "", missing_hypothesis=hypotheses.get(u.id) is None)
+        for u in utterances
+    ]
+    return rows, missing, unknown
+
+
+def score(config: ScoreConfig) -> ScoreResult:
+    """Score `config.hypotheses` (and `config.compare`) against `config.manifest`."""
+    out_dir = check_output_dir(config.out_dir)
+    utterances = read_references(config.manifest)
+    rows, missing, unknown = score_hypotheses(utterances, read_hypotheses(config.hypotheses))
+    if missing:
+        log.warning("%d of %d utterances have no hypothesis (e.g. %s): scored as empty output",
+                    len(missing), len(utterances), missing[0])  # fmt: skip
+    if unknown:
+        log.warning("%d hypotheses have ids the manifest does not know (e.g. %s): not scored",
+                    len(unknown), unknown[0])  # fmt: skip
+    compare_rows = None
+    if config.compare is not None:
+        compare_rows, _, _ = score_hypotheses(utterances, read_hypotheses(config.compare))
+    terms = load_terms(config.terms) if config.terms else None
+    predictions = out_dir / "predictions.jsonl"
+    with atomic_write(predictions) as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    extra = {
+        "hypotheses": str(config.hypotheses),
+        "missing_hypotheses": len(missing),
+        "unknown_hypotheses": len(unknown),
+        "unknown_hypothesis_ids": unknown[:20],
+    }
+    metrics, metrics_path, report_path = write_scored(
+        out_dir, rows, utterances, terms=terms, compare_rows=compare_rows,
+        bootstrap=config.bootstrap, seed=config.seed, report=config.report, extra=extra,
+    )  # fmt: skip
+    save_config(config, out_dir / "score_config.yaml")
+    return ScoreResult(metrics, predictions, metrics_path, report_path, missing, unknown)

@@ -1,0 +1,159 @@
+"""`voxadapt score` and multi-reference scoring: any system's hypotheses, no model."""
+
+import itertools
+import json
+
+import pytest
+from rapidfuzz.distance import Levenshtein
+
+from voxadapt.cli import main
+from voxadapt.errors import ConfigError
+from voxadapt.manifest import Utterance, read_manifest, write_jsonl
+from voxadapt.metrics import corpus_metrics, score_row
+from voxadapt.prepare import PrepareConfig, prepare
+from voxadapt.references import closest_reference, rebuild
+from voxadapt.score import ScoreConfig, score
+from voxadapt.text import normalize_for_scoring, transcript_variants
+
+DUAL = "체온이 (38.5도)/(삼십팔 점 오 도)고 통증은 (70%)/(칠십 퍼센트) 줄었어요"
+
+
+@pytest.mark.parametrize(
+    ("hypothesis", "choices"),
+    [
+        ("체온이 38.5도고 통증은 70% 줄었어요", [0, 0]),
+        ("체온이 삼십팔 점 오 도고 통증은 칠십 퍼센트 줄었어요", [1, 1]),
+        ("체온이 38.5도고 통증은 칠십 퍼센트 줄었어요", [0, 1]),  # mixed, per span
+        ("체온이 삼십팔 점 오 도고 통증은 70% 줄었어요", [1, 0]),
+    ],
+)
+def test_a_per_span_mixed_hypothesis_scores_zero(hypothesis, choices):
+    variants = transcript_variants(DUAL)
+    row = score_row(normalize_transcript_spelling(DUAL), hypothesis, variants=variants)
+    multi = row["multi_reference"]
+    assert multi["choices"] == choices
+    assert multi["scores"]["cer"]["substitutions"] == 0
+    assert sum(multi["scores"]["cer"][k] for k in ("deletions", "insertions")) == 0
+    assert sum(multi["scores"]["wer"][k] for k in ("substitutions", "deletions", "insertions")) == 0
+    metrics = corpus_metrics([row])
+    assert metrics["cer_multi_reference"] == 0.0
+    assert metrics["cer"] > 0 or choices == [0, 0]  # single reference: the spelling only
+
+
+def normalize_transcript_spelling(raw):
+    from voxadapt.text import normalize_transcript
+
+    return normalize_transcript(raw)
+
+
+def test_lattice_search_equals_brute_force_enumeration():
+    import random
+
+    generator = random.Random(7)
+
+    def text(length):
+        return "".join(generator.choice("가나다 라") for _ in range(generator.randint(0, length)))
+
+    for _ in range(300):
+        variants = [text(4), [text(3), text(4)], text(3), [text(2), text(5)], text(2)]
+        hypothesis = normalize_for_scoring(text(12))
+        compact = "".join(hypothesis.split())
+        best = min(
+            Levenshtein.distance("".join(normalize_for_scoring(rebuild(variants, c)).split()),
+                                 compact)
+            for c in itertools.product((0, 1), repeat=2)
+        )  # fmt: skip
+        found = closest_reference(variants, hypothesis)
+        assert found.distance == best
+        assert Levenshtein.distance("".join(found.text.split()), compact) == best
+
+
+def test_prepare_keeps_the_dual_forms(assets, tmp_path):
+    result = prepare(PrepareConfig(assets / "aihub", "aihub", tmp_path / "out"))
+    by_id = {u.id: u for u in read_manifest(result.manifests["train"])}
+    doctor = by_id["D0001_0001"]
+    assert doctor.text == "통증이 70% 정도 줄었나요?"
+    assert doctor.text_variants == ["통증이 ", ["70%", "칠십 퍼센트"], " 정도 줄었나요?"]
+    assert all(u.text_variants is None for i, u in by_id.items() if "(" not in u.raw_text)
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    rows = [
+        Utterance("u1", "/a/1.wav", normalize_transcript_spelling(DUAL), DUAL, 4.0, 16000, 1,
+                  speaker="s1", text_variants=transcript_variants(DUAL)),
+        Utterance("u2", "/a/2.wav", "혈압을 재겠습니다", "혈압을 재겠습니다", 3.0, 16000, 1,
+                  speaker="s2"),
+        Utterance("u3", "/a/3.wav", "숨을 크게 쉬세요", "숨을 크게 쉬세요", 3.0, 16000, 1,
+                  speaker="s3"),
+    ]  # fmt: skip
+    path = tmp_path / "test.jsonl"
+    write_jsonl(path, rows)
+    return path
+
+
+HYPOTHESES = {
+    "u1": "체온이 삼십팔 점 오 도고 통증은 70% 줄었어요",
+    "u2": "혈압을 재겠습니다",
+    "x9": "모르는 발화",  # not in the manifest; u3 has no hypothesis
+}
+
+
+def write_formats(tmp_path):
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text(
+        "".join(json.dumps({"id": k, "hypothesis": v, "reference": "?"}, ensure_ascii=False)
+                + "\n" for k, v in HYPOTHESES.items()),
+        encoding="utf-8",
+    )  # fmt: skip
+    transcribed = tmp_path / "transcribed.jsonl"
+    transcribed.write_text(
+        "".join(json.dumps({"id": k, "text": v}, ensure_ascii=False) + "\n"
+                for k, v in HYPOTHESES.items()),
+        encoding="utf-8",
+    )  # fmt: skip
+    kaldi = tmp_path / "text"
+    kaldi.write_text("".join(f"{k} {v}\n" for k, v in HYPOTHESES.items()), encoding="utf-8")
+    return {"predictions": predictions, "jsonl": transcribed, "kaldi": kaldi}
+
+
+def test_score_reads_three_formats_alike(manifest, tmp_path):
+    results = {
+        name: score(ScoreConfig(manifest, path, tmp_path / name, bootstrap=50))
+        for name, path in write_formats(tmp_path).items()
+    }
+    metrics = [r.metrics for r in results.values()]
+    assert all(m["cer"] == metrics[0]["cer"] for m in metrics)
+    first = results["kaldi"]
+    assert first.missing == ["u3"] and first.unknown == ["x9"]
+    assert first.metrics["missing_hypotheses"] == 1 and first.metrics["unknown_hypotheses"] == 1
+    rows = [json.loads(x) for x in first.predictions.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["u1", "u2", "u3"]
+    u3 = rows[2]
+    assert u3["hypothesis"] == "" and u3["missing_hypothesis"] is True
+    assert u3["scores"]["cer"]["deletions"] == len("숨을크게쉬세요")  # empty output, counted
+    assert first.metrics["cer_multi_reference"] < first.metrics["cer"]
+    assert rows[0]["multi_reference"]["choices"] == [1, 0]
+    assert first.report is not None and "multi" in first.report.read_text().lower()
+
+
+def test_score_compare_and_bad_hypotheses(manifest, tmp_path):
+    files = write_formats(tmp_path)
+    result = score(ScoreConfig(manifest, files["kaldi"], tmp_path / "o", compare=files["jsonl"],
+                               bootstrap=50))  # fmt: skip
+    assert result.metrics["compare"]["delta"] == 0.0
+    twice = tmp_path / "twice"
+    twice.write_text("u1 하나\nu1 둘\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="occurs twice"):
+        score(ScoreConfig(manifest, twice, tmp_path / "t"))
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        score(ScoreConfig(manifest, binary, tmp_path / "b"))
+
+
+def test_score_cli(manifest, tmp_path, capsys):
+    files = write_formats(tmp_path)
+    assert main(["score", str(manifest), str(files["kaldi"]), "--out", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert "1 utterances had no hypothesis" in out and "metrics:" in out
