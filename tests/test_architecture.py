@@ -9,9 +9,24 @@ PACKAGE = Path(__file__).parents[1] / "src" / "voxadapt"
 STAGES = {"prepare", "cache", "train", "transcribe", "evaluate", "score", "export", "demo"}
 COMPOSERS = {"demo", "cli"}  # compose stages by design
 LIBRARY = {
-    "audio", "text", "sources", "manifest", "features", "data", "model", "decoding",
-    "metrics", "references", "scoring", "report", "config", "errors", "tiny",
-}  # fmt: skip
+    "audio",
+    "text",
+    "sources",
+    "manifest",
+    "features",
+    "data",
+    "model",
+    "decoding",
+    "metrics",
+    "references",
+    "scoring",
+    "report",
+    "config",
+    "errors",
+    "tiny",
+    "augment",
+    "trackers",
+}
 
 
 def voxadapt_imports(path: Path) -> set[str]:

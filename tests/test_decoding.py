@@ -228,3 +228,22 @@ def test_progress_is_reported_per_generated_token(tiny_model, clips):
         transcriber.transcribe(items, options, on_token=lambda: steps.append(1))
     )
     assert len(steps) == transcript.n_tokens == 8
+
+
+def test_transcribing_a_manifest_keeps_the_reference_apart(tiny_model, sample_manifest, tmp_path):
+    out = tmp_path / "out.jsonl"
+    transcribe(
+        TranscribeConfig(
+            inputs=[sample_manifest],
+            model=str(tiny_model),
+            out=out,
+            quantization="none",
+            decode=DecodeOptions(num_workers=0, **FIXED),
+        )
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    manifest = {json.loads(line)["id"]: json.loads(line) for line in sample_manifest.open()}
+    for row in rows:
+        assert row["reference"] == manifest[row["id"]]["text"]
+        assert row["reference_raw_text"] == manifest[row["id"]]["raw_text"]
+        assert "raw_text" not in row and row["text"] != row["reference"]

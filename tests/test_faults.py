@@ -199,9 +199,7 @@ def test_train(name, tiny_model, clip_manifest, tmp_path):
     def train_steps() -> int:
         log = out / "log.jsonl"
         return (
-            sum('"train_loss"' in line for line in log.read_text().splitlines())
-            if (log.exists())
-            else 0
+            sum('"loss"' in line for line in log.read_text().splitlines()) if (log.exists()) else 0
         )
 
     result = interrupt(command, train_steps, at, signum)
@@ -213,7 +211,7 @@ def test_train(name, tiny_model, clip_manifest, tmp_path):
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if "train_loss" in r] == list(range(1, 11))
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 11))
     assert [r["step"] for r in records if "eval_cer" in r] == [2, 4, 6, 8, 10]
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["step"] == 10 and state["log_history"] == records

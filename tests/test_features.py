@@ -239,3 +239,59 @@ def test_compact_codec_is_smaller_than_fp16(tmp_path, spec, speech):
     compact = write_shard(tmp_path / "c", spec, [("k", features)], "compact")
     fp16 = write_shard(tmp_path / "f", spec, [("k", features)], "fp16")
     assert compact.stat().st_size < 0.6 * fp16.stat().st_size
+
+
+@pytest.mark.parametrize("speed", [0.9, 1.1])
+def test_speed_perturbed_entries_equal_the_processor_on_sped_audio(
+    speed, processor, spec, tiny_model, sample_manifest, tmp_path
+):
+    """A cache entry at factor f equals the processor's features of the clip sped up by f
+    (soxr HQ resampling to 16000 / f Hz, taken as 16 kHz: what `sox ... speed f` does)."""
+    import soxr
+
+    from voxadapt.cache import CacheConfig, build_cache
+
+    result = build_cache(
+        CacheConfig([sample_manifest], str(tiny_model), tmp_path / "c", jobs=1, speed=[1.0, speed])
+    )
+    utterances = read_manifest(sample_manifest)
+    assert result.computed == 2 * len(utterances) and result.speeds == (1.0, speed)
+    store = FeatureStore(tmp_path / "c", spec)
+    utterance = utterances[0]
+    samples, rate = sf.read(utterance.audio, dtype="float32")
+    sped = tmp_path / "sped.wav"
+    sf.write(sped, soxr.resample(samples, rate, rate / speed, quality="HQ"), 16000, subtype="FLOAT")
+    reference = processor.apply_transcription_request(
+        audio=str(sped), model_id="voxtral", language="ko"
+    )["input_features"]
+    cached = store.get(utterance_key(utterance, spec, speed))
+    assert float((cached.expand(spec) - reference).abs().max()) <= 1e-3
+    plain = store.get(utterance_key(utterance, spec))
+    assert abs(cached.frames.shape[1] - plain.frames.shape[1] / speed) <= 2  # 1/f as long
+    again = build_cache(
+        CacheConfig([sample_manifest], str(tiny_model), tmp_path / "c", jobs=1, speed=[1.0, speed])
+    )
+    assert again.computed == 0 and again.reused == 2 * len(utterances)
+
+
+def test_speed_factors_parse_from_a_comma_list(tmp_path):
+    from voxadapt.cache import CacheConfig
+    from voxadapt.config import build_config
+    from voxadapt.errors import ConfigError
+
+    config = build_config(
+        CacheConfig,
+        manifests=[str(tmp_path)],
+        model="m",
+        out_dir=str(tmp_path),
+        speed=["0.9,1.0,1.1"],
+    )
+    assert config.speed == [0.9, 1.0, 1.1]
+    with pytest.raises(ConfigError, match="speed factors"):
+        build_config(
+            CacheConfig,
+            manifests=[str(tmp_path)],
+            model="m",
+            out_dir=str(tmp_path),
+            speed=["0.9,0.9"],
+        )

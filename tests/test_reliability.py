@@ -234,9 +234,9 @@ def test_nan_loss_stops_training_and_keeps_the_good_adapter(
     calls = {"n": 0}
     real_loss = train_module.label_positions_loss
 
-    def loss_that_turns_nan(model, batch):  # the data going bad at the third micro-batch
+    def loss_that_turns_nan(model, batch, **kwargs):  # the data going bad at micro-batch 3
         calls["n"] += 1
-        loss = real_loss(model, batch)
+        loss = real_loss(model, batch, **kwargs)
         return loss * float("nan") if calls["n"] == 3 else loss
 
     monkeypatch.setattr(train_module, "label_positions_loss", loss_that_turns_nan)

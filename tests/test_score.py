@@ -59,10 +59,11 @@ def test_lattice_search_equals_brute_force_enumeration():
         hypothesis = normalize_for_scoring(text(12))
         compact = "".join(hypothesis.split())
         best = min(
-            Levenshtein.distance("".join(normalize_for_scoring(rebuild(variants, c)).split()),
-                                 compact)
+            Levenshtein.distance(
+                "".join(normalize_for_scoring(rebuild(variants, c)).split()), compact
+            )
             for c in itertools.product((0, 1), repeat=2)
-        )  # fmt: skip
+        )
         found = closest_reference(variants, hypothesis)
         assert found.distance == best
         assert Levenshtein.distance("".join(found.text.split()), compact) == best
@@ -80,13 +81,24 @@ def test_prepare_keeps_the_dual_forms(assets, tmp_path):
 @pytest.fixture
 def manifest(tmp_path):
     rows = [
-        Utterance("u1", "/a/1.wav", normalize_transcript_spelling(DUAL), DUAL, 4.0, 16000, 1,
-                  speaker="s1", text_variants=transcript_variants(DUAL)),
-        Utterance("u2", "/a/2.wav", "혈압을 재겠습니다", "혈압을 재겠습니다", 3.0, 16000, 1,
-                  speaker="s2"),
-        Utterance("u3", "/a/3.wav", "숨을 크게 쉬세요", "숨을 크게 쉬세요", 3.0, 16000, 1,
-                  speaker="s3"),
-    ]  # fmt: skip
+        Utterance(
+            "u1",
+            "/a/1.wav",
+            normalize_transcript_spelling(DUAL),
+            DUAL,
+            4.0,
+            16000,
+            1,
+            speaker="s1",
+            text_variants=transcript_variants(DUAL),
+        ),
+        Utterance(
+            "u2", "/a/2.wav", "혈압을 재겠습니다", "혈압을 재겠습니다", 3.0, 16000, 1, speaker="s2"
+        ),
+        Utterance(
+            "u3", "/a/3.wav", "숨을 크게 쉬세요", "숨을 크게 쉬세요", 3.0, 16000, 1, speaker="s3"
+        ),
+    ]
     path = tmp_path / "test.jsonl"
     write_jsonl(path, rows)
     return path
@@ -102,16 +114,20 @@ HYPOTHESES = {
 def write_formats(tmp_path):
     predictions = tmp_path / "predictions.jsonl"
     predictions.write_text(
-        "".join(json.dumps({"id": k, "hypothesis": v, "reference": "?"}, ensure_ascii=False)
-                + "\n" for k, v in HYPOTHESES.items()),
+        "".join(
+            json.dumps({"id": k, "hypothesis": v, "reference": "?"}, ensure_ascii=False) + "\n"
+            for k, v in HYPOTHESES.items()
+        ),
         encoding="utf-8",
-    )  # fmt: skip
+    )
     transcribed = tmp_path / "transcribed.jsonl"
     transcribed.write_text(
-        "".join(json.dumps({"id": k, "text": v}, ensure_ascii=False) + "\n"
-                for k, v in HYPOTHESES.items()),
+        "".join(
+            json.dumps({"id": k, "text": v}, ensure_ascii=False) + "\n"
+            for k, v in HYPOTHESES.items()
+        ),
         encoding="utf-8",
-    )  # fmt: skip
+    )
     kaldi = tmp_path / "text"
     kaldi.write_text("".join(f"{k} {v}\n" for k, v in HYPOTHESES.items()), encoding="utf-8")
     return {"predictions": predictions, "jsonl": transcribed, "kaldi": kaldi}
@@ -139,8 +155,9 @@ def test_score_reads_three_formats_alike(manifest, tmp_path):
 
 def test_score_compare_and_bad_hypotheses(manifest, tmp_path):
     files = write_formats(tmp_path)
-    result = score(ScoreConfig(manifest, files["kaldi"], tmp_path / "o", compare=files["jsonl"],
-                               bootstrap=50))  # fmt: skip
+    result = score(
+        ScoreConfig(manifest, files["kaldi"], tmp_path / "o", compare=files["jsonl"], bootstrap=50)
+    )
     assert result.metrics["compare"]["delta"] == 0.0
     twice = tmp_path / "twice"
     twice.write_text("u1 하나\nu1 둘\n", encoding="utf-8")

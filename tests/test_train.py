@@ -48,7 +48,7 @@ def config(tiny_model, manifest, out, **changes):
 
 
 def losses(history):
-    return [r["train_loss"] for r in history if "train_loss" in r]
+    return [r["loss"] for r in history if "loss" in r]
 
 
 @pytest.mark.slow
@@ -168,11 +168,11 @@ def test_ctrl_c_saves_and_resume_continues(tiny_model, sample_manifest, tmp_path
     )
     assert resumed.returncode == 0, resumed.stderr
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    steps = [r["step"] for r in records if "train_loss" in r]
+    steps = [r["step"] for r in records if "loss" in r]
     assert steps == list(range(1, 9))  # continued, not restarted, nothing repeated
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["step"] == 8
-    assert [r["step"] for r in state["log_history"] if "train_loss" in r] == steps
+    assert [r["step"] for r in state["log_history"] if "loss" in r] == steps
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
 
 
@@ -214,7 +214,7 @@ def test_two_process_ddp_on_cpu(tiny_model, sample_manifest, tmp_path):
     assert result.stdout.count("adapter: ") == 1  # only rank 0 reports and writes
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if "train_loss" in r] == [1, 2, 3]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3]
     evals = [r for r in records if "eval_cer" in r]
     assert len(evals) == 1 and evals[0]["eval_utterances"] == 4  # both ranks' halves
 
@@ -298,8 +298,9 @@ def test_best_checkpoint_cer_equals_what_evaluate_reports(tiny_model, sample_man
         ({"scheduler": "sometimes"}, "scheduler must be one of"),
     ],
 )
-def test_bad_options_fail_before_any_model_loads(tiny_model, sample_manifest, tmp_path,
-                                                 changes, message):  # fmt: skip
+def test_bad_options_fail_before_any_model_loads(
+    tiny_model, sample_manifest, tmp_path, changes, message
+):
     from voxadapt.errors import ConfigError
 
     options = dict(model=str(tiny_model), train=sample_manifest, output_dir=tmp_path / "run")
@@ -315,3 +316,133 @@ def test_output_dir_that_is_a_file_is_refused(tiny_model, sample_manifest, tmp_p
     target.write_text("not a folder")
     with pytest.raises(ConfigError, match="not a folder"):
         train(config(tiny_model, sample_manifest, target))
+
+
+@pytest.fixture(scope="module")
+def examples_32(sample_manifest, tmp_path_factory):
+    """32 utterances (the 4 sample clips, transcripts of different lengths, 8 times)."""
+    from voxadapt.manifest import read_manifest, write_jsonl
+
+    utterances = read_manifest(sample_manifest)
+    rows = []
+    for index in range(32):
+        record = utterances[index % 4].to_dict()
+        record["id"] = f"u{index:02d}"
+        if index % 3 == 0:  # vary transcript lengths within micro-batches
+            record["text"] = record["text"][: 4 + index % 7]
+        rows.append(record)
+    path = tmp_path_factory.mktemp("examples") / "train32.jsonl"
+    write_jsonl(path, rows)
+    return path
+
+
+def _step_gradients(tiny_model, manifest, sizes, tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+    from step_gradients import step_gradients
+
+    return step_gradients(str(tiny_model), manifest, sizes)
+
+
+def _assert_same(a, b):
+    import torch
+
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.slow
+def test_step_gradient_is_the_token_mean_whatever_the_split(tiny_model, examples_32, tmp_path):
+    """1 x 32, 4 x 8 and 2 ranks x 2 x 8 give the gradient of the mean over all the step's
+    label tokens; so does a short last step (3 micro-batches of 8, 8, 5 vs 1 x 21)."""
+    import torch
+    from safetensors.torch import load_file
+
+    whole = _step_gradients(tiny_model, examples_32, [32], tmp_path)
+    assert all(t.abs().sum() > 0 for t in whole.values())  # every LoRA matrix has a gradient
+    _assert_same(whole, _step_gradients(tiny_model, examples_32, [8, 8, 8, 8], tmp_path))
+    _assert_same(whole, _step_gradients(tiny_model, examples_32, [1, 7, 16, 8], tmp_path))
+    short = _step_gradients(tiny_model, examples_32, [21], tmp_path)
+    _assert_same(short, _step_gradients(tiny_model, examples_32, [8, 8, 5], tmp_path))
+    # a 4 + 28 split: per-micro-batch means / grad_accum would weigh 4 examples like 28
+    uneven = _step_gradients(tiny_model, examples_32, [4, 28], tmp_path)
+    _assert_same(whole, uneven)
+
+    out = tmp_path / "ranks.safetensors"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29617",
+        str(Path(__file__).parent / "helpers" / "step_gradients.py"),
+        str(tiny_model),
+        str(examples_32),
+        str(out),
+        "8,8",
+    ]
+    result = subprocess.run(
+        command, env={**ENV, "OUT_DIR": str(tmp_path)}, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_same(whole, load_file(out))
+    assert torch.isfinite(next(iter(whole.values()))).all()
+
+
+@pytest.mark.slow
+def test_spec_augment_resume_reproduces_an_uninterrupted_run(tiny_model, sample_manifest, tmp_path):
+    import torch
+
+    from voxadapt.augment import SpecAugmentOptions
+
+    augment = SpecAugmentOptions(enabled=True, time_mask_max_frames=30)
+    common = dict(valid=None, batch_size=2, scheduler="constant", spec_augment=augment)
+    straight = train(config(tiny_model, sample_manifest, tmp_path / "a", max_steps=4, **common))
+    train(config(tiny_model, sample_manifest, tmp_path / "b", max_steps=2, **common))
+    resumed = train(
+        config(tiny_model, sample_manifest, tmp_path / "b", max_steps=4, resume=True, **common)
+    )
+    assert straight.state.step == resumed.state.step == 4
+    a = load_file(tmp_path / "a" / "checkpoint-last" / "trainable.safetensors")
+    b = load_file(tmp_path / "b" / "checkpoint-last" / "trainable.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+    plain = train(
+        config(
+            tiny_model,
+            sample_manifest,
+            tmp_path / "c",
+            max_steps=4,
+            valid=None,
+            batch_size=2,
+            scheduler="constant",
+        )
+    )
+    assert losses(plain.state.log_history) != losses(straight.state.log_history)
+
+
+@pytest.mark.slow
+def test_metrics_reach_mlflow_offline_with_hugging_face_names(
+    tiny_model, sample_manifest, tmp_path, monkeypatch
+):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "run"
+    result = train(
+        config(
+            tiny_model,
+            sample_manifest,
+            out,
+            max_steps=2,
+            eval_steps=2,
+            report_to=["tensorboard", "mlflow"],
+        )
+    )
+    assert {"loss", "learning_rate", "grad_norm", "epoch"} <= set(result.state.log_history[0])
+    client = MlflowClient(tracking_uri=(out / "mlruns").resolve().as_uri())
+    run = client.get_run((out / "mlflow_run_id").read_text().strip())
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+    cer = client.get_metric_history(run.info.run_id, "eval_cer")
+    assert [m.value for m in cer] == [result.state.best_cer]
+    assert run.data.params["lr"] == "0.01" and run.data.params["decode.tokens_per_s"] == "1.0"

@@ -138,8 +138,12 @@ def probe_many(
     return results
 
 
-def load_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
+def load_audio(path: Path, sample_rate: int = 16000, *, speed: float = 1.0) -> np.ndarray:
     """Load `path` as mono float32 at `sample_rate`, exactly as Voxtral's processor sees it.
+
+    `speed` != 1 is Kaldi-style speed perturbation (tempo and pitch together, like sox's
+    `speed`): the audio is resampled to `sample_rate / speed` with the same soxr HQ
+    resampler and then taken as `sample_rate`, so 1.1 gives a clip 1/1.1 as long.
 
     The processor (transformers' `load_audio_as`) resamples with soxr HQ, averages channels,
     and re-encodes the result in the file's own format with its default sample format
@@ -155,8 +159,9 @@ def load_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
     if samples.shape[0] == 0:
         raise AudioError("empty_audio", f"{path}: no audio samples")
     changed = False
-    if file_rate != sample_rate:
-        samples = soxr.resample(samples, file_rate, sample_rate, quality="HQ")
+    target_rate = sample_rate / speed
+    if file_rate != target_rate:
+        samples = soxr.resample(samples, file_rate, target_rate, quality="HQ")
         changed = True
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
     changed = changed or samples.shape[1] > 1 or subtype != sf.default_subtype(file_format)

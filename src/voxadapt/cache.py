@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -58,6 +59,12 @@ class CacheConfig(Config):
     verify: bool = option(
         True, help="check every cached entry's checksum and recompute corrupt ones"
     )
+    speed: list[float] = option(
+        help="speed-perturbation factors, one cache entry per clip and factor (Kaldi-style: "
+        "0.9,1.0,1.1 triples the data; `train --speed-perturb` draws one per clip per epoch)",
+        default_factory=lambda: [1.0],
+        metavar="F[,F...]",
+    )
 
     def problems(self) -> list[str]:
         found = super().problems()
@@ -67,6 +74,8 @@ class CacheConfig(Config):
             found.append("shard_size must be >= 1")
         if self.jobs is not None and self.jobs < 1:
             found.append("jobs must be >= 1")
+        if not all(0.5 <= s <= 2.0 for s in self.speed) or len(set(self.speed)) != len(self.speed):
+            found.append("speed factors must be distinct numbers in [0.5, 2.0]")
         return found
 
 
@@ -82,9 +91,11 @@ class CacheResult:
     bytes_on_disk: int  # all current shards
     seconds: float
     corrupt_shards: int = 0  # found and removed (their clips were recomputed)
+    speeds: tuple[float, ...] = (1.0,)  # speed-perturbation factors cached per clip
 
     @property
     def bytes_per_utterance(self) -> float:
+        """Bytes per cache entry (an utterance at one speed factor)."""
         return self.bytes_on_disk / max(1, self.computed + self.reused)
 
 
@@ -98,15 +109,24 @@ def _init_worker() -> None:
 
 
 def _featurize_shard(
-    root: str, spec: FeatureSpec, jobs: list[tuple[str, str, str]], codec: str
-) -> tuple[int, list[dict[str, str]]]:
-    """Worker: featurize (key, id, audio) items, write one shard; return (count, errors)."""
+    root: str, spec: FeatureSpec, jobs: list[tuple[str, str, str, float]], codec: str
+) -> tuple[int, list[dict[str, Any]]]:
+    """Worker: featurize (key, id, audio, speed) items, write one shard; return (count,
+    errors)."""
     keyed, errors = [], []
-    for key, utt_id, audio in jobs:
+    for key, utt_id, audio, speed in jobs:
         try:
-            keyed.append((key, features_for_file(audio, spec)))
+            keyed.append((key, features_for_file(audio, spec, speed)))
         except AudioError as exc:
-            errors.append({"id": utt_id, "audio": audio, "reason": exc.reason, "detail": str(exc)})
+            errors.append(
+                {
+                    "id": utt_id,
+                    "audio": audio,
+                    "speed": speed,
+                    "reason": exc.reason,
+                    "detail": str(exc),
+                }
+            )
     if keyed:
         write_shard(Path(root), spec, keyed, codec)
     return len(keyed), errors
@@ -131,16 +151,18 @@ def _open_store(out_dir: Path, spec: FeatureSpec, verify: bool) -> tuple[Feature
 
 
 def _plan(
-    utterances: list[Utterance], store: FeatureStore, spec: FeatureSpec
-) -> tuple[list[tuple[str, str, str]], list[dict[str, str]], int]:
-    """(work to do as (key, id, audio), per-utterance errors, number already cached)."""
-    todo: list[tuple[str, str, str]] = []
-    errors: list[dict[str, str]] = []
+    utterances: list[Utterance], store: FeatureStore, spec: FeatureSpec, speeds: list[float]
+) -> tuple[list[tuple[str, str, str, float]], list[dict[str, Any]], int]:
+    """(work to do as (key, id, audio, speed), per-utterance errors, entries already cached)."""
+    todo: list[tuple[str, str, str, float]] = []
+    errors: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for utterance in utterances:
+    for utterance, speed in ((u, s) for u in utterances for s in speeds):
         try:
-            key = utterance_key(utterance, spec)
+            key = utterance_key(utterance, spec, speed)
         except OSError as exc:
+            if speed != speeds[0]:
+                continue  # the missing file is reported once
             errors.append(
                 {
                     "id": utterance.id,
@@ -151,11 +173,11 @@ def _plan(
             )
             continue
         if key not in store and key not in seen:
-            todo.append((key, utterance.id, utterance.audio))
+            todo.append((key, utterance.id, utterance.audio, speed))
         seen.add(key)
     # Long clips first so the slowest shards start early; shards then hold similar lengths.
     durations = {u.audio: u.duration for u in utterances}
-    todo.sort(key=lambda item: -durations.get(item[2], 0.0))
+    todo.sort(key=lambda item: -durations.get(item[2], 0.0) / item[3])
     return todo, errors, len(seen) - len(todo)
 
 
@@ -223,7 +245,7 @@ def build_cache(config: CacheConfig) -> CacheResult:
     for leftover in out_dir.glob(".shard-*.tmp"):  # from a killed run
         leftover.unlink(missing_ok=True)
     store, n_corrupt = _open_store(out_dir, spec, config.verify)
-    todo, errors, reused = _plan(utterances, store, spec)
+    todo, errors, reused = _plan(utterances, store, spec, config.speed)
     if reused:
         log.info(
             "%d of %d utterances already cached; computing %d",
@@ -251,4 +273,5 @@ def build_cache(config: CacheConfig) -> CacheResult:
         bytes_on_disk=sum(p.stat().st_size for p in current),
         seconds=time.perf_counter() - started,
         corrupt_shards=n_corrupt,
+        speeds=tuple(config.speed),
     )

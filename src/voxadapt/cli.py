@@ -169,8 +169,11 @@ def _cache_summary(result: Any) -> int:
         f"cache: {result.out_dir}\n  utterances {result.utterances}, computed "
         f"{result.computed}, already cached {result.reused}, failed {result.failed}\n"
         f"  {result.bytes_on_disk / 1e6:.1f} MB on disk "
-        f"({result.bytes_per_utterance / 1e3:.0f} kB per utterance), {result.seconds:.1f} s"
+        f"({result.bytes_per_utterance / 1e3:.0f} kB per entry), {result.seconds:.1f} s"
     )
+    if result.speeds != (1.0,):
+        factors = ", ".join(f"{speed:g}x" for speed in result.speeds)
+        print(f"  speed perturbation: {factors} (one entry per clip and factor)")
     if result.corrupt_shards:
         print(f"  {result.corrupt_shards} corrupt shards were removed and their clips recomputed")
     if result.failed:

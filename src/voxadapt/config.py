@@ -116,6 +116,12 @@ def _coerce(value: Any, annotation: Any) -> Any:
     if origin is list:
         (item_type,) = typing.get_args(annotation)
         items = value if isinstance(value, (list, tuple)) else [value]
+        if item_type in (int, float, str):  # "0.9,1.0,1.1", "tensorboard,mlflow"
+            items = [
+                part
+                for item in items
+                for part in (item.split(",") if isinstance(item, str) else [item])
+            ]
         return [_coerce(item, item_type) for item in items]
     if annotation is Path:
         if isinstance(value, Path):
@@ -260,7 +266,9 @@ def _argument_type(annotation: Any) -> tuple[Any, bool]:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return _argument_type(args[0]) if len(args) == 1 else (str, False)
     if origin is list:
-        return _argument_type(typing.get_args(annotation)[0])[0], True
+        item = typing.get_args(annotation)[0]
+        # numbers stay strings: build_config splits "0.9,1.0,1.1" and checks each
+        return (str if item in (int, float, str) else _argument_type(item)[0]), True
     # paths stay strings until build_config checks them (an empty --out '' is refused)
     return (str if annotation is Path else annotation), False
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from voxadapt.audio import AudioError
+from voxadapt.augment import SpecAugmentOptions, augment_rng, spec_augment
 from voxadapt.errors import VoxadaptError
 from voxadapt.features import (
     CacheEntryError,
@@ -112,32 +114,27 @@ class TranscriptionDataset(Dataset):
         *,
         store: FeatureStore | None = None,
         language: str = "ko",
+        augment: SpecAugmentOptions | None = None,
+        speeds: Sequence[float] = (1.0,),
+        seed: int = 0,
     ) -> None:
         self.utterances = utterances
+        self.augment = augment if augment is not None and augment.enabled else None
+        self.speeds = tuple(speeds)  # speed perturbation: one factor drawn per clip and epoch
+        self.seed = seed
+        self.epoch = 0  # set by the trainer before each epoch: augmentation depends on it
         self.prompts = prompts
         self.spec = prompts.spec
         self.store = store
         self.language = language
-        self.keys: list[str | None] = [None] * len(utterances)
+        # cache keys per speed factor (None: not cached, computed on the fly)
+        self.speed_keys: dict[float, list[str | None]] = {
+            speed: [None] * len(utterances) for speed in self.speeds
+        }
         if store is not None:
-            missing = 0
-            for index, utterance in enumerate(utterances):
-                try:
-                    key = utterance_key(utterance, self.spec)
-                except OSError:
-                    key = None
-                if key is not None and key in store:
-                    self.keys[index] = key
-                else:
-                    missing += 1
-            if missing:
-                log.warning(
-                    "%d of %d utterances are not in the feature cache %s; computing "
-                    "them on the fly (run `voxadapt cache` to avoid this)",
-                    missing,
-                    len(utterances),
-                    store.root,
-                )
+            for speed in self.speeds:
+                self._find_cached(store, speed)
+        self.keys = self.speed_keys.get(1.0, [None] * len(utterances))
 
         missing_audio = [
             u.audio
@@ -150,12 +147,41 @@ class TranscriptionDataset(Dataset):
                 f"e.g. {missing_audio[0]}; re-run `voxadapt prepare`"
             )
 
+    def _find_cached(self, store: FeatureStore, speed: float) -> None:
+        keys, missing = self.speed_keys[speed], 0
+        for index, utterance in enumerate(self.utterances):
+            try:
+                key = utterance_key(utterance, self.spec, speed)
+            except OSError:
+                key = None
+            if key is not None and key in store:
+                keys[index] = key
+            else:
+                missing += 1
+        if missing:
+            log.warning(
+                "%d of %d utterances are not in the feature cache %s at speed %g; computing "
+                "them on the fly (run `voxadapt cache%s` to avoid this)",
+                missing,
+                len(self.utterances),
+                store.root,
+                speed,
+                f" --speed {','.join(f'{s:g}' for s in self.speeds)}" if speed != 1.0 else "",
+            )
+
     def __len__(self) -> int:
         return len(self.utterances)
 
-    def features(self, index: int) -> CompactFeatures:
+    def speed_of(self, index: int) -> float:
+        """The speed factor of an utterance in the current epoch (seeded, like SpecAugment)."""
+        if len(self.speeds) == 1:
+            return self.speeds[0]
+        rng = augment_rng(self.seed, self.epoch, self.utterances[index].id, stream=1)
+        return self.speeds[int(rng.integers(len(self.speeds)))]
+
+    def features(self, index: int, speed: float = 1.0) -> CompactFeatures:
         """From the cache, else (or if the cached entry is corrupt) from the audio file."""
-        key = self.keys[index]
+        key = self.speed_keys[speed][index] if speed in self.speed_keys else None
         utterance = self.utterances[index]
         if key is not None and self.store is not None:
             try:
@@ -163,13 +189,16 @@ class TranscriptionDataset(Dataset):
             except CacheEntryError as exc:
                 log.warning("utterance %s: %s; using the audio file instead", utterance.id, exc)
         try:
-            return features_for_file(utterance.audio, self.spec)
+            return features_for_file(utterance.audio, self.spec, speed)
         except AudioError as exc:
             raise VoxadaptError(f"utterance {utterance.id}: {exc}") from None
 
     def __getitem__(self, index: int) -> Example:
         utterance = self.utterances[index]
-        features = self.features(index)
+        features = self.features(index, self.speed_of(index))
+        if self.augment is not None:
+            rng = augment_rng(self.seed, self.epoch, utterance.id)
+            features = spec_augment(features, self.augment, rng)
         language = prompt_language(self.language, utterance.language)
         prompt = self.prompts.prompt(features.n_chunks, language)
         target = self.prompts.target(utterance.text)

@@ -86,7 +86,7 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
         decode=DecodeOptions(batch_size=4, tokens_per_s=2.0, num_workers=0),
     )
     result = train(config)
-    losses = [r["train_loss"] for r in result.state.log_history if "train_loss" in r]
+    losses = [r["loss"] for r in result.state.log_history if "loss" in r]
     print("[5/5] evaluating the adapter: predictions, metrics, report.html", flush=True)
     evaluation = evaluate(
         EvaluateConfig(

@@ -193,25 +193,29 @@ def decode_frames(blob: bytes, offset: float, n_mels: int, n_frames: int) -> np.
     return (offset + quantized * QUANT_STEP).astype(np.float32)
 
 
-def features_for_file(path: Path | str, spec: FeatureSpec) -> CompactFeatures:
-    """Load, downmix, resample (soxr) and featurize one audio file."""
-    return compute_features(load_audio(Path(path), spec.sampling_rate), spec)
+def features_for_file(path: Path | str, spec: FeatureSpec, speed: float = 1.0) -> CompactFeatures:
+    """Load, downmix, resample (soxr) and featurize one audio file, optionally sped up or
+    slowed down by `speed` (speed perturbation)."""
+    return compute_features(load_audio(Path(path), spec.sampling_rate, speed=speed), spec)
 
 
-def cache_key(utterance_id: str, audio: str, spec: FeatureSpec) -> str:
-    """Cache key: utterance id + audio file identity (path, size, mtime) + feature spec.
+def cache_key(utterance_id: str, audio: str, spec: FeatureSpec, speed: float = 1.0) -> str:
+    """Cache key: utterance id + audio file identity (path, size, mtime) + feature spec,
+    and the speed-perturbation factor when it is not 1.
 
     Raises OSError if the audio file cannot be stat'ed.
     """
     stat = os.stat(audio)
     identity = f"{utterance_id}\0{audio}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    if speed != 1.0:
+        identity += f"\0speed={speed!r}"
     digest = hashlib.sha256(f"{identity}\0{spec.fingerprint}".encode()).hexdigest()
     return digest[:32]
 
 
-def utterance_key(utterance: Utterance, spec: FeatureSpec) -> str:
+def utterance_key(utterance: Utterance, spec: FeatureSpec, speed: float = 1.0) -> str:
     """The cache key of a manifest record (see `cache_key`)."""
-    return cache_key(utterance.id, utterance.audio, spec)
+    return cache_key(utterance.id, utterance.audio, spec, speed)
 
 
 class CacheEntryError(VoxadaptError):

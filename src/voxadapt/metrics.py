@@ -723,9 +723,11 @@ def breakdowns(
     `max_values` values (ids, free text) is skipped; ages are grouped by decade."""
     result: dict[str, Any] = {}
     for key in sorted(set(fields)):
-        key_of = (lambda row: _age_group(row.get("age"))) if key == "age" else (
-            lambda row, key=key: row.get(key)
-        )  # fmt: skip
+        key_of = (
+            (lambda row: _age_group(row.get("age")))
+            if key == "age"
+            else (lambda row, key=key: row.get(key))
+        )
         values = {str(key_of(row)) for row in rows if _groupable(key_of(row))}
         if 2 <= len(values) <= max_values:
             result[key] = _grouped(rows, key_of)

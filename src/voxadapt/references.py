@@ -68,10 +68,11 @@ def closest_reference(variants: Variants, hypothesis: str) -> ClosestReference:
     (scoring-normalized) hypothesis, whitespace removed as in CER. `text` is the chosen
     transcript, scoring-normalized as a whole."""
     pieces = [
-        [normalize_for_scoring(piece)] if isinstance(piece, str)
+        [normalize_for_scoring(piece)]
+        if isinstance(piece, str)
         else [normalize_for_scoring(form) for form in piece]
         for piece in variants
-    ]  # fmt: skip
+    ]
     compact_hypothesis = "".join(hypothesis.split())
     codes = np.frombuffer(compact_hypothesis.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
     row = np.arange(len(codes) + 1)
@@ -89,8 +90,9 @@ def closest_reference(variants: Variants, hypothesis: str) -> ClosestReference:
         if len(forms) > 1:
             choices.append(best)
     choices.reverse()
-    return ClosestReference(normalize_for_scoring(rebuild(variants, choices)), choices,
-                            int(row[-1]))  # fmt: skip
+    return ClosestReference(
+        normalize_for_scoring(rebuild(variants, choices)), choices, int(row[-1])
+    )
 
 
 def rebuild(variants: Variants, choices: Sequence[int]) -> str:

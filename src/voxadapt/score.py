@@ -26,21 +26,24 @@ class ScoreConfig(Config):
     """Options of `voxadapt score`."""
 
     manifest: Path = option(
-        help="JSONL with references (from `voxadapt prepare`)", positional=True,
+        help="JSONL with references (from `voxadapt prepare`)",
+        positional=True,
         metavar="MANIFEST",
-    )  # fmt: skip
+    )
     hypotheses: Path = option(
         help="predictions.jsonl, JSONL with id + text/hypothesis, or a Kaldi text file",
-        positional=True, metavar="HYPOTHESES",
-    )  # fmt: skip
+        positional=True,
+        metavar="HYPOTHESES",
+    )
     out_dir: Path = option(help="output folder", flag="--out", metavar="DIR")
     terms: Path | None = option(
         None, help="medical terms (variants as CT|씨티) for term recall", metavar="FILE"
     )
     compare: Path | None = option(
-        None, help="another system's hypotheses (same formats): paired bootstrap of the CER "
-        "difference", metavar="HYPOTHESES",
-    )  # fmt: skip
+        None,
+        help="another system's hypotheses (same formats): paired bootstrap of the CER difference",
+        metavar="HYPOTHESES",
+    )
     bootstrap: int = option(1000, help="bootstrap resamples for 95% CIs (0 = off)")
     seed: int = option(0, help="bootstrap seed")
     report: bool = option(True, help="write report.html")
@@ -87,11 +90,18 @@ def score(config: ScoreConfig) -> ScoreResult:
     utterances = read_references(config.manifest)
     rows, missing, unknown = score_hypotheses(utterances, read_hypotheses(config.hypotheses))
     if missing:
-        log.warning("%d of %d utterances have no hypothesis (e.g. %s): scored as empty output",
-                    len(missing), len(utterances), missing[0])  # fmt: skip
+        log.warning(
+            "%d of %d utterances have no hypothesis (e.g. %s): scored as empty output",
+            len(missing),
+            len(utterances),
+            missing[0],
+        )
     if unknown:
-        log.warning("%d hypotheses have ids the manifest does not know (e.g. %s): not scored",
-                    len(unknown), unknown[0])  # fmt: skip
+        log.warning(
+            "%d hypotheses have ids the manifest does not know (e.g. %s): not scored",
+            len(unknown),
+            unknown[0],
+        )
     compare_rows = None
     if config.compare is not None:
         compare_rows, _, _ = score_hypotheses(utterances, read_hypotheses(config.compare))
@@ -107,8 +117,15 @@ def score(config: ScoreConfig) -> ScoreResult:
         "unknown_hypothesis_ids": unknown[:20],
     }
     metrics, metrics_path, report_path = write_scored(
-        out_dir, rows, utterances, terms=terms, compare_rows=compare_rows,
-        bootstrap=config.bootstrap, seed=config.seed, report=config.report, extra=extra,
-    )  # fmt: skip
+        out_dir,
+        rows,
+        utterances,
+        terms=terms,
+        compare_rows=compare_rows,
+        bootstrap=config.bootstrap,
+        seed=config.seed,
+        report=config.report,
+        extra=extra,
+    )
     save_config(config, out_dir / "score_config.yaml")
     return ScoreResult(metrics, predictions, metrics_path, report_path, missing, unknown)

@@ -165,6 +165,9 @@ def read_compare(path: Path | None, wanted: set[str]) -> list[dict[str, Any]] | 
     if len(shared) < len(wanted):
         log.warning(
             "--compare %s has predictions for %d of %d utterances: the comparison covers "
-            "only those", path, len(shared), len(wanted),
-        )  # fmt: skip
+            "only those",
+            path,
+            len(shared),
+            len(wanted),
+        )
     return rows

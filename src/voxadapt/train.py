@@ -10,6 +10,7 @@ only trainable weights. Evaluation decodes the valid set with the same engine
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from voxadapt.audio import AudioError
+from voxadapt.augment import SpecAugmentOptions
 from voxadapt.config import Config, load_yaml, option, save_config, to_jsonable
 from voxadapt.data import IGNORE_INDEX, Collator, PromptBuilder, TranscriptionDataset
 from voxadapt.decoding import AudioItem, DecodeOptions, FeatureSource, Transcriber
@@ -57,6 +59,7 @@ from voxadapt.model import (
     resolve_dtype,
     save_adapter,
 )
+from voxadapt.trackers import TRACKERS, Trackers, missing_libraries, tracker_problems
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +173,28 @@ class TrainConfig(Config):
         group="logging and evaluation",
     )
     resume: bool = option(False, help="continue from OUTPUT_DIR/checkpoint-last")
+    report_to: list[str] = option(
+        help=f"experiment trackers, comma-separated: {', '.join(TRACKERS)} (mlflow writes to "
+        "OUTPUT_DIR/mlruns unless MLFLOW_TRACKING_URI is set)",
+        default_factory=lambda: ["tensorboard"],
+        metavar="NAME[,NAME...]",
+        group="logging and evaluation",
+    )
+    speed_perturb: bool = option(
+        False,
+        help="draw one speed factor per clip per epoch from --speed-factors "
+        "(cache them with `voxadapt cache --speed`)",
+        group="augmentation",
+    )
+    speed_factors: list[float] = option(
+        help="speed-perturbation factors",
+        default_factory=lambda: [0.9, 1.0, 1.1],
+        metavar="F[,F...]",
+        group="augmentation",
+    )
+    spec_augment: SpecAugmentOptions = option(
+        help="SpecAugment on the training features", default_factory=SpecAugmentOptions
+    )
     decode: DecodeOptions = option(
         help="prompt language (training and evaluation) and evaluation decoding",
         default_factory=DecodeOptions,
@@ -200,6 +225,9 @@ class TrainConfig(Config):
             found.append("max_grad_norm must be > 0")
         if self.num_workers < 0:
             found.append("num_workers must be >= 0")
+        if not self.speed_factors or not all(0.5 <= s <= 2.0 for s in self.speed_factors):
+            found.append("speed_factors must be numbers in [0.5, 2.0]")
+        found.extend(tracker_problems(self.report_to))
         if self.early_stopping_patience is not None and self.valid is None:
             found.append("early_stopping_patience needs a valid manifest")
         return found
@@ -252,6 +280,12 @@ def _setup_distributed() -> _Dist:
         torch.distributed.init_process_group(backend=backend)
     rank = torch.distributed.get_rank() if world > 1 else 0
     return _Dist(rank, world, device)
+
+
+def _all_reduce_sum(tensor: torch.Tensor, dist: _Dist) -> torch.Tensor:
+    if dist.world > 1:
+        torch.distributed.all_reduce(tensor)
+    return tensor
 
 
 def _all_reduce_mean(tensor: torch.Tensor, dist: _Dist) -> torch.Tensor:
@@ -317,13 +351,16 @@ def _worker_ignores_signals(_: int) -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-def label_positions_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def label_positions_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], *, reduction: str = "mean"
+) -> torch.Tensor:
     """Causal-LM loss with logits computed only from the batch's first label position on.
 
     Labels sit at the end of each row (prompt, then transcript), so the LM head is applied to
     the last K positions only: for Voxtral-Mini that skips a 3072 x 131072 projection over
     ~380 prompt/audio positions per clip (~0.3 TFLOP and ~200 MB of fp32 logits) whose
-    predictions the loss ignores. Same value as the model's own loss (mean over label tokens).
+    predictions the loss ignores. Same value as the model's own loss (mean over label tokens);
+    `reduction="sum"` gives the sum over label tokens (for token-exact accumulation).
     """
     labels = batch["labels"]
     width = labels.shape[1]
@@ -333,7 +370,10 @@ def label_positions_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor])
     logits = model(**inputs, logits_to_keep=keep).logits
     targets = labels[:, width - keep + 1 :]
     return torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX
+        logits[:, :-1].flatten(0, 1).float(),
+        targets.flatten(),
+        ignore_index=IGNORE_INDEX,
+        reduction=reduction,
     )
 
 
@@ -371,6 +411,9 @@ class Trainer:
         """Validate inputs, then build everything; nothing heavy happens before the checks."""
         if self.dist.main:
             check_output_dir(self.output_dir, "--output-dir")
+            missing = missing_libraries(self.config.report_to)
+            if missing:
+                raise ConfigError("; ".join(missing), missing)
         if self.config.resume:
             self._check_resume()
         self._setup_data()
@@ -418,7 +461,13 @@ class Trainer:
         self.store = FeatureStore(config.cache, self.spec) if config.cache else None
         language = config.decode.language
         self.train_set = TranscriptionDataset(
-            train_utts, self.prompts, store=self.store, language=language
+            train_utts,
+            self.prompts,
+            store=self.store,
+            language=language,
+            augment=config.spec_augment,
+            speeds=config.speed_factors if config.speed_perturb else (1.0,),
+            seed=config.seed,
         )
         self.valid_set = (
             TranscriptionDataset(valid_utts, self.prompts, store=self.store, language=language)
@@ -514,20 +563,22 @@ class Trainer:
             )
 
     def _setup_logging(self) -> None:
-        self.writer = None
+        self.trackers: Trackers | None = None
         if not self.dist.main:
             return
-        from torch.utils.tensorboard import SummaryWriter
-
         save_config(self.config, self.output_dir / "config.yaml")
         # log.jsonl holds exactly the checkpoint's history: records of steps after it (a
         # killed run) are dropped, so a resumed run never logs a step twice.
         with atomic_write(self.output_dir / "log.jsonl") as handle:
             for record in self.state.log_history:
                 handle.write(json.dumps(record) + "\n")
-        self.writer = SummaryWriter(
-            str(self.output_dir / "tensorboard"), purge_step=self.state.step + 1
+        self.trackers = Trackers(
+            self.config.report_to,
+            self.output_dir,
+            run_name=self.output_dir.name,
+            resume_step=self.state.step,
         )
+        self.trackers.log_params(to_jsonable(self.config))
 
     # ------------------------------------------------------------------------ loop
 
@@ -563,6 +614,7 @@ class Trainer:
     def _train_epoch(self, stop: _StopFlag) -> bool:
         """Run the rest of the current epoch; True if early stopping says stop."""
         config, state = self.config, self.state
+        self.train_set.epoch = state.epoch  # workers copy the dataset when the loader starts
         sampler = EpochSampler(
             len(self.train_set),
             seed=config.seed,
@@ -580,14 +632,15 @@ class Trainer:
             worker_init_fn=_worker_ignores_signals if config.num_workers else None,
             persistent_workers=False,
         )
-        micro = 0
-        for batch in loader:
-            self._backward(batch)
-            micro += 1
-            state.micro_batches_in_epoch += 1
+        batches = iter(loader)
+        while True:
+            left = self.micro_per_epoch - state.micro_batches_in_epoch
+            group = list(itertools.islice(batches, min(config.grad_accum, left)))
+            if not group:
+                return False
+            self.accumulate(group)
+            state.micro_batches_in_epoch += len(group)
             epoch_done = state.micro_batches_in_epoch >= self.micro_per_epoch
-            if micro % config.grad_accum and not epoch_done:
-                continue
             self._optimizer_step()
             if epoch_done:
                 state.epoch += 1
@@ -596,25 +649,43 @@ class Trainer:
             self._stop_if_requested(stop)
             if state.step >= self.total_steps or stop_early or epoch_done:
                 return stop_early
-        return False
 
-    def _backward(self, batch: dict[str, Any]) -> None:
-        ids = batch.pop("ids")
-        batch = {k: v.to(self.dist.device) for k, v in batch.items()}
-        batch["input_features"] = batch["input_features"].to(input_dtype(self.model))
-        with autocast(self.dist.device, self.autocast_dtype):
-            loss = label_positions_loss(self.forward_model, batch)
-        if not torch.isfinite(loss):
-            self.window["bad_ids"].extend(ids)
-        (loss / self.config.grad_accum).backward()
-        self.window["loss"] += float(loss.detach()) / self.config.grad_accum
-        self.window["samples"] += batch["input_ids"].shape[0]
+    def accumulate(self, group: list[dict[str, Any]]) -> None:
+        """Gradients of one optimizer step: the mean loss over every label token of the
+        step's micro-batches on every rank, whatever the split into micro-batches and ranks
+        (a short last step of an epoch included), as if it were one batch.
 
-    def _optimizer_step(self) -> None:
+        Each micro-batch contributes its summed token losses divided by the step's global
+        token count; `reduce_gradients` then sums over ranks.
+        """
+        # LoRA dropout draws from torch's RNG: seeding it per (seed, step, rank) makes a
+        # resumed run draw exactly what an uninterrupted one would.
+        torch.manual_seed(self.config.seed * 1_000_003 + self.state.step * 1_009 + self.dist.rank)
+        local = sum(int((batch["labels"] != IGNORE_INDEX).sum()) for batch in group)
+        tokens = _all_reduce_sum(torch.tensor(float(local)), self.dist).item()
+        for batch in group:
+            ids = batch.pop("ids")
+            batch = {k: v.to(self.dist.device) for k, v in batch.items()}
+            batch["input_features"] = batch["input_features"].to(input_dtype(self.model))
+            with autocast(self.dist.device, self.autocast_dtype):
+                loss_sum = label_positions_loss(self.forward_model, batch, reduction="sum")
+            if not torch.isfinite(loss_sum):
+                self.window["bad_ids"].extend(ids)
+            (loss_sum / max(tokens, 1.0)).backward()
+            self.window["loss_sum"] += float(loss_sum.detach())
+            self.window["samples"] += batch["input_ids"].shape[0]
+        self.window["tokens"] += local
+
+    def reduce_gradients(self) -> None:
+        """Sum the gradients over ranks (each rank's share is already divided by the
+        step's global token count)."""
         for parameter in self.parameters:
             if parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
-            _all_reduce_mean(parameter.grad, self.dist)
+            _all_reduce_sum(parameter.grad, self.dist)
+
+    def _optimizer_step(self) -> None:
+        self.reduce_gradients()
         grad_norm = float(
             torch.nn.utils.clip_grad_norm_(self.parameters, self.config.max_grad_norm)
         )
@@ -622,9 +693,11 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             bad = self.window["bad_ids"]
             where = f" (non-finite loss on {', '.join(bad[:5])})" if bad else ""
-            kept = f"; the best adapter so far is in {self.adapter_dir}" if (
-                self.state.best_step is not None
-            ) else ""  # fmt: skip
+            kept = (
+                f"; the best adapter so far is in {self.adapter_dir}"
+                if (self.state.best_step is not None)
+                else ""
+            )
             raise NonFiniteError(
                 f"non-finite gradient at step {self.state.step + 1}{where}: training stopped, "
                 f"nothing from this step was saved{kept}; check the data "
@@ -660,7 +733,8 @@ class Trainer:
 
     def _reset_window(self) -> None:
         self.window: dict[str, Any] = {
-            "loss": 0.0,
+            "loss_sum": 0.0,
+            "tokens": 0,
             "samples": 0,
             "start": time.perf_counter(),
             "bad_ids": [],
@@ -668,15 +742,16 @@ class Trainer:
         }
 
     def _log_training(self, step: int) -> None:
-        steps_in_window = (step - 1) % self.config.logging_steps + 1
-        loss = torch.tensor(self.window["loss"] / steps_in_window)
-        loss_value = _all_reduce_mean(loss, self.dist).item()
+        # the mean over every label token of the window's steps, on all ranks
+        totals = torch.tensor([self.window["loss_sum"], float(self.window["tokens"])])
+        loss_sum, tokens = _all_reduce_sum(totals, self.dist).tolist()
+        loss_value = loss_sum / max(tokens, 1.0)
         elapsed = time.perf_counter() - self.window["start"]
         self._log_record(
             {
                 "step": step,
                 "epoch": self.state.epoch,
-                "train_loss": loss_value,
+                "loss": loss_value,
                 "learning_rate": self.scheduler.get_last_lr()[0],
                 "grad_norm": self.window["grad_norm"],
                 "samples_per_second": self.window["samples"] * self.dist.world / elapsed,
@@ -691,11 +766,8 @@ class Trainer:
         self.state.log_history.append(record)
         if not self.dist.main:
             return
-        for key, value in record.items():
-            if key not in ("step", "epoch") and isinstance(value, (int, float)):
-                tag = key.replace("eval_", "eval/").replace("train_", "train/")
-                self.writer.add_scalar(tag, value, record["step"])
-        self.writer.flush()
+        assert self.trackers is not None
+        self.trackers.log({k: v for k, v in record.items() if k != "step"}, record["step"])
         with open(self.output_dir / "log.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
@@ -801,8 +873,8 @@ class Trainer:
             json.dump(self.state.__dict__, handle, indent=1)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self.trackers is not None:
+            self.trackers.close()
         if self.dist.world > 1:
             torch.distributed.barrier()
 
