@@ -270,3 +270,32 @@ def test_config_yaml_flags_override_and_problems_reported_together(tmp_path):
         )
     message = str(info.value)
     assert "colour" in message and "split_by" in message and "min_duration_s" in message
+
+
+@pytest.mark.parametrize("rule", ["parent", "regex:/(?P<speaker>spk\\d+)/"])
+def test_speakers_from_paths_keep_splits_speaker_disjoint(messy_scp, tmp_path, rule):
+    result = prepare(
+        PrepareConfig(
+            messy_scp, "scp", tmp_path / "out", valid_size=0.2, test_size=0.2, speaker_from=rule
+        )
+    )
+    splits = {name: read_manifest(path) for name, path in result.manifests.items()}
+    speakers = {name: {u.speaker for u in utts} for name, utts in splits.items()}
+    assert None not in set().union(*speakers.values())
+    assert all(s.startswith("spk") for s in set().union(*speakers.values()))
+    assert not speakers["train"] & speakers["test"] and not speakers["train"] & speakers["valid"]
+    assert not speakers["valid"] & speakers["test"]
+    assert result.stats["speakers"]["count"] == 12
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("uncle", "parent, grandparent or regex"),
+        ("regex:(", "invalid regular expression"),
+        ("regex:spk\\d+", "named group"),
+    ],
+)
+def test_bad_speaker_rules_are_refused(tmp_path, rule, message):
+    with pytest.raises(ConfigError, match=message):
+        PrepareConfig(tmp_path, "scp", tmp_path / "o", speaker_from=rule)

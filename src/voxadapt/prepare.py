@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -127,6 +128,13 @@ class PrepareConfig(Config):
         group="splits",
     )
     seed: int = option(0, help="split seed", group="splits")
+    speaker_from: str | None = option(
+        None,
+        help="speaker of items whose source names none (scp, jsonl, kaldi without utt2spk): "
+        "parent (the audio's folder), grandparent, or regex:PATTERN with a named group "
+        "(?P<speaker>...) matched against the audio path",
+        group="splits",
+    )
 
     def problems(self) -> list[str]:
         """Every invalid or conflicting option, for one error message."""
@@ -155,6 +163,7 @@ class PrepareConfig(Config):
         problem = language_problem(self.language)
         if problem:
             found.append(problem)
+        found.extend(_speaker_rule_problems(self.speaker_from))
         return found
 
     @property
@@ -315,6 +324,45 @@ def _id_from_path(audio: Path, root: Path, ambiguous_stems: set[str]) -> str:
     return "_".join(relative.with_suffix("").parts)
 
 
+def _speaker_rule_problems(rule: str | None) -> list[str]:
+    if rule is None or rule in ("parent", "grandparent"):
+        return []
+    if not rule.startswith("regex:"):
+        return [f"speaker_from must be parent, grandparent or regex:PATTERN, not {rule!r}"]
+    try:
+        pattern = re.compile(rule.removeprefix("regex:"))
+    except re.error as exc:
+        return [f"speaker_from: invalid regular expression ({exc})"]
+    if "speaker" not in pattern.groupindex:
+        return ["speaker_from: the regular expression needs a named group (?P<speaker>...)"]
+    return []
+
+
+def speaker_from_path(audio: Path, rule: str) -> str | None:
+    """The speaker an audio path names under `rule` (parent, grandparent, regex:...)."""
+    if rule == "parent":
+        return audio.parent.name or None
+    if rule == "grandparent":
+        return audio.parent.parent.name or None
+    match = re.search(rule.removeprefix("regex:"), str(audio))
+    return match.group("speaker") if match and match.group("speaker") else None
+
+
+def _assign_speakers(items: list[SourceItem], rule: str | None) -> None:
+    """Speakers from paths for items whose source gave none; a warning when that still
+    leaves every utterance its own speaker (splits then cannot keep speakers apart)."""
+    if rule is not None:
+        for item in items:
+            if item.speaker is None:
+                item.speaker = speaker_from_path(item.audio, rule)
+    speakers = {item.speaker for item in items if item.speaker}
+    if len(items) > 1 and (not speakers or len(speakers) == len(items)):
+        log.warning(
+            "every utterance is its own speaker: the same speaker can land in train and test "
+            "(use --speaker-from parent|grandparent|regex:... if the paths name speakers)"
+        )
+
+
 def _read_source(config: PrepareConfig) -> tuple[list[SourceItem], list[SourceRejection]]:
     """Every input item of SOURCE, parsed into items or rejections."""
     parser, wants_dir = PARSERS[config.source_format]
@@ -329,6 +377,7 @@ def _read_source(config: PrepareConfig) -> tuple[list[SourceItem], list[SourceRe
     items: list[SourceItem] = []
     for record in parser(source):
         (rejections if isinstance(record, SourceRejection) else items).append(record)
+    _assign_speakers(items, config.speaker_from)
     log.info(
         "read %d input items from %s (%d rejected while parsing)",
         len(items) + len(rejections),
