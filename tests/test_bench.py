@@ -22,7 +22,7 @@ def test_quick_benchmarks_run_and_report_ratios(tmp_path):
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    names = {"cache", "decoding", "scoring", "dataloading", "prepare", "gpu"}
+    names = {"cache", "decoding", "scoring", "dataloading", "prepare", "padding", "gpu"}
     assert {p.stem for p in tmp_path.glob("*.json")} == names
     cache = json.loads((tmp_path / "cache.json").read_text())
     assert cache["max_abs_feature_diff"] <= 1e-3 and cache["bytes_ratio"] < 1
@@ -33,4 +33,6 @@ def test_quick_benchmarks_run_and_report_ratios(tmp_path):
     assert gpu["training"] and all(row["samples_per_s"] for row in gpu["training"])
     assert {row["loss"] for row in gpu["training"]} == {"full_logits", "label_logits"}
     assert len(gpu["inference"]) == 3
+    padding = json.loads((tmp_path / "padding.json").read_text())["padding_per_real_token"]
+    assert 0 <= padding["length_grouped"] < padding["random"]
     assert "x utterances/s" in result.stdout

@@ -134,14 +134,38 @@ def test_kaldi_dir(tmp_path):
     ]
 
 
-def test_kaldi_requires_files_and_refuses_segments(tmp_path):
+def test_kaldi_requires_files(tmp_path):
     with pytest.raises(SourceError, match=r"wav\.scp"):
         list(read_kaldi(tmp_path))
     (tmp_path / "wav.scp").write_text("", encoding="utf-8")
     (tmp_path / "text").write_text("", encoding="utf-8")
-    (tmp_path / "segments").write_text("", encoding="utf-8")
+    (tmp_path / "segments").mkdir()
     with pytest.raises(SourceError, match="segments"):
         list(read_kaldi(tmp_path))
+
+
+def test_kaldi_segments_are_spans_of_recordings(tmp_path):
+    (tmp_path / "wav.scp").write_text("rec1 long.wav\nrec2 other.wav\n", encoding="utf-8")
+    (tmp_path / "segments").write_text(
+        "s1 rec1 0.5 3.0\ns2 rec1 4.0 7.25\ns3 nope 0 1\ns4 rec1 5 2\ns5 rec2 x y\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "text").write_text(
+        "s1 첫 번째\ns2 두 번째\ns3 세 번째\ns4 네 번째\ns6 여섯 번째\n", encoding="utf-8"
+    )
+    (tmp_path / "utt2spk").write_text("s1 spkA\ns2 spkB\n", encoding="utf-8")
+    items, rejected = split(list(read_kaldi(tmp_path)))
+    assert [(i.id, i.offset, i.segment_duration, i.speaker) for i in items] == [
+        ("s1", 0.5, 2.5, "spkA"),
+        ("s2", 4.0, 3.25, "spkB"),
+    ]
+    assert all(i.audio == tmp_path.absolute() / "long.wav" for i in items)
+    assert sorted((r.reason, r.id) for r in rejected) == [
+        ("malformed_line", "s4"),
+        ("malformed_line", "s5"),
+        ("missing_audio", "s3"),
+        ("missing_audio", "s6"),
+    ]
 
 
 def test_jsonl_field_names(tmp_path):

@@ -138,12 +138,21 @@ def probe_many(
     return results
 
 
-def load_audio(path: Path, sample_rate: int = 16000, *, speed: float = 1.0) -> np.ndarray:
+def load_audio(
+    path: Path,
+    sample_rate: int = 16000,
+    *,
+    speed: float = 1.0,
+    offset: float | None = None,
+    duration: float | None = None,
+) -> np.ndarray:
     """Load `path` as mono float32 at `sample_rate`, exactly as Voxtral's processor sees it.
 
     `speed` != 1 is Kaldi-style speed perturbation (tempo and pitch together, like sox's
     `speed`): the audio is resampled to `sample_rate / speed` with the same soxr HQ
     resampler and then taken as `sample_rate`, so 1.1 gives a clip 1/1.1 as long.
+    `offset`/`duration` (seconds) cut a segment out of a longer recording first, exactly as
+    if the segment had been saved to a file of its own.
 
     The processor (transformers' `load_audio_as`) resamples with soxr HQ, averages channels,
     and re-encodes the result in the file's own format with its default sample format
@@ -152,8 +161,12 @@ def load_audio(path: Path, sample_rate: int = 16000, *, speed: float = 1.0) -> n
     """
     try:
         with sf.SoundFile(str(path)) as handle:
-            samples = handle.read(dtype="float32", always_2d=True)
             file_rate, file_format, subtype = handle.samplerate, handle.format, handle.subtype
+            frames = -1
+            if offset is not None:
+                handle.seek(min(round(offset * file_rate), handle.frames))
+                frames = round((duration or 0.0) * file_rate) if duration is not None else -1
+            samples = handle.read(frames, dtype="float32", always_2d=True)
     except Exception as exc:
         raise AudioError("unreadable_audio", f"{path}: {exc}") from None
     if samples.shape[0] == 0:

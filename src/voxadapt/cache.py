@@ -109,14 +109,16 @@ def _init_worker() -> None:
 
 
 def _featurize_shard(
-    root: str, spec: FeatureSpec, jobs: list[tuple[str, str, str, float]], codec: str
+    root: str, spec: FeatureSpec, jobs: list[tuple[str, str, str, float, Any]], codec: str
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Worker: featurize (key, id, audio, speed) items, write one shard; return (count,
-    errors)."""
+    """Worker: featurize (key, id, audio, speed, segment) items, write one shard; return
+    (count, errors)."""
     keyed, errors = [], []
-    for key, utt_id, audio, speed in jobs:
+    for key, utt_id, audio, speed, segment in jobs:
+        offset, duration = segment or (None, None)
         try:
-            keyed.append((key, features_for_file(audio, spec, speed)))
+            features = features_for_file(audio, spec, speed, offset=offset, duration=duration)
+            keyed.append((key, features))
         except AudioError as exc:
             errors.append(
                 {
@@ -152,9 +154,9 @@ def _open_store(out_dir: Path, spec: FeatureSpec, verify: bool) -> tuple[Feature
 
 def _plan(
     utterances: list[Utterance], store: FeatureStore, spec: FeatureSpec, speeds: list[float]
-) -> tuple[list[tuple[str, str, str, float]], list[dict[str, Any]], int]:
+) -> tuple[list[tuple[str, str, str, float, Any]], list[dict[str, Any]], int]:
     """(work to do as (key, id, audio, speed), per-utterance errors, entries already cached)."""
-    todo: list[tuple[str, str, str, float]] = []
+    todo: list[tuple[str, str, str, float, Any]] = []
     errors: list[dict[str, Any]] = []
     seen: set[str] = set()
     for utterance, speed in ((u, s) for u in utterances for s in speeds):
@@ -173,11 +175,11 @@ def _plan(
             )
             continue
         if key not in store and key not in seen:
-            todo.append((key, utterance.id, utterance.audio, speed))
+            todo.append((key, utterance.id, utterance.audio, speed, utterance.segment))
         seen.add(key)
     # Long clips first so the slowest shards start early; shards then hold similar lengths.
-    durations = {u.audio: u.duration for u in utterances}
-    todo.sort(key=lambda item: -durations.get(item[2], 0.0) / item[3])
+    durations = {u.id: u.duration for u in utterances}
+    todo.sort(key=lambda item: -durations.get(item[1], 0.0) / item[3])
     return todo, errors, len(seen) - len(todo)
 
 

@@ -20,7 +20,7 @@ from voxadapt.features import (
     CompactFeatures,
     FeatureSpec,
     FeatureStore,
-    features_for_file,
+    utterance_features,
     utterance_key,
 )
 from voxadapt.manifest import Utterance
@@ -189,7 +189,7 @@ class TranscriptionDataset(Dataset):
             except CacheEntryError as exc:
                 log.warning("utterance %s: %s; using the audio file instead", utterance.id, exc)
         try:
-            return features_for_file(utterance.audio, self.spec, speed)
+            return utterance_features(utterance, self.spec, speed)
         except AudioError as exc:
             raise VoxadaptError(f"utterance {utterance.id}: {exc}") from None
 

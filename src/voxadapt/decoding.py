@@ -129,6 +129,7 @@ class AudioItem:
     duration: float  # seconds (header estimate; chunking uses the decoded length)
     language: str | None = None  # the record's language (used when language = manifest)
     record: dict[str, Any] = field(default_factory=dict)  # fields carried to the output
+    offset: float | None = None  # a segment of `audio` starting here (duration = `duration`)
 
     @classmethod
     def from_utterance(cls, utterance: Utterance) -> AudioItem:
@@ -139,6 +140,7 @@ class AudioItem:
             utterance.duration,
             language=utterance.language,
             record=utterance.to_dict(),
+            offset=utterance.offset,
         )
 
 
@@ -255,8 +257,9 @@ class FeatureSource(Dataset):
         self.keys = list(keys) if keys is not None else [None] * len(items)
 
     def _key(self, item: AudioItem) -> str | None:
+        segment = None if item.offset is None else (item.offset, item.duration)
         try:
-            return cache_key(item.id, item.audio, self.spec)
+            return cache_key(item.id, item.audio, self.spec, segment=segment)
         except OSError:  # a missing file: reported when its features are computed
             return None
 
@@ -270,8 +273,12 @@ class FeatureSource(Dataset):
                 return index, self.store.get(key)
             except CacheEntryError as exc:
                 log.warning("utterance %s: %s; using the audio file instead", item.id, exc)
+        duration = item.duration if item.offset is not None else None
         try:
-            return index, features_for_file(item.audio, self.spec)
+            features = features_for_file(
+                item.audio, self.spec, offset=item.offset, duration=duration
+            )
+            return index, features
         except AudioError as exc:
             return index, exc
 

@@ -193,13 +193,29 @@ def decode_frames(blob: bytes, offset: float, n_mels: int, n_frames: int) -> np.
     return (offset + quantized * QUANT_STEP).astype(np.float32)
 
 
-def features_for_file(path: Path | str, spec: FeatureSpec, speed: float = 1.0) -> CompactFeatures:
-    """Load, downmix, resample (soxr) and featurize one audio file, optionally sped up or
-    slowed down by `speed` (speed perturbation)."""
-    return compute_features(load_audio(Path(path), spec.sampling_rate, speed=speed), spec)
+def features_for_file(
+    path: Path | str,
+    spec: FeatureSpec,
+    speed: float = 1.0,
+    *,
+    offset: float | None = None,
+    duration: float | None = None,
+) -> CompactFeatures:
+    """Load, downmix, resample (soxr) and featurize one audio file (or the segment at
+    `offset` seconds of `duration`), optionally sped up or slowed down by `speed`."""
+    samples = load_audio(
+        Path(path), spec.sampling_rate, speed=speed, offset=offset, duration=duration
+    )
+    return compute_features(samples, spec)
 
 
-def cache_key(utterance_id: str, audio: str, spec: FeatureSpec, speed: float = 1.0) -> str:
+def cache_key(
+    utterance_id: str,
+    audio: str,
+    spec: FeatureSpec,
+    speed: float = 1.0,
+    segment: tuple[float, float] | None = None,
+) -> str:
     """Cache key: utterance id + audio file identity (path, size, mtime) + feature spec,
     and the speed-perturbation factor when it is not 1.
 
@@ -209,13 +225,23 @@ def cache_key(utterance_id: str, audio: str, spec: FeatureSpec, speed: float = 1
     identity = f"{utterance_id}\0{audio}\0{stat.st_size}\0{stat.st_mtime_ns}"
     if speed != 1.0:
         identity += f"\0speed={speed!r}"
+    if segment is not None:  # (offset, duration) in seconds within the file
+        identity += f"\0segment={segment[0]!r},{segment[1]!r}"
     digest = hashlib.sha256(f"{identity}\0{spec.fingerprint}".encode()).hexdigest()
     return digest[:32]
 
 
 def utterance_key(utterance: Utterance, spec: FeatureSpec, speed: float = 1.0) -> str:
     """The cache key of a manifest record (see `cache_key`)."""
-    return cache_key(utterance.id, utterance.audio, spec, speed)
+    return cache_key(utterance.id, utterance.audio, spec, speed, utterance.segment)
+
+
+def utterance_features(
+    utterance: Utterance, spec: FeatureSpec, speed: float = 1.0
+) -> CompactFeatures:
+    """Features of a manifest record: its file, or its segment of a longer recording."""
+    offset, duration = utterance.segment or (None, None)
+    return features_for_file(utterance.audio, spec, speed, offset=offset, duration=duration)
 
 
 class CacheEntryError(VoxadaptError):

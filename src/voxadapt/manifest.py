@@ -36,9 +36,15 @@ class Utterance:
     # Dual transcriptions `(A)/(B)`: the text as pieces, fixed text or [spelling,
     # pronunciation] per span, so scoring can rebuild every reference (references.py).
     text_variants: list[Any] | None = None
+    offset: float | None = None  # seconds into `audio` where a segment starts (None: whole file)
     # Everything else the source provided (role, gender, age, region...): the fields that
     # evaluation breaks results down by.
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def segment(self) -> tuple[float, float] | None:
+        """(offset, duration) in seconds when the utterance is a segment of a longer file."""
+        return None if self.offset is None else (self.offset, self.duration)
 
     def to_dict(self) -> dict[str, Any]:
         """Flat dict for JSONL: fixed fields first, then metadata keys that do not clash."""

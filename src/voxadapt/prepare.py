@@ -46,6 +46,7 @@ METADATA_BREAKDOWNS = ("role", "gender", "age", "region", "language")
 # Longer raw transcripts are rejected before normalization (25 s of speech is ~300
 # characters; markup may double that): a 100k-character label is a broken file, not speech.
 MAX_RAW_TEXT_CHARS = 5000
+EMIT_FORMATS = ("nemo",)
 
 
 @dataclass
@@ -128,6 +129,13 @@ class PrepareConfig(Config):
         group="splits",
     )
     seed: int = option(0, help="split seed", group="splits")
+    emit: list[str] = option(
+        help="also write each split in other toolkits' formats: nemo (SPLIT.nemo.json: "
+        "audio_filepath, duration, text, offset, lang, speaker, id)",
+        default_factory=list,
+        metavar="FORMAT[,FORMAT...]",
+        group="splits",
+    )
     speaker_from: str | None = option(
         None,
         help="speaker of items whose source names none (scp, jsonl, kaldi without utt2spk): "
@@ -164,6 +172,9 @@ class PrepareConfig(Config):
         if problem:
             found.append(problem)
         found.extend(_speaker_rule_problems(self.speaker_from))
+        unknown = sorted(set(self.emit) - set(EMIT_FORMATS))
+        if unknown:
+            found.append(f"emit: {', '.join(unknown)} not one of {', '.join(EMIT_FORMATS)}")
         return found
 
     @property
@@ -395,7 +406,7 @@ def _check_texts(
     transcript need not cost an audio probe."""
     texts: dict[int, str] = {}
     unique: list[SourceItem] = []
-    seen_audio: dict[str, SourceItem] = {}
+    seen_audio: dict[tuple[str, float | None, float | None], SourceItem] = {}
     for item in items:
         if len(item.raw_text) > MAX_RAW_TEXT_CHARS:
             detail = f"{len(item.raw_text)} characters > {MAX_RAW_TEXT_CHARS}"
@@ -410,13 +421,14 @@ def _check_texts(
         if os.path.exists(real) and not os.path.isfile(real):  # a FIFO would hang the probe
             rejections.append(_reject_item(item, "not_a_file", f"{real} is not a regular file"))
             continue
-        first = seen_audio.get(real)
+        where = (real, item.offset, item.segment_duration)  # segments of one file are distinct
+        first = seen_audio.get(where)
         if first is not None:
             rejections.append(
                 _reject_item(item, "duplicate", f"audio already used by {first.origin}")
             )
             continue
-        seen_audio[real] = item
+        seen_audio[where] = item
         unique.append(item)
     return unique, texts
 
@@ -427,7 +439,12 @@ def _check_audio(
     """(reason, detail) if the item's audio fails a check, else None."""
     if isinstance(probe, AudioError):
         return probe.reason, str(probe)
-    duration = probe.duration
+    duration = _duration_of(item, probe)
+    if item.offset is not None and item.offset + duration > probe.duration + 0.01:
+        return "segment_out_of_range", (
+            f"segment {item.offset:.2f}+{duration:.2f} s ends after the recording's "
+            f"{probe.duration:.2f} s"
+        )
     if duration < config.min_duration_s:
         return "too_short", f"{duration:.2f} s < {config.min_duration_s} s"
     if duration > config.max_duration_s:
@@ -446,6 +463,11 @@ def _check_audio(
             f"(> {config.max_chars_per_s:g}/s + 20)"
         )
     return None
+
+
+def _duration_of(item: SourceItem, probe: AudioInfo) -> float:
+    """The utterance's duration: its segment's, or the whole file's."""
+    return item.segment_duration if item.offset is not None else probe.duration
 
 
 def _unique_ids(base_ids: list[str]) -> list[str]:
@@ -473,19 +495,21 @@ def _build_utterances(
     """Probe the audio, filter, and build the kept records; also the probed durations
     (for the histogram) and the probe's statistics."""
     started = time.perf_counter()
-    probes = probe_many(
-        [item.audio for item in unique], jobs=config.jobs, full_decode=config.full_decode
-    )
+    files = list(dict.fromkeys(item.audio for item in unique))  # a recording probed once
+    probed = dict(zip(files, probe_many(files, jobs=config.jobs, full_decode=config.full_decode)))
+    probes = [probed[item.audio] for item in unique]
     elapsed = time.perf_counter() - started
     probe_stats = {
-        "files": len(unique),
+        "files": len(files),
         "seconds": round(elapsed, 3),
-        "files_per_second": round(len(unique) / elapsed, 1) if elapsed > 0 else None,
+        "files_per_second": round(len(files) / elapsed, 1) if elapsed > 0 else None,
         "jobs": config.jobs or "all",
-        "decoded": sum(1 for p in probes if isinstance(p, AudioInfo) and p.decoded),
+        "decoded": sum(1 for p in probed.values() if isinstance(p, AudioInfo) and p.decoded),
     }
     passed: list[tuple[SourceItem, AudioInfo]] = []
-    probed_durations = [p.duration for p in probes if isinstance(p, AudioInfo)]
+    probed_durations = [
+        _duration_of(item, p) for item, p in zip(unique, probes) if isinstance(p, AudioInfo)
+    ]
     for item, probe in zip(unique, probes, strict=True):
         problem = _check_audio(item, probe, texts[id(item)], config)
         if problem:
@@ -509,13 +533,14 @@ def _build_utterances(
             audio=str(item.audio),
             text=texts[id(item)],
             raw_text=item.raw_text,
-            duration=round(probe.duration, 4),
+            duration=round(_duration_of(item, probe), 4),
             sample_rate=probe.sample_rate,
             channels=probe.channels,
             speaker=item.speaker,
             language=item.language or config.language,
             label_duration=item.label_duration,
             text_variants=transcript_variants(item.raw_text, config.text_options),
+            offset=item.offset,
             metadata=dict(item.metadata),
         )
         for utt_id, (item, probe) in zip(ids, passed)
@@ -539,6 +564,11 @@ def _write_outputs(
     ]
     for name in names:
         write_jsonl(staging / name, splits[name.removesuffix(".jsonl")])
+    if "nemo" in config.emit:
+        for name in list(names):
+            nemo = name.replace(".jsonl", ".nemo.json")
+            write_jsonl(staging / nemo, map(nemo_record, splits[name.removesuffix(".jsonl")]))
+            names.append(nemo)
     write_jsonl(staging / "rejected.jsonl", (_rejection_record(r) for r in rejections))
     kept = [u for split in SPLITS for u in splits[split]]
     stats["duration_histogram"] = plot_durations(
@@ -554,16 +584,33 @@ def _write_outputs(
     return [*names, "rejected.jsonl", "stats.json", "durations.png", "prepare_config.yaml"]
 
 
+def nemo_record(utterance: Utterance) -> dict[str, Any]:
+    """A NeMo ASR manifest line (NeMo reads audio_filepath, duration, text, offset; lang,
+    speaker and id ride along, and `prepare nemo` reads them back)."""
+    record: dict[str, Any] = {
+        "audio_filepath": utterance.audio,
+        "duration": utterance.duration,
+        "text": utterance.text,
+        "lang": utterance.language,
+        "id": utterance.id,
+    }
+    if utterance.offset is not None:
+        record["offset"] = utterance.offset
+    if utterance.speaker:
+        record["speaker"] = utterance.speaker
+    return record
+
+
 def _publish(staging: Path, out_dir: Path, names: list[str]) -> None:
     """Move the finished outputs into `out_dir` (renames only: no write can fail midway)
     and remove split files an earlier run made that this one did not."""
     for name in names:
         os.replace(staging / name, out_dir / name)
     for split in SPLITS:
-        path = out_dir / f"{split}.jsonl"
-        if f"{split}.jsonl" not in names and path.exists():
-            log.info("removing stale %s from an earlier run", path)
-            path.unlink()
+        for path in (out_dir / f"{split}.jsonl", out_dir / f"{split}.nemo.json"):
+            if path.name not in names and path.exists():
+                log.info("removing stale %s from an earlier run", path)
+                path.unlink()
 
 
 def prepare(config: PrepareConfig) -> PrepareResult:
@@ -607,7 +654,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         _publish(staging, out_dir, names)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    manifests = {n.removesuffix(".jsonl"): out_dir / n for n in names if n[:-6] in SPLITS}
+    manifests = {n[:-6]: out_dir / n for n in names if n.endswith(".jsonl") and n[:-6] in SPLITS}
     return PrepareResult(
         out_dir,
         manifests,

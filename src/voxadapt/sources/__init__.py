@@ -17,6 +17,8 @@ PARSERS: dict[str, tuple[Callable[[Path], Iterator[SourceRecord]], bool]] = {
     "aihub": (read_aihub, True),
     "kaldi": (read_kaldi, True),
     "jsonl": (read_jsonl, False),
+    # NeMo manifests are JSON lines (audio_filepath, duration, text, offset)
+    "nemo": (read_jsonl, False),
 }
 FORMATS = tuple(PARSERS)
 

@@ -47,6 +47,10 @@ class SourceItem:
     language: str | None = None
     label_duration: float | None = None  # seconds, as the label claims (verified later)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # A segment of a longer recording (Kaldi segments, NeMo/JSONL offset): where it starts in
+    # `audio` and how long it is, in seconds. None: the utterance is the whole file.
+    offset: float | None = None
+    segment_duration: float | None = None
 
 
 @dataclass

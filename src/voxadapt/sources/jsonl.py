@@ -93,7 +93,8 @@ def _item(record: Any, origin: Origin, base_dir: Path) -> SourceItem:
     if text is not None and not isinstance(text, str):
         # str() of a list or number would become training text.
         raise _MalformedLine(f"{text_key} is {json_kind(text)}, not a string")
-    used = {audio_key, text_key} | _ATTRIBUTE_KEYS | _RECOMPUTED
+    used = {audio_key, text_key, "offset"} | _ATTRIBUTE_KEYS | _RECOMPUTED
+    offset, segment_duration = _segment(record)
     return SourceItem(
         origin=origin,
         audio=resolve_audio(audio, base_dir),
@@ -101,9 +102,23 @@ def _item(record: Any, origin: Origin, base_dir: Path) -> SourceItem:
         id=_label(record, ID_KEYS),
         speaker=_label(record, SPEAKER_KEYS),
         language=_label(record, LANGUAGE_KEYS),
-        label_duration=_duration(record),
+        label_duration=None if offset is not None else _duration(record),
         metadata=_metadata(record, used),
+        offset=offset,
+        segment_duration=segment_duration,
     )
+
+
+def _segment(record: dict) -> tuple[float | None, float | None]:
+    """(offset, duration) of a NeMo/Lhotse-style segment (`offset` + `duration`, seconds)."""
+    if record.get("offset") is None:
+        return None, None
+    offset, duration = record["offset"], _duration(record)
+    if isinstance(offset, bool) or not isinstance(offset, int | float) or offset < 0:
+        raise _MalformedLine(f"offset must be a number of seconds >= 0, not {offset!r}")
+    if duration is None or duration <= 0:
+        raise _MalformedLine("a segment (offset) needs its duration in seconds")
+    return float(offset), duration
 
 
 def _label(record: dict, keys: tuple[str, ...]) -> str | None:

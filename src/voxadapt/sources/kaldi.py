@@ -1,4 +1,8 @@
-"""Kaldi data directory: wav.scp + text (+ optional utt2spk).
+"""Kaldi data directory: wav.scp + text (+ optional utt2spk and segments).
+
+With `segments` (`utt-id recording-id start end`), utterances are time spans of the
+recordings wav.scp lists: each keeps its offset and duration, and audio loading, the feature
+cache and decoding cut the span out of the recording.
 
 The input item is the utterance id: an id in wav.scp, text or both yields exactly one
 record. Lines that cannot name an id, and repeated ids, yield one rejection each.
@@ -6,6 +10,7 @@ record. Lines that cannot name an id, and repeated ids, yield one rejection each
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,19 +101,12 @@ def _index(
 
 
 def _check_dir(data_dir: Path) -> None:
-    """SourceError unless `data_dir` holds readable wav.scp and text and no segments."""
-    problems = [
-        f"{name} ({why})"
-        for name in ("wav.scp", "text")
-        if (why := not_a_regular_file(data_dir / name))
-    ]
+    """SourceError unless `data_dir` holds readable wav.scp and text (and segments, if any,
+    is a regular file)."""
+    names = ["wav.scp", "text"] + (["segments"] if (data_dir / "segments").exists() else [])
+    problems = [f"{name} ({why})" for name in names if (why := not_a_regular_file(data_dir / name))]
     if problems:
         raise SourceError(f"{data_dir} is not a Kaldi data dir: {', '.join(problems)}")
-    if (data_dir / "segments").exists():
-        raise SourceError(
-            f"{data_dir}/segments found: segmented Kaldi dirs are not supported; "
-            "cut the segments into files first (e.g. with lhotse or sox)"
-        )
 
 
 def _speakers(data_dir: Path) -> dict[str, str]:
@@ -127,6 +125,11 @@ def read_kaldi(data_dir: Path) -> Iterator[SourceRecord]:
     rejections: list[SourceRejection] = []
     transcripts = _index(_read_table(data_dir / "text"), rejections, transcripts=True)
     audio = _index(_read_table(data_dir / "wav.scp"), rejections, transcripts=False)
+    if (data_dir / "segments").exists():  # utterances are segments of wav.scp's recordings
+        segments = _index(_read_table(data_dir / "segments"), rejections, transcripts=False)
+        yield from rejections
+        yield from _segment_records(segments, audio, transcripts, base_dir, speakers)
+        return
     yield from rejections
     for key, wav_line in audio.items():
         yield _utterance(wav_line, transcripts.get(key), base_dir, speakers.get(key))
@@ -142,6 +145,59 @@ def read_kaldi(data_dir: Path) -> Iterator[SourceRecord]:
                     text_line.value,
                     id=key,
                 )
+
+
+def _segment_records(
+    segments: dict[str, _Line],
+    recordings: dict[str, _Line],
+    transcripts: dict[str, _Line],
+    base_dir: Path,
+    speakers: dict[str, str],
+) -> Iterator[SourceRecord]:
+    """One record per utterance id of `segments` or `text` (`utt rec start end`, seconds)."""
+    for key, line in segments.items():
+        fields = (line.value or "").split()
+        text_line = transcripts.get(key)
+        transcript = text_line.value if text_line else None
+        try:
+            recording, start, end = fields[0], float(fields[1]), float(fields[2])
+            valid = len(fields) == 3 and math.isfinite(start) and math.isfinite(end)
+        except (IndexError, ValueError):
+            valid = False
+        if not valid or not 0 <= start < end:
+            yield SourceRejection(
+                line.origin,
+                "malformed_line",
+                "expected 'utt-id recording-id start end' (seconds, start < end)",
+                transcript,
+                id=key,
+            )
+            continue
+        wav_line = recordings.get(recording)
+        if wav_line is None:
+            yield SourceRejection(
+                line.origin,
+                "missing_audio",
+                f"recording {recording} is not in wav.scp",
+                transcript,
+                id=key,
+            )
+            continue
+        record = _utterance(wav_line, text_line, base_dir, speakers.get(key))
+        if isinstance(record, SourceItem):
+            record.id, record.offset, record.segment_duration = key, start, end - start
+        else:
+            record.id = key
+        yield record
+    for key, text_line in transcripts.items():
+        if key not in segments:
+            yield SourceRejection(
+                text_line.origin,
+                "missing_audio",
+                f"no segments entry for {key}",
+                text_line.value,
+                id=key,
+            )
 
 
 def _utterance(
