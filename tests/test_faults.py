@@ -53,6 +53,20 @@ def check_ending(result: subprocess.CompletedProcess, signum: int, code: int) ->
     assert "interrupted" in result.stderr
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains `text` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
 def lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
@@ -101,6 +115,10 @@ def test_cache(name, tiny_model, clip_manifest, tmp_path):
     )
     result = interrupt(command, lambda: len(list(out.glob("shard-*.safetensors"))), at, signum)
     check_ending(result, signum, 130)
+    deadline = time.time() + 30  # its worker processes end with it, even after SIGKILL
+    while time.time() < deadline and processes_mentioning(str(out)):
+        time.sleep(0.2)
+    assert not processes_mentioning(str(out)), "orphaned cache workers"
     rerun = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "utterances 16" in rerun.stdout and "failed 0" in rerun.stdout

@@ -563,3 +563,70 @@ def test_adapter_and_checkpoint_weights_are_readable_by_others(adapters, tiny_mo
     umask = os.umask(0)
     os.umask(umask)
     assert all(mode == 0o666 & ~umask for mode in modes.values()), modes
+
+
+# ------------------------------------------------------------- found by the code review
+
+
+def test_compare_with_differently_labelled_speakers_pairs_by_this_runs_speakers():
+    from voxadapt.metrics import paired_bootstrap, score_row
+
+    mine = [
+        {"id": f"u{i}", "speaker": f"s{i % 3}", **score_row("가나다라", "가나다")} for i in range(6)
+    ]
+    theirs = [
+        {"id": f"u{i}", "speaker": f"p{i % 2}", **score_row("가나다라", "가나")} for i in range(6)
+    ]
+    result = paired_bootstrap(mine, theirs, resamples=50)
+    assert result["delta"] == pytest.approx(0.25 - 0.5)
+
+
+def test_resume_may_not_change_the_training_prompt_language():
+    from voxadapt.train import resume_differences
+
+    saved = {"lr": 0.1, "decode": {"language": "ko", "batch_size": 16}}
+    assert (
+        resume_differences(saved, {"lr": 0.1, "decode": {"language": "ko", "batch_size": 4}}) == []
+    )
+    changed = resume_differences(saved, {"lr": 0.1, "decode": {"language": "en"}})
+    assert changed == ["decode.language: 'ko' -> 'en'"]
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("seed: -1\n", "seed must be in"),
+        ("model: null\n", "expected a string, got None"),
+        ("model: no\n", "expected a string, got False"),
+    ],
+)
+def test_train_config_values_that_would_fail_late(tmp_path, yaml_text, message):
+    from voxadapt.config import build_config
+    from voxadapt.train import TrainConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text + "train: t.jsonl\n")
+    with pytest.raises(ConfigError, match=message):
+        build_config(TrainConfig, path)
+
+
+def test_a_commented_out_section_is_an_empty_one(tmp_path):
+    from voxadapt.config import build_config
+    from voxadapt.transcribe import TranscribeConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("decode:\n  # batch_size: 4\n")
+    assert build_config(TranscribeConfig, path, inputs=[tmp_path]).decode.batch_size == 16
+
+
+def test_cache_counts_failed_utterances_not_entries(tiny_model, sample_manifest, tmp_path):
+    rows = [json.loads(line) for line in sample_manifest.read_text().splitlines()]
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not audio")
+    rows[0]["audio"] = str(broken)
+    manifest = tmp_path / "m.jsonl"
+    write_jsonl(manifest, rows)
+    result = build_cache(
+        CacheConfig([manifest], str(tiny_model), tmp_path / "c", jobs=1, speed=[0.9, 1.0, 1.1])
+    )
+    assert result.failed == 1 and result.computed == 3 * (len(rows) - 1)

@@ -132,3 +132,40 @@ def test_segments_past_the_end_are_rejected(kaldi_dir, tmp_path):
     (bad / "segments").write_text("seg0 consult 1.0 4.0\nseg1 consult 900 905\n", encoding="utf-8")
     result = prepare(PrepareConfig(bad, "kaldi", tmp_path / "out", min_duration_s=1))
     assert result.stats["rejected_by_reason"] == {"segment_out_of_range": 1, "missing_audio": 2}
+
+
+def test_lhotse_manifests_round_trip(kaldi_dir, samples, tmp_path):
+    lhotse = pytest.importorskip("lhotse")  # the `lhotse` extra, installed by .ci/run
+    first = prepare(
+        PrepareConfig(kaldi_dir, "kaldi", tmp_path / "a", min_duration_s=1, emit=["lhotse"])
+    )
+    recordings = lhotse.load_manifest(tmp_path / "a" / "train.lhotse_recordings.jsonl.gz")
+    supervisions = lhotse.load_manifest(tmp_path / "a" / "train.lhotse_supervisions.jsonl.gz")
+    assert len(recordings) == 1 and len(supervisions) == 4  # four spans of one recording
+    assert {s.speaker for s in supervisions} == {"doctor", "patient"}
+    second = prepare(
+        PrepareConfig(
+            tmp_path / "a" / "train.lhotse_supervisions.jsonl.gz",
+            "lhotse",
+            tmp_path / "b",
+            min_duration_s=1,
+        )
+    )
+
+    def fields(path):
+        return [
+            (u.id, u.audio, u.text, u.offset, u.duration, u.speaker, u.language)
+            for u in read_manifest(path)
+        ]
+
+    assert fields(first.manifests["train"]) == fields(second.manifests["train"])
+    # whole-file utterances stay whole files; a CutSet reads the same
+    whole = prepare(PrepareConfig(samples / "train.scp", "scp", tmp_path / "c", emit=["lhotse"]))
+    cuts = lhotse.CutSet.from_manifests(
+        recordings=lhotse.load_manifest(tmp_path / "c" / "train.lhotse_recordings.jsonl.gz"),
+        supervisions=lhotse.load_manifest(tmp_path / "c" / "train.lhotse_supervisions.jsonl.gz"),
+    )
+    cuts.to_file(tmp_path / "cuts.jsonl.gz")
+    again = prepare(PrepareConfig(tmp_path / "cuts.jsonl.gz", "lhotse", tmp_path / "d"))
+    assert all(u.offset is None for u in read_manifest(again.manifests["train"]))
+    assert fields(whole.manifests["train"]) == fields(again.manifests["train"])

@@ -87,7 +87,7 @@ class CacheResult:
     utterances: int  # in the manifest(s)
     computed: int  # newly featurized in this run
     reused: int  # already in the cache
-    failed: int  # unreadable audio, listed in cache_errors.jsonl
+    failed: int  # utterances with unreadable audio, listed in cache_errors.jsonl
     bytes_on_disk: int  # all current shards
     seconds: float
     corrupt_shards: int = 0  # found and removed (their clips were recomputed)
@@ -101,11 +101,15 @@ class CacheResult:
 
 def _init_worker() -> None:
     torch.set_num_threads(1)  # one process per core; no oversubscription
+    # The CLI turns SIGTERM into KeyboardInterrupt; in a worker that would leave it stuck
+    # joining its queue to a dead parent. Workers just stop: the main process reports.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform == "linux":  # die with the parent: a SIGKILLed run leaves no orphans
         import ctypes
 
         pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
 
 
 def _featurize_shard(
@@ -250,7 +254,7 @@ def build_cache(config: CacheConfig) -> CacheResult:
     todo, errors, reused = _plan(utterances, store, spec, config.speed)
     if reused:
         log.info(
-            "%d of %d utterances already cached; computing %d",
+            "%d of %d cache entries already there; computing %d",
             reused,
             reused + len(todo),
             len(todo),
@@ -271,7 +275,7 @@ def build_cache(config: CacheConfig) -> CacheResult:
         utterances=len(utterances),
         computed=computed,
         reused=reused,
-        failed=len(errors),
+        failed=len({error["id"] for error in errors}),  # utterances, whatever the speeds
         bytes_on_disk=sum(p.stat().st_size for p in current),
         seconds=time.perf_counter() - started,
         corrupt_shards=n_corrupt,

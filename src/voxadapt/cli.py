@@ -121,9 +121,12 @@ formats:
   scp     lines 'path|transcript' (paths relative to the SCP file's folder)
   aihub   AI-Hub label tree: .../{간호사,의사,환자}/<speaker>/<utt>.json beside <utt>.wav,
           or parallel 라벨링데이터/원천데이터 trees matched by file stem
-  kaldi   data dir with wav.scp and text (utt2spk optional)
+  kaldi   data dir with wav.scp and text (utt2spk, segments optional)
   jsonl   JSON lines: audio/audio_path/audio_filepath, text/transcript,
-          optional duration, speaker, language (other fields are kept as metadata)
+          optional duration, speaker, language, offset (other fields are kept as metadata)
+  nemo    a NeMo ASR manifest (audio_filepath, duration, text, offset)
+  lhotse  a Lhotse CutSet, or supervisions + recordings manifests (file or folder)
+  hf      a Hugging Face dataset: parquet file/folder, save_to_disk folder, audiofolder
 
 outputs in --out:
   train.jsonl [valid.jsonl test.jsonl]  one utterance per line (id, audio, text, duration...)
@@ -135,6 +138,8 @@ examples:
   voxadapt prepare scp dataset/train.scp --out data/seed
   voxadapt prepare aihub /data/208 --out data/ko-med --valid-size 0.05 --test-size 0.05
   voxadapt prepare kaldi data/train --out data/kaldi --text-mode phonetic --drop-fillers
+  voxadapt prepare scp train.scp --out data/scp --speaker-from parent --test-size 0.05
+  voxadapt prepare nemo manifest.json --out data/nemo --emit nemo
   voxadapt prepare jsonl clips.jsonl --out data/j --min-duration 1 --max-duration 30 --jobs 16
 """
 

@@ -151,8 +151,9 @@ def _coerce(value: Any, annotation: Any) -> Any:
             raise ValueError(f"expected a finite number, got {value!r}")
         return number
     if annotation is str:
-        if isinstance(value, (dict, list)):
-            raise ValueError(f"{value!r} is not a string")
+        # YAML null, yes/no and mappings are not strings ("None" or "False" would be)
+        if value is None or isinstance(value, (bool, dict, list)):
+            raise ValueError(f"expected a string, got {value!r}")
         return str(value)
     return value
 
@@ -199,6 +200,8 @@ def _construct(cls: type[T], values: dict[str, Any], prefix: str = "") -> tuple[
             if isinstance(value, annotation):
                 kwargs[name] = value
                 continue
+            if value is None:  # a section whose keys are all commented out
+                value = {}
             if not isinstance(value, dict):
                 problems.append(f"{prefix + name}: expected a mapping of option: value")
                 continue

@@ -136,10 +136,12 @@ class TranscriptionDataset(Dataset):
                 self._find_cached(store, speed)
         self.keys = self.speed_keys.get(1.0, [None] * len(utterances))
 
+        # a clip must be cached at every speed it may be drawn at, or have its audio file
         missing_audio = [
             u.audio
-            for u, k in zip(utterances, self.keys)
-            if k is None and not os.path.isfile(u.audio)
+            for index, u in enumerate(utterances)
+            if any(self.speed_keys[s][index] is None for s in self.speeds)
+            and not os.path.isfile(u.audio)
         ]
         if missing_audio:
             raise VoxadaptError(

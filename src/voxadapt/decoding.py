@@ -218,7 +218,8 @@ def generate_batch(
     for row, cap in zip(output[:, width:].tolist(), caps):
         ended = prompts.eos_id in row
         row = row[: row.index(prompts.eos_id)] if ended else row
-        truncated = not ended and len(row) >= cap
+        # a clip batched with longer ones may run past its own cap before its EOS
+        truncated = len(row) > cap or (not ended and len(row) >= cap)
         row = row[:cap]
         text, language = clean_transcript(prompts.decode(row))
         results.append(Transcript(text, language, len(row), truncated, repetition_loop(text)))
@@ -281,6 +282,16 @@ class FeatureSource(Dataset):
             return index, features
         except AudioError as exc:
             return index, exc
+
+
+def ignore_stop_signals(_: int = 0) -> None:
+    """DataLoader worker init: Ctrl-C/SIGTERM reach the whole process group, but only the
+    main process handles them (it stops the workers); a worker dying of them would turn a
+    clean interrupt into 'DataLoader worker exited unexpectedly'."""
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _collate(batch: list) -> list:
@@ -382,6 +393,7 @@ class Transcriber:
             batch_sampler=batches,
             collate_fn=_collate,
             num_workers=options.num_workers,
+            worker_init_fn=ignore_stop_signals if options.num_workers else None,
             persistent_workers=False,
         )
         was_training = self.model.training

@@ -252,6 +252,8 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
             for row in failed:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         log.warning("%d utterances could not be read; see %s", len(failed), "failed.jsonl")
+    elif todo:
+        (out_dir / "failed.jsonl").unlink(missing_ok=True)  # an earlier run's, now decoded
 
     rows = [row for row in rescore(read_predictions(predictions)) if row["id"] in wanted]
     extra = {

@@ -334,7 +334,7 @@ def _save_mistral(model: torch.nn.Module, model_id: str, out_dir: Path) -> None:
 def export(config: ExportConfig) -> ExportResult:
     """Merge the adapter into its base model and write it to a new folder, which appears
     complete or not at all (built under a temporary name, then renamed)."""
-    out_dir = Path(config.out)
+    out_dir = Path(config.out).absolute()
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError(f"{out_dir} is not empty (or not a folder); choose a new --out")
     info = check_adapter(config.adapter)

@@ -124,7 +124,15 @@ def language_problem(code: str | None) -> str | None:
 
 
 def current_umask() -> int:
-    """The process umask (os.umask can only be read by setting it)."""
+    """The process umask, read from /proc (setting and restoring it, the only portable way,
+    would race with threads creating files in between)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

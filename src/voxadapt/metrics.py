@@ -412,7 +412,9 @@ def paired_bootstrap(
     if not shared:
         raise ValueError("the two prediction sets share no utterance ids")
     a = _speaker_totals([mine[i] for i in shared], key)
-    b = _speaker_totals([theirs[i] for i in shared], key)
+    # both sides clustered by this run's speakers: the other run may label them differently
+    speaker_of = {i: mine[i].get("speaker") for i in shared}
+    b = _speaker_totals([{**theirs[i], "speaker": speaker_of[i]} for i in shared], key)
     groups = sorted(a)
     totals_a = np.array([a[g] for g in groups])
     totals_b = np.array([b[g] for g in groups])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -46,7 +47,7 @@ METADATA_BREAKDOWNS = ("role", "gender", "age", "region", "language")
 # Longer raw transcripts are rejected before normalization (25 s of speech is ~300
 # characters; markup may double that): a 100k-character label is a broken file, not speech.
 MAX_RAW_TEXT_CHARS = 5000
-EMIT_FORMATS = ("nemo",)
+EMIT_FORMATS = ("nemo", "lhotse")
 
 
 @dataclass
@@ -131,10 +132,26 @@ class PrepareConfig(Config):
     seed: int = option(0, help="split seed", group="splits")
     emit: list[str] = option(
         help="also write each split in other toolkits' formats: nemo (SPLIT.nemo.json: "
-        "audio_filepath, duration, text, offset, lang, speaker, id)",
+        "audio_filepath, duration, text, offset, lang, speaker, id), lhotse "
+        "(SPLIT.lhotse_recordings.jsonl.gz + SPLIT.lhotse_supervisions.jsonl.gz)",
         default_factory=list,
         metavar="FORMAT[,FORMAT...]",
         group="splits",
+    )
+    audio_column: str | None = option(
+        None,
+        help="hf: the audio column (default: audio, speech, file, path, ...)",
+        group="hugging face datasets",
+    )
+    text_column: str | None = option(
+        None,
+        help="hf: the transcript column (default: text, sentence, transcript, ...)",
+        group="hugging face datasets",
+    )
+    speaker_column: str | None = option(
+        None,
+        help="hf: the speaker column (default: speaker_id, speaker, client_id, ...)",
+        group="hugging face datasets",
     )
     speaker_from: str | None = option(
         None,
@@ -382,8 +399,16 @@ def _read_source(config: PrepareConfig) -> tuple[list[SourceItem], list[SourceRe
         raise SourceError(f"SOURCE not found: {source}")
     if wants_dir and not source.is_dir():
         raise SourceError(f"{config.source_format} SOURCE must be a folder: {source}")
-    if not wants_dir and not source.is_file():
+    if wants_dir is False and not source.is_file():
         raise SourceError(f"{config.source_format} SOURCE must be a file: {source}")
+    if config.source_format == "hf":  # embedded audio is written once, content-addressed
+        parser = functools.partial(
+            parser,
+            audio_dir=Path(config.out_dir).absolute() / "audio",
+            audio_column=config.audio_column,
+            text_column=config.text_column,
+            speaker_column=config.speaker_column,
+        )
     rejections: list[SourceRejection] = []
     items: list[SourceItem] = []
     for record in parser(source):
@@ -564,11 +589,17 @@ def _write_outputs(
     ]
     for name in names:
         write_jsonl(staging / name, splits[name.removesuffix(".jsonl")])
-    if "nemo" in config.emit:
-        for name in list(names):
-            nemo = name.replace(".jsonl", ".nemo.json")
-            write_jsonl(staging / nemo, map(nemo_record, splits[name.removesuffix(".jsonl")]))
-            names.append(nemo)
+    for name in list(names):
+        split = name.removesuffix(".jsonl")
+        if "nemo" in config.emit:
+            write_jsonl(staging / f"{split}.nemo.json", map(nemo_record, splits[split]))
+            names.append(f"{split}.nemo.json")
+        if "lhotse" in config.emit and splits[split]:
+            from voxadapt.sources.lhotse import write_lhotse
+
+            pair = [f"{split}.lhotse_{kind}.jsonl.gz" for kind in ("recordings", "supervisions")]
+            write_lhotse(splits[split], staging / pair[0], staging / pair[1])
+            names += pair
     write_jsonl(staging / "rejected.jsonl", (_rejection_record(r) for r in rejections))
     kept = [u for split in SPLITS for u in splits[split]]
     stats["duration_histogram"] = plot_durations(
@@ -607,7 +638,13 @@ def _publish(staging: Path, out_dir: Path, names: list[str]) -> None:
     for name in names:
         os.replace(staging / name, out_dir / name)
     for split in SPLITS:
-        for path in (out_dir / f"{split}.jsonl", out_dir / f"{split}.nemo.json"):
+        outputs = [
+            f"{split}.jsonl",
+            f"{split}.nemo.json",
+            f"{split}.lhotse_recordings.jsonl.gz",
+            f"{split}.lhotse_supervisions.jsonl.gz",
+        ]
+        for path in (out_dir / name for name in outputs):
             if path.name not in names and path.exists():
                 log.info("removing stale %s from an earlier run", path)
                 path.unlink()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from voxadapt.config import Config, option, save_config
+from voxadapt.errors import ConfigError
 from voxadapt.manifest import Utterance, atomic_write, check_output_dir
 from voxadapt.metrics import load_terms
 from voxadapt.scoring import read_hypotheses, read_references, scored_row, write_scored
@@ -87,6 +88,11 @@ def score_hypotheses(
 def score(config: ScoreConfig) -> ScoreResult:
     """Score `config.hypotheses` (and `config.compare`) against `config.manifest`."""
     out_dir = check_output_dir(config.out_dir)
+    if (out_dir / "evaluate_config.yaml").is_file():
+        raise ConfigError(
+            f"{out_dir} holds a `voxadapt evaluate` run, whose predictions score would "
+            "replace: choose another --out"
+        )
     utterances = read_references(config.manifest)
     rows, missing, unknown = score_hypotheses(utterances, read_hypotheses(config.hypotheses))
     if missing:

@@ -122,14 +122,17 @@ def write_scored(
     extra: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Path, Path | None]:
     """Compute the metrics of scored rows and write metrics.json (+ report.html)."""
-    metrics = compute_metrics(
-        rows,
-        fields=metadata_fields(utterances),
-        terms=terms,
-        compare_rows=compare_rows,
-        bootstrap=bootstrap,
-        seed=seed,
-    )
+    try:
+        metrics = compute_metrics(
+            rows,
+            fields=metadata_fields(utterances),
+            terms=terms,
+            compare_rows=compare_rows,
+            bootstrap=bootstrap,
+            seed=seed,
+        )
+    except ValueError as exc:  # --compare shares nothing scoreable with these rows
+        raise ConfigError(f"--compare: {exc}") from None
     if compare_rows is not None:
         wanted = {u.id for u in utterances}
         metrics["compare"]["missing_in_other"] = len(wanted - {r.get("id") for r in compare_rows})

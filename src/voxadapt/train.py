@@ -31,7 +31,13 @@ from voxadapt.audio import AudioError
 from voxadapt.augment import SpecAugmentOptions
 from voxadapt.config import Config, load_yaml, option, save_config, to_jsonable
 from voxadapt.data import IGNORE_INDEX, Collator, PromptBuilder, TranscriptionDataset
-from voxadapt.decoding import AudioItem, DecodeOptions, FeatureSource, Transcriber
+from voxadapt.decoding import (
+    AudioItem,
+    DecodeOptions,
+    FeatureSource,
+    Transcriber,
+    ignore_stop_signals,
+)
 from voxadapt.errors import ConfigError, StageInterrupted, VoxadaptError
 from voxadapt.features import FeatureSpec, FeatureStore
 from voxadapt.manifest import (
@@ -225,6 +231,8 @@ class TrainConfig(Config):
             found.append("max_grad_norm must be > 0")
         if self.num_workers < 0:
             found.append("num_workers must be >= 0")
+        if not 0 <= self.seed < 2**31:
+            found.append("seed must be in [0, 2**31)")
         if not self.speed_factors or not all(0.5 <= s <= 2.0 for s in self.speed_factors):
             found.append("speed_factors must be numbers in [0.5, 2.0]")
         found.extend(tracker_problems(self.report_to))
@@ -244,6 +252,7 @@ class TrainState:
     best_cer: float | None = None
     best_step: int | None = None
     evals_without_improvement: int = 0
+    world_size: int = 1  # processes that trained it: micro-batch offsets are per rank
     log_history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -346,11 +355,6 @@ class _StopFlag:
             signal.signal(signum, previous)
 
 
-def _worker_ignores_signals(_: int) -> None:
-    for signum in _StopFlag.SIGNALS:  # the main process handles them and stops the workers
-        signal.signal(signum, signal.SIG_IGN)
-
-
 def label_positions_loss(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], *, reduction: str = "mean"
 ) -> torch.Tensor:
@@ -386,11 +390,17 @@ def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Options that differ between a checkpoint's config and this run's, except those that
     may change on resume (RESUMABLE_CHANGES)."""
-    return [
+    changed = [
         f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
         for key in sorted(set(saved) | set(current))
         if key not in RESUMABLE_CHANGES and str(saved.get(key)) != str(current.get(key))
     ]
+    # decode.language is also the training prompt's language: it may not change
+    old_language = (saved.get("decode") or {}).get("language")
+    new_language = (current.get("decode") or {}).get("language")
+    if old_language is not None and old_language != new_language:
+        changed.append(f"decode.language: {old_language!r} -> {new_language!r}")
+    return changed
 
 
 class Trainer:
@@ -404,6 +414,7 @@ class Trainer:
         self.last_dir = self.output_dir / "checkpoint-last"
         self.adapter_dir = self.output_dir / "adapter"
         self.state = TrainState()
+        self.trackers: Trackers | None = None
 
     # ------------------------------------------------------------------------ setup
 
@@ -426,6 +437,9 @@ class Trainer:
         self._setup_logging()
 
     def _check_resume(self) -> None:
+        old = self.last_dir.with_name(self.last_dir.name + ".old")
+        if not (self.last_dir / "state.json").is_file() and (old / "state.json").is_file():
+            old.rename(self.last_dir)  # killed between the two renames of save_checkpoint
         if not (self.last_dir / "state.json").is_file():
             raise VoxadaptError(f"--resume: no checkpoint in {self.last_dir}")
         saved_path = self.last_dir / "config.yaml"
@@ -506,7 +520,7 @@ class Trainer:
         torch.manual_seed(config.seed)  # identical adapter init on every rank
         self.model = attach_projector_adapter(model, self.adapter_options)
         if dist.main:
-            print(format_audit(parameter_audit(self.model)), flush=True)
+            log.info("parameters:\n%s", format_audit(parameter_audit(self.model)))
         self.n_trainable = check_only_projector_trains(self.model)
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.forward_model = torch.compile(self.model) if config.torch_compile else self.model
@@ -531,6 +545,7 @@ class Trainer:
             num_training_steps=self.total_steps,
         )
         self.state.total_steps = self.total_steps
+        self.state.world_size = self.dist.world
 
     def _restore(self) -> None:
         """Load checkpoint-last: trainable weights, optimizer, scheduler, progress."""
@@ -553,7 +568,14 @@ class Trainer:
         self.scheduler.load_state_dict(saved["scheduler"])
         state = json.loads((self.last_dir / "state.json").read_text(encoding="utf-8"))
         self.state = TrainState(**state)
+        if self.state.world_size != self.dist.world:
+            raise ConfigError(
+                f"--resume: the checkpoint was trained by {self.state.world_size} processes, "
+                f"this run has {self.dist.world}: resume with the same number (the epoch's "
+                "position is counted per process)"
+            )
         self.state.total_steps = self.total_steps
+        self.state.world_size = self.dist.world
         if self.dist.main:
             log.info(
                 "resumed at step %d of %d (epoch %d)",
@@ -563,7 +585,6 @@ class Trainer:
             )
 
     def _setup_logging(self) -> None:
-        self.trackers: Trackers | None = None
         if not self.dist.main:
             return
         save_config(self.config, self.output_dir / "config.yaml")
@@ -629,7 +650,7 @@ class Trainer:
             sampler=sampler,
             collate_fn=self.collator,
             num_workers=config.num_workers,
-            worker_init_fn=_worker_ignores_signals if config.num_workers else None,
+            worker_init_fn=ignore_stop_signals if config.num_workers else None,
             persistent_workers=False,
         )
         batches = iter(loader)
@@ -718,6 +739,7 @@ class Trainer:
         if step % self.eval_every == 0 and step < self.total_steps:
             stop_early = self.evaluate()
             self.save_checkpoint()
+            self.window["start"] = time.perf_counter()  # samples/s counts training time only
             return stop_early
         return False
 
@@ -872,10 +894,12 @@ class Trainer:
         with atomic_write(self.output_dir / "trainer_state.json") as handle:
             json.dump(self.state.__dict__, handle, indent=1)
 
-    def close(self) -> None:
+    def close(self, *, finished: bool = True) -> None:
+        """End the trackers' runs; after a finished run, wait for every rank."""
         if self.trackers is not None:
             self.trackers.close()
-        if self.dist.world > 1:
+            self.trackers = None
+        if finished and self.dist.world > 1:
             torch.distributed.barrier()
 
 
@@ -886,7 +910,11 @@ def _fmt(value: float | None) -> str:
 def train(config: TrainConfig) -> TrainResult:
     """Train the projector; see TrainConfig. Returns where the adapter went and the state."""
     trainer = Trainer(config)
-    trainer.setup()
-    trainer.fit()
+    try:
+        trainer.setup()
+        trainer.fit()
+    except BaseException:  # trackers end their runs after an interrupt or an error too
+        trainer.close(finished=False)
+        raise
     trainer.close()
     return TrainResult(trainer.output_dir, trainer.adapter_dir, trainer.state, trainer.n_trainable)
