@@ -103,6 +103,19 @@ def test_segments_through_prepare_cache_and_evaluate(kaldi_dir, tiny_model, spec
             )
         )
         assert result.metrics["utterances"] == 4 and result.metrics["failed"] == 0
+    from voxadapt.transcribe import TranscribeConfig, transcribe
+
+    transcribed = transcribe(
+        TranscribeConfig(
+            inputs=[prepared.manifests["train"]],
+            model=str(tiny_model),
+            quantization="none",
+            out=tmp_path / "t.jsonl",
+            decode=decode,
+        )
+    )
+    assert [r["offset"] for r in transcribed.rows] == [u.offset for u in utterances]
+    assert all(r["text"] is not None for r in transcribed.rows)
 
 
 def test_nemo_manifests_round_trip(kaldi_dir, tmp_path):

@@ -131,15 +131,7 @@ def _add_manifest(path: Path, items: list[AudioItem], errors: list[dict[str, Any
             where = f"{path}:{line_no}"
             errors.append(_error_row(where, where, "malformed_record", str(exc)))
             continue
-        items.append(
-            AudioItem(
-                utterance.id,
-                utterance.audio,
-                utterance.duration,
-                language=utterance.language,
-                record=utterance.to_dict(),
-            )
-        )
+        items.append(AudioItem.from_utterance(utterance))  # a segment keeps its offset
 
 
 def _error_row(ident: str, audio: str, reason: str, detail: str) -> dict[str, Any]:
