@@ -630,3 +630,13 @@ def test_cache_counts_failed_utterances_not_entries(tiny_model, sample_manifest,
         CacheConfig([manifest], str(tiny_model), tmp_path / "c", jobs=1, speed=[0.9, 1.0, 1.1])
     )
     assert result.failed == 1 and result.computed == 3 * (len(rows) - 1)
+
+
+def test_compare_refuses_predictions_of_another_manifest(tmp_path):
+    from voxadapt.scoring import read_compare
+
+    other = tmp_path / "predictions.jsonl"
+    write_jsonl(other, [{"id": "u1", "reference": "다른 문장", "hypothesis": "x"}])
+    with pytest.raises(ConfigError, match="other references"):
+        read_compare(other, {"u1"}, {"u1": "원래 문장"})
+    assert read_compare(other, {"u1"}, {"u1": "다른 문장"})[0]["id"] == "u1"

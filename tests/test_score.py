@@ -174,3 +174,25 @@ def test_score_cli(manifest, tmp_path, capsys):
     assert main(["score", str(manifest), str(files["kaldi"]), "--out", str(tmp_path / "cli")]) == 0
     out = capsys.readouterr().out
     assert "1 utterances had no hypothesis" in out and "metrics:" in out
+
+
+def test_score_refuses_unmatched_or_mixed_files_and_reads_tabs(manifest, tmp_path):
+    tabbed = tmp_path / "tabbed"
+    tabbed.write_text("u2\t혈압을 재겠습니다\nu3\t숨을 크게 쉬세요\n", encoding="utf-8")
+    result = score(ScoreConfig(manifest, tabbed, tmp_path / "t", bootstrap=0))
+    assert result.missing == ["u1"] and result.unknown == []
+    unmatched = tmp_path / "unmatched"
+    unmatched.write_text("x1 하나\nx2 둘\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="wrong file or manifest"):
+        score(ScoreConfig(manifest, unmatched, tmp_path / "u"))
+    assert not (tmp_path / "u").exists()  # nothing created for a refused run
+    array = tmp_path / "array"
+    array.write_text("[1, 2]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="one format per file"):
+        score(ScoreConfig(manifest, array, tmp_path / "a"))
+    mixed = tmp_path / "mixed"
+    mixed.write_text('u2 혈압을 재겠습니다\n{"id": "u3", "text": "숨"}\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="one format per file"):
+        score(ScoreConfig(manifest, mixed, tmp_path / "m"))
+    again = score(ScoreConfig(manifest, result.predictions, tmp_path / "again", bootstrap=0))
+    assert again.missing == ["u1"]  # a score run's own output keeps its missing count

@@ -237,7 +237,7 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     config = replace(config, model=base_model_of(config.model, config.adapter))
     utterances = _read_utterances(config)
     wanted = {u.id for u in utterances}
-    compare_rows = read_compare(config.compare, wanted)
+    compare_rows = read_compare(config.compare, wanted, {u.id: u.text for u in utterances})
     terms = load_terms(config.terms) if config.terms else None
     out_dir, done_rows = _prepare_output(config)
     predictions = out_dir / PREDICTIONS

@@ -47,6 +47,8 @@ METADATA_BREAKDOWNS = ("role", "gender", "age", "region", "language")
 # Longer raw transcripts are rejected before normalization (25 s of speech is ~300
 # characters; markup may double that): a 100k-character label is a broken file, not speech.
 MAX_RAW_TEXT_CHARS = 5000
+# A segment may end this far past its recording (rounded times); it is clamped to the end.
+MAX_SEGMENT_OVERSHOOT_S = 0.5
 EMIT_FORMATS = ("nemo", "lhotse")
 
 
@@ -464,12 +466,14 @@ def _check_audio(
     """(reason, detail) if the item's audio fails a check, else None."""
     if isinstance(probe, AudioError):
         return probe.reason, str(probe)
-    duration = _duration_of(item, probe)
-    if item.offset is not None and item.offset + duration > probe.duration + 0.01:
+    if item.offset is not None and _segment_overshoot(item, probe) > MAX_SEGMENT_OVERSHOOT_S:
         return "segment_out_of_range", (
-            f"segment {item.offset:.2f}+{duration:.2f} s ends after the recording's "
-            f"{probe.duration:.2f} s"
+            f"segment {item.offset:.2f}+{item.segment_duration or 0:.2f} s ends after the "
+            f"recording's {probe.duration:.2f} s"
         )
+    duration = _duration_of(item, probe)
+    if item.offset is not None and duration <= 0:
+        return "segment_out_of_range", f"segment starts after the recording ends ({item.offset} s)"
     if duration < config.min_duration_s:
         return "too_short", f"{duration:.2f} s < {config.min_duration_s} s"
     if duration > config.max_duration_s:
@@ -490,9 +494,21 @@ def _check_audio(
     return None
 
 
+def _segment_overshoot(item: SourceItem, probe: AudioInfo) -> float:
+    """Seconds a segment claims past the end of its recording (0 if it fits)."""
+    if item.offset is None or item.segment_duration is None:
+        return 0.0
+    return max(0.0, item.offset + item.segment_duration - probe.duration)
+
+
 def _duration_of(item: SourceItem, probe: AudioInfo) -> float:
-    """The utterance's duration: its segment's, or the whole file's."""
-    return item.segment_duration if item.offset is not None else probe.duration
+    """The utterance's duration: its segment's (to the end of the recording when the source
+    said so, and clamped there if it claims a little more, as Kaldi's extract-segments
+    does), or the whole file's."""
+    if item.offset is None:
+        return probe.duration
+    end = probe.duration if item.segment_duration is None else item.offset + item.segment_duration
+    return min(end, probe.duration) - item.offset
 
 
 def _unique_ids(base_ids: list[str]) -> list[str]:

@@ -87,14 +87,23 @@ def score_hypotheses(
 
 def score(config: ScoreConfig) -> ScoreResult:
     """Score `config.hypotheses` (and `config.compare`) against `config.manifest`."""
-    out_dir = check_output_dir(config.out_dir)
-    if (out_dir / "evaluate_config.yaml").is_file():
+    if (Path(config.out_dir) / "evaluate_config.yaml").is_file():
         raise ConfigError(
-            f"{out_dir} holds a `voxadapt evaluate` run, whose predictions score would "
+            f"{config.out_dir} holds a `voxadapt evaluate` run, whose predictions score would "
             "replace: choose another --out"
         )
     utterances = read_references(config.manifest)
-    rows, missing, unknown = score_hypotheses(utterances, read_hypotheses(config.hypotheses))
+    # every input is read and checked before --out is created
+    hypotheses = read_hypotheses(config.hypotheses)
+    other = read_hypotheses(config.compare) if config.compare is not None else None
+    terms = load_terms(config.terms) if config.terms else None
+    rows, missing, unknown = score_hypotheses(utterances, hypotheses)
+    if not set(hypotheses) & {u.id for u in utterances}:
+        raise ConfigError(
+            f"no hypothesis in {config.hypotheses} has an id of {config.manifest} (e.g. "
+            f"{next(iter(hypotheses))!r} vs {utterances[0].id!r}): wrong file or manifest?"
+        )
+    out_dir = check_output_dir(config.out_dir)
     if missing:
         log.warning(
             "%d of %d utterances have no hypothesis (e.g. %s): scored as empty output",
@@ -108,10 +117,7 @@ def score(config: ScoreConfig) -> ScoreResult:
             len(unknown),
             unknown[0],
         )
-    compare_rows = None
-    if config.compare is not None:
-        compare_rows, _, _ = score_hypotheses(utterances, read_hypotheses(config.compare))
-    terms = load_terms(config.terms) if config.terms else None
+    compare_rows = score_hypotheses(utterances, other)[0] if other is not None else None
     predictions = out_dir / "predictions.jsonl"
     with atomic_write(predictions) as handle:
         for row in rows:

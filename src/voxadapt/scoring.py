@@ -70,7 +70,9 @@ def read_hypotheses(path: Path) -> dict[str, str | None]:
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text") from None
     first = next((line for line in lines if line.strip()), "")
-    pairs = _jsonl_pairs(path, lines) if first.lstrip().startswith("{") else _kaldi_pairs(lines)
+    pairs = (
+        _jsonl_pairs(path, lines) if first.lstrip().startswith("{") else _kaldi_pairs(path, lines)
+    )
     hypotheses: dict[str, str | None] = {}
     for where, ident, text in pairs:
         if ident in hypotheses:
@@ -96,16 +98,23 @@ def _jsonl_pairs(path: Path, lines: list[str]) -> list[tuple[int, str, str | Non
         text = row.get(key)
         if text is not None and not isinstance(text, str):
             raise ConfigError(f"{path}:{number}: {key} must be a string")
+        if row.get("missing_hypothesis") is True:  # a score run's own output: still missing
+            text = None
         pairs.append((number, str(row["id"]), text))
     return pairs
 
 
-def _kaldi_pairs(lines: list[str]) -> list[tuple[int, str, str | None]]:
+def _kaldi_pairs(path: Path, lines: list[str]) -> list[tuple[int, str, str | None]]:
     pairs = []
     for number, line in enumerate(lines, start=1):
-        if line.strip():
-            ident, _, text = line.strip().partition(" ")
-            pairs.append((number, ident, text.strip()))
+        if not line.strip():
+            continue
+        if line.lstrip().startswith(("{", "[")):
+            raise ConfigError(
+                f"{path}:{number}: a JSON line in a Kaldi text file: one format per file"
+            )
+        ident, *text = line.split(None, 1)  # any whitespace, tabs included, as Kaldi reads it
+        pairs.append((number, ident, text[0].strip() if text else ""))
     return pairs
 
 
@@ -148,8 +157,11 @@ def write_scored(
     return metrics, metrics_path, report_path
 
 
-def read_compare(path: Path | None, wanted: set[str]) -> list[dict[str, Any]] | None:
-    """--compare: another run's predictions, checked to be predictions of these utterances."""
+def read_compare(
+    path: Path | None, wanted: set[str], references: dict[str, str] | None = None
+) -> list[dict[str, Any]] | None:
+    """--compare: another run's predictions, checked to be predictions of these utterances
+    (same ids and, given `references` (id -> text), the same reference texts)."""
     if path is None:
         return None
     try:
@@ -165,6 +177,15 @@ def read_compare(path: Path | None, wanted: set[str]) -> list[dict[str, Any]] | 
     shared = wanted & {r.get("id") for r in rows}
     if not shared:
         raise ConfigError(f"--compare {path} shares no utterance id with the manifest")
+    if references is not None:
+        differ = [
+            r["id"] for r in rows if r["id"] in shared and r["reference"] != references[r["id"]]
+        ]
+        if differ:
+            raise ConfigError(
+                f"--compare {path}: {len(differ)} shared utterances have other references "
+                f"(e.g. {differ[0]!r}): predictions of another manifest cannot be compared"
+            )
     if len(shared) < len(wanted):
         log.warning(
             "--compare %s has predictions for %d of %d utterances: the comparison covers "

@@ -164,11 +164,13 @@ def _segment_records(
             valid = len(fields) == 3 and math.isfinite(start) and math.isfinite(end)
         except (IndexError, ValueError):
             valid = False
+        if valid and end == -1:  # Kaldi's "to the end of the recording"
+            end = math.inf
         if not valid or not 0 <= start < end:
             yield SourceRejection(
                 line.origin,
                 "malformed_line",
-                "expected 'utt-id recording-id start end' (seconds, start < end)",
+                "expected 'utt-id recording-id start end' (seconds, start < end, or end -1)",
                 transcript,
                 id=key,
             )
@@ -183,9 +185,16 @@ def _segment_records(
                 id=key,
             )
             continue
+        if text_line is None:
+            yield SourceRejection(
+                line.origin, "missing_transcript", f"no line for {key} in the text file", id=key
+            )
+            continue
         record = _utterance(wav_line, text_line, base_dir, speakers.get(key))
         if isinstance(record, SourceItem):
-            record.id, record.offset, record.segment_duration = key, start, end - start
+            # duration None: to the end of the recording (known once it is probed)
+            duration = None if math.isinf(end) else end - start
+            record.id, record.offset, record.segment_duration = key, start, duration
         else:
             record.id = key
         yield record
