@@ -247,3 +247,39 @@ def test_transcribing_a_manifest_keeps_the_reference_apart(tiny_model, sample_ma
         assert row["reference"] == manifest[row["id"]]["text"]
         assert row["reference_raw_text"] == manifest[row["id"]]["raw_text"]
         assert "raw_text" not in row and row["text"] != row["reference"]
+
+
+def test_term_bias_trie_shares_prefixes_and_takes_back_abandoned_bonus():
+    from voxadapt.decoding import TermBias
+
+    bias = TermBias([[1, 2, 3], [1, 2, 4], [5]], weight=2.0)
+    nodes, depth = bias._partial([9, 1, 2])
+    assert depth == 2 and set().union(*(set(n) for n in nodes)) == {3, 4}
+    scores = torch.zeros(1, 10)
+    out = bias.processor(prompt_width=1)(torch.tensor([[0, 9, 1, 2]]), scores)
+    assert out[0, [3, 4]].tolist() == [2.0] * 2  # continue either term sharing the prefix
+    assert out[0, [0, 1, 2, 5, 6, 9]].tolist() == [-4.0] * 6  # leaving the 2-token prefix
+    assert bias._partial([1, 2, 3]) == ([], 0)  # a finished term leaves nothing pending
+    fresh = bias.processor(prompt_width=1)(torch.tensor([[0, 7]]), torch.zeros(1, 10))
+    assert fresh[0, [1, 5]].tolist() == [2.0, 2.0] and fresh[0, 7].item() == 0.0
+
+
+def test_bias_weight_zero_is_exactly_unbiased_and_a_large_one_writes_the_term(
+    tiny_model, clips, tmp_path
+):
+    terms = tmp_path / "terms.txt"
+    terms.write_text("# clinic\n혈압|블러드프레셔\n", encoding="utf-8")
+    transcriber = Transcriber.load(tiny_model, quantization="none")
+    items = [AudioItem(p.stem, str(p), 5.0) for p in clips[:3]]
+
+    def run(**bias):
+        options = DecodeOptions(batch_size=3, num_workers=0, max_new_tokens=8, **bias)
+        return {
+            i.id: (t.text, t.n_tokens) for b in transcriber.transcribe(items, options) for i, t in b
+        }
+
+    plain = run()
+    assert run(bias_terms=terms, bias_weight=0.0) == plain
+    biased = run(bias_terms=terms, bias_weight=100.0)
+    assert all("혈압" in text for text, _ in biased.values())
+    assert not any("혈압" in text for text, _ in plain.values())

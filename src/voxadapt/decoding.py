@@ -11,6 +11,7 @@ feature cache) computed in DataLoader workers while the model decodes.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -75,6 +76,18 @@ class DecodeOptions(Config):
     num_workers: int = option(
         2, help="feature-computing worker processes", flag="--workers", group="decoding"
     )
+    bias_terms: Path | None = option(
+        None,
+        help="terms to favour while decoding, one per line, spellings as CT|씨티 (the "
+        "--terms format); see --bias-weight",
+        metavar="FILE",
+        group="decoding",
+    )
+    bias_weight: float = option(
+        0.0,
+        help="logit bonus per token that continues a bias term (shallow fusion; 0 = none)",
+        group="decoding",
+    )
 
     def problems(self) -> list[str]:
         found = super().problems()
@@ -94,6 +107,10 @@ class DecodeOptions(Config):
             found.append("min_new_tokens must be <= max_new_tokens")
         if self.num_workers < 0:
             found.append("num_workers must be >= 0")
+        if not (math.isfinite(self.bias_weight) and self.bias_weight >= 0):
+            found.append("bias_weight must be >= 0")
+        if self.bias_terms is not None and not Path(self.bias_terms).is_file():
+            found.append(f"bias_terms file {self.bias_terms} does not exist")
         if self.language not in (AUTO_LANGUAGE, MANIFEST_LANGUAGE):
             problem = language_problem(self.language)
             if problem:
@@ -181,6 +198,7 @@ def generate_batch(
     min_new_tokens: int | None = None,
     autocast_dtype: torch.dtype | None = None,
     on_token: Callable[[], None] | None = None,
+    bias: TermBias | None = None,
 ) -> list[Transcript]:
     """Greedy KV-cached generation for clips of one chunk count (so prompts align);
     `on_token` is called after every generation step (progress on long clips)."""
@@ -201,6 +219,10 @@ def generate_batch(
         from transformers import StoppingCriteriaList
 
         kwargs["stopping_criteria"] = StoppingCriteriaList([_StepCallback(on_token)])
+    if bias is not None:
+        from transformers import LogitsProcessorList
+
+        kwargs["logits_processor"] = LogitsProcessorList([bias.processor(width)])
     with autocast(device, autocast_dtype):
         output = model.generate(
             input_ids=input_ids.to(device),
@@ -224,6 +246,83 @@ def generate_batch(
         text, language = clean_transcript(prompts.decode(row))
         results.append(Transcript(text, language, len(row), truncated, repetition_loop(text)))
     return results
+
+
+def read_bias_terms(path: Path) -> list[list[str]]:
+    """Spellings of each term of a terms file (`#` comments, `CT|씨티|시티` variant sets)."""
+    terms = []
+    for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
+        spellings = [part.strip() for part in line.split("#", 1)[0].split("|")]
+        if any(spellings):
+            terms.append([s for s in spellings if s])
+    return terms
+
+
+class TermBias:
+    """Contextual biasing by shallow fusion over a token trie of the bias terms.
+
+    Each spelling is tokenized as it starts a transcript and as it follows a space. At every
+    step a row gets `weight` added to each token that continues a term it is part-way
+    through, or, when it is in no term, to each token that starts one; if it leaves a
+    partial term instead, the bonus it collected for that prefix is taken back (subtracted
+    from every token that does not continue it), so a term that is begun and abandoned ends
+    up unfavoured, not favoured.
+    """
+
+    def __init__(self, token_sequences: list[list[int]], weight: float) -> None:
+        self.weight = weight
+        self.root: dict = {}
+        for tokens in token_sequences:
+            node = self.root
+            for token in tokens:
+                node = node.setdefault(token, {})
+
+    @classmethod
+    def from_file(cls, path: Path, prompts: PromptBuilder, weight: float) -> TermBias:
+        sequences = []
+        for spellings in read_bias_terms(path):
+            for spelling in spellings:
+                for text in (spelling, " " + spelling):
+                    tokens = prompts.target(text)[:-1]  # without EOS
+                    if tokens:
+                        sequences.append(tokens)
+        return cls(sequences, weight)
+
+    def processor(self, prompt_width: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """A transformers logits processor for a batch whose prompts are `prompt_width` long."""
+
+        def process(input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            scores = scores.clone()
+            for row, generated in enumerate(input_ids[:, prompt_width:].tolist()):
+                partial = self._partial(generated)  # (trie nodes part-way through, depth)
+                nodes, depth = partial
+                bonus = torch.full(
+                    (scores.shape[1],),
+                    -self.weight * depth,
+                    dtype=scores.dtype,
+                    device=scores.device,
+                )
+                # part-way through a term: only its continuations; else any term's start
+                continuing = (
+                    set().union(*(set(node) for node in nodes)) if nodes else set(self.root)
+                )
+                ids = torch.tensor(sorted(continuing), device=scores.device)
+                bonus[ids] = self.weight
+                scores[row] += bonus
+            return scores
+
+        return process
+
+    def _partial(self, generated: list[int]) -> tuple[list[dict], int]:
+        """The trie nodes the last tokens reach (terms part-way through) and the longest
+        such prefix's length in tokens."""
+        active: list[tuple[dict, int]] = []
+        for token in generated:
+            advanced = [(node[token], depth + 1) for node, depth in active if token in node]
+            if token in self.root:
+                advanced.append((self.root[token], 1))
+            active = [(node, depth) for node, depth in advanced if node]  # complete: done
+        return [node for node, _ in active], max((depth for _, depth in active), default=0)
 
 
 class _StepCallback:
@@ -404,6 +503,16 @@ class Transcriber:
         finally:
             self.model.train(was_training)
 
+    def _bias(self, options: DecodeOptions) -> TermBias | None:
+        if options.bias_terms is None:
+            return None
+        cached = getattr(self, "_bias_cache", None)
+        key = (str(options.bias_terms), options.bias_weight)
+        if cached is None or cached[0] != key:
+            bias = TermBias.from_file(options.bias_terms, self.prompts, options.bias_weight)
+            self._bias_cache = (key, bias)
+        return self._bias_cache[1]
+
     def _decode_batch(
         self,
         items: Sequence[AudioItem],
@@ -430,6 +539,7 @@ class Transcriber:
                 min_new_tokens=options.min_new_tokens,
                 autocast_dtype=self.autocast_dtype,
                 on_token=on_token,
+                bias=self._bias(options),
             )
             done.extend(zip(group_items, transcripts))
         return done
