@@ -26,6 +26,7 @@ LIBRARY = {
     "tiny",
     "augment",
     "trackers",
+    "vad",
 }
 
 

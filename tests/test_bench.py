@@ -22,7 +22,7 @@ def test_quick_benchmarks_run_and_report_ratios(tmp_path):
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    names = {"cache", "decoding", "scoring", "dataloading", "prepare", "padding", "gpu"}
+    names = {"cache", "decoding", "scoring", "dataloading", "prepare", "padding", "longform", "gpu"}
     assert {p.stem for p in tmp_path.glob("*.json")} == names
     cache = json.loads((tmp_path / "cache.json").read_text())
     assert cache["max_abs_feature_diff"] <= 1e-3 and cache["bytes_ratio"] < 1
@@ -35,4 +35,6 @@ def test_quick_benchmarks_run_and_report_ratios(tmp_path):
     assert len(gpu["inference"]) == 3
     padding = json.loads((tmp_path / "padding.json").read_text())["padding_per_real_token"]
     assert 0 <= padding["length_grouped"] < padding["random"]
+    longform = json.loads((tmp_path / "longform.json").read_text())
+    assert longform["rtfx"]["long_form"] > 0 and longform["peak_rss_mb"]["no_vad"] > 0
     assert "x utterances/s" in result.stdout

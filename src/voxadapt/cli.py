@@ -54,7 +54,9 @@ examples:
 
 TRANSCRIBE_EPILOG = """\
 Clips are grouped by 30 s chunk count and sorted by length, decoded greedily in batches with
-a KV cache. The LLM quantization defaults to what the adapter was trained with. Each output
+a KV cache. Files longer than 30 s are split at pauses (voice-activity detection) and their
+segments decoded in batches: SRT/VTT get one cue per segment with real times (--no-vad: one
+pass). The LLM quantization defaults to what the adapter was trained with. Each output
 record flags repetition loops and transcripts cut by the max-new-tokens cap; a leaked
 `lang:xx` prefix is removed. Unreadable inputs are reported per file; the rest still run.
 
@@ -62,6 +64,8 @@ examples:
   voxadapt transcribe call.wav --adapter runs/voxadapt/adapter
   voxadapt transcribe recordings/ --adapter runs/voxadapt/adapter --out out.jsonl --batch-size 32
   voxadapt transcribe data/ko-med/test.jsonl --out subs/ --format srt
+  voxadapt transcribe consult.wav --out subs/ --format vtt \\
+      --bias-terms configs/ko-medical-terms.txt --bias-weight 2
   voxadapt transcribe clip.flac --model mistralai/Voxtral-Mini-3B-2507 --language auto
 """
 

@@ -29,7 +29,8 @@ from voxadapt.model import DTYPES, QUANTIZATIONS, base_model_of, check_device
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".oga", ".aiff", ".aif", ".w64"}
-OUTPUT_FORMATS = ("jsonl", "txt", "srt")
+OUTPUT_FORMATS = ("jsonl", "txt", "srt", "vtt")
+CUE_FORMATS = ("srt", "vtt")  # one cue file per input, one cue per segment
 _UNSAFE_NAME = re.compile(r"[^\w.\-]+")
 
 
@@ -81,14 +82,30 @@ class TranscribeConfig(Config):
     device: str | None = option(
         None, help="cpu, cuda, cuda:1 ... (default: cuda if available)", group="model"
     )
+    vad: bool = option(
+        True,
+        help="long-form mode: split files longer than --long-form-threshold at pauses "
+        "(voice-activity detection), decode the segments in batches, one cue per segment; "
+        "--no-vad decodes them in one pass",
+        group="long recordings",
+    )
+    long_form_threshold_s: float = option(
+        30.0,
+        help="files longer than this many seconds are long-form",
+        flag="--long-form-threshold",
+        metavar="S",
+        group="long recordings",
+    )
     decode: DecodeOptions = option(help="decoding options", default_factory=DecodeOptions)
 
     def problems(self) -> list[str]:
         found = super().problems() + check_device(self.device)
         if not self.inputs:
             found.append("give at least one audio file, folder or manifest")
-        if self.format == "srt" and self.out is None:
-            found.append("--format srt writes one .srt per clip: give --out FOLDER")
+        if self.format in CUE_FORMATS and self.out is None:
+            found.append(f"--format {self.format} writes one file per input: give --out FOLDER")
+        if not self.long_form_threshold_s > 0:
+            found.append("long_form_threshold_s must be > 0")
         return found
 
 
@@ -214,16 +231,38 @@ def srt_names(ids: Sequence[str]) -> list[str]:
     return names
 
 
-def _write_srt_folder(rows: list[dict[str, Any]], out: Path) -> None:
+def cues(row: dict[str, Any]) -> list[tuple[float, float, str]]:
+    """(start, end, text) cues of a transcript row: one per long-form segment, else one."""
+    if row.get("segments"):
+        return [(s["start"], s["end"], s["text"]) for s in row["segments"] if s["text"]]
+    return [(0.0, float(row.get("duration") or 0), row["text"])]
+
+
+def cue_file(row: dict[str, Any], fmt: str) -> str:
+    """SRT or WebVTT text of a row's cues."""
+    if fmt == "vtt":  # WebVTT: a header, '.' before the milliseconds, no cue numbers needed
+        blocks = [
+            f"{_srt_time(a).replace(',', '.')} --> {_srt_time(b).replace(',', '.')}\n{text}"
+            for a, b, text in cues(row)
+        ]
+        return "WEBVTT\n\n" + "".join(block + "\n\n" for block in blocks)
+    blocks = [
+        f"{n}\n{_srt_time(a)} --> {_srt_time(b)}\n{text}"
+        for n, (a, b, text) in enumerate(cues(row), start=1)
+    ]
+    return "\n".join(block + "\n" for block in blocks)
+
+
+def _write_cue_folder(rows: list[dict[str, Any]], out: Path, fmt: str) -> None:
     """Write the cue files into a temporary folder, then move them into `out` together."""
     done = [row for row in rows if row.get("text") is not None]
-    staging = Path(tempfile.mkdtemp(prefix=".srt-", dir=out))
+    staging = Path(tempfile.mkdtemp(prefix=f".{fmt}-", dir=out))
     try:
-        for row, name in zip(done, srt_names([str(r["id"]) for r in done])):
-            row["srt"] = name
-            end = _srt_time(float(row.get("duration") or 0))
-            (staging / name).write_text(f"1\n00:00:00,000 --> {end}\n{row['text']}\n", "utf-8")
-        for name in (row["srt"] for row in done):
+        names = srt_names([str(r["id"]) for r in done])
+        for row, name in zip(done, (n.removesuffix(".srt") + f".{fmt}" for n in names)):
+            row[fmt] = name
+            (staging / name).write_text(cue_file(row, fmt), "utf-8")
+        for name in (row[fmt] for row in done):
             (staging / name).replace(out / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -231,9 +270,9 @@ def _write_srt_folder(rows: list[dict[str, Any]], out: Path) -> None:
 
 def write_transcripts(rows: list[dict[str, Any]], fmt: str, out: Path | None) -> None:
     """Write rows as JSONL, `id<TAB>text` lines, or one SRT cue file per clip."""
-    if fmt == "srt":
+    if fmt in CUE_FORMATS:
         assert out is not None
-        _write_srt_folder(rows, out)
+        _write_cue_folder(rows, out, fmt)
         return
     if fmt == "jsonl":
         lines = [json.dumps(row, ensure_ascii=False) for row in rows]
@@ -253,11 +292,74 @@ def write_transcripts(rows: list[dict[str, Any]], fmt: str, out: Path | None) ->
         handle.write(text)
 
 
+def split_long_form(
+    items: list[AudioItem], config: TranscribeConfig
+) -> tuple[list[AudioItem], dict[int, list[tuple[AudioItem, float, float]]]]:
+    """The items to decode: short ones as they are, long ones (with --vad) as their speech
+    segments; and per long item, its (segment item, start, end) in order."""
+    from voxadapt.audio import load_audio
+    from voxadapt.vad import speech_segments
+
+    decoded: list[AudioItem] = []
+    segments: dict[int, list[tuple[AudioItem, float, float]]] = {}
+    for item in items:
+        if not (config.vad and item.duration > config.long_form_threshold_s):
+            decoded.append(item)
+            continue
+        try:
+            duration = item.duration if item.offset is not None else None
+            samples = load_audio(Path(item.audio), offset=item.offset, duration=duration)
+        except AudioError:  # reported when the engine reads it
+            decoded.append(item)
+            continue
+        parts = segments[id(item)] = []
+        for index, (start, end) in enumerate(speech_segments(samples)):
+            part = AudioItem(
+                f"{item.id}#{index}",
+                item.audio,
+                end - start,
+                language=item.language,
+                offset=(item.offset or 0.0) + start,
+            )
+            parts.append((part, start, end))
+            decoded.append(part)
+        log.info("%s: %.0f s in %d speech segments", item.id, item.duration, len(parts))
+    return decoded, segments
+
+
+def long_form_row(
+    item: AudioItem,
+    parts: list[tuple[AudioItem, float, float]],
+    results: dict[int, Transcript | AudioError],
+) -> dict[str, Any]:
+    """A long recording's row: its segments' transcripts stitched in order, with times."""
+    failed = next(
+        (results[id(p)] for p, _, _ in parts if isinstance(results[id(p)], AudioError)), None
+    )
+    if failed is not None:
+        return transcript_row(item, failed)
+    done = [(results[id(p)], start, end) for p, start, end in parts]
+    row = transcript_row(
+        item,
+        Transcript(
+            " ".join(t.text for t, _, _ in done if t.text),
+            None,
+            sum(t.n_tokens for t, _, _ in done),
+            any(t.truncated for t, _, _ in done),
+            next((t.repetition_loop for t, _, _ in done if t.repetition_loop), None),
+        ),
+    )
+    row["segments"] = [
+        {"start": round(start, 3), "end": round(end, 3), "text": t.text} for t, start, end in done
+    ]
+    return row
+
+
 def transcribe(config: TranscribeConfig) -> TranscribeResult:
     """Transcribe every input; bad files are reported in their rows, the rest transcribed."""
     fmt = output_format(config)
     if config.out is not None:  # before any decoding: a bad --out must not cost the work
-        check_output_dir(config.out) if fmt == "srt" else check_output_file(config.out)
+        check_output_dir(config.out) if fmt in CUE_FORMATS else check_output_file(config.out)
     config = replace(config, model=base_model_of(config.model, config.adapter))
     items, errors = collect_inputs(config.inputs)
     for row in errors:
@@ -271,15 +373,21 @@ def transcribe(config: TranscribeConfig) -> TranscribeResult:
         device=config.device,
         dtype=config.dtype,
     )
-    by_item: dict[int, dict[str, Any]] = {}
-    with AudioProgress(items, "transcribe") as progress:
-        for batch in transcriber.transcribe(items, config.decode, on_token=progress.token):
+    decoded, segments = split_long_form(items, config)
+    results: dict[int, Transcript | AudioError] = {}
+    with AudioProgress(decoded, "transcribe") as progress:
+        for batch in transcriber.transcribe(decoded, config.decode, on_token=progress.token):
             for item, result in batch:
-                by_item[id(item)] = transcript_row(item, result)
+                results[id(item)] = result
                 if isinstance(result, AudioError):
                     log.warning("%s: %s (%s)", item.id, result.reason, result.detail)
             progress.done([item for item, _ in batch])
-    rows = errors + [by_item[id(item)] for item in items]
+    rows = errors + [
+        long_form_row(item, segments[id(item)], results)
+        if id(item) in segments
+        else transcript_row(item, results[id(item)])
+        for item in items
+    ]
     write_transcripts(rows, fmt, config.out)
     n_errors = sum(1 for row in rows if row.get("text") is None)
     return TranscribeResult(rows, n_errors, config.out)

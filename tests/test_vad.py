@@ -1,0 +1,87 @@
+"""Long-form transcription: VAD segments with real timestamps, batched, stitched in order."""
+
+import itertools
+import re
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from voxadapt.decoding import DecodeOptions
+from voxadapt.transcribe import TranscribeConfig, transcribe
+from voxadapt.vad import VadOptions, speech_segments
+
+from conftest import CLIPS, fit_duration
+
+FAST = DecodeOptions(max_new_tokens=4, num_workers=0)
+TIMESTAMP = r"\d{2}:\d{2}:\d{2}\.\d{3}"
+
+
+@pytest.fixture(scope="module")
+def consultation(tmp_path_factory):
+    """The bundled clips three times over with known silences (1.2-2.6 s): 12 utterances."""
+    path = tmp_path_factory.mktemp("consult") / "consult.wav"
+    parts, starts, position = [], [], 0.0
+    for index, clip in enumerate(CLIPS * 3):
+        samples, rate = sf.read(clip, dtype="float32")
+        pause = 1.2 + 0.2 * (index % 8)
+        parts += [np.zeros(int(pause * rate), dtype=np.float32), samples]
+        position += pause
+        starts.append(position)
+        position += len(samples) / rate
+    parts.append(np.zeros(rate, dtype=np.float32))
+    sf.write(path, np.concatenate(parts), rate)
+    return path, starts
+
+
+def test_one_segment_per_utterance_starting_where_speech_starts(consultation):
+    path, starts = consultation
+    samples, _ = sf.read(path, dtype="float32")
+    segments = speech_segments(samples)
+    assert len(segments) == len(starts)
+    for (start, end), truth in zip(segments, starts):
+        assert abs(start - truth) <= 0.5 and end - start <= 30.0
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(segments))  # in order, disjoint
+
+
+def test_long_speech_without_pauses_is_split_at_its_quietest_point(speech):
+    samples, rate = speech
+    continuous = fit_duration(samples, rate, 70.0)  # espeak's own pauses are < 1 s
+    segments = speech_segments(continuous, VadOptions(max_segment_s=30.0))
+    assert len(segments) >= 3 and all(end - start <= 30.0 for start, end in segments)
+    assert segments[0][0] < 1.0 and segments[-1][1] > 68.0  # nothing lost at either end
+
+
+def test_silence_has_no_segments():
+    assert speech_segments(np.zeros(16000 * 40, dtype=np.float32)) == []
+
+
+@pytest.mark.slow
+def test_long_form_cues_batches_and_stitching(consultation, tiny_model, tmp_path):
+    path, starts = consultation
+    common = dict(model=str(tiny_model), quantization="none", decode=FAST)
+    result = transcribe(
+        TranscribeConfig(inputs=[path], out=tmp_path / "vtt", format="vtt", **common)
+    )
+    [row] = result.rows
+    assert [s["start"] for s in row["segments"]] == sorted(s["start"] for s in row["segments"])
+    assert row["text"] == " ".join(s["text"] for s in row["segments"] if s["text"])
+    vtt = (tmp_path / "vtt" / "consult.vtt").read_text()
+    assert vtt.startswith("WEBVTT\n\n")
+    cues = re.findall(rf"^({TIMESTAMP}) --> ({TIMESTAMP})\n(.+)$", vtt, flags=re.M)
+    assert len(cues) == len(starts)
+    for (begin, _, _), truth in zip(cues, starts):
+        h, m, s = begin.split(":")
+        assert abs(int(h) * 3600 + int(m) * 60 + float(s) - truth) <= 0.5
+    srt = transcribe(TranscribeConfig(inputs=[path], out=tmp_path / "srt", format="srt", **common))
+    assert (tmp_path / "srt" / "consult.srt").read_text().count(" --> ") == len(starts)
+    assert srt.rows[0]["text"] == row["text"]
+    single = transcribe(TranscribeConfig(inputs=[path], vad=False, **common)).rows[0]
+    assert "segments" not in single and single["n_tokens"] <= 4  # one pass, as before
+
+
+def test_short_clips_are_not_split(tiny_model):
+    common = dict(inputs=[CLIPS[0]], model=str(tiny_model), quantization="none", decode=FAST)
+    with_vad = transcribe(TranscribeConfig(**common)).rows[0]
+    without = transcribe(TranscribeConfig(vad=False, **common)).rows[0]
+    assert with_vad == without and "segments" not in with_vad
