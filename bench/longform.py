@@ -29,7 +29,7 @@ from voxadapt.decoding import DecodeOptions
 from voxadapt.transcribe import TranscribeConfig, transcribe
 started = time.perf_counter()
 transcribe(TranscribeConfig(inputs=[Path(sys.argv[1])], model=sys.argv[2], quantization="none",
-                            vad=sys.argv[3] == "vad", decode=DecodeOptions(num_workers=0)))
+                            decode=DecodeOptions(num_workers=0, vad=sys.argv[3] == "vad")))
 print(json.dumps({"seconds": time.perf_counter() - started,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

@@ -1,6 +1,7 @@
 """Long-form transcription: VAD segments with real timestamps, batched, stitched in order."""
 
 import itertools
+import json
 import re
 
 import numpy as np
@@ -76,12 +77,55 @@ def test_long_form_cues_batches_and_stitching(consultation, tiny_model, tmp_path
     srt = transcribe(TranscribeConfig(inputs=[path], out=tmp_path / "srt", format="srt", **common))
     assert (tmp_path / "srt" / "consult.srt").read_text().count(" --> ") == len(starts)
     assert srt.rows[0]["text"] == row["text"]
-    single = transcribe(TranscribeConfig(inputs=[path], vad=False, **common)).rows[0]
+    one_pass = {**common, "decode": DecodeOptions(max_new_tokens=4, num_workers=0, vad=False)}
+    single = transcribe(TranscribeConfig(inputs=[path], **one_pass)).rows[0]
     assert "segments" not in single and single["n_tokens"] <= 4  # one pass, as before
 
 
 def test_short_clips_are_not_split(tiny_model):
     common = dict(inputs=[CLIPS[0]], model=str(tiny_model), quantization="none", decode=FAST)
     with_vad = transcribe(TranscribeConfig(**common)).rows[0]
-    without = transcribe(TranscribeConfig(vad=False, **common)).rows[0]
+    one_pass = {**common, "decode": DecodeOptions(max_new_tokens=4, num_workers=0, vad=False)}
+    without = transcribe(TranscribeConfig(**one_pass)).rows[0]
     assert with_vad == without and "segments" not in with_vad
+
+
+@pytest.mark.slow
+def test_evaluate_scores_a_long_reference_through_long_form(consultation, tiny_model, tmp_path):
+    from voxadapt.evaluate import EvaluateConfig, evaluate
+    from voxadapt.manifest import Utterance, write_jsonl
+
+    path, starts = consultation
+    duration = sf.info(path).duration
+    manifest = tmp_path / "long.jsonl"
+    write_jsonl(
+        manifest,
+        [
+            Utterance(
+                "consult",
+                str(path),
+                "환자분 혈압을 재겠습니다",
+                "환자분 혈압을 재겠습니다",
+                duration,
+                16000,
+                1,
+            )
+        ],
+    )
+    result = evaluate(
+        EvaluateConfig(
+            manifest=manifest,
+            model=str(tiny_model),
+            quantization="none",
+            out_dir=tmp_path / "eval",
+            decode=FAST,
+            bootstrap=0,
+            report=False,
+        )
+    )
+    [row] = [json.loads(line) for line in result.predictions.read_text().splitlines()]
+    assert len(row["segments"]) == len(starts)
+    transcribed = transcribe(
+        TranscribeConfig(inputs=[path], model=str(tiny_model), quantization="none", decode=FAST)
+    ).rows[0]
+    assert row["hypothesis"] == transcribed["text"]  # one engine, one stitching

@@ -88,6 +88,20 @@ class DecodeOptions(Config):
         help="logit bonus per token that continues a bias term (shallow fusion; 0 = none)",
         group="decoding",
     )
+    vad: bool = option(
+        True,
+        help="long-form mode: split files longer than --long-form-threshold at pauses "
+        "(voice-activity detection) and decode the segments in batches; --no-vad decodes "
+        "them in one pass",
+        group="long recordings",
+    )
+    long_form_threshold_s: float = option(
+        30.0,
+        help="files longer than this many seconds are long-form",
+        flag="--long-form-threshold",
+        metavar="S",
+        group="long recordings",
+    )
 
     def problems(self) -> list[str]:
         found = super().problems()
@@ -109,6 +123,8 @@ class DecodeOptions(Config):
             found.append("num_workers must be >= 0")
         if not (math.isfinite(self.bias_weight) and self.bias_weight >= 0):
             found.append("bias_weight must be >= 0")
+        if not (math.isfinite(self.long_form_threshold_s) and self.long_form_threshold_s > 0):
+            found.append("long_form_threshold_s must be > 0")
         if self.bias_terms is not None and not Path(self.bias_terms).is_file():
             found.append(f"bias_terms file {self.bias_terms} does not exist")
         if self.language not in (AUTO_LANGUAGE, MANIFEST_LANGUAGE):
@@ -436,6 +452,66 @@ class AudioProgress:
 
     def __exit__(self, *exc: object) -> None:
         self.bar.close()
+
+
+def split_long_form(
+    items: Sequence[AudioItem], options: DecodeOptions
+) -> tuple[list[AudioItem], dict[int, list[tuple[AudioItem, float, float]]]]:
+    """The items to decode: short ones as they are; ones longer than
+    `options.long_form_threshold_s` (with `options.vad`) as their speech segments. Also,
+    per long item, its (segment item, start, end) in order."""
+    from voxadapt.audio import load_audio
+    from voxadapt.vad import speech_segments
+
+    decoded: list[AudioItem] = []
+    segments: dict[int, list[tuple[AudioItem, float, float]]] = {}
+    for item in items:
+        if not (options.vad and item.duration > options.long_form_threshold_s):
+            decoded.append(item)
+            continue
+        try:
+            duration = item.duration if item.offset is not None else None
+            samples = load_audio(Path(item.audio), offset=item.offset, duration=duration)
+        except AudioError:  # reported when the engine reads it
+            decoded.append(item)
+            continue
+        parts = segments[id(item)] = []
+        for index, (start, end) in enumerate(speech_segments(samples)):
+            part = AudioItem(
+                f"{item.id}#{index}",
+                item.audio,
+                end - start,
+                language=item.language,
+                offset=(item.offset or 0.0) + start,
+            )
+            parts.append((part, start, end))
+            decoded.append(part)
+        log.info("%s: %.0f s in %d speech segments", item.id, item.duration, len(parts))
+    return decoded, segments
+
+
+def stitch(
+    parts: list[tuple[AudioItem, float, float]],
+    results: dict[int, Transcript | AudioError],
+) -> tuple[Transcript | AudioError, list[dict[str, Any]] | None]:
+    """A long recording's transcript from its segments', in order, and the segments with
+    their times (or the first segment's error)."""
+    errors = (results[id(p)] for p, _, _ in parts if isinstance(results[id(p)], AudioError))
+    failed = next(errors, None)
+    if failed is not None:
+        return failed, None
+    done = [(results[id(p)], start, end) for p, start, end in parts]
+    transcript = Transcript(
+        " ".join(t.text for t, _, _ in done if t.text),
+        None,
+        sum(t.n_tokens for t, _, _ in done),
+        any(t.truncated for t, _, _ in done),
+        next((t.repetition_loop for t, _, _ in done if t.repetition_loop), None),
+    )
+    segments = [
+        {"start": round(start, 3), "end": round(end, 3), "text": t.text} for t, start, end in done
+    ]
+    return transcript, segments
 
 
 class Transcriber:

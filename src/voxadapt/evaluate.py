@@ -25,6 +25,8 @@ from voxadapt.decoding import (
     FeatureSource,
     Transcriber,
     Transcript,
+    split_long_form,
+    stitch,
 )
 from voxadapt.errors import ConfigError, VoxadaptError
 from voxadapt.features import FeatureStore
@@ -210,25 +212,45 @@ def _decode(config: EvaluateConfig, todo: list[Utterance], predictions: Path) ->
         device=config.device,
         dtype=config.dtype,
     )
-    items = [AudioItem.from_utterance(u) for u in todo]
+    whole = [AudioItem.from_utterance(u) for u in todo]
     by_id = {u.id: u for u in todo}
+    # long references are decoded as their speech segments and stitched (long-form mode)
+    items, long_items = split_long_form(whole, config.decode)
+    parent = {id(part): item for item in whole for part, _, _ in long_items.get(id(item), [])}
     store = FeatureStore(config.cache, transcriber.spec) if config.cache else None
     source = FeatureSource(items, transcriber.spec, store=store)
     failed: list[dict[str, Any]] = []
+    results: dict[int, Transcript | AudioError] = {}
     with (
         predictions.open("a", encoding="utf-8") as handle,
         AudioProgress(items, "evaluate") as progress,
     ):
         for batch in transcriber.transcribe(items, config.decode, source, progress.token):
+            finished = []
             for item, result in batch:
+                results[id(item)] = result
+                whole_item = parent.get(id(item))
+                if whole_item is None:
+                    finished.append((item, result, None))
+                elif all(id(p) in results for p, _, _ in long_items[id(whole_item)]):
+                    finished.append((whole_item, *stitch(long_items[id(whole_item)], results)))
+            for item, result, segments in finished:
                 row = prediction_row(by_id[item.id], result)
                 if isinstance(result, AudioError):
                     failed.append(row)
-                else:
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    continue
+                if segments is not None:
+                    row["segments"] = segments
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
             progress.done([item for item, _ in batch])
+    silent = [item for item in whole if id(item) in long_items and not long_items[id(item)]]
+    if silent:  # long references in which no speech was found: scored as empty output
+        with predictions.open("a", encoding="utf-8") as handle:
+            for item in silent:
+                row = prediction_row(by_id[item.id], Transcript("", None, 0, False, None))
+                handle.write(json.dumps({**row, "segments": []}, ensure_ascii=False) + "\n")
     return failed
 
 

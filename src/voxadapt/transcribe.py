@@ -15,7 +15,15 @@ from typing import Any
 
 from voxadapt.audio import AudioError, probe_audio
 from voxadapt.config import Config, option
-from voxadapt.decoding import AudioItem, AudioProgress, DecodeOptions, Transcriber, Transcript
+from voxadapt.decoding import (
+    AudioItem,
+    AudioProgress,
+    DecodeOptions,
+    Transcriber,
+    Transcript,
+    split_long_form,
+    stitch,
+)
 from voxadapt.errors import VoxadaptError
 from voxadapt.manifest import (
     Utterance,
@@ -82,20 +90,6 @@ class TranscribeConfig(Config):
     device: str | None = option(
         None, help="cpu, cuda, cuda:1 ... (default: cuda if available)", group="model"
     )
-    vad: bool = option(
-        True,
-        help="long-form mode: split files longer than --long-form-threshold at pauses "
-        "(voice-activity detection), decode the segments in batches, one cue per segment; "
-        "--no-vad decodes them in one pass",
-        group="long recordings",
-    )
-    long_form_threshold_s: float = option(
-        30.0,
-        help="files longer than this many seconds are long-form",
-        flag="--long-form-threshold",
-        metavar="S",
-        group="long recordings",
-    )
     decode: DecodeOptions = option(help="decoding options", default_factory=DecodeOptions)
 
     def problems(self) -> list[str]:
@@ -104,8 +98,6 @@ class TranscribeConfig(Config):
             found.append("give at least one audio file, folder or manifest")
         if self.format in CUE_FORMATS and self.out is None:
             found.append(f"--format {self.format} writes one file per input: give --out FOLDER")
-        if not self.long_form_threshold_s > 0:
-            found.append("long_form_threshold_s must be > 0")
         return found
 
 
@@ -169,10 +161,12 @@ def _add_audio_file(
     items.append(AudioItem(ident, str(path.resolve()), info.duration))
 
 
-def transcript_row(item: AudioItem, result: Transcript | AudioError) -> dict[str, Any]:
-    """The output record of one item: its manifest fields plus the transcript (`text`) and
-    flags. A manifest's own transcript is kept as `reference` (and `reference_raw_text`),
-    never mixed with the hypothesis."""
+def transcript_row(
+    item: AudioItem, result: Transcript | AudioError, segments: list[dict] | None = None
+) -> dict[str, Any]:
+    """The output record of one item: its manifest fields plus the transcript (`text`),
+    flags and, for a long recording, its `segments` with times. A manifest's own transcript
+    is kept as `reference` (and `reference_raw_text`), never mixed with the hypothesis."""
     record = dict(item.record)
     if "text" in record:
         record["reference"] = record.pop("text")
@@ -189,6 +183,8 @@ def transcript_row(item: AudioItem, result: Transcript | AudioError) -> dict[str
     )
     if result.language:
         row["detected_language"] = result.language
+    if segments is not None:
+        row["segments"] = segments
     return row
 
 
@@ -292,69 +288,6 @@ def write_transcripts(rows: list[dict[str, Any]], fmt: str, out: Path | None) ->
         handle.write(text)
 
 
-def split_long_form(
-    items: list[AudioItem], config: TranscribeConfig
-) -> tuple[list[AudioItem], dict[int, list[tuple[AudioItem, float, float]]]]:
-    """The items to decode: short ones as they are, long ones (with --vad) as their speech
-    segments; and per long item, its (segment item, start, end) in order."""
-    from voxadapt.audio import load_audio
-    from voxadapt.vad import speech_segments
-
-    decoded: list[AudioItem] = []
-    segments: dict[int, list[tuple[AudioItem, float, float]]] = {}
-    for item in items:
-        if not (config.vad and item.duration > config.long_form_threshold_s):
-            decoded.append(item)
-            continue
-        try:
-            duration = item.duration if item.offset is not None else None
-            samples = load_audio(Path(item.audio), offset=item.offset, duration=duration)
-        except AudioError:  # reported when the engine reads it
-            decoded.append(item)
-            continue
-        parts = segments[id(item)] = []
-        for index, (start, end) in enumerate(speech_segments(samples)):
-            part = AudioItem(
-                f"{item.id}#{index}",
-                item.audio,
-                end - start,
-                language=item.language,
-                offset=(item.offset or 0.0) + start,
-            )
-            parts.append((part, start, end))
-            decoded.append(part)
-        log.info("%s: %.0f s in %d speech segments", item.id, item.duration, len(parts))
-    return decoded, segments
-
-
-def long_form_row(
-    item: AudioItem,
-    parts: list[tuple[AudioItem, float, float]],
-    results: dict[int, Transcript | AudioError],
-) -> dict[str, Any]:
-    """A long recording's row: its segments' transcripts stitched in order, with times."""
-    failed = next(
-        (results[id(p)] for p, _, _ in parts if isinstance(results[id(p)], AudioError)), None
-    )
-    if failed is not None:
-        return transcript_row(item, failed)
-    done = [(results[id(p)], start, end) for p, start, end in parts]
-    row = transcript_row(
-        item,
-        Transcript(
-            " ".join(t.text for t, _, _ in done if t.text),
-            None,
-            sum(t.n_tokens for t, _, _ in done),
-            any(t.truncated for t, _, _ in done),
-            next((t.repetition_loop for t, _, _ in done if t.repetition_loop), None),
-        ),
-    )
-    row["segments"] = [
-        {"start": round(start, 3), "end": round(end, 3), "text": t.text} for t, start, end in done
-    ]
-    return row
-
-
 def transcribe(config: TranscribeConfig) -> TranscribeResult:
     """Transcribe every input; bad files are reported in their rows, the rest transcribed."""
     fmt = output_format(config)
@@ -373,7 +306,7 @@ def transcribe(config: TranscribeConfig) -> TranscribeResult:
         device=config.device,
         dtype=config.dtype,
     )
-    decoded, segments = split_long_form(items, config)
+    decoded, segments = split_long_form(items, config.decode)
     results: dict[int, Transcript | AudioError] = {}
     with AudioProgress(decoded, "transcribe") as progress:
         for batch in transcriber.transcribe(decoded, config.decode, on_token=progress.token):
@@ -383,7 +316,7 @@ def transcribe(config: TranscribeConfig) -> TranscribeResult:
                     log.warning("%s: %s (%s)", item.id, result.reason, result.detail)
             progress.done([item for item, _ in batch])
     rows = errors + [
-        long_form_row(item, segments[id(item)], results)
+        transcript_row(item, *stitch(segments[id(item)], results))
         if id(item) in segments
         else transcript_row(item, results[id(item)])
         for item in items
