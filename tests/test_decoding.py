@@ -260,6 +260,10 @@ def test_term_bias_trie_shares_prefixes_and_takes_back_abandoned_bonus():
     assert out[0, [3, 4]].tolist() == [2.0] * 2  # continue either term sharing the prefix
     assert out[0, [0, 1, 2, 5, 6, 9]].tolist() == [-4.0] * 6  # leaving the 2-token prefix
     assert bias._partial([1, 2, 3]) == ([], 0)  # a finished term leaves nothing pending
+    empty = TermBias([], weight=2.0).processor(prompt_width=1)(
+        torch.tensor([[0, 7]]), torch.zeros(1, 10)
+    )
+    assert torch.equal(empty, torch.zeros(1, 10))
     fresh = bias.processor(prompt_width=1)(torch.tensor([[0, 7]]), torch.zeros(1, 10))
     assert fresh[0, [1, 5]].tolist() == [2.0, 2.0] and fresh[0, 7].item() == 0.0
 

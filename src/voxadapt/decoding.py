@@ -295,6 +295,7 @@ class TermBias:
 
     @classmethod
     def from_file(cls, path: Path, prompts: PromptBuilder, weight: float) -> TermBias:
+        """The bias of a terms file, tokenized by `prompts`' tokenizer."""
         sequences = []
         for spellings in read_bias_terms(path):
             for spelling in spellings:
@@ -310,8 +311,7 @@ class TermBias:
         def process(input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
             scores = scores.clone()
             for row, generated in enumerate(input_ids[:, prompt_width:].tolist()):
-                partial = self._partial(generated)  # (trie nodes part-way through, depth)
-                nodes, depth = partial
+                nodes, depth = self._partial(generated)  # terms part-way through
                 bonus = torch.full(
                     (scores.shape[1],),
                     -self.weight * depth,
@@ -322,8 +322,9 @@ class TermBias:
                 continuing = (
                     set().union(*(set(node) for node in nodes)) if nodes else set(self.root)
                 )
-                ids = torch.tensor(sorted(continuing), device=scores.device)
-                bonus[ids] = self.weight
+                if continuing:  # an empty terms file has no terms to favour
+                    ids = torch.tensor(sorted(continuing), dtype=torch.long, device=scores.device)
+                    bonus[ids] = self.weight
                 scores[row] += bonus
             return scores
 
