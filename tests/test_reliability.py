@@ -640,3 +640,15 @@ def test_compare_refuses_predictions_of_another_manifest(tmp_path):
     with pytest.raises(ConfigError, match="other references"):
         read_compare(other, {"u1"}, {"u1": "원래 문장"})
     assert read_compare(other, {"u1"}, {"u1": "다른 문장"})[0]["id"] == "u1"
+
+
+def test_unreadable_terms_files_are_one_line_errors_before_any_work(tmp_path, sample_manifest):
+    from voxadapt.score import ScoreConfig, score
+
+    bad = tmp_path / "terms.txt"
+    bad.write_bytes(b"\xff\xfe\x00 not text")
+    line = one_line_error(run_cli("transcribe", CLIPS[0], "--bias-terms", bad))
+    assert "bias_terms" in line and "not UTF-8" in line
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        score(ScoreConfig(sample_manifest, sample_manifest, tmp_path / "out", terms=bad))
+    assert not (tmp_path / "out").exists()

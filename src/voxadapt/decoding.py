@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from voxadapt.audio import AudioError
 from voxadapt.config import Config, option
 from voxadapt.data import AUTO_LANGUAGE, MANIFEST_LANGUAGE, PromptBuilder, prompt_language
-from voxadapt.errors import VoxadaptError
+from voxadapt.errors import ConfigError, VoxadaptError
 from voxadapt.features import (
     CacheEntryError,
     CompactFeatures,
@@ -35,7 +35,17 @@ from voxadapt.features import (
     n_chunks_for,
 )
 from voxadapt.manifest import Utterance, language_problem
-from voxadapt.model import autocast, compute_dtype, input_dtype, load_for_inference, resolve_dtype
+from voxadapt.model import (
+    DTYPES,
+    QUANTIZATIONS,
+    autocast,
+    check_device,
+    compute_dtype,
+    input_dtype,
+    load_for_inference,
+    resolve_dtype,
+)
+from voxadapt.text import read_term_lines
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +135,11 @@ class DecodeOptions(Config):
             found.append("bias_weight must be >= 0")
         if not (math.isfinite(self.long_form_threshold_s) and self.long_form_threshold_s > 0):
             found.append("long_form_threshold_s must be > 0")
-        if self.bias_terms is not None and not Path(self.bias_terms).is_file():
-            found.append(f"bias_terms file {self.bias_terms} does not exist")
+        if self.bias_terms is not None:
+            try:  # read now: a bad file must not wait until the model has loaded
+                read_term_lines(self.bias_terms)
+            except ConfigError as exc:
+                found.append(f"bias_terms: {exc}")
         if self.language not in (AUTO_LANGUAGE, MANIFEST_LANGUAGE):
             problem = language_problem(self.language)
             if problem:
@@ -264,16 +277,6 @@ def generate_batch(
     return results
 
 
-def read_bias_terms(path: Path) -> list[list[str]]:
-    """Spellings of each term of a terms file (`#` comments, `CT|씨티|시티` variant sets)."""
-    terms = []
-    for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
-        spellings = [part.strip() for part in line.split("#", 1)[0].split("|")]
-        if any(spellings):
-            terms.append([s for s in spellings if s])
-    return terms
-
-
 class TermBias:
     """Contextual biasing by shallow fusion over a token trie of the bias terms.
 
@@ -297,7 +300,7 @@ class TermBias:
     def from_file(cls, path: Path, prompts: PromptBuilder, weight: float) -> TermBias:
         """The bias of a terms file, tokenized by `prompts`' tokenizer."""
         sequences = []
-        for spellings in read_bias_terms(path):
+        for _, spellings in read_term_lines(path):
             for spelling in spellings:
                 for text in (spelling, " " + spelling):
                     tokens = prompts.target(text)[:-1]  # without EOS
@@ -513,6 +516,53 @@ def stitch(
         {"start": round(start, 3), "end": round(end, 3), "text": t.text} for t, start, end in done
     ]
     return transcript, segments
+
+
+@dataclass
+class ModelChoice(Config):
+    """The model options of the decoding stages (transcribe, evaluate): which base model,
+    which adapter, and how to load them."""
+
+    model: str | None = option(
+        None,
+        help="base model: hub id or folder (default: the adapter's base model, else "
+        "mistralai/Voxtral-Mini-3B-2507)",
+        group="model",
+    )
+    adapter: Path | None = option(
+        None,
+        help="adapter from `voxadapt train` (OUTPUT_DIR/adapter); none: the base model",
+        metavar="DIR",
+        group="model",
+    )
+    quantization: str | None = option(
+        None,
+        help="LLM weights (default: as the adapter was trained; nf4 without one)",
+        choices=QUANTIZATIONS,
+        group="model",
+    )
+    dtype: str | None = option(
+        None,
+        help="compute dtype (default bf16 on GPU, fp32 on CPU)",
+        choices=tuple(DTYPES),
+        group="model",
+    )
+    device: str | None = option(
+        None, help="cpu, cuda, cuda:1 ... (default: cuda if available)", group="model"
+    )
+
+    def problems(self) -> list[str]:
+        return super().problems() + check_device(self.device)
+
+    def load_transcriber(self) -> Transcriber:
+        """The model and adapter these options name, ready to decode."""
+        return Transcriber.load(
+            self.model,
+            self.adapter,
+            quantization=self.quantization,
+            device=self.device,
+            dtype=self.dtype,
+        )
 
 
 class Transcriber:

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from voxadapt.audio import AudioError
-from voxadapt.config import Config, load_yaml, option, save_config, to_jsonable
+from voxadapt.config import load_yaml, option, save_config, to_jsonable
 from voxadapt.decoding import (
     MANIFEST_LANGUAGE,
     AudioItem,
     AudioProgress,
     DecodeOptions,
     FeatureSource,
-    Transcriber,
+    ModelChoice,
     Transcript,
     split_long_form,
     stitch,
@@ -37,7 +37,7 @@ from voxadapt.manifest import (
     language_problem,
 )
 from voxadapt.metrics import load_terms, read_predictions, rescore
-from voxadapt.model import DTYPES, QUANTIZATIONS, base_model_of, check_device
+from voxadapt.model import base_model_of
 from voxadapt.scoring import read_compare, read_references, scored_row, write_scored
 
 log = logging.getLogger(__name__)
@@ -48,40 +48,13 @@ _RUN_IDENTITY = ("manifest", "model", "adapter", "quantization", "cache")
 
 
 @dataclass
-class EvaluateConfig(Config):
+class EvaluateConfig(ModelChoice):
     """Options of `voxadapt evaluate` (the YAML keys of `--config`)."""
 
     manifest: Path | None = option(
         None, help="JSONL with references (test.jsonl)", positional=True, metavar="MANIFEST"
     )
     out_dir: Path = option(Path("runs/eval"), help="output folder", flag="--out", metavar="DIR")
-    model: str | None = option(
-        None,
-        help="base model: hub id or folder (default: the adapter's base model, else "
-        "mistralai/Voxtral-Mini-3B-2507)",
-        group="model",
-    )
-    adapter: Path | None = option(
-        None,
-        help="adapter from `voxadapt train`; none: the base model (zero-shot baseline)",
-        metavar="DIR",
-        group="model",
-    )
-    quantization: str | None = option(
-        None,
-        help="LLM weights (default: as the adapter was trained; nf4 without one)",
-        choices=QUANTIZATIONS,
-        group="model",
-    )
-    dtype: str | None = option(
-        None,
-        help="compute dtype (default bf16 on GPU, fp32 on CPU)",
-        choices=tuple(DTYPES),
-        group="model",
-    )
-    device: str | None = option(
-        None, help="cpu, cuda, cuda:1 ... (default: cuda if available)", group="model"
-    )
     cache: Path | None = option(
         None,
         help="feature cache from `voxadapt cache` (default: features from the audio)",
@@ -109,7 +82,7 @@ class EvaluateConfig(Config):
     report: bool = option(True, help="write report.html")
 
     def problems(self) -> list[str]:
-        found = super().problems() + check_device(self.device)
+        found = super().problems()
         if self.manifest is None:
             found.append("a manifest is required")
         elif not Path(self.manifest).is_file():
@@ -205,13 +178,7 @@ def _prepare_output(config: EvaluateConfig) -> tuple[Path, list[dict[str, Any]]]
 
 def _decode(config: EvaluateConfig, todo: list[Utterance], predictions: Path) -> list[dict]:
     """Decode `todo`, appending scored rows to `predictions`; returns the failed rows."""
-    transcriber = Transcriber.load(
-        config.model,
-        config.adapter,
-        quantization=config.quantization,
-        device=config.device,
-        dtype=config.dtype,
-    )
+    transcriber = config.load_transcriber()
     whole = [AudioItem.from_utterance(u) for u in todo]
     by_id = {u.id: u for u in todo}
     # long references are decoded as their speech segments and stitched (long-form mode)

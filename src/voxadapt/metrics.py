@@ -14,7 +14,7 @@ from typing import Any
 import jiwer
 import numpy as np
 
-from voxadapt.text import SCORING_NORMALIZATION_VERSION, normalize_for_scoring
+from voxadapt.text import SCORING_NORMALIZATION_VERSION, normalize_for_scoring, read_term_lines
 
 log = logging.getLogger(__name__)
 
@@ -599,10 +599,9 @@ def load_terms(path: Path) -> list[tuple[str, ...]]:
     """
     variant_sets: list[tuple[str, ...]] = []
     seen: set[str] = set()
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
+    for number, line_spellings in read_term_lines(path):
         spellings = []
-        for spelling in line.split("|"):
+        for spelling in line_spellings:
             spelling = "".join(normalize_for_scoring(spelling).split())
             if not spelling or spelling in spellings:
                 continue

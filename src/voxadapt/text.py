@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 
 TEXT_MODES = ("spelling", "phonetic")
 
@@ -196,6 +197,24 @@ def _tidy(text: str) -> str:
 def _excerpt(raw_text: str, limit: int = 80) -> str:
     """`raw_text` for an error message, cut to `limit` characters."""
     return repr(raw_text if len(raw_text) <= limit else raw_text[:limit] + "…")
+
+
+def read_term_lines(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, spellings) of each term in a terms file: one term per line, the
+    spellings of one spoken term separated by `|` (`CT|씨티|시티`), `#` comments, blank lines
+    skipped. The format of --terms and --bias-terms. ConfigError if the file is unreadable."""
+    from voxadapt.errors import ConfigError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"terms file {path} is unreadable or not UTF-8 ({exc})") from None
+    terms = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        spellings = [part.strip() for part in line.split("#", 1)[0].split("|")]
+        if any(spellings):
+            terms.append((number, [s for s in spellings if s]))
+    return terms
 
 
 def decode_line(data: bytes) -> tuple[str, str]:

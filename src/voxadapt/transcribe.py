@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from voxadapt.audio import AudioError, probe_audio
-from voxadapt.config import Config, option
+from voxadapt.config import option
 from voxadapt.decoding import (
     AudioItem,
     AudioProgress,
     DecodeOptions,
-    Transcriber,
+    ModelChoice,
     Transcript,
     split_long_form,
     stitch,
@@ -32,7 +32,7 @@ from voxadapt.manifest import (
     check_output_file,
     iter_jsonl,
 )
-from voxadapt.model import DTYPES, QUANTIZATIONS, base_model_of, check_device
+from voxadapt.model import base_model_of
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ _UNSAFE_NAME = re.compile(r"[^\w.\-]+")
 
 
 @dataclass
-class TranscribeConfig(Config):
+class TranscribeConfig(ModelChoice):
     """Options of `voxadapt transcribe`."""
 
     inputs: list[Path] = option(
@@ -51,18 +51,6 @@ class TranscribeConfig(Config):
         default_factory=list,
         positional=True,
         metavar="INPUT",
-    )
-    model: str | None = option(
-        None,
-        help="base model: hub id or folder (default: the adapter's base model, else "
-        "mistralai/Voxtral-Mini-3B-2507)",
-        group="model",
-    )
-    adapter: Path | None = option(
-        None,
-        help="adapter from `voxadapt train` (OUTPUT_DIR/adapter)",
-        metavar="DIR",
-        group="model",
     )
     out: Path | None = option(
         None,
@@ -75,25 +63,10 @@ class TranscribeConfig(Config):
         "default from --out's suffix, txt on stdout",
         choices=OUTPUT_FORMATS,
     )
-    quantization: str | None = option(
-        None,
-        help="LLM weights (default: as the adapter was trained; nf4 without one)",
-        choices=QUANTIZATIONS,
-        group="model",
-    )
-    dtype: str | None = option(
-        None,
-        help="compute dtype (default bf16 on GPU, fp32 on CPU)",
-        choices=tuple(DTYPES),
-        group="model",
-    )
-    device: str | None = option(
-        None, help="cpu, cuda, cuda:1 ... (default: cuda if available)", group="model"
-    )
     decode: DecodeOptions = option(help="decoding options", default_factory=DecodeOptions)
 
     def problems(self) -> list[str]:
-        found = super().problems() + check_device(self.device)
+        found = super().problems()
         if not self.inputs:
             found.append("give at least one audio file, folder or manifest")
         if self.format in CUE_FORMATS and self.out is None:
@@ -299,13 +272,7 @@ def transcribe(config: TranscribeConfig) -> TranscribeResult:
         log.warning("%s: %s (%s)", row["id"], row["error"], row["detail"])
     if not items:
         raise VoxadaptError(f"nothing to transcribe: {len(errors)} inputs failed")
-    transcriber = Transcriber.load(
-        config.model,
-        config.adapter,
-        quantization=config.quantization,
-        device=config.device,
-        dtype=config.dtype,
-    )
+    transcriber = config.load_transcriber()
     decoded, segments = split_long_form(items, config.decode)
     results: dict[int, Transcript | AudioError] = {}
     with AudioProgress(decoded, "transcribe") as progress:

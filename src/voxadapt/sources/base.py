@@ -68,6 +68,17 @@ class SourceRejection:
 SourceRecord = SourceItem | SourceRejection
 
 
+def undecodable_line(origin: Origin, data: bytes, id: str | None = None) -> SourceRejection:
+    """The rejection of a line that is neither UTF-8 nor CP949 (its bytes shown replaced)."""
+    return SourceRejection(
+        origin,
+        "undecodable_line",
+        "line is neither UTF-8 nor CP949",
+        raw_text=data.decode("utf-8", errors="replace"),
+        id=id,
+    )
+
+
 def resolve_audio(path_text: str, base_dir: Path) -> Path:
     """Absolute path of an audio reference, relative ones taken from `base_dir`."""
     path = Path(path_text.strip())

@@ -16,6 +16,7 @@ from voxadapt.sources.base import (
     non_finite_number,
     parse_json,
     resolve_audio,
+    undecodable_line,
 )
 from voxadapt.text import decode_line
 
@@ -61,12 +62,7 @@ def _parse_line(data: bytes, origin: Origin, base_dir: Path) -> SourceRecord:
     try:
         line, _ = decode_line(data)
     except UnicodeDecodeError:
-        return SourceRejection(
-            origin,
-            "undecodable_line",
-            "line is neither UTF-8 nor CP949",
-            raw_text=data.decode("utf-8", errors="replace"),
-        )
+        return undecodable_line(origin, data)
     record, problem = parse_json(line)
     if problem:
         return SourceRejection(origin, "malformed_line", problem, line)

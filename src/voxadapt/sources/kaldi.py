@@ -24,6 +24,7 @@ from voxadapt.sources.base import (
     iter_source_lines,
     not_a_regular_file,
     resolve_audio,
+    undecodable_line,
 )
 from voxadapt.text import decode_line
 
@@ -38,13 +39,7 @@ class _Line:
     raw: bytes
 
     def undecodable(self) -> SourceRejection:
-        return SourceRejection(
-            self.origin,
-            "undecodable_line",
-            "line is neither UTF-8 nor CP949",
-            raw_text=self.raw.decode("utf-8", errors="replace"),
-            id=self.key or None,
-        )
+        return undecodable_line(self.origin, self.raw, self.key or None)
 
 
 def _decode(data: bytes) -> str | None:

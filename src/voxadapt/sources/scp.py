@@ -12,6 +12,7 @@ from voxadapt.sources.base import (
     SourceRejection,
     iter_source_lines,
     resolve_audio,
+    undecodable_line,
 )
 from voxadapt.text import decode_line
 
@@ -28,12 +29,7 @@ def _parse_line(data: bytes, origin: Origin, base_dir: Path) -> SourceRecord:
     try:
         line, _ = decode_line(data)
     except UnicodeDecodeError:
-        return SourceRejection(
-            origin,
-            "undecodable_line",
-            "line is neither UTF-8 nor CP949",
-            raw_text=data.decode("utf-8", errors="replace"),
-        )
+        return undecodable_line(origin, data)
     audio_text, sep, transcript = line.partition("|")
     if not sep or not audio_text.strip():
         return SourceRejection(
