@@ -17,7 +17,6 @@ import soxr
 import torch
 
 from bench.common import make_clips, ratio, timed, tiny_model, workdir, write_result
-from voxadapt.cache import CacheConfig, build_cache
 from voxadapt.features import (
     FeatureSpec,
     FeatureStore,
@@ -25,6 +24,7 @@ from voxadapt.features import (
     utterance_key,
 )
 from voxadapt.manifest import read_manifest
+from voxadapt.stages.cache import CacheConfig, build_cache
 
 
 def seed_cache(manifest: Path, model: Path, out_dir: Path) -> None:

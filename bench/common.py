@@ -101,7 +101,7 @@ def speech_pool(root: Path) -> tuple[list[np.ndarray], str]:
         pool.append(soxr.resample(samples, rate, 16000) if rate != 16000 else samples)
     if len(pool) == len(SENTENCES):
         return pool, "espeak-ng -v ko"
-    from voxadapt.demo import sample_scp
+    from voxadapt.stages.demo import sample_scp
 
     clips = sorted(sample_scp().parent.glob("clips/*.wav"))
     return [sf.read(p, dtype="float32")[0] for p in clips], "bundled espeak-ng clips"

@@ -15,11 +15,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench.common import make_clips, timed, tiny_model, workdir, write_result
-from voxadapt.cache import CacheConfig, build_cache
 from voxadapt.data import Collator, PromptBuilder, TranscriptionDataset
 from voxadapt.features import FeatureSpec, FeatureStore
 from voxadapt.manifest import read_manifest
 from voxadapt.model import AdapterOptions, attach_projector_adapter, load_voxtral
+from voxadapt.stages.cache import CacheConfig, build_cache
 
 # What the real model consumes on one H100 at the GPU benchmark's goal (bench/gpu.py).
 GPU_GOAL_SAMPLES_PER_S = 35.0

@@ -31,7 +31,7 @@ from voxadapt.model import (
     input_dtype,
     load_voxtral,
 )
-from voxadapt.train import label_positions_loss
+from voxadapt.training import label_positions_loss
 
 TARGET_TOKENS = 40  # ~ a 10 s Korean utterance
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}  # dense bf16

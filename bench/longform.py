@@ -26,7 +26,7 @@ _RUN = """
 import json, resource, sys, time
 from pathlib import Path
 from voxadapt.decoding import DecodeOptions
-from voxadapt.transcribe import TranscribeConfig, transcribe
+from voxadapt.stages.transcribe import TranscribeConfig, transcribe
 started = time.perf_counter()
 transcribe(TranscribeConfig(inputs=[Path(sys.argv[1])], model=sys.argv[2], quantization="none",
                             decode=DecodeOptions(num_workers=0, vad=sys.argv[3] == "vad")))

@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from bench.common import timed, write_result
-from voxadapt.prepare import PrepareConfig, prepare
+from voxadapt.stages.prepare import PrepareConfig, prepare
 
 
 def seed_durations(scp: Path) -> list[float]:

@@ -11,7 +11,7 @@ import random
 from typing import Any
 
 from bench.common import SENTENCES, ratio, timed, write_result
-from voxadapt.metrics import char_edits, word_edits
+from voxadapt.scoring.edits import char_edits, word_edits
 from voxadapt.text import normalize_for_scoring
 
 

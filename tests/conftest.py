@@ -83,7 +83,7 @@ def spec(processor):
 @pytest.fixture(scope="session")
 def sample_manifest(tmp_path_factory) -> Path:
     """train.jsonl prepared from the bundled sample clips (4 utterances)."""
-    from voxadapt.prepare import PrepareConfig, prepare
+    from voxadapt.stages.prepare import PrepareConfig, prepare
 
     out = tmp_path_factory.mktemp("samples")
     return prepare(PrepareConfig(SAMPLES / "train.scp", "scp", out, jobs=1)).manifests["train"]

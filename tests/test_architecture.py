@@ -1,4 +1,4 @@
-"""The layout rule: stages sit on a library and never import one another."""
+"""The layout rule: stages sit in voxadapt/stages on a library and never import one another."""
 
 import ast
 from pathlib import Path
@@ -6,71 +6,74 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).parents[1] / "src" / "voxadapt"
-STAGES = {"prepare", "cache", "train", "transcribe", "evaluate", "score", "export", "demo"}
-COMPOSERS = {"demo", "cli"}  # compose stages by design
-LIBRARY = {
-    "audio",
-    "text",
-    "sources",
-    "manifest",
-    "features",
-    "data",
-    "model",
-    "decoding",
-    "metrics",
-    "references",
-    "scoring",
-    "report",
-    "config",
-    "errors",
-    "tiny",
-    "augment",
-    "trackers",
-    "vad",
-}
+COMMANDS = {"prepare", "cache", "train", "transcribe", "evaluate", "score", "export", "demo"}
+COMPOSERS = {"stages.demo", "cli"}  # compose stages by design
 
 
 def voxadapt_imports(path: Path) -> set[str]:
-    """Top-level voxadapt modules that `path` imports (anywhere in the file)."""
+    """The voxadapt modules that `path` imports (anywhere in the file), as dotted names below
+    the package: 'stages.train', 'scoring.rates', 'model'."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("voxadapt"):
-            parts = node.module.split(".")
-            if len(parts) > 1:
-                found.add(parts[1])
-            else:  # from voxadapt import x
-                found.update(alias.name for alias in node.names)
+            below = node.module.split(".")[1:]
+            if below:
+                found.add(".".join(below))
+            for alias in node.names:  # from voxadapt.stages import train
+                found.add(".".join([*below, alias.name]))
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("voxadapt."):
-                    found.add(alias.name.split(".")[1])
+                    found.add(alias.name.split(".", 1)[1])
     return found
 
 
 def modules() -> dict[str, Path]:
-    result = {p.stem: p for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
-    result.update({f"sources/{p.stem}": p for p in (PACKAGE / "sources").glob("*.py")})
+    """Every module of the package by dotted name below it ('stages.train', 'model')."""
+    result = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts:
+            result[".".join(parts)] = path
     return result
 
 
-def test_every_module_is_a_stage_or_library():
-    top = {name for name in modules() if "/" not in name}
-    assert top <= STAGES | LIBRARY | COMPOSERS, top - (STAGES | LIBRARY | COMPOSERS)
+def stages() -> set[str]:
+    return {name for name in modules() if name.startswith("stages.")}
 
 
-@pytest.mark.parametrize("name", sorted(STAGES - COMPOSERS))
+def imported_stages(name: str) -> set[str]:
+    return {m for m in voxadapt_imports(modules()[name]) if m.startswith("stages.")} & stages()
+
+
+def test_every_command_is_a_stage_module():
+    assert {name.removeprefix("stages.") for name in stages()} == COMMANDS
+
+
+def test_cli_dispatches_to_every_stage():
+    from voxadapt.cli import COMMANDS as cli_commands
+
+    assert {command.module for command in cli_commands} == COMMANDS
+
+
+@pytest.mark.parametrize("name", sorted(stages() - COMPOSERS))
 def test_no_stage_imports_another_stage(name):
-    imported = voxadapt_imports(modules()[name]) - {name}
-    assert not imported & STAGES, f"stage {name} imports stage(s) {imported & STAGES}"
+    imported = imported_stages(name) - {name}
+    assert not imported, f"stage {name} imports stage(s) {imported}"
 
 
-@pytest.mark.parametrize("name", sorted(n for n in modules() if n.split("/")[0] in LIBRARY))
+@pytest.mark.parametrize(
+    "name", sorted(n for n in modules() if n != "stages" and n not in stages() | COMPOSERS)
+)
 def test_library_never_imports_a_stage(name):
-    imported = voxadapt_imports(modules()[name])
-    assert not imported & STAGES, f"library module {name} imports stage(s) {imported & STAGES}"
+    imported = imported_stages(name)
+    assert not imported, f"library module {name} imports stage(s) {imported}"
 
 
 def test_the_rule_is_checked_on_real_imports():
     # guards the test itself: known edges must be seen
-    assert "decoding" in voxadapt_imports(modules()["train"])
-    assert "prepare" in voxadapt_imports(modules()["demo"])
+    assert "decoding" in voxadapt_imports(modules()["stages.train"])
+    assert "stages.prepare" in imported_stages("stages.demo")
+    assert "scoring.rates" in voxadapt_imports(modules()["scoring.rows"])

@@ -91,10 +91,10 @@ def test_bad_options_are_refused(changes, message):
 def test_speed_perturbation_draws_one_cached_factor_per_clip_and_epoch(
     tiny_model, processor, spec, sample_manifest, tmp_path, caplog
 ):
-    from voxadapt.cache import CacheConfig, build_cache
     from voxadapt.data import PromptBuilder, TranscriptionDataset
     from voxadapt.features import FeatureStore, utterance_key
     from voxadapt.manifest import read_manifest
+    from voxadapt.stages.cache import CacheConfig, build_cache
 
     speeds = [0.9, 1.0, 1.1]
     build_cache(CacheConfig([sample_manifest], str(tiny_model), tmp_path, jobs=1, speed=speeds))

@@ -80,7 +80,7 @@ def test_collator_batches_mixed_lengths_for_the_model(tmp_path, speech, prompts,
     )
     assert torch.allclose(output.loss, manual, atol=1e-4)
     # the trainer's loss computes logits only from the first label position on: same value
-    from voxadapt.train import label_positions_loss
+    from voxadapt.training import label_positions_loss
 
     with torch.no_grad():
         assert torch.allclose(label_positions_loss(model, batch), output.loss, atol=1e-5)

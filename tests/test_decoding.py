@@ -15,7 +15,7 @@ from voxadapt.decoding import (
     repetition_loop,
 )
 from voxadapt.model import load_for_inference
-from voxadapt.transcribe import TranscribeConfig, collect_inputs, transcribe
+from voxadapt.stages.transcribe import TranscribeConfig, collect_inputs, transcribe
 
 from conftest import CLIPS, fit_duration, write_wav
 

@@ -14,9 +14,9 @@ import pytest
 
 from voxadapt.decoding import DecodeOptions
 from voxadapt.errors import ConfigError
-from voxadapt.evaluate import EvaluateConfig, evaluate
 from voxadapt.manifest import read_manifest, write_jsonl
-from voxadapt.metrics import read_predictions
+from voxadapt.scoring.rows import read_predictions
+from voxadapt.stages.evaluate import EvaluateConfig, evaluate
 
 FAST = {
     "quantization": "none",

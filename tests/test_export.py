@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 from transformers import VoxtralForConditionalGeneration
 
 from voxadapt.cli import main
-from voxadapt.export import (
+from voxadapt.model import load_for_inference
+from voxadapt.stages.export import (
     ExportConfig,
     ExportError,
     _rope_rows_to_hf,
@@ -17,7 +18,6 @@ from voxadapt.export import (
     export,
     mistral_to_hf,
 )
-from voxadapt.model import load_for_inference
 
 from conftest import CLIPS
 

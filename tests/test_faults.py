@@ -16,7 +16,7 @@ import pytest
 
 from voxadapt.features import FeatureSpec, FeatureStore, utterance_key
 from voxadapt.manifest import Utterance, read_manifest, write_jsonl
-from voxadapt.metrics import read_predictions
+from voxadapt.scoring.rows import read_predictions
 
 from conftest import fit_duration, write_wav
 

@@ -10,7 +10,6 @@ import soundfile as sf
 import torch
 
 from voxadapt.audio import load_audio
-from voxadapt.cache import CacheConfig, build_cache
 from voxadapt.features import (
     QUANT_STEP,
     CacheMismatchError,
@@ -22,6 +21,7 @@ from voxadapt.features import (
     write_shard,
 )
 from voxadapt.manifest import Utterance, read_manifest, write_jsonl
+from voxadapt.stages.cache import CacheConfig, build_cache
 
 from conftest import CLIPS, fit_duration, write_wav
 
@@ -249,7 +249,7 @@ def test_speed_perturbed_entries_equal_the_processor_on_sped_audio(
     (soxr HQ resampling to 16000 / f Hz, taken as 16 kHz: what `sox ... speed f` does)."""
     import soxr
 
-    from voxadapt.cache import CacheConfig, build_cache
+    from voxadapt.stages.cache import CacheConfig, build_cache
 
     result = build_cache(
         CacheConfig([sample_manifest], str(tiny_model), tmp_path / "c", jobs=1, speed=[1.0, speed])
@@ -275,9 +275,9 @@ def test_speed_perturbed_entries_equal_the_processor_on_sped_audio(
 
 
 def test_speed_factors_parse_from_a_comma_list(tmp_path):
-    from voxadapt.cache import CacheConfig
     from voxadapt.config import build_config
     from voxadapt.errors import ConfigError
+    from voxadapt.stages.cache import CacheConfig
 
     config = build_config(
         CacheConfig,

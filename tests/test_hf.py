@@ -116,6 +116,29 @@ def test_written_flac_is_sample_identical(tmp_path, speech, subtype, channels):
     np.testing.assert_array_equal(written, original)
 
 
+@pytest.mark.parametrize("subtype", ["FLOAT", "DOUBLE", "PCM_32"])
+def test_audio_flac_cannot_hold_is_kept_exactly(tmp_path, speech, subtype):
+    """Float samples beyond full scale and 32-bit integers are stored as they came, never
+    clipped or requantized to FLAC's 24 bits."""
+    samples, rate = speech
+    loud = samples.astype(np.float64) * 3.0 + 1e-9  # peaks above 1.0, bits below 24-bit steps
+    if subtype == "PCM_32":
+        loud = np.clip(loud, -1.0, 1.0)
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, loud, rate, subtype=subtype)
+    source = tmp_path / "clip.parquet"
+    pq.write_table(pa.table({"audio": [wav.read_bytes()], "text": ["소리"]}), source)
+
+    (item,) = read_hf(source, audio_dir=tmp_path / "audio")
+
+    assert isinstance(item, SourceItem)
+    assert item.audio.read_bytes() == wav.read_bytes()
+    dtype = "int32" if subtype == "PCM_32" else "float64"
+    np.testing.assert_array_equal(sf.read(item.audio, dtype=dtype)[0], sf.read(wav, dtype=dtype)[0])
+    if subtype != "PCM_32":
+        assert np.abs(sf.read(item.audio)[0]).max() > 1.0
+
+
 def test_rerun_writes_nothing_new(tmp_path):
     source = tmp_path / "train.parquet"
     embedded_dataset().to_parquet(str(source))
@@ -258,9 +281,9 @@ def test_missing_extra_names_the_install_command(tmp_path, monkeypatch):
 def test_prepare_hf_end_to_end_then_cache(tmp_path, tiny_model):
     """`voxadapt prepare hf` on a parquet with embedded audio: FLACs under --out/audio, a
     manifest every later stage can read, conservation, a cache built from it."""
-    from voxadapt.cache import CacheConfig, build_cache
     from voxadapt.cli import main
     from voxadapt.manifest import read_manifest
+    from voxadapt.stages.cache import CacheConfig, build_cache
 
     embedded_dataset().to_parquet(str(tmp_path / "train.parquet"))
     out = tmp_path / "out"

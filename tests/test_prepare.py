@@ -9,7 +9,7 @@ import soundfile as sf
 from voxadapt.config import build_config
 from voxadapt.errors import ConfigError, NothingKeptError, SourceError
 from voxadapt.manifest import Utterance, read_manifest
-from voxadapt.prepare import PrepareConfig, prepare, split_utterances
+from voxadapt.stages.prepare import PrepareConfig, prepare, split_utterances
 
 from conftest import fit_duration, write_wav
 

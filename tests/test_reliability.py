@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voxadapt.cache import CacheConfig, build_cache
 from voxadapt.decoding import DecodeOptions
 from voxadapt.errors import ConfigError, NothingKeptError, VoxadaptError
 from voxadapt.features import FeatureSpec, FeatureStore, utterance_key
 from voxadapt.manifest import atomic_write, read_manifest, write_jsonl
-from voxadapt.prepare import PrepareConfig, prepare
+from voxadapt.stages.cache import CacheConfig, build_cache
+from voxadapt.stages.prepare import PrepareConfig, prepare
 
 from conftest import CLIPS, fit_duration, write_wav
 
@@ -200,7 +200,7 @@ def test_nan_in_a_cached_entry_is_never_returned(tiny_model, sample_manifest, tm
 
 
 def _train_config(tiny_model, manifest, out, **changes):
-    from voxadapt.train import TrainConfig
+    from voxadapt.stages.train import TrainConfig
 
     base = dict(
         model=str(tiny_model),
@@ -229,7 +229,7 @@ def test_nan_loss_stops_training_and_keeps_the_good_adapter(
     import torch
     from safetensors.torch import load_file
 
-    import voxadapt.train as train_module
+    import voxadapt.stages.train as train_module
 
     calls = {"n": 0}
     real_loss = train_module.label_positions_loss
@@ -254,7 +254,7 @@ def test_nan_loss_stops_training_and_keeps_the_good_adapter(
 
 @pytest.mark.slow
 def test_resume_refuses_changed_hyperparameters(tiny_model, sample_manifest, tmp_path):
-    from voxadapt.train import train
+    from voxadapt.stages.train import train
 
     out = tmp_path / "run"
     train(_train_config(tiny_model, sample_manifest, out, max_steps=2, valid=None))
@@ -328,7 +328,7 @@ def test_sigterm_saves_a_checkpoint_like_ctrl_c(tiny_model, sample_manifest, tmp
 
 
 def test_evaluate_refuses_duplicate_ids_and_bad_compare(tiny_model, sample_manifest, tmp_path):
-    from voxadapt.evaluate import EvaluateConfig, evaluate
+    from voxadapt.stages.evaluate import EvaluateConfig, evaluate
 
     rows = [json.loads(line) for line in sample_manifest.read_text().splitlines()]
     doubled = tmp_path / "doubled.jsonl"
@@ -360,7 +360,8 @@ def test_evaluate_refuses_duplicate_ids_and_bad_compare(tiny_model, sample_manif
 
 
 def test_undefined_rates_are_reported_as_undefined():
-    from voxadapt.metrics import bootstrap_interval, corpus_metrics, score_row
+    from voxadapt.scoring.intervals import bootstrap_interval
+    from voxadapt.scoring.rates import corpus_metrics, score_row
 
     rows = [{"id": f"u{i}", "speaker": f"s{i}", **score_row("", "뭔가")} for i in range(3)]
     metrics = corpus_metrics(rows)
@@ -369,7 +370,7 @@ def test_undefined_rates_are_reported_as_undefined():
 
 
 def test_srt_names_never_collide(tiny_model, tmp_path):
-    from voxadapt.transcribe import TranscribeConfig, transcribe
+    from voxadapt.stages.transcribe import TranscribeConfig, transcribe
 
     folder = tmp_path / "calls"
     for speaker in ("s1", "s2"):
@@ -425,7 +426,7 @@ def test_transcribe_bad_options_are_one_line(flags, message):
 def test_export_refuses_incomplete_adapters_and_other_bases(tiny_model, adapters, tmp_path):
     import shutil
 
-    from voxadapt.export import ExportConfig, ExportError, export
+    from voxadapt.stages.export import ExportConfig, ExportError, export
 
     broken = tmp_path / "broken"
     shutil.copytree(adapters["lora"], broken)
@@ -440,7 +441,7 @@ def test_export_refuses_incomplete_adapters_and_other_bases(tiny_model, adapters
 
 
 def test_exported_files_are_readable_by_others(tiny_model, adapters, tmp_path):
-    from voxadapt.export import ExportConfig, export
+    from voxadapt.stages.export import ExportConfig, export
 
     old = os.umask(0o022)
     try:
@@ -456,7 +457,7 @@ def test_exported_files_are_readable_by_others(tiny_model, adapters, tmp_path):
 def test_full_disk_during_prepare_leaves_the_earlier_outputs(messy_free_scp, tmp_path, monkeypatch):
     import errno
 
-    import voxadapt.prepare as prepare_module
+    import voxadapt.stages.prepare as prepare_module
 
     out = tmp_path / "out"
     prepare(PrepareConfig(messy_free_scp, "scp", out, valid_size=1))
@@ -515,7 +516,7 @@ def test_yaml_typos_get_a_suggestion_and_readable_types(tmp_path):
 
     yaml_path = tmp_path / "p.yaml"
     yaml_path.write_text("min_duration: 2\njobs: true\ndecode: 3\n")
-    from voxadapt.transcribe import TranscribeConfig
+    from voxadapt.stages.transcribe import TranscribeConfig
 
     with pytest.raises(ConfigError) as info:
         build_config(
@@ -569,7 +570,8 @@ def test_adapter_and_checkpoint_weights_are_readable_by_others(adapters, tiny_mo
 
 
 def test_compare_with_differently_labelled_speakers_pairs_by_this_runs_speakers():
-    from voxadapt.metrics import paired_bootstrap, score_row
+    from voxadapt.scoring.intervals import paired_bootstrap
+    from voxadapt.scoring.rates import score_row
 
     mine = [
         {"id": f"u{i}", "speaker": f"s{i % 3}", **score_row("가나다라", "가나다")} for i in range(6)
@@ -582,7 +584,7 @@ def test_compare_with_differently_labelled_speakers_pairs_by_this_runs_speakers(
 
 
 def test_resume_may_not_change_the_training_prompt_language():
-    from voxadapt.train import resume_differences
+    from voxadapt.training import resume_differences
 
     saved = {"lr": 0.1, "decode": {"language": "ko", "batch_size": 16}}
     assert (
@@ -602,7 +604,7 @@ def test_resume_may_not_change_the_training_prompt_language():
 )
 def test_train_config_values_that_would_fail_late(tmp_path, yaml_text, message):
     from voxadapt.config import build_config
-    from voxadapt.train import TrainConfig
+    from voxadapt.stages.train import TrainConfig
 
     path = tmp_path / "c.yaml"
     path.write_text(yaml_text + "train: t.jsonl\n")
@@ -612,7 +614,7 @@ def test_train_config_values_that_would_fail_late(tmp_path, yaml_text, message):
 
 def test_a_commented_out_section_is_an_empty_one(tmp_path):
     from voxadapt.config import build_config
-    from voxadapt.transcribe import TranscribeConfig
+    from voxadapt.stages.transcribe import TranscribeConfig
 
     path = tmp_path / "c.yaml"
     path.write_text("decode:\n  # batch_size: 4\n")
@@ -633,7 +635,7 @@ def test_cache_counts_failed_utterances_not_entries(tiny_model, sample_manifest,
 
 
 def test_compare_refuses_predictions_of_another_manifest(tmp_path):
-    from voxadapt.scoring import read_compare
+    from voxadapt.scoring.rows import read_compare
 
     other = tmp_path / "predictions.jsonl"
     write_jsonl(other, [{"id": "u1", "reference": "다른 문장", "hypothesis": "x"}])
@@ -643,7 +645,7 @@ def test_compare_refuses_predictions_of_another_manifest(tmp_path):
 
 
 def test_unreadable_terms_files_are_one_line_errors_before_any_work(tmp_path, sample_manifest):
-    from voxadapt.score import ScoreConfig, score
+    from voxadapt.stages.score import ScoreConfig, score
 
     bad = tmp_path / "terms.txt"
     bad.write_bytes(b"\xff\xfe\x00 not text")

@@ -3,8 +3,9 @@
 import matplotlib
 import pytest
 
-from voxadapt.metrics import compute_metrics, score_row
 from voxadapt.report import format_metrics_summary, plot_cer_by_duration, write_report
+from voxadapt.scoring.metrics import compute_metrics
+from voxadapt.scoring.rates import score_row
 
 
 def scored_rows(pairs, durations):

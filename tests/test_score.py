@@ -9,10 +9,10 @@ from rapidfuzz.distance import Levenshtein
 from voxadapt.cli import main
 from voxadapt.errors import ConfigError
 from voxadapt.manifest import Utterance, read_manifest, write_jsonl
-from voxadapt.metrics import corpus_metrics, score_row
-from voxadapt.prepare import PrepareConfig, prepare
-from voxadapt.references import closest_reference, rebuild
-from voxadapt.score import ScoreConfig, score
+from voxadapt.scoring.rates import corpus_metrics, score_row
+from voxadapt.scoring.references import closest_reference, rebuild
+from voxadapt.stages.prepare import PrepareConfig, prepare
+from voxadapt.stages.score import ScoreConfig, score
 from voxadapt.text import normalize_for_scoring, transcript_variants
 
 DUAL = "체온이 (38.5도)/(삼십팔 점 오 도)고 통증은 (70%)/(칠십 퍼센트) 줄었어요"

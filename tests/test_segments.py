@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voxadapt.cache import CacheConfig, build_cache
 from voxadapt.decoding import DecodeOptions
-from voxadapt.evaluate import EvaluateConfig, evaluate
 from voxadapt.features import FeatureStore, features_for_file, utterance_key
 from voxadapt.manifest import read_manifest
-from voxadapt.prepare import PrepareConfig, prepare
+from voxadapt.stages.cache import CacheConfig, build_cache
+from voxadapt.stages.evaluate import EvaluateConfig, evaluate
+from voxadapt.stages.prepare import PrepareConfig, prepare
 
 from conftest import CLIPS
 
@@ -103,7 +103,7 @@ def test_segments_through_prepare_cache_and_evaluate(kaldi_dir, tiny_model, spec
             )
         )
         assert result.metrics["utterances"] == 4 and result.metrics["failed"] == 0
-    from voxadapt.transcribe import TranscribeConfig, transcribe
+    from voxadapt.stages.transcribe import TranscribeConfig, transcribe
 
     transcribed = transcribe(
         TranscribeConfig(

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from voxadapt.cache import CacheConfig, build_cache
 from voxadapt.config import build_config
 from voxadapt.decoding import DecodeOptions
 from voxadapt.errors import VoxadaptError
@@ -20,7 +19,8 @@ from voxadapt.features import (
     compute_features,
     write_shard,
 )
-from voxadapt.train import TrainConfig, train
+from voxadapt.stages.cache import CacheConfig, build_cache
+from voxadapt.stages.train import TrainConfig, train
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -257,7 +257,7 @@ def test_resume_without_checkpoint_is_an_error(tiny_model, sample_manifest, tmp_
 def test_best_checkpoint_cer_equals_what_evaluate_reports(tiny_model, sample_manifest, tmp_path):
     """One decoding engine and one scoring path: the CER that picked the adapter is the CER
     `voxadapt evaluate` reports for it on the same valid set with the same options."""
-    from voxadapt.evaluate import EvaluateConfig, evaluate
+    from voxadapt.stages.evaluate import EvaluateConfig, evaluate
 
     cache = tmp_path / "cache"
     build_cache(CacheConfig([sample_manifest], str(tiny_model), cache, jobs=1))

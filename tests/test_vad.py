@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from voxadapt.decoding import DecodeOptions
-from voxadapt.transcribe import TranscribeConfig, transcribe
+from voxadapt.stages.transcribe import TranscribeConfig, transcribe
 from voxadapt.vad import VadOptions, speech_segments
 
 from conftest import CLIPS, fit_duration
@@ -92,8 +92,8 @@ def test_short_clips_are_not_split(tiny_model):
 
 @pytest.mark.slow
 def test_evaluate_scores_a_long_reference_through_long_form(consultation, tiny_model, tmp_path):
-    from voxadapt.evaluate import EvaluateConfig, evaluate
     from voxadapt.manifest import Utterance, write_jsonl
+    from voxadapt.stages.evaluate import EvaluateConfig, evaluate
 
     path, starts = consultation
     duration = sf.info(path).duration

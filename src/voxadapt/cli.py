@@ -154,7 +154,7 @@ class Command:
     how its result is summarized (returning the exit code)."""
 
     name: str
-    module: str  # voxadapt.<module> holds the config class and the stage function
+    module: str  # voxadapt.stages.<module> holds the config class and the stage function
     config: str
     function: str
     help: str
@@ -357,7 +357,7 @@ COMMANDS = (
 
 
 def _config_class(command: Command) -> type:
-    return getattr(importlib.import_module(f"voxadapt.{command.module}"), command.config)
+    return getattr(importlib.import_module(f"voxadapt.stages.{command.module}"), command.config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -405,7 +405,7 @@ def _run(command: Command, args: argparse.Namespace) -> int:
 
     cls = _config_class(command)
     config = build_config(cls, args.config, **config_overrides(args, cls))
-    stage = getattr(importlib.import_module(f"voxadapt.{command.module}"), command.function)
+    stage = getattr(importlib.import_module(f"voxadapt.stages.{command.module}"), command.function)
     return command.summary(stage(config))
 
 

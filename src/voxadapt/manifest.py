@@ -34,7 +34,7 @@ class Utterance:
     language: str = "ko"
     label_duration: float | None = None  # seconds, as the source's label claimed
     # Dual transcriptions `(A)/(B)`: the text as pieces, fixed text or [spelling,
-    # pronunciation] per span, so scoring can rebuild every reference (references.py).
+    # pronunciation] per span, so scoring can rebuild every reference (scoring/references.py).
     text_variants: list[Any] | None = None
     offset: float | None = None  # seconds into `audio` where a segment starts (None: whole file)
     # Everything else the source provided (role, gender, age, region...): the fields that

@@ -167,7 +167,7 @@ def _svg(figure) -> str:
 def plot_cer_by_duration(by_duration: dict[str, dict[str, Any]]) -> str:
     """Bar chart of CER per duration bucket, shortest first (utterance counts on the bars;
     an empty bar marked n/a where the bucket's references are empty), as inline SVG."""
-    from voxadapt.metrics import group_order
+    from voxadapt.scoring.breakdowns import group_order
 
     labels = sorted(by_duration, key=group_order)
     rates = [by_duration[label].get("cer") for label in labels]
@@ -214,7 +214,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _alignment_html(reference: str, hypothesis: str) -> tuple[str, str]:
     from html import escape
 
-    from voxadapt.metrics import alignment
+    from voxadapt.scoring.edits import alignment
 
     ref_html, hyp_html = [], []
     for op, ref_part, hyp_part in alignment(reference, hypothesis):
@@ -306,7 +306,8 @@ def write_report(
     No network assets."""
     from html import escape
 
-    from voxadapt.metrics import EditCounts, group_order
+    from voxadapt.scoring.breakdowns import group_order
+    from voxadapt.scoring.edits import EditCounts
 
     parts = [
         "<!DOCTYPE html><html lang='ko'><head><meta charset='utf-8'>",

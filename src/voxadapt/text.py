@@ -130,7 +130,7 @@ def transcript_variants(
     in `normalize_transcript`. None if the transcript has no dual span.
 
     Joining the pieces with each span's form gives every reference the label allows
-    (`references.rebuild`).
+    (`scoring.references.rebuild`).
     """
     options = options or TextOptions()
     text = _WHITESPACE.sub(" ", _drop_invisible(raw_text))

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from voxadapt.decoding import DecodeOptions
-from voxadapt.train import TrainConfig, Trainer
+from voxadapt.stages.train import TrainConfig, Trainer
 
 
 def step_gradients(model: str, manifest: Path, sizes: list[int]) -> dict[str, torch.Tensor]:

@@ -9,22 +9,17 @@ folders are read batch by batch, so a dataset larger than memory streams through
 from __future__ import annotations
 
 import csv
-import hashlib
-import io
 import json
 import logging
 import math
-import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import soundfile as sf
-
 from voxadapt.errors import SourceError
+from voxadapt.sources.audio_store import AudioStore, UnstorableAudio
 from voxadapt.sources.base import (
     Origin,
     SourceItem,
@@ -88,7 +83,7 @@ def read_hf(
     if not source.exists():
         raise SourceError(f"cannot read SOURCE {display_path(source)}: no such file or folder")
     requested = _Requested(audio_column, text_column, speaker_column)
-    store = _FlacStore(Path(audio_dir))
+    store = AudioStore(Path(audio_dir))
     for table in _tables(source):
         columns = _resolve_columns(table, requested)
         base_dir = table.base_dir.absolute()
@@ -100,7 +95,7 @@ def read_hf(
                 yield _record(row, columns, origin, base_dir, store, table.split)
     if store.written or store.reused:
         log.info(
-            "audio from the dataset: wrote %d FLAC files under %s, %d already there",
+            "audio from the dataset: wrote %d files under %s, %d already there",
             store.written,
             store.audio_dir,
             store.reused,
@@ -425,7 +420,7 @@ def _record(
     columns: _Columns,
     origin: Origin,
     base_dir: Path,
-    store: _FlacStore,
+    store: AudioStore,
     split: str | None,
 ) -> SourceRecord:
     """One row as an item or a rejection."""
@@ -460,7 +455,7 @@ def _record(
             if item.id is None and original_name:
                 item.id = Path(original_name).stem or None
         return item
-    except _Rejected as exc:
+    except (_Rejected, UnstorableAudio) as exc:
         return SourceRejection(origin, exc.reason, exc.detail, raw_text, audio_path, row_id)
 
 
@@ -540,72 +535,3 @@ def _is_scalar(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     return isinstance(value, bool | int | str) and not non_finite_number(value)
-
-
-# ---------------------------------------------------------------------------- audio
-
-
-class _FlacStore:
-    """Writes audio bytes once as FLAC, named by the sha256 of the bytes as stored."""
-
-    def __init__(self, audio_dir: Path) -> None:
-        self.audio_dir = audio_dir.absolute()
-        self.written = 0
-        self.reused = 0
-
-    def path_for(self, data: bytes) -> Path:
-        """The FLAC file holding `data`, written if new; _Rejected if soundfile cannot read it."""
-        digest = hashlib.sha256(data).hexdigest()
-        target = self.audio_dir / digest[:2] / f"{digest}.flac"
-        if target.is_file():
-            self.reused += 1
-            return target
-        flac = _as_flac(data)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # Same-folder temp name + rename: a crash never leaves a half file under the
-            # final name; the pid keeps two concurrent runs from sharing a temp file.
-            partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-            try:
-                partial.write_bytes(flac)
-                os.replace(partial, target)
-            finally:
-                partial.unlink(missing_ok=True)
-        except OSError as exc:
-            raise SourceError(
-                f"cannot write audio under {display_path(self.audio_dir)}: {exc.strerror or exc}"
-            ) from None
-        self.written += 1
-        return target
-
-
-def _as_flac(data: bytes) -> bytes:
-    """`data` (any format soundfile reads) as FLAC bytes, keeping rate, channels and samples.
-
-    FLAC holds at most 24 bits: 16-bit and narrower input (and lossy codecs, which decode
-    to ~16-bit precision) is written as PCM_16, everything wider as PCM_24. Integer input
-    up to 24 bits comes back sample-identical.
-    """
-    try:
-        info = sf.info(io.BytesIO(data))
-        if info.format == "FLAC":
-            sf.read(io.BytesIO(data), dtype="int32")  # a full decode proves the frames intact
-            return data
-        if info.subtype in ("PCM_24", "PCM_32"):
-            # int32 holds 24-bit samples shifted left 8 bits; libsndfile shifts them back.
-            samples, rate = sf.read(io.BytesIO(data), dtype="int32", always_2d=True)
-            subtype = "PCM_24"
-        elif info.subtype in ("FLOAT", "DOUBLE"):
-            samples, rate = sf.read(io.BytesIO(data), dtype="float64", always_2d=True)
-            samples = np.clip(samples, -1.0, 1.0 - 2.0**-23)  # beyond full scale would wrap
-            subtype = "PCM_24"
-        else:
-            samples, rate = sf.read(io.BytesIO(data), dtype="int16", always_2d=True)
-            subtype = "PCM_16"
-        if samples.shape[0] == 0:
-            raise _Rejected("unreadable_audio", "audio has no samples")
-        buffer = io.BytesIO()
-        sf.write(buffer, samples, rate, format="FLAC", subtype=subtype)
-    except (RuntimeError, ValueError, TypeError) as exc:  # sf.LibsndfileError is a RuntimeError
-        raise _Rejected("unreadable_audio", f"audio bytes cannot be read as audio: {exc}") from None
-    return buffer.getvalue()

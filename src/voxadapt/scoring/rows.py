@@ -12,7 +12,8 @@ from typing import Any
 
 from voxadapt.errors import ConfigError, VoxadaptError
 from voxadapt.manifest import Utterance, atomic_write, read_manifest
-from voxadapt.metrics import compute_metrics, read_predictions, score_row
+from voxadapt.scoring.metrics import compute_metrics
+from voxadapt.scoring.rates import score_row
 
 log = logging.getLogger(__name__)
 
@@ -194,4 +195,40 @@ def read_compare(
             len(shared),
             len(wanted),
         )
+    return rows
+
+
+def read_predictions(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
+    """Rows of a predictions.jsonl, first occurrence of each id.
+
+    With `repair`, a torn last line (the process was killed mid-write) is cut off the file
+    so appending can continue cleanly. Raises ValueError for a file that is not UTF-8 JSONL.
+    """
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if repair and end < len(data):
+        log.warning("%s: dropping a torn last line from an interrupted run", path)
+        with path.open("r+b") as handle:
+            handle.truncate(end)
+    try:
+        lines = data[:end].decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a UTF-8 JSONL file") from None
+    rows, seen = [], set()
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(row, dict) or row.get("id") in seen:
+            continue
+        seen.add(row.get("id"))
+        rows.append(row)
     return rows

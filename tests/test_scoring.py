@@ -1,7 +1,15 @@
+from pathlib import Path
+
 import jiwer
+import numpy as np
 import pytest
 
-from voxadapt.metrics import char_edits, error_rates, word_edits
+from voxadapt.scoring.breakdowns import breakdowns, top_errors
+from voxadapt.scoring.edits import EditCounts, char_edits, space_normalized, word_edits
+from voxadapt.scoring.intervals import BCA_MIN_CLUSTERS, bootstrap_interval, paired_bootstrap
+from voxadapt.scoring.metrics import compute_metrics
+from voxadapt.scoring.rates import corpus_metrics, error_rates, score_row
+from voxadapt.scoring.terms import count_terms, load_terms, term_recall
 from voxadapt.text import normalize_for_scoring
 
 
@@ -61,26 +69,6 @@ def test_empty_reference_and_hypothesis():
 
 
 # ------------------------------------------------------------------- evaluation metrics
-
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from voxadapt.metrics import (  # noqa: E402
-    BCA_MIN_CLUSTERS,
-    EditCounts,
-    bootstrap_interval,
-    breakdowns,
-    compute_metrics,
-    corpus_metrics,
-    count_terms,
-    load_terms,
-    paired_bootstrap,
-    score_row,
-    space_normalized,
-    term_recall,
-    top_errors,
-)
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ from typing import Any
 from voxadapt.config import Config, option, save_config
 from voxadapt.errors import ConfigError
 from voxadapt.manifest import Utterance, atomic_write, check_output_dir
-from voxadapt.metrics import load_terms
-from voxadapt.scoring import read_hypotheses, read_references, scored_row, write_scored
+from voxadapt.scoring.rows import read_hypotheses, read_references, scored_row, write_scored
+from voxadapt.scoring.terms import load_terms
 
 log = logging.getLogger(__name__)
 

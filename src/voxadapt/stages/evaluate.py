@@ -2,8 +2,8 @@
 
 predictions.jsonl grows one line per utterance as batches finish (flushed and fsynced), so a
 crash or a kill loses at most the batch in flight; `--resume` decodes only what is missing.
-Scoring is `metrics.score_row` + `metrics.compute_metrics`, the same path as training's
-evaluation.
+Scoring is `scoring.rates.score_row` + `scoring.metrics.compute_metrics`, the same path as
+training's evaluation.
 """
 
 from __future__ import annotations
@@ -36,9 +36,16 @@ from voxadapt.manifest import (
     check_output_dir,
     language_problem,
 )
-from voxadapt.metrics import load_terms, read_predictions, rescore
 from voxadapt.model import base_model_of
-from voxadapt.scoring import read_compare, read_references, scored_row, write_scored
+from voxadapt.scoring.rates import rescore
+from voxadapt.scoring.rows import (
+    read_compare,
+    read_predictions,
+    read_references,
+    scored_row,
+    write_scored,
+)
+from voxadapt.scoring.terms import load_terms
 
 log = logging.getLogger(__name__)
 

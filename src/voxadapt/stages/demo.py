@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from voxadapt.cache import CacheConfig, build_cache
 from voxadapt.config import Config, option
 from voxadapt.decoding import DecodeOptions
-from voxadapt.evaluate import EvaluateConfig, evaluate
 from voxadapt.manifest import check_output_dir
-from voxadapt.prepare import PrepareConfig, prepare
+from voxadapt.stages.cache import CacheConfig, build_cache
+from voxadapt.stages.evaluate import EvaluateConfig, evaluate
+from voxadapt.stages.prepare import PrepareConfig, prepare
+from voxadapt.stages.train import TrainConfig, train
 from voxadapt.tiny import build_tiny_voxtral
-from voxadapt.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,309 @@
+"""Where a stage may write: one guard that every stage's outputs go through, before any work.
+
+`claim_outputs` resolves a stage's outputs to real paths and refuses, with one line naming
+both paths, when an output
+
+- equals an input (the recording, the manifest, the hypotheses file), also through a symlink
+  or a hard link;
+- is a folder that contains an input, or lies inside an input folder (a source tree);
+- would replace a file this tool did not write: a folder's `.voxadapt.json` ledger lists
+  every name a voxadapt stage wrote there, so a human-made `visit.srt` beside `visit.wav`,
+  or a vendor's `predictions.jsonl`, is never overwritten;
+- is a folder that another stage owns (`train` into `evaluate`'s folder, `--resume` into
+  a `cache`), or that holds files voxadapt did not write, for stages that own their folder.
+
+Inside the `with` block the claim holds an exclusive lock (a lock file with the owner's pid
+and host); a lock left by a dead process on this host is taken over, a live one is refused,
+so two runs never interleave in one folder. The lock is released when the block ends,
+however it ends (Ctrl-C and SIGTERM included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voxadapt.errors import ConfigError, VoxadaptError
+
+log = logging.getLogger(__name__)
+
+LEDGER = ".voxadapt.json"  # names this tool wrote in a folder, and the stage that owns it
+LOCK = ".voxadapt.lock"
+_STAGING_PREFIXES = (".", "~")  # temporary names the stages build outputs under
+
+
+class OutputConflict(VoxadaptError):
+    """An output would land on an input, on a file this tool did not write, or in a folder
+    another run is writing."""
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(path)))
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child != parent and child.is_relative_to(parent)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def read_ledger(folder: Path) -> dict[str, Any]:
+    """The ledger of `folder`: {"owner": stage or None, "files": {name: stage}}."""
+    try:
+        data = json.loads((Path(folder) / LEDGER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"owner": None, "files": {}}
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        return {"owner": None, "files": {}}
+    return {"owner": data.get("owner"), "files": dict(data["files"])}
+
+
+def _write_ledger(folder: Path, ledger: dict[str, Any]) -> None:
+    from voxadapt.manifest import atomic_write
+
+    with atomic_write(folder / LEDGER) as handle:
+        json.dump(ledger, handle, ensure_ascii=False, indent=1, sort_keys=True)
+
+
+@dataclass
+class OutputClaim:
+    """The checked outputs of one stage run; use as a context manager to hold the lock."""
+
+    stage: str
+    folder: Path  # real path of the folder the outputs go to
+    names: list[str]  # entries of `folder` this run writes (files or subfolders)
+    owns_folder: bool  # the stage owns the whole folder (train, cache, export)
+    lock_path: Path
+    _locked: bool = field(default=False, repr=False)
+
+    def path(self, name: str) -> Path:
+        """`folder / name`, for a name this claim declared."""
+        if name not in self.names:
+            raise AssertionError(f"{self.stage}: output {name!r} was not claimed")
+        return self.folder / name
+
+    def __enter__(self) -> OutputClaim:
+        self.lock()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def lock(self) -> None:
+        """Take the exclusive lock of this output (idempotent)."""
+        if self._locked:
+            return
+        _acquire(self.lock_path, self.stage)
+        self._locked = True
+        ledger = read_ledger(self.folder)
+        if self.owns_folder:
+            ledger["owner"] = self.stage
+        for name in self.names:
+            ledger["files"].setdefault(name, self.stage)
+        _write_ledger(self.folder, ledger)
+
+    def release(self) -> None:
+        if self._locked:
+            with contextlib.suppress(OSError):
+                if _lock_owner(self.lock_path).get("pid") == os.getpid():
+                    self.lock_path.unlink()
+            self._locked = False
+
+    def add(self, names: Iterable[str]) -> None:
+        """Claim more entries of the folder (names known only after reading the inputs);
+        checked like the first ones."""
+        new = [name for name in names if name not in self.names]
+        _check_replaceable(self.folder, new, self.stage)
+        self.names.extend(new)
+        if self._locked:
+            ledger = read_ledger(self.folder)
+            for name in new:
+                ledger["files"].setdefault(name, self.stage)
+            _write_ledger(self.folder, ledger)
+
+    def publish(self, staging: Path, names: Iterable[str]) -> None:
+        """Move `staging/name` to `folder/name` for each of `names` (all claimed)."""
+        for name in names:
+            os.replace(Path(staging) / name, self.path(name))
+
+
+def _lock_owner(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _acquire(path: Path, stage: str) -> None:
+    """Create lock file `path` exclusively, taking over one left by a dead process."""
+    record = json.dumps(
+        {"pid": os.getpid(), "host": socket.gethostname(), "stage": stage, "since": time.time()}
+    )
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            owner = _lock_owner(path)
+            pid, host = owner.get("pid"), owner.get("host")
+            if isinstance(pid, int) and pid == os.getpid() and host == socket.gethostname():
+                return  # this process holds it already (demo composes stages)
+            if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
+                log.warning("%s: taking over a stale lock of dead process %d", path.parent, pid)
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                continue
+            if not owner and time.time() - _mtime(path) > 5:
+                with contextlib.suppress(FileNotFoundError):  # an empty, abandoned lock
+                    path.unlink()
+                continue
+            who = f"{owner.get('stage', 'voxadapt')} (pid {pid} on {host})" if owner else "voxadapt"
+            raise OutputConflict(
+                f"{path.parent} is being written by another run: {who}; wait for it to end, "
+                f"or remove {path} if that run is gone"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot write to {path.parent} ({exc.strerror})") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(record)
+        return
+    raise OutputConflict(f"cannot take the lock {path}: other runs keep taking it")
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _check_replaceable(folder: Path, names: Iterable[str], stage: str) -> None:
+    """Refuse to replace an existing entry of `folder` that no voxadapt stage wrote."""
+    ledger = read_ledger(folder)
+    for name in names:
+        target = folder / name
+        if (target.exists() or target.is_symlink()) and name not in ledger["files"]:
+            raise OutputConflict(
+                f"{target} exists and was not written by voxadapt; {stage} will not replace "
+                "it: move it away or choose another output"
+            )
+
+
+def claim_outputs(
+    stage: str,
+    folder: Path,
+    *,
+    names: Iterable[str] = (),
+    inputs: Iterable[Path | str | None] = (),
+    trees: Iterable[Path | str | None] = (),
+    owns_folder: bool = False,
+    what: str = "--out",
+) -> OutputClaim:
+    """Check and claim the outputs of a stage run, before any work.
+
+    folder: where the outputs go (created if missing); names: the entries of it this run
+    writes; inputs: files (or folders) the run reads, which no output may equal or contain;
+    trees: input folders whose whole content is read, inside which no output may lie;
+    owns_folder: the stage owns everything in `folder` (train, cache, export): it must be
+    new, empty, or written by the same stage. Returns the claim; `with claim:` locks it.
+    """
+    from voxadapt.manifest import check_output_dir
+
+    if str(folder) == "-":
+        raise ConfigError(f"{what} -: this command writes files, not standard output")
+    names = list(names)
+    for name in names:
+        if not name or Path(name).name != name or name in (".", "..", LEDGER, LOCK):
+            raise ConfigError(f"{what}: {name!r} is not a file name")
+    real_folder = _real(folder)
+    outputs = [real_folder, *(real_folder / name for name in names)]
+    for given in (p for p in inputs if p not in (None, "")):
+        real_input = _real(Path(given))
+        for output in outputs:
+            same = output == real_input or _same_file(output, real_input)
+            if same or (output == real_folder and _inside(real_input, output)):
+                raise OutputConflict(
+                    f"{what} {folder} would {'overwrite' if same else 'contain'} the input "
+                    f"{given}; choose an output outside the inputs"
+                )
+    for given in (p for p in trees if p not in (None, "")):
+        real_tree = _real(Path(given))
+        if real_folder == real_tree or _inside(real_folder, real_tree):
+            raise OutputConflict(
+                f"{what} {folder} lies inside the input {given}, whose files are all read; "
+                "choose an output outside it"
+            )
+        if _inside(real_tree, real_folder):
+            raise OutputConflict(
+                f"{what} {folder} would contain the input {given}; choose an output outside it"
+            )
+    check_output_dir(real_folder, what)
+    if owns_folder:
+        _check_owned_folder(real_folder, stage, what)
+    _check_replaceable(real_folder, names, stage)
+    return OutputClaim(stage, real_folder, names, owns_folder, real_folder / LOCK)
+
+
+def _check_owned_folder(folder: Path, stage: str, what: str) -> None:
+    ledger = read_ledger(folder)
+    owner = ledger["owner"]
+    if owner is not None and owner != stage:
+        raise OutputConflict(
+            f"{what} {folder} holds the outputs of `voxadapt {owner}`; {stage} writes its own "
+            "folder: choose another one"
+        )
+    if owner is None:
+        foreign = sorted(
+            entry.name
+            for entry in folder.iterdir()
+            if entry.name not in (LEDGER, LOCK) and entry.name not in ledger["files"]
+        )
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+            raise OutputConflict(
+                f"{what} {folder} is not empty and was not written by voxadapt ({shown}); "
+                f"{stage} needs a new or empty folder"
+            )
+
+
+def claim_output_file(
+    stage: str, path: Path, *, inputs: Iterable[Path | str | None] = (), what: str = "--out"
+) -> OutputClaim:
+    """`claim_outputs` for one output file: its folder, its name."""
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        raise ConfigError(f"{what} {path} is not a file name")
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; give a file name")
+    claim = claim_outputs(stage, path.parent, names=[path.name], inputs=inputs, what=what)
+    claim.lock_path = claim.folder / f".{path.name}.voxadapt.lock"
+    return claim
+
+
+@contextlib.contextmanager
+def no_claim() -> Iterator[None]:
+    """For output to standard output: nothing to claim."""
+    yield

@@ -1,0 +1,54 @@
+"""metrics.json: headline rates, confidence intervals, breakdowns, top errors, term recall and the
+paired comparison, in one call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from voxadapt.scoring.breakdowns import breakdowns, top_errors
+from voxadapt.scoring.intervals import BCA_MIN_CLUSTERS, bootstrap_interval, paired_bootstrap
+from voxadapt.scoring.rates import corpus_metrics, rescore
+from voxadapt.scoring.terms import term_recall
+from voxadapt.text import SCORING_NORMALIZATION_VERSION
+
+
+def compute_metrics(
+    rows: list[dict[str, Any]],
+    *,
+    fields: Sequence[str] = (),
+    terms: Sequence[str | Sequence[str]] | None = None,
+    compare_rows: list[dict[str, Any]] | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """metrics.json content: headline numbers, CIs, breakdowns over `fields`, the most
+    frequent errors, term recall (`terms` as `load_terms` returns them) and the paired
+    comparison with `compare_rows`."""
+    metrics: dict[str, Any] = {
+        "scoring_normalization": SCORING_NORMALIZATION_VERSION,
+        **corpus_metrics(rows),
+    }
+    if bootstrap:
+        for key in ("cer", "wer"):
+            interval = bootstrap_interval(rows, key=key, resamples=bootstrap, seed=seed)
+            if interval:
+                metrics[f"{key}_ci95"] = list(interval)
+        metrics["bootstrap"] = {
+            "resamples": bootstrap,
+            "seed": seed,
+            "unit": "speaker",
+            # scipy.stats.bootstrap; see bootstrap_interval for when percentile is used
+            "method": "BCa",
+            "fallback": "percentile",
+            "bca_min_speakers": BCA_MIN_CLUSTERS,
+        }
+    metrics["breakdowns"] = breakdowns(rows, fields)
+    metrics["top_errors"] = top_errors(rows)
+    if terms:
+        metrics["term_recall"] = term_recall(rows, terms)
+    if compare_rows is not None:
+        metrics["compare"] = paired_bootstrap(
+            rows, rescore(compare_rows), resamples=max(bootstrap, 1), seed=seed
+        )
+    return metrics

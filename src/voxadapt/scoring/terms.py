@@ -1,0 +1,125 @@
+"""Medical term recall: term variant sets from a terms file, occurrences in normalized text, and
+the share the hypotheses reproduce."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from voxadapt.text import normalize_for_scoring, read_term_lines
+
+log = logging.getLogger(__name__)
+
+
+def load_terms(path: Path) -> list[tuple[str, ...]]:
+    """Term variant sets, one per line, scoring-normalized and space-free.
+
+    A line holds one term (`고혈압`) or the spellings of one spoken term separated by `|`
+    (`CT|씨티|시티`); the first spelling names the set in reports. `#` starts a comment;
+    blank lines are skipped. A spelling already in an earlier set is dropped from later
+    ones (with a warning), so every spelling counts for exactly one set.
+    """
+    variant_sets: list[tuple[str, ...]] = []
+    seen: set[str] = set()
+    for number, line_spellings in read_term_lines(path):
+        spellings = []
+        for spelling in line_spellings:
+            spelling = "".join(normalize_for_scoring(spelling).split())
+            if not spelling or spelling in spellings:
+                continue
+            if spelling in seen:
+                log.warning("%s:%d: %r is already in an earlier term set", path, number, spelling)
+                continue
+            spellings.append(spelling)
+        if spellings:
+            seen.update(spellings)
+            variant_sets.append(tuple(spellings))
+    return variant_sets
+
+
+def _variant_sets(terms: Sequence[str | Sequence[str]]) -> list[tuple[str, ...]]:
+    """`terms` as variant sets: a plain string is a set of one spelling."""
+    return [(term,) if isinstance(term, str) else tuple(term) for term in terms]
+
+
+def _latin_letter(char: str) -> bool:
+    return "a" <= char <= "z"  # scoring normalization lowercases Latin
+
+
+def count_terms(text: str, terms: Sequence[str | Sequence[str]]) -> dict[str, int]:
+    """Occurrences of each term in `text`, keyed by its first spelling: any spelling of a
+    variant set counts for the set; longest spellings first, no overlaps.
+
+    Matching on space-free text makes it tolerant of attached particles (josa) and of
+    spacing: "고혈압이", "고혈압을" and "고 혈압" all contain 고혈압. A shorter term inside
+    a longer one ("혈압" in "고혈압") is not counted twice. A Latin spelling must not run on
+    into Latin letters of the same word ("ct" is not found in "picture"), though Hangul may
+    follow it ("ct를").
+    """
+    words = text.split()
+    compact = "".join(words)
+    word_starts = set(itertools.accumulate((len(word) for word in words), initial=0))
+    taken = [False] * len(compact)
+    counts: dict[str, int] = {}
+
+    def bounded(start: int, end: int) -> bool:
+        first, last = compact[start], compact[end - 1]
+        if _latin_letter(first) and start not in word_starts and _latin_letter(compact[start - 1]):
+            return False
+        return not (
+            _latin_letter(last)
+            and end < len(compact)
+            and end not in word_starts
+            and _latin_letter(compact[end])
+        )
+
+    spellings = [(spelling, names[0]) for names in _variant_sets(terms) for spelling in names]
+    for spelling, name in sorted(spellings, key=lambda item: len(item[0]), reverse=True):
+        start = compact.find(spelling)
+        while start != -1:
+            end = start + len(spelling)
+            if not any(taken[start:end]) and bounded(start, end):
+                taken[start:end] = [True] * len(spelling)
+                counts[name] = counts.get(name, 0) + 1
+                start = compact.find(spelling, end)
+            else:
+                start = compact.find(spelling, start + 1)
+    return counts
+
+
+def term_recall(
+    rows: Sequence[dict[str, Any]], terms: Sequence[str | Sequence[str]], top: int = 20
+) -> dict:
+    """Share of reference term occurrences that the hypothesis reproduces (per utterance,
+    min(reference count, hypothesis count); any spelling of a variant set reproduces any
+    other), and the most-missed terms by their first spelling.
+
+    `terms`: plain strings or variant sets (tuples of spellings), as `load_terms` returns.
+    """
+    occurrences: dict[str, int] = {}
+    hits: dict[str, int] = {}
+    for row in rows:
+        in_reference = count_terms(row["reference_normalized"], terms)
+        if not in_reference:
+            continue
+        in_hypothesis = count_terms(row["hypothesis_normalized"], terms)
+        for term, count in in_reference.items():
+            occurrences[term] = occurrences.get(term, 0) + count
+            hits[term] = hits.get(term, 0) + min(count, in_hypothesis.get(term, 0))
+    total = sum(occurrences.values())
+    missed = sorted(
+        ((t, occurrences[t] - hits[t], occurrences[t]) for t in occurrences),
+        key=lambda item: (-item[1], -item[2], item[0]),
+    )
+    return {
+        "terms": len(terms),
+        "occurrences": total,
+        "hits": sum(hits.values()),
+        "recall": sum(hits.values()) / total if total else None,
+        "most_missed": [
+            {"term": t, "missed": m, "occurrences": o} for t, m, o in missed[:top] if m
+        ],
+    }

@@ -1,0 +1,363 @@
+"""Training's building blocks: the `train` config and its resume rules, progress state,
+the epoch sampler, distributed helpers, the stop flag and the label-positions loss.
+
+The recipe that puts them together is `voxadapt.stages.train.Trainer`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Sampler
+
+from voxadapt.augment import SpecAugmentOptions
+from voxadapt.config import Config, option
+from voxadapt.data import IGNORE_INDEX
+from voxadapt.decoding import (
+    DecodeOptions,
+)
+from voxadapt.errors import StageInterrupted, VoxadaptError
+from voxadapt.model import (
+    DEFAULT_MODEL,
+    DTYPES,
+    PROJECTOR_MODES,
+    QUANTIZATIONS,
+)
+from voxadapt.trackers import TRACKERS, tracker_problems
+
+log = logging.getLogger(__name__)
+
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+# Options that may change on --resume (they do not change what was learned so far).
+RESUMABLE_CHANGES = {
+    "resume",
+    "num_workers",
+    "logging_steps",
+    "eval_steps",
+    "max_steps",
+    "epochs",
+    "early_stopping_patience",
+    "gradient_checkpointing",
+    "torch_compile",
+    "decode",
+}
+
+
+class TrainingInterrupted(StageInterrupted):
+    """Ctrl-C or SIGTERM: a resumable checkpoint was saved."""
+
+
+class NonFiniteError(VoxadaptError):
+    """The loss or the gradient became NaN/inf; nothing from that step was saved."""
+
+
+@dataclass
+class TrainConfig(Config):
+    """Options of `voxadapt train` (the YAML keys of `--config`). Defaults follow the seed."""
+
+    model: str = option(DEFAULT_MODEL, help="hub id or local folder", group="data and model")
+    train: Path | None = option(
+        None,
+        help="training manifest (JSONL from `voxadapt prepare`)",
+        metavar="JSONL",
+        group="data and model",
+    )
+    valid: Path | None = option(
+        None,
+        help="validation manifest; CER on it selects the best checkpoint",
+        metavar="JSONL",
+        group="data and model",
+    )
+    cache: Path | None = option(
+        None,
+        help="feature cache from `voxadapt cache` (default: features on the fly)",
+        metavar="DIR",
+        group="data and model",
+    )
+    output_dir: Path = option(
+        Path("runs/voxadapt"),
+        help="where adapter/, checkpoints and logs go",
+        metavar="DIR",
+        group="data and model",
+    )
+    quantization: str = option(
+        "nf4",
+        help="LLM weights (the audio tower, projector and LM head stay unquantized)",
+        choices=QUANTIZATIONS,
+        group="what trains",
+    )
+    projector: str = option(
+        "lora",
+        help="LoRA on the projector, or the full projector",
+        choices=PROJECTOR_MODES,
+        group="what trains",
+    )
+    lora_r: int = option(8, help="LoRA rank", group="what trains")
+    lora_alpha: int = option(16, help="LoRA alpha", group="what trains")
+    lora_dropout: float = option(0.05, help="LoRA dropout", group="what trains")
+    dtype: str | None = option(
+        None,
+        help="compute dtype (default bf16 on capable GPUs, fp32 on CPU)",
+        choices=tuple(DTYPES),
+        group="what trains",
+    )
+    gradient_checkpointing: bool = option(
+        False, help="recompute LLM activations in backward", group="what trains"
+    )
+    torch_compile: bool = option(False, help="torch.compile the model", group="what trains")
+    epochs: float = option(2.0, help="passes over the training set", group="schedule")
+    max_steps: int | None = option(
+        None, help="optimizer steps (overrides --epochs)", group="schedule"
+    )
+    batch_size: int = option(8, help="utterances per device per micro-batch", group="schedule")
+    grad_accum: int = option(4, help="micro-batches per optimizer step", group="schedule")
+    lr: float = option(1e-4, help="peak learning rate", group="schedule")
+    weight_decay: float = option(0.0, help="AdamW weight decay", group="schedule")
+    scheduler: str = option(
+        "cosine", help="learning-rate schedule", choices=SCHEDULERS, group="schedule"
+    )
+    warmup_ratio: float = option(0.03, help="warmup, as a share of all steps", group="schedule")
+    max_grad_norm: float = option(1.0, help="gradient clipping norm", group="schedule")
+    seed: int = option(0, help="shuffling and initialization seed", group="schedule")
+    num_workers: int = option(2, help="DataLoader workers per process", group="schedule")
+    logging_steps: int = option(10, help="log every N steps", group="logging and evaluation")
+    eval_steps: int | None = option(
+        200,
+        help="evaluate every N steps, and at the end (none: once per epoch)",
+        group="logging and evaluation",
+    )
+    eval_samples: int | None = option(
+        None,
+        help="evaluate on a fixed random subset of N valid utterances",
+        group="logging and evaluation",
+    )
+    early_stopping_patience: int | None = option(
+        None,
+        help="stop after N evaluations without a better CER",
+        group="logging and evaluation",
+    )
+    resume: bool = option(False, help="continue from OUTPUT_DIR/checkpoint-last")
+    report_to: list[str] = option(
+        help=f"experiment trackers, comma-separated: {', '.join(TRACKERS)} (mlflow writes to "
+        "OUTPUT_DIR/mlruns unless MLFLOW_TRACKING_URI is set)",
+        default_factory=lambda: ["tensorboard"],
+        metavar="NAME[,NAME...]",
+        group="logging and evaluation",
+    )
+    speed_perturb: bool = option(
+        False,
+        help="draw one speed factor per clip per epoch from --speed-factors "
+        "(cache them with `voxadapt cache --speed`)",
+        group="augmentation",
+    )
+    speed_factors: list[float] = option(
+        help="speed-perturbation factors",
+        default_factory=lambda: [0.9, 1.0, 1.1],
+        metavar="F[,F...]",
+        group="augmentation",
+    )
+    spec_augment: SpecAugmentOptions = option(
+        help="SpecAugment on the training features", default_factory=SpecAugmentOptions
+    )
+    decode: DecodeOptions = option(
+        help="prompt language (training and evaluation) and evaluation decoding",
+        default_factory=DecodeOptions,
+        flag_prefix="eval-",
+    )
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        if self.train is None:
+            found.append("train manifest is required (--train)")
+        for name in ("batch_size", "grad_accum", "logging_steps", "lora_r", "lora_alpha"):
+            if getattr(self, name) < 1:
+                found.append(f"{name} must be >= 1")
+        for name in ("max_steps", "eval_steps", "eval_samples", "early_stopping_patience"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                found.append(f"{name} must be >= 1")
+        if not (math.isfinite(self.epochs) and self.epochs > 0) and self.max_steps is None:
+            found.append("epochs must be > 0")
+        if not (math.isfinite(self.lr) and self.lr >= 0):
+            found.append("lr must be >= 0")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            found.append("weight_decay must be >= 0")
+        if not 0 <= self.lora_dropout < 1:
+            found.append("lora_dropout must be in [0, 1)")
+        if not 0 <= self.warmup_ratio < 1:
+            found.append("warmup_ratio must be in [0, 1)")
+        if not self.max_grad_norm > 0:
+            found.append("max_grad_norm must be > 0")
+        if self.num_workers < 0:
+            found.append("num_workers must be >= 0")
+        if not 0 <= self.seed < 2**31:
+            found.append("seed must be in [0, 2**31)")
+        if not self.speed_factors or not all(0.5 <= s <= 2.0 for s in self.speed_factors):
+            found.append("speed_factors must be numbers in [0.5, 2.0]")
+        found.extend(tracker_problems(self.report_to))
+        if self.early_stopping_patience is not None and self.valid is None:
+            found.append("early_stopping_patience needs a valid manifest")
+        return found
+
+
+@dataclass
+class TrainState:
+    """Progress, saved in every checkpoint and as trainer_state.json."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    micro_batches_in_epoch: int = 0  # micro-batches of `epoch` already consumed
+    total_steps: int = 0
+    best_cer: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    world_size: int = 1  # processes that trained it: micro-batch offsets are per rank
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Distributed:
+    """Single process, or one of WORLD_SIZE processes started by torchrun/accelerate."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return Distributed(rank, world, device)
+
+
+def all_reduce_sum(tensor: torch.Tensor, dist: Distributed) -> torch.Tensor:
+    if dist.world > 1:
+        torch.distributed.all_reduce(tensor)
+    return tensor
+
+
+def all_reduce_mean(tensor: torch.Tensor, dist: Distributed) -> torch.Tensor:
+    if dist.world > 1:
+        torch.distributed.all_reduce(tensor)
+        tensor /= dist.world
+    return tensor
+
+
+class EpochSampler(Sampler[int]):
+    """This rank's share of a seeded shuffle of one epoch, from micro-batch `start` on.
+
+    Every rank gets `per_rank` indices (its share wraps around), so all ranks run the same
+    number of micro-batches; the order depends only on (seed, epoch), so a resumed run
+    continues the same sequence.
+    """
+
+    def __init__(
+        self, n: int, *, seed: int, epoch: int, dist: Distributed, per_rank: int, start: int
+    ):
+        order = list(range(n))
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        shard = order[dist.rank :: dist.world] or order
+        shard = (shard * math.ceil(per_rank / len(shard)))[:per_rank]
+        self.indices = shard[start:]
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class StopFlag:
+    """Ctrl-C or SIGTERM (docker stop, SLURM preemption) sets a flag; the loop saves a
+    checkpoint at the next step boundary. A second Ctrl-C aborts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFlag:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("%s: saving a checkpoint after this step", signal.Signals(signum).name)
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+
+def label_positions_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], *, reduction: str = "mean"
+) -> torch.Tensor:
+    """Causal-LM loss with logits computed only from the batch's first label position on.
+
+    Labels sit at the end of each row (prompt, then transcript), so the LM head is applied to
+    the last K positions only: for Voxtral-Mini that skips a 3072 x 131072 projection over
+    ~380 prompt/audio positions per clip (~0.3 TFLOP and ~200 MB of fp32 logits) whose
+    predictions the loss ignores. Same value as the model's own loss (mean over label tokens);
+    `reduction="sum"` gives the sum over label tokens (for token-exact accumulation).
+    """
+    labels = batch["labels"]
+    width = labels.shape[1]
+    first = int((labels != IGNORE_INDEX).int().argmax(dim=1).min())
+    keep = min(width, width - first + 1)  # + the position that predicts the first label
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, logits_to_keep=keep).logits
+    targets = labels[:, width - keep + 1 :]
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(),
+        targets.flatten(),
+        ignore_index=IGNORE_INDEX,
+        reduction=reduction,
+    )
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad
+    }
+
+
+def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Options that differ between a checkpoint's config and this run's, except those that
+    may change on resume (RESUMABLE_CHANGES)."""
+    changed = [
+        f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
+        for key in sorted(set(saved) | set(current))
+        if key not in RESUMABLE_CHANGES and str(saved.get(key)) != str(current.get(key))
+    ]
+    # decode.language is also the training prompt's language: it may not change
+    old_language = (saved.get("decode") or {}).get("language")
+    new_language = (current.get("decode") or {}).get("language")
+    if old_language is not None and old_language != new_language:
+        changed.append(f"decode.language: {old_language!r} -> {new_language!r}")
+    return changed
