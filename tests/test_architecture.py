@@ -77,3 +77,29 @@ def test_the_rule_is_checked_on_real_imports():
     assert "decoding" in voxadapt_imports(modules()["stages.train"])
     assert "stages.prepare" in imported_stages("stages.demo")
     assert "scoring.rates" in voxadapt_imports(modules()["scoring.rows"])
+
+
+CLAIMS = {"claim_outputs", "claim_output_file", "claim_output_entry"}
+
+
+def _calls(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            names.add(func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", ""))
+    return names
+
+
+@pytest.mark.parametrize("name", sorted(stages()))
+def test_every_stage_claims_its_outputs_through_the_guard(name):
+    """A stage's outputs go through voxadapt.outputs (inputs never overwritten, foreign files
+    never replaced, one writer per folder): every stage module calls a claim function."""
+    assert _calls(modules()[name]) & CLAIMS, f"{name} writes outputs without claiming them"
+
+
+@pytest.mark.parametrize("name", sorted(stages()))
+def test_no_stage_checks_output_folders_by_hand(name):
+    """check_output_dir is one step of the guard; a stage calling it directly would skip the
+    input/ownership checks and the lock."""
+    assert not _calls(modules()[name]) & {"check_output_dir", "check_output_file"}

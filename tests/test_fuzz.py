@@ -80,8 +80,12 @@ def deep(value: bytes) -> bytes:
 
 
 def non_blank(content: bytes) -> list[bytes]:
-    """The lines a line-oriented parser counts as input items."""
-    return [line for line in content.split(b"\n") if line.strip()]
+    """The lines a line-oriented parser counts as input items: a line holding only a
+    byte-order mark (or a line ending) is blank."""
+    lines = (
+        line.removesuffix(b"\r").removeprefix(b"\xef\xbb\xbf") for line in content.split(b"\n")
+    )
+    return [line for line in lines if line.strip()]
 
 
 def assert_writable(record: SourceRecord) -> None:

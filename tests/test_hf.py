@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from voxadapt.errors import SourceError
+from voxadapt.manifest import read_manifest
 from voxadapt.sources.base import SourceItem, SourceRejection
 from voxadapt.sources.hf import read_hf
 
@@ -282,7 +283,6 @@ def test_prepare_hf_end_to_end_then_cache(tmp_path, tiny_model):
     """`voxadapt prepare hf` on a parquet with embedded audio: FLACs under --out/audio, a
     manifest every later stage can read, conservation, a cache built from it."""
     from voxadapt.cli import main
-    from voxadapt.manifest import read_manifest
     from voxadapt.stages.cache import CacheConfig, build_cache
 
     embedded_dataset().to_parquet(str(tmp_path / "train.parquet"))
@@ -310,3 +310,26 @@ def test_prepare_hf_end_to_end_then_cache(tmp_path, tiny_model):
         CacheConfig([out / "train.jsonl"], str(tiny_model), tmp_path / "c", jobs=1)
     )
     assert result.computed == len(utterances) and result.failed == 0
+
+
+def test_a_datasets_own_splits_become_ours(tmp_path):
+    """Its test rows never land in train.jsonl; re-splitting is asked for, never implied."""
+    from voxadapt.errors import ConfigError
+    from voxadapt.stages.prepare import PrepareConfig, prepare
+
+    dataset = embedded_dataset()
+    source = tmp_path / "saved"
+    splits = {"train": dataset.select([0, 3, 4]), "test": dataset.select([5])}
+    datasets.DatasetDict(splits).save_to_disk(source)
+
+    result = prepare(PrepareConfig(source, "hf", tmp_path / "out", jobs=1, min_duration_s=0.5))
+    train = read_manifest(result.manifests["train"])
+    test = read_manifest(result.manifests["test"])
+    assert len(test) == 1 and test[0].metadata["split"] == "test"
+    assert all(u.metadata["split"] == "train" for u in train)
+    with pytest.raises(ConfigError, match=r"brings its own splits.*--resplit"):
+        prepare(PrepareConfig(source, "hf", tmp_path / "o2", jobs=1, valid_size=1))
+    resplit = prepare(
+        PrepareConfig(source, "hf", tmp_path / "o3", jobs=1, min_duration_s=0.5, resplit=True)
+    )
+    assert set(resplit.manifests) == {"train"}  # no sizes asked: everything trains

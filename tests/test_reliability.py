@@ -426,6 +426,7 @@ def test_transcribe_bad_options_are_one_line(flags, message):
 def test_export_refuses_incomplete_adapters_and_other_bases(tiny_model, adapters, tmp_path):
     import shutil
 
+    from voxadapt.model import ModelError
     from voxadapt.stages.export import ExportConfig, ExportError, export
 
     broken = tmp_path / "broken"
@@ -435,7 +436,7 @@ def test_export_refuses_incomplete_adapters_and_other_bases(tiny_model, adapters
         export(ExportConfig(broken, tmp_path / "o1", str(tiny_model)))
     other = tmp_path / "other-base"
     shutil.copytree(tiny_model, other)
-    with pytest.raises(ExportError, match="trained on"):
+    with pytest.raises(ModelError, match="trained on"):
         export(ExportConfig(adapters["lora"], tmp_path / "o2", str(other)))
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
 
@@ -635,13 +636,20 @@ def test_cache_counts_failed_utterances_not_entries(tiny_model, sample_manifest,
 
 
 def test_compare_refuses_predictions_of_another_manifest(tmp_path):
+    from voxadapt.manifest import Utterance
     from voxadapt.scoring.rows import read_compare
 
+    def utterance(text, audio="/a.wav"):
+        return Utterance("u1", audio, text, text, 1.0, 16000, 1)
+
     other = tmp_path / "predictions.jsonl"
-    write_jsonl(other, [{"id": "u1", "reference": "다른 문장", "hypothesis": "x"}])
+    row = {"id": "u1", "audio": "/a.wav", "offset": None, "reference": "다른 문장"}
+    write_jsonl(other, [{**row, "hypothesis": "x"}])
     with pytest.raises(ConfigError, match="other references"):
-        read_compare(other, {"u1"}, {"u1": "원래 문장"})
-    assert read_compare(other, {"u1"}, {"u1": "다른 문장"})[0]["id"] == "u1"
+        read_compare(other, [utterance("원래 문장")])
+    with pytest.raises(ConfigError, match=r"decoded from /a\.wav"):  # same ids, other audio
+        read_compare(other, [utterance("다른 문장", audio="/b.wav")])
+    assert read_compare(other, [utterance("다른 문장")])[0]["id"] == "u1"
 
 
 def test_unreadable_terms_files_are_one_line_errors_before_any_work(tmp_path, sample_manifest):
@@ -654,3 +662,142 @@ def test_unreadable_terms_files_are_one_line_errors_before_any_work(tmp_path, sa
     with pytest.raises(ConfigError, match="not UTF-8"):
         score(ScoreConfig(sample_manifest, sample_manifest, tmp_path / "out", terms=bad))
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------- trust by construction (issue 18)
+
+
+@pytest.mark.slow
+def test_a_fresh_train_never_discards_a_finished_run(tiny_model, sample_manifest, tmp_path):
+    from voxadapt.stages.train import train
+
+    out = tmp_path / "run"
+    train(_train_config(tiny_model, sample_manifest, out, max_steps=1, eval_steps=1))
+    adapter = (out / "adapter" / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="holds a training run"):
+        train(_train_config(tiny_model, sample_manifest, out, max_steps=2))
+    assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == adapter
+    # a truncated checkpoint is a one-line error naming the file, not a traceback
+    weights = out / "checkpoint-last" / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(VoxadaptError, match=r"trainable\.safetensors is unreadable"):
+        train(_train_config(tiny_model, sample_manifest, out, max_steps=2, resume=True))
+
+
+def test_a_second_train_into_a_live_runs_folder_is_refused(tiny_model, sample_manifest, tmp_path):
+    from voxadapt.outputs import LOCK, OutputConflict
+    from voxadapt.stages.train import train
+
+    out = tmp_path / "run"
+    out.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = {"pid": sleeper.pid, "host": os.uname().nodename, "stage": "train"}
+        (out / LOCK).write_text(json.dumps(owner))
+        with pytest.raises(OutputConflict, match="being written by another run"):
+            train(_train_config(tiny_model, sample_manifest, out))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not (out / "log.jsonl").exists()
+
+
+def test_a_second_cache_run_cannot_touch_a_live_runs_shards(tiny_model, sample_manifest, tmp_path):
+    from voxadapt.outputs import LOCK, OutputConflict
+
+    out = tmp_path / "cache"
+    out.mkdir()
+    partial = out / ".shard-0001.tmp"
+    partial.write_bytes(b"being written")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = {"pid": sleeper.pid, "host": os.uname().nodename, "stage": "cache"}
+        (out / LOCK).write_text(json.dumps(owner))
+        with pytest.raises(OutputConflict, match="being written by another run"):
+            build_cache(CacheConfig([sample_manifest], str(tiny_model), out, jobs=1))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert partial.read_bytes() == b"being written"
+
+
+def test_a_truncated_adapter_is_one_line_naming_it(tiny_model, adapters, sample_manifest, tmp_path):
+    import shutil
+
+    broken = tmp_path / "adapter"
+    shutil.copytree(adapters["lora"], broken)
+    weights = broken / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])
+    args = ["--model", tiny_model, "--adapter", broken, "--quantization", "none"]
+    line = one_line_error(run_cli("transcribe", CLIPS[0], *args))
+    assert "adapter" in line and str(broken) in line
+
+
+@pytest.mark.parametrize("weight", ["1e39", "inf", "-1"])
+def test_extreme_bias_weights_are_refused_before_any_work(weight):
+    line = one_line_error(run_cli("transcribe", CLIPS[0], "--bias-weight", weight))
+    assert "bias_weight" in line
+
+
+def test_a_catastrophic_speaker_regex_is_stopped(tmp_path):
+    from voxadapt.stages.prepare import speaker_from_path
+
+    path = Path("/" + "a" * 40 + "!")
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="catastrophic backtracking"):
+        speaker_from_path(path, r"regex:(?P<speaker>(a+)+)b")
+    assert time.perf_counter() - started < 30
+
+
+def test_a_yaml_alias_bomb_gives_a_short_error(tmp_path):
+    layers = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for index in range(1, 9):
+        previous = chr(ord("a") + index - 1)
+        name = chr(ord("a") + index)
+        layers.append(f"{name}: &{name} [{', '.join(['*' + previous] * 9)}]")
+    layers.append("valid_size: *i")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(layers) + "\n")
+    result = run_cli("prepare", "scp", CLIPS[0], "--out", tmp_path / "o", "--config", bomb)
+    line = one_line_error(result)
+    assert len(result.stderr) < 2000 and "valid_size" in line
+
+
+def test_terms_that_all_normalize_away_are_an_error(tmp_path, sample_manifest):
+    from voxadapt.stages.score import ScoreConfig, score
+
+    terms = tmp_path / "terms.txt"
+    terms.write_text("...\n!!|??\n", "utf-8")
+    with pytest.raises(ConfigError, match="none of its 2 terms"):
+        score(ScoreConfig(sample_manifest, sample_manifest, tmp_path / "out", terms=terms))
+
+
+def test_dash_out_is_refused_where_it_cannot_mean_stdout(sample_manifest):
+    line = one_line_error(run_cli("score", sample_manifest, sample_manifest, "--out", "-"))
+    assert "standard output" in line
+
+
+def test_korean_output_in_a_latin1_locale_is_no_traceback(sample_manifest, tmp_path):
+    hypotheses = tmp_path / "h.txt"
+    hypotheses.write_text(
+        "".join(f"{u.id}\t{u.text}\n" for u in read_manifest(sample_manifest)), "utf-8"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voxadapt.cli",
+            "score",
+            str(sample_manifest),
+            str(hypotheses),
+            "--out",
+            str(tmp_path / "s"),
+            "--bootstrap",
+            "0",
+        ],
+        capture_output=True,
+        env={**ENV, "PYTHONIOENCODING": "latin-1"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert b"Traceback" not in result.stderr

@@ -193,3 +193,57 @@ def test_lhotse_manifests_round_trip(kaldi_dir, samples, tmp_path):
     again = prepare(PrepareConfig(tmp_path / "cuts.jsonl.gz", "lhotse", tmp_path / "d"))
     assert all(u.offset is None for u in read_manifest(again.manifests["train"]))
     assert fields(whole.manifests["train"]) == fields(again.manifests["train"])
+
+
+def test_trimmed_and_windowed_cutsets_point_at_the_right_audio(kaldi_dir, tmp_path):
+    """A supervision's start is relative to its cut: `trim_to_supervisions` (the icefall
+    layout) and `cut_into_windows` give the same spans of the recording as the segments."""
+    lhotse = pytest.importorskip("lhotse")
+    prepare(PrepareConfig(kaldi_dir, "kaldi", tmp_path / "a", min_duration_s=1, emit=["lhotse"]))
+    cuts = lhotse.CutSet.from_manifests(
+        recordings=lhotse.load_manifest(tmp_path / "a" / "train.lhotse_recordings.jsonl.gz"),
+        supervisions=lhotse.load_manifest(tmp_path / "a" / "train.lhotse_supervisions.jsonl.gz"),
+    )
+    expected = {u.id: u.offset for u in read_manifest(tmp_path / "a" / "train.jsonl")}
+    trimmed = cuts.trim_to_supervisions(keep_overlapping=False)
+    assert all(cut.start > 0 for cut in trimmed)  # cuts start inside the recording
+    trimmed.to_file(tmp_path / "trimmed.jsonl.gz")
+    read = read_manifest(
+        prepare(PrepareConfig(tmp_path / "trimmed.jsonl.gz", "lhotse", tmp_path / "t")).manifests[
+            "train"
+        ]
+    )
+    assert {u.id: u.offset for u in read} == pytest.approx(expected, abs=1e-3)
+    windows = cuts.cut_into_windows(duration=6.0)
+    windows.to_file(tmp_path / "windows.jsonl.gz")
+    result = prepare(PrepareConfig(tmp_path / "windows.jsonl.gz", "lhotse", tmp_path / "w"))
+    by_id: dict[str, list[float]] = {}
+    for utterance in read_manifest(result.manifests["train"]):
+        by_id.setdefault(utterance.id.split("_")[0], []).append(utterance.offset)
+    for segment, offset in expected.items():  # every copy of a span points at its audio
+        assert all(abs(o - offset) < 1e-3 for o in by_id.get(segment, [offset]))
+
+
+def test_a_per_channel_supervision_is_never_downmixed(tmp_path, speech):
+    lhotse = pytest.importorskip("lhotse")
+    samples, rate = speech
+    stereo = np.stack([samples, np.zeros_like(samples)], axis=1)
+    sf.write(tmp_path / "call.wav", stereo, rate)
+    recording = lhotse.Recording.from_file(tmp_path / "call.wav", recording_id="call")
+    duration = recording.duration
+    supervisions = [
+        lhotse.SupervisionSegment("doctor", "call", 0, duration, channel=0, text="안녕하세요"),
+        lhotse.SupervisionSegment("both", "call", 0, duration, channel=[0, 1], text="안녕하세요"),
+    ]
+    lhotse.RecordingSet.from_recordings([recording]).to_file(tmp_path / "x_recordings.jsonl")
+    lhotse.SupervisionSet.from_segments(supervisions).to_file(tmp_path / "x_supervisions.jsonl")
+    result = prepare(
+        PrepareConfig(
+            tmp_path / "x_supervisions.jsonl", "lhotse", tmp_path / "o", min_duration_s=0.1
+        )
+    )
+    assert [u.id for u in read_manifest(result.manifests["train"])] == ["both"]
+    rejected = [json.loads(line) for line in result.rejected_path.read_text().splitlines()]
+    assert [(r["id"], r["reason"]) for r in rejected] == [
+        ("doctor", "channel_selection_unsupported")
+    ]

@@ -19,6 +19,7 @@ from voxadapt.features import (
     compute_features,
     write_shard,
 )
+from voxadapt.manifest import read_manifest, write_jsonl
 from voxadapt.stages.cache import CacheConfig, build_cache
 from voxadapt.stages.train import TrainConfig, train
 
@@ -177,8 +178,50 @@ def test_ctrl_c_saves_and_resume_continues(tiny_model, sample_manifest, tmp_path
 
 
 @pytest.mark.slow
+def manifest_of(sample_manifest, count, path):
+    """`count` utterances (the sample clips again and again, each with its own id)."""
+    utterances = read_manifest(sample_manifest)
+    rows = []
+    for index in range(count):
+        record = utterances[index % len(utterances)].to_dict()
+        record["id"] = f"u{index:02d}"
+        rows.append(record)
+    write_jsonl(path, rows)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("count", "batch_size", "grad_accum"), [(7, 4, 1), (21, 8, 3)])
+def test_each_utterance_trains_once_per_epoch(
+    tiny_model, sample_manifest, tmp_path, count, batch_size, grad_accum
+):
+    """An uneven count never repeats an utterance to fill the last micro-batch: 7 at batch 4
+    trains 4 + 3 per epoch (not 4 + 4), 21 at 8+8+5 trains 21 (not 24)."""
+    manifest = manifest_of(sample_manifest, count, tmp_path / "train.jsonl")
+    result = train(
+        config(
+            tiny_model,
+            manifest,
+            tmp_path / "run",
+            valid=None,
+            max_steps=None,
+            epochs=2,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            quantization="none",
+        )
+    )
+    micro = [batch_size] * (count // batch_size) + (
+        [count % batch_size] if count % batch_size else []
+    )
+    per_step = [sum(micro[i : i + grad_accum]) for i in range(0, len(micro), grad_accum)]
+    samples = [r["samples"] for r in result.state.log_history if "loss" in r]
+    assert samples == per_step * 2  # two epochs, each utterance once in each
+
+
 def test_two_process_ddp_on_cpu(tiny_model, sample_manifest, tmp_path):
     out = tmp_path / "ddp"
+    manifest = manifest_of(sample_manifest, 5, tmp_path / "five.jsonl")
     command = [
         sys.executable,
         "-m",
@@ -191,7 +234,7 @@ def test_two_process_ddp_on_cpu(tiny_model, sample_manifest, tmp_path):
         "--model",
         str(tiny_model),
         "--train",
-        str(sample_manifest),
+        str(manifest),
         "--valid",
         str(sample_manifest),
         "--output-dir",
@@ -215,6 +258,8 @@ def test_two_process_ddp_on_cpu(tiny_model, sample_manifest, tmp_path):
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3]
+    # 5 utterances on 2 ranks: 3 + 2, each once (rank 1 sits out the last step)
+    assert [r["samples"] for r in records if "loss" in r] == [2, 2, 1]
     evals = [r for r in records if "eval_cer" in r]
     assert len(evals) == 1 and evals[0]["eval_utterances"] == 4  # both ranks' halves
 

@@ -53,6 +53,51 @@ def test_long_speech_without_pauses_is_split_at_its_quietest_point(speech):
     assert segments[0][0] < 1.0 and segments[-1][1] > 68.0  # nothing lost at either end
 
 
+def test_cues_never_overlap_where_continuous_speech_is_cut(speech):
+    samples, rate = speech
+    continuous = fit_duration(samples, rate, 70.0)
+    segments = speech_segments(continuous, VadOptions(max_segment_s=30.0))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(segments)), segments
+
+
+def test_a_noise_floor_before_speech_is_not_speech(speech):
+    samples, rate = speech
+    noise = np.random.default_rng(0).normal(0, 1, int(1.5 * rate)).astype(np.float32)
+    noise *= 10 ** (-60 / 20) / np.sqrt(np.mean(noise**2))  # -60 dBFS
+    floor = np.concatenate([noise, samples + np.resize(noise, len(samples))])
+    (start, _), *_ = speech_segments(floor)
+    assert start >= 1.3  # speech begins at 1.5 s (0.1 s padding, one 30 ms frame)
+
+
+def test_a_pause_just_over_a_second_ends_a_segment(speech):
+    """WebRTC's hangover flags a quiet room after speech as more speech; the energy gate
+    measures the pause the README promises (1 s ends a segment)."""
+    samples, rate = speech
+    room = np.random.default_rng(0).normal(0, 1, int(1.04 * rate)).astype(np.float32)
+    room *= 10 ** (-60 / 20) / np.sqrt(np.mean(room**2))  # a quiet room at -60 dBFS
+    segments = speech_segments(np.concatenate([samples, room, samples]))
+    assert len(segments) == 2
+
+
+def test_reading_a_file_in_blocks_gives_the_same_segments_in_flat_memory(consultation, tmp_path):
+    import tracemalloc
+
+    from voxadapt.vad import speech_segments_of_file
+
+    path, _ = consultation
+    samples, rate = sf.read(path, dtype="float32")
+    assert speech_segments_of_file(path) == pytest.approx(speech_segments(samples), abs=0.031)
+    long = tmp_path / "long.wav"
+    sf.write(long, np.tile(samples, 10), rate)  # ~8 minutes
+    peaks = []
+    for source in (path, long):
+        tracemalloc.start()
+        speech_segments_of_file(source)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] < 2 * peaks[0] + 2e6  # ten times the audio, not ten times the memory
+
+
 def test_silence_has_no_segments():
     assert speech_segments(np.zeros(16000 * 40, dtype=np.float32)) == []
 

@@ -51,6 +51,22 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
+# Audio formats libsndfile cannot decode (AAC/ALAC in MP4 containers, WebM/Opus in Matroska,
+# WMA, AMR): phone and browser recordings often come as these. They are listed with this
+# reason, never skipped in silence.
+UNSUPPORTED_AUDIO_SUFFIXES = frozenset(
+    {".m4a", ".aac", ".mp4", ".m4b", ".webm", ".mkv", ".wma", ".amr", ".3gp", ".caf"}
+)
+
+
+def unsupported_audio_detail(path: Path) -> str:
+    """Why `path` is not read, and how to make it readable."""
+    return (
+        f"{Path(path).suffix} audio is not supported; convert it first, e.g. "
+        f"ffmpeg -i {Path(path).name} {Path(path).with_suffix('.wav').name}"
+    )
+
+
 def probe_audio(path: Path, *, full_decode: bool = False) -> AudioInfo:
     """Read the header of `path` and decode it only where the header cannot be trusted.
 

@@ -105,3 +105,15 @@ def spec_augment(
         start = int(rng.integers(0, n_frames - width + 1))
         frames[:, start : start + width] = fill
     return CompactFeatures(frames, features.pad_value, features.n_chunks)
+
+
+def speed_factor_problems(factors: list[float], what: str = "--speed") -> list[str]:
+    """What is wrong with a list of speed-perturbation factors (cache and train check the
+    same rule): distinct finite numbers in [0.5, 2.0]."""
+    if not factors:
+        return [f"{what}: give at least one speed factor"]
+    if not all(isinstance(s, int | float) and 0.5 <= s <= 2.0 for s in factors):
+        return [f"{what}: speed factors must be numbers in [0.5, 2.0]"]
+    if len(set(factors)) != len(factors):
+        return [f"{what}: speed factors must be distinct (each is one cache entry per clip)"]
+    return []

@@ -443,6 +443,9 @@ def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `voxadapt` console script."""
+    for stream in (sys.stdout, sys.stderr):  # Korean in a latin-1 locale: escaped, not a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "command"):

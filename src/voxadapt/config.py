@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import math
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -75,7 +76,9 @@ class Config:
             choices = item.metadata.get("choices")
             value = getattr(self, item.name)
             if choices and value is not None and value not in choices:
-                found.append(f"{item.name} must be one of {', '.join(choices)}, not {value!r}")
+                found.append(
+                    f"{item.name} must be one of {', '.join(choices)}, not {_shown(value)}"
+                )
         return found
 
     def __post_init__(self) -> None:
@@ -100,6 +103,17 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+# Values in messages are shortened (bounded in depth and length, so a YAML alias bomb or a
+# megabyte string cannot turn one error line into megabytes).
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 2, 60, 60
+_SHORT_REPR.maxlist = _SHORT_REPR.maxdict = 4
+
+
+def _shown(value: Any) -> str:
+    return _SHORT_REPR.repr(value)
+
+
 def _coerce(value: Any, annotation: Any) -> Any:
     """Convert YAML/CLI values to the field's type where the conversion is unambiguous."""
     origin = typing.get_origin(annotation)
@@ -112,7 +126,9 @@ def _coerce(value: Any, annotation: Any) -> Any:
                 return _coerce(value, arg)
             except (TypeError, ValueError):
                 continue
-        raise ValueError(f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+        raise ValueError(
+            f"expected {' or '.join(_type_name(a) for a in args)}, got {_shown(value)}"
+        )
     if origin is list:
         (item_type,) = typing.get_args(annotation)
         items = value if isinstance(value, (list, tuple)) else [value]
@@ -127,33 +143,33 @@ def _coerce(value: Any, annotation: Any) -> Any:
         if isinstance(value, Path):
             return value
         if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"{value!r} is not a path")
+            raise ValueError(f"{_shown(value)} is not a path")
         return Path(value)
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        raise ValueError(f"expected true or false, got {value!r}")
+        raise ValueError(f"expected true or false, got {_shown(value)}")
     if annotation is int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"expected an integer, got {value!r}")
+            raise ValueError(f"expected an integer, got {_shown(value)}")
         try:
             return int(value)
         except (TypeError, ValueError, OverflowError):
-            raise ValueError(f"expected an integer, got {value!r}") from None
+            raise ValueError(f"expected an integer, got {_shown(value)}") from None
     if annotation is float:
         if isinstance(value, bool):
-            raise ValueError(f"expected a number, got {value!r}")
+            raise ValueError(f"expected a number, got {_shown(value)}")
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"expected a number, got {value!r}") from None
+            raise ValueError(f"expected a number, got {_shown(value)}") from None
         if not math.isfinite(number):
-            raise ValueError(f"expected a finite number, got {value!r}")
+            raise ValueError(f"expected a finite number, got {_shown(value)}")
         return number
     if annotation is str:
         # YAML null, yes/no and mappings are not strings ("None" or "False" would be)
         if value is None or isinstance(value, (bool, dict, list)):
-            raise ValueError(f"expected a string, got {value!r}")
+            raise ValueError(f"expected a string, got {_shown(value)}")
         return str(value)
     return value
 

@@ -39,10 +39,12 @@ from voxadapt.model import (
     DTYPES,
     QUANTIZATIONS,
     autocast,
+    check_base_model,
     check_device,
     compute_dtype,
     input_dtype,
     load_for_inference,
+    read_adapter_info,
     resolve_dtype,
 )
 from voxadapt.text import read_term_lines
@@ -57,6 +59,8 @@ _LANG_PREFIX = re.compile(r"^\s*lang:\s*([A-Za-z]{2,3})\b[\s:]*")
 _SHORT_LOOP = re.compile(r"(.{1,3}?)\1{4,}")
 _PHRASE_LOOP = re.compile(r"(.{4,60}?)\1{2,}")
 _LOOP_MIN_CHARS = 8
+# Log-probability bonus per term token; 100 already forces any term it can start.
+MAX_BIAS_WEIGHT = 100.0
 
 
 @dataclass
@@ -131,8 +135,9 @@ class DecodeOptions(Config):
             found.append("min_new_tokens must be <= max_new_tokens")
         if self.num_workers < 0:
             found.append("num_workers must be >= 0")
-        if not (math.isfinite(self.bias_weight) and self.bias_weight >= 0):
-            found.append("bias_weight must be >= 0")
+        # float32 logits: a bonus beyond ~1e38 overflows to inf (every term forced)
+        if not (math.isfinite(self.bias_weight) and 0 <= self.bias_weight <= MAX_BIAS_WEIGHT):
+            found.append(f"bias_weight must be a number in [0, {MAX_BIAS_WEIGHT:g}]")
         if not (math.isfinite(self.long_form_threshold_s) and self.long_form_threshold_s > 0):
             found.append("long_form_threshold_s must be > 0")
         if self.bias_terms is not None:
@@ -464,8 +469,7 @@ def split_long_form(
     """The items to decode: short ones as they are; ones longer than
     `options.long_form_threshold_s` (with `options.vad`) as their speech segments. Also,
     per long item, its (segment item, start, end) in order."""
-    from voxadapt.audio import load_audio
-    from voxadapt.vad import speech_segments
+    from voxadapt.vad import speech_segments_of_file
 
     decoded: list[AudioItem] = []
     segments: dict[int, list[tuple[AudioItem, float, float]]] = {}
@@ -475,12 +479,12 @@ def split_long_form(
             continue
         try:
             duration = item.duration if item.offset is not None else None
-            samples = load_audio(Path(item.audio), offset=item.offset, duration=duration)
+            spans = speech_segments_of_file(Path(item.audio), offset=item.offset, duration=duration)
         except AudioError:  # reported when the engine reads it
             decoded.append(item)
             continue
         parts = segments[id(item)] = []
-        for index, (start, end) in enumerate(speech_segments(samples)):
+        for index, (start, end) in enumerate(spans):
             part = AudioItem(
                 f"{item.id}#{index}",
                 item.audio,
@@ -551,11 +555,25 @@ class ModelChoice(Config):
         None, help="cpu, cuda, cuda:1 ... (default: cuda if available)", group="model"
     )
 
+    force: bool = option(
+        False,
+        help="use --adapter with a --model other than the base it was trained on",
+        group="model",
+    )
+
     def problems(self) -> list[str]:
         return super().problems() + check_device(self.device)
 
+    def check_adapter_base(self) -> None:
+        """ModelError if --adapter was trained on another base than --model (before any
+        weights load)."""
+        if self.adapter is not None and self.model is not None:
+            info = read_adapter_info(self.adapter)
+            check_base_model(str(self.model), info, force=self.force)
+
     def load_transcriber(self) -> Transcriber:
         """The model and adapter these options name, ready to decode."""
+        self.check_adapter_base()
         return Transcriber.load(
             self.model,
             self.adapter,

@@ -200,27 +200,52 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any] | Utterance]) -> in
     return count
 
 
+BOM = b"\xef\xbb\xbf"
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, bytes) of every non-blank line of a text file: the one way this
+    tool splits files into lines.
+
+    Lines end at `\n` (a `\r` before it is dropped) and nowhere else: U+2028, U+0085 and
+    the other separators `str.splitlines()` also splits on may occur raw inside JSON
+    strings. A UTF-8 byte-order mark is removed wherever a line starts with one, so
+    concatenated files read like one. OSError propagates to the caller.
+    """
+    with Path(path).open("rb") as handle:
+        for line_number, data in enumerate(handle, start=1):
+            data = data.rstrip(b"\n").removesuffix(b"\r").removeprefix(BOM)
+            if data.strip():
+                yield line_number, data
+
+
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line_number, record) from a JSONL file, skipping blank lines."""
+    """Yield (line_number, record) from a JSONL file, skipping blank lines; any other line
+    that is not a UTF-8 JSON object is a ManifestError naming it."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
-    with path.open("rb") as handle:
-        for line_number, data in enumerate(handle, start=1):
-            try:
-                line = data.decode("utf-8-sig" if line_number == 1 else "utf-8")
-            except UnicodeDecodeError:
-                raise ManifestError(f"{path}:{line_number}: not UTF-8 text") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deep"
-                raise ManifestError(f"{path}:{line_number}: not valid JSON ({reason})") from None
-            if not isinstance(record, dict):
-                raise ManifestError(f"{path}:{line_number}: expected a JSON object")
-            yield line_number, record
+    try:
+        for line_number, data in iter_lines(path):
+            yield line_number, parse_json_object(data, f"{path}:{line_number}")
+    except OSError as exc:
+        raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def parse_json_object(data: bytes, where: str) -> dict[str, Any]:
+    """One JSONL line as a dict; ManifestError naming `where` otherwise."""
+    try:
+        line = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ManifestError(f"{where}: not UTF-8 text") from None
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deep"
+        raise ManifestError(f"{where}: not valid JSON ({reason})") from None
+    if not isinstance(record, dict):
+        raise ManifestError(f"{where}: expected a JSON object")
+    return record
 
 
 def read_manifest(path: Path) -> list[Utterance]:

@@ -197,8 +197,8 @@ def load_voxtral(
         kwargs["device_map"] = {"": device}
     try:
         model = VoxtralForConditionalGeneration.from_pretrained(str(model_id), **kwargs)
-    except OSError as exc:
-        raise ModelError(f"cannot load {model_id}: {exc}") from None
+    except WEIGHT_ERRORS as exc:  # missing, truncated or corrupt weights, wrong shapes
+        raise ModelError(f"cannot load {model_id}: {_first_line(exc)}") from None
     if quant is None:
         model.to(device)
     check_quantization(model, quantization)
@@ -376,18 +376,63 @@ def base_model_of(model: str | None, adapter: Path | None) -> str:
     return DEFAULT_MODEL
 
 
+def _weight_errors() -> tuple[type[BaseException], ...]:
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, RuntimeError, KeyError, SafetensorError)
+
+
+# What loading weights raises for a missing, truncated or corrupt file or a shape mismatch.
+WEIGHT_ERRORS = _weight_errors()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    line = text.splitlines()[0]
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (never pickle); ModelError naming the file when it
+    is missing, truncated or corrupt."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except WEIGHT_ERRORS as exc:
+        raise ModelError(
+            f"{path} is unreadable (truncated or corrupt?): {_first_line(exc)}"
+        ) from None
+
+
+def check_base_model(model_id: str, info: dict[str, Any], *, force: bool) -> None:
+    """Refuse an adapter on another base than the one it was trained on: a base of equal
+    shapes takes it silently and gives a model nobody trained. A copy of the same model
+    under another path or id passes with --force (with a warning)."""
+    recorded = info.get("base_model")
+    if not recorded or str(recorded) == str(model_id):
+        return
+    if force:
+        log.warning("--force: using an adapter trained on %s with %s", recorded, model_id)
+        return
+    raise ModelError(
+        f"the adapter was trained on {recorded}, not {model_id}; pass --force if {model_id} "
+        "is the same model under another name"
+    )
+
+
 def apply_adapter(model: nn.Module, adapter_dir: Path) -> nn.Module:
     """Put a trained projector (LoRA or full weights) onto a loaded base model."""
     info = read_adapter_info(adapter_dir)
     if info.get("projector") == "full":
-        from safetensors.torch import load_file
-
-        weights = load_file(str(Path(adapter_dir) / "projector.safetensors"))
+        weights = load_weights(Path(adapter_dir) / "projector.safetensors")
         names = dict(model.named_parameters())
         unknown = sorted(set(weights) - set(names))
-        if unknown:
+        misfit = sorted(n for n in set(weights) & set(names) if weights[n].shape != names[n].shape)
+        if unknown or misfit:
             raise ModelError(
-                f"{adapter_dir}: projector weights do not fit this model (e.g. {unknown[0]})"
+                f"{adapter_dir}: projector weights do not fit this model "
+                f"(e.g. {(unknown or misfit)[0]})"
             )
         with torch.no_grad():
             for name, tensor in weights.items():
@@ -399,7 +444,12 @@ def apply_adapter(model: nn.Module, adapter_dir: Path) -> nn.Module:
 
     with warnings.catch_warnings():  # peft probes a deprecated transformers attribute
         warnings.simplefilter("ignore", FutureWarning)
-        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+        try:
+            return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+        except WEIGHT_ERRORS as exc:
+            raise ModelError(
+                f"cannot apply the adapter {adapter_dir}: {_first_line(exc)}"
+            ) from None
 
 
 def load_for_inference(

@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,11 +205,26 @@ def _check_replaceable(folder: Path, names: Iterable[str], stage: str) -> None:
     ledger = read_ledger(folder)
     for name in names:
         target = folder / name
-        if (target.exists() or target.is_symlink()) and name not in ledger["files"]:
+        if not (target.exists() or target.is_symlink()) or _empty_folder(target):
+            continue  # nothing there, or nothing to lose
+        writer = ledger["files"].get(name)
+        if writer is None:
             raise OutputConflict(
                 f"{target} exists and was not written by voxadapt; {stage} will not replace "
                 "it: move it away or choose another output"
             )
+        if writer != stage:
+            raise OutputConflict(
+                f"{target} holds the output of `voxadapt {writer}`; {stage} will not replace "
+                "it: choose another output"
+            )
+
+
+def _empty_folder(path: Path) -> bool:
+    try:
+        return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+    except OSError:
+        return False
 
 
 def claim_outputs(
@@ -220,6 +235,7 @@ def claim_outputs(
     inputs: Iterable[Path | str | None] = (),
     trees: Iterable[Path | str | None] = (),
     owns_folder: bool = False,
+    shared_folder: bool = False,
     what: str = "--out",
 ) -> OutputClaim:
     """Check and claim the outputs of a stage run, before any work.
@@ -228,7 +244,9 @@ def claim_outputs(
     writes; inputs: files (or folders) the run reads, which no output may equal or contain;
     trees: input folders whose whole content is read, inside which no output may lie;
     owns_folder: the stage owns everything in `folder` (train, cache, export): it must be
-    new, empty, or written by the same stage. Returns the claim; `with claim:` locks it.
+    new, empty, or written by the same stage; shared_folder: only the named entries are
+    outputs, the folder itself may hold inputs (subtitles beside their recordings).
+    Returns the claim; `with claim:` locks it.
     """
     from voxadapt.manifest import check_output_dir
 
@@ -239,27 +257,30 @@ def claim_outputs(
         if not name or Path(name).name != name or name in (".", "..", LEDGER, LOCK):
             raise ConfigError(f"{what}: {name!r} is not a file name")
     real_folder = _real(folder)
-    outputs = [real_folder, *(real_folder / name for name in names)]
+    entries = [real_folder / name for name in names]
+    # With a shared folder only the named entries are outputs; else the folder is one too.
+    outputs = entries if shared_folder else [real_folder, *entries]
     for given in (p for p in inputs if p not in (None, "")):
         real_input = _real(Path(given))
         for output in outputs:
             same = output == real_input or _same_file(output, real_input)
-            if same or (output == real_folder and _inside(real_input, output)):
+            if same or _inside(real_input, output):
                 raise OutputConflict(
-                    f"{what} {folder} would {'overwrite' if same else 'contain'} the input "
+                    f"{what} {output} would {'overwrite' if same else 'contain'} the input "
                     f"{given}; choose an output outside the inputs"
                 )
     for given in (p for p in trees if p not in (None, "")):
         real_tree = _real(Path(given))
-        if real_folder == real_tree or _inside(real_folder, real_tree):
-            raise OutputConflict(
-                f"{what} {folder} lies inside the input {given}, whose files are all read; "
-                "choose an output outside it"
-            )
-        if _inside(real_tree, real_folder):
-            raise OutputConflict(
-                f"{what} {folder} would contain the input {given}; choose an output outside it"
-            )
+        for output in outputs:
+            if output == real_tree or _inside(output, real_tree):
+                raise OutputConflict(
+                    f"{what} {output} lies inside the input {given}, whose files are all "
+                    "read; choose an output outside it"
+                )
+            if _inside(real_tree, output):
+                raise OutputConflict(
+                    f"{what} {output} would contain the input {given}; choose an output outside it"
+                )
     check_output_dir(real_folder, what)
     if owns_folder:
         _check_owned_folder(real_folder, stage, what)
@@ -289,21 +310,38 @@ def _check_owned_folder(folder: Path, stage: str, what: str) -> None:
             )
 
 
-def claim_output_file(
-    stage: str, path: Path, *, inputs: Iterable[Path | str | None] = (), what: str = "--out"
+def claim_output_entry(
+    stage: str,
+    path: Path,
+    *,
+    inputs: Iterable[Path | str | None] = (),
+    trees: Iterable[Path | str | None] = (),
+    what: str = "--out",
 ) -> OutputClaim:
-    """`claim_outputs` for one output file: its folder, its name."""
+    """`claim_outputs` for one entry (a file, or a folder built whole and renamed into
+    place): its parent folder, its name, and a lock of its own."""
     path = Path(path)
+    if str(path) == "-":
+        raise ConfigError(f"{what} -: this command writes files, not standard output")
     if path.name in ("", ".", ".."):
-        raise ConfigError(f"{what} {path} is not a file name")
-    if path.is_dir():
-        raise ConfigError(f"{what} {path} is a folder; give a file name")
-    claim = claim_outputs(stage, path.parent, names=[path.name], inputs=inputs, what=what)
+        raise ConfigError(f"{what} {path} is not a file or folder name")
+    claim = claim_outputs(
+        stage,
+        path.parent,
+        names=[path.name],
+        inputs=inputs,
+        trees=trees,
+        shared_folder=True,  # the entry is the output; its folder may hold inputs
+        what=what,
+    )
     claim.lock_path = claim.folder / f".{path.name}.voxadapt.lock"
     return claim
 
 
-@contextlib.contextmanager
-def no_claim() -> Iterator[None]:
-    """For output to standard output: nothing to claim."""
-    yield
+def claim_output_file(
+    stage: str, path: Path, *, inputs: Iterable[Path | str | None] = (), what: str = "--out"
+) -> OutputClaim:
+    """`claim_output_entry` for one output file."""
+    if Path(path).is_dir():
+        raise ConfigError(f"{what} {path} is a folder; give a file name")
+    return claim_output_entry(stage, path, inputs=inputs, what=what)

@@ -204,13 +204,14 @@ def read_term_lines(path: Path) -> list[tuple[int, list[str]]]:
     spellings of one spoken term separated by `|` (`CT|씨티|시티`), `#` comments, blank lines
     skipped. The format of --terms and --bias-terms. ConfigError if the file is unreadable."""
     from voxadapt.errors import ConfigError
+    from voxadapt.manifest import iter_lines
 
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        lines = [(number, data.decode("utf-8")) for number, data in iter_lines(path)]
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"terms file {path} is unreadable or not UTF-8 ({exc})") from None
     terms = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in lines:
         spellings = [part.strip() for part in line.split("#", 1)[0].split("|")]
         if any(spellings):
             terms.append((number, [s for s in spellings if s]))
@@ -229,14 +230,19 @@ def decode_line(data: bytes) -> tuple[str, str]:
 
 
 # Scoring normalization: applied identically to reference and hypothesis before CER/WER.
-SCORING_NORMALIZATION_VERSION = "ko-score-1"
+# ko-score-2: invisible format characters are removed, no longer word breaks.
+SCORING_NORMALIZATION_VERSION = "ko-score-2"
 # Punctuation removed for scoring; % and the decimal point inside numbers carry meaning.
 _SCORING_PUNCTUATION = re.compile(r"(?<!\d)[.,]|[.,](?!\d)|[^\w\s%.,]")
 
 
 def normalize_for_scoring(text: str) -> str:
-    """NFKC, drop punctuation (keep % and 38.5), lowercase Latin, collapse whitespace."""
-    text = unicodedata.normalize("NFKC", text)
+    """Drop invisible characters (as training text does), NFKC, drop punctuation (keep %
+    and 38.5), lowercase Latin, collapse whitespace.
+
+    A zero-width space, joiner, soft hyphen or BOM inside a word is removed, not turned into
+    a word break: "혈\u200b압" scores as "혈압"."""
+    text = unicodedata.normalize("NFKC", _drop_invisible(text))
     text = _SCORING_PUNCTUATION.sub(" ", text)
     text = text.replace("_", " ").lower()
     return _WHITESPACE.sub(" ", text).strip()

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
-from voxadapt.augment import SpecAugmentOptions
+from voxadapt.augment import SpecAugmentOptions, speed_factor_problems
 from voxadapt.config import Config, option
 from voxadapt.data import IGNORE_INDEX
 from voxadapt.decoding import (
@@ -199,8 +199,7 @@ class TrainConfig(Config):
             found.append("num_workers must be >= 0")
         if not 0 <= self.seed < 2**31:
             found.append("seed must be in [0, 2**31)")
-        if not self.speed_factors or not all(0.5 <= s <= 2.0 for s in self.speed_factors):
-            found.append("speed_factors must be numbers in [0.5, 2.0]")
+        found += speed_factor_problems(self.speed_factors, "--speed-factors")
         found.extend(tracker_problems(self.report_to))
         if self.early_stopping_patience is not None and self.valid is None:
             found.append("early_stopping_patience needs a valid manifest")
@@ -263,21 +262,19 @@ def all_reduce_mean(tensor: torch.Tensor, dist: Distributed) -> torch.Tensor:
 
 
 class EpochSampler(Sampler[int]):
-    """This rank's share of a seeded shuffle of one epoch, from micro-batch `start` on.
+    """This rank's share of a seeded shuffle of one epoch, from example `start` on.
 
-    Every rank gets `per_rank` indices (its share wraps around), so all ranks run the same
-    number of micro-batches; the order depends only on (seed, epoch), so a resumed run
-    continues the same sequence.
+    Rank r takes every world-th example of the shuffle from the r-th on, so over all ranks
+    every example is seen exactly once per epoch: nothing is repeated to even out the
+    shares (a rank may get one example fewer, and an epoch's last micro-batch may be
+    short). The order depends only on (seed, epoch), so a resumed run continues the same
+    sequence.
     """
 
-    def __init__(
-        self, n: int, *, seed: int, epoch: int, dist: Distributed, per_rank: int, start: int
-    ):
+    def __init__(self, n: int, *, seed: int, epoch: int, dist: Distributed, start: int):
         order = list(range(n))
         random.Random(seed * 1_000_003 + epoch).shuffle(order)
-        shard = order[dist.rank :: dist.world] or order
-        shard = (shard * math.ceil(per_rank / len(shard)))[:per_rank]
-        self.indices = shard[start:]
+        self.indices = order[dist.rank :: dist.world][start:]
 
     def __iter__(self):
         return iter(self.indices)

@@ -7,12 +7,21 @@ fall in pauses, which WebRTC's VAD finds reliably in clinic recordings.)
 
 Segments follow the pauses: a pause of `min_pause_s` or more always ends a segment, so each
 cue starts where speech starts; speech longer than `max_segment_s` is split at its quietest
-frame; only fragments shorter than `min_segment_s` are joined to a neighbour.
+frame; only fragments shorter than `min_segment_s` are joined to a neighbour. Segments never
+overlap: where speech is cut without a pause, the padding of the two sides meets at the cut.
+
+A frame counts as speech only if WebRTC says so *and* it is louder than an energy gate
+(`GATE_FLOOR_DB` absolute, `GATE_BELOW_PEAK_DB` under the recording's loud frames): a steady
+noise floor is not speech, and WebRTC's hangover after speech does not shorten pauses.
+Recordings are read in blocks (`speech_segments_of_file`), so memory stays flat in their
+length: only one flag and one energy per 30 ms frame are kept.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -31,7 +40,14 @@ class VadOptions:
     aggressiveness: int = 2  # webrtcvad 0 (least) .. 3 (most aggressive)
 
 
-def _speech_frames(samples: np.ndarray, aggressiveness: int) -> np.ndarray:
+# Frames quieter than this (dBFS) are never speech; nor those this far below the 95th
+# percentile of the recording's frame energies (a noise floor under loud speech).
+GATE_FLOOR_DB = -55.0
+GATE_BELOW_PEAK_DB = 40.0
+BLOCK_S = 20.0  # seconds of audio read and resampled at a time
+
+
+def _detector(aggressiveness: int):
     try:
         import webrtcvad
     except ImportError:
@@ -40,14 +56,25 @@ def _speech_frames(samples: np.ndarray, aggressiveness: int) -> np.ndarray:
         raise VoxadaptError(
             "long-form mode needs webrtcvad: pip install webrtcvad-wheels (or use --no-vad)"
         ) from None
-    vad = webrtcvad.Vad(aggressiveness)
+    return webrtcvad.Vad(aggressiveness)
+
+
+def _frame_flags(vad, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(WebRTC speech flag, energy in dBFS) of each whole 30 ms frame of 16 kHz `samples`."""
     frame = int(FRAME_S * SAMPLE_RATE)
-    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
-    n = len(pcm) // frame
-    return np.array(
-        [vad.is_speech(pcm[i * frame : (i + 1) * frame].tobytes(), SAMPLE_RATE) for i in range(n)],
-        dtype=bool,
-    )
+    n = len(samples) // frame
+    frames = samples[: n * frame].reshape(n, frame)
+    pcm = (np.clip(frames, -1, 1) * 32767).astype("<i2")
+    flags = np.array([vad.is_speech(row.tobytes(), SAMPLE_RATE) for row in pcm], dtype=bool)
+    energy_db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+    return flags, energy_db
+
+
+def _gated(flags: np.ndarray, energy_db: np.ndarray) -> np.ndarray:
+    if not flags.any():
+        return flags
+    peak = float(np.percentile(energy_db, 95))
+    return flags & (energy_db > max(GATE_FLOOR_DB, peak - GATE_BELOW_PEAK_DB))
 
 
 def _regions(speech: np.ndarray, min_pause_frames: int) -> list[list[int]]:
@@ -107,23 +134,79 @@ def speech_segments(
 ) -> list[tuple[float, float]]:
     """(start, end) seconds of the speech segments of 16 kHz mono `samples`, in order."""
     options = options or VadOptions()
+    flags, energy_db = _frame_flags(_detector(options.aggressiveness), samples)
+    return _segments(flags, energy_db, len(samples) / SAMPLE_RATE, options)
+
+
+def speech_segments_of_file(
+    path: Path,
+    *,
+    offset: float | None = None,
+    duration: float | None = None,
+    options: VadOptions | None = None,
+) -> list[tuple[float, float]]:
+    """`speech_segments` of an audio file (or its span `offset`..`offset + duration`),
+    read and resampled block by block: memory does not grow with the recording's length.
+    Raises AudioError if the file cannot be read."""
+    import soundfile as sf
+    import soxr
+
+    from voxadapt.audio import AudioError
+
+    options = options or VadOptions()
+    vad = _detector(options.aggressiveness)
     frame = int(FRAME_S * SAMPLE_RATE)
-    speech = _speech_frames(samples, options.aggressiveness)
+    flags, energies, total = [], [], 0
+    carry = np.zeros(0, dtype=np.float32)
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            rate = handle.samplerate
+            if offset is not None:
+                handle.seek(min(round(offset * rate), handle.frames))
+            left = round(duration * rate) if duration is not None else handle.frames
+            stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+            while True:
+                block = handle.read(
+                    min(round(BLOCK_S * rate), left), dtype="float32", always_2d=True
+                )
+                left -= len(block)
+                last = len(block) == 0 or left <= 0
+                mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+                resampled = stream.resample_chunk(mono, last=last) if rate != SAMPLE_RATE else mono
+                total += len(resampled)
+                carry = np.concatenate([carry, resampled])
+                whole = len(carry) // frame * frame
+                block_flags, block_energy = _frame_flags(vad, carry[:whole])
+                flags.append(block_flags)
+                energies.append(block_energy)
+                carry = carry[whole:]
+                if last:
+                    break
+    except (RuntimeError, ValueError, OSError) as exc:  # sf.LibsndfileError is a RuntimeError
+        raise AudioError("unreadable_audio", f"{path}: {exc}") from None
+    return _segments(np.concatenate(flags), np.concatenate(energies), total / SAMPLE_RATE, options)
+
+
+def _segments(
+    flags: np.ndarray, energy_db: np.ndarray, total_s: float, options: VadOptions
+) -> list[tuple[float, float]]:
+    speech = _gated(flags, energy_db)
     if not speech.any():
         return []
-    energy = np.array(
-        [float(np.mean(samples[i * frame : (i + 1) * frame] ** 2)) for i in range(len(speech))]
-    )
+    energy = 10 ** (energy_db / 10)
     pad = int(options.padding_s / FRAME_S)
     max_frames = int(options.max_segment_s / FRAME_S) - 2 * pad
     regions = _regions(speech, int(options.min_pause_s / FRAME_S))
     regions = [part for region in regions for part in _split_long(region, energy, max_frames)]
     regions = _join_short(regions, int(options.min_segment_s / FRAME_S), max_frames)
-    total = len(samples) / SAMPLE_RATE
-    return [
-        (
+    padded = [
+        [
             max(0.0, start * FRAME_S - options.padding_s),
-            min(total, end * FRAME_S + options.padding_s),
-        )
+            min(total_s, end * FRAME_S + options.padding_s),
+        ]
         for start, end in regions
     ]
+    for before, after in itertools.pairwise(padded):
+        if after[0] < before[1]:  # padding across a cut or a short pause: meet in between
+            before[1] = after[0] = round((before[1] + after[0]) / 2, 6)
+    return [(start, end) for start, end in padded]

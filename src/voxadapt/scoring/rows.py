@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from voxadapt.errors import ConfigError, VoxadaptError
-from voxadapt.manifest import Utterance, atomic_write, read_manifest
+from voxadapt.errors import ConfigError, ManifestError, VoxadaptError
+from voxadapt.manifest import Utterance, atomic_write, iter_jsonl, iter_lines, read_manifest
 from voxadapt.scoring.metrics import compute_metrics
 from voxadapt.scoring.rates import score_row
 
@@ -20,6 +21,13 @@ log = logging.getLogger(__name__)
 # Manifest fields not carried into a scored row (the reference is carried as `reference`;
 # text_variants stays so that rescoring can rebuild the multi-reference choice).
 _TEXT_FIELDS = ("text", "raw_text")
+# Fields a scored row takes from the manifest and the scoring; the rest are decode flags.
+_SCORED_FIELDS = frozenset(
+    {"reference", "hypothesis_normalized", "reference_normalized", "scores", "scoring"}
+    | {"multi_reference", "text_variants"}
+)
+# How `transcribe --format txt` marks an input that failed (`id<TAB>[error: reason]`).
+FAILED_MARK = "[error: "
 
 
 def read_references(manifest: Path, limit: int | None = None) -> list[Utterance]:
@@ -59,7 +67,9 @@ def scored_row(utterance: Utterance, hypothesis: str, **extra: Any) -> dict[str,
     }
 
 
-def read_hypotheses(path: Path) -> dict[str, str | None]:
+def read_hypotheses(
+    path: Path, utterances: list[Utterance] | None = None, what: str = "hypotheses"
+) -> dict[str, str | None]:
     """id -> hypothesis from a predictions.jsonl (`hypothesis`), any JSONL with `id` and
     `text` or `hypothesis`, or a Kaldi `text` file (`id transcript` per line). A row whose
     text is null (a failed decode) maps to None. Repeated ids are refused."""
@@ -67,13 +77,16 @@ def read_hypotheses(path: Path) -> dict[str, str | None]:
     if not path.is_file():
         raise ConfigError(f"hypotheses file not found: {path}")
     try:
-        lines = path.read_bytes().decode("utf-8-sig").splitlines()
+        lines = [(number, data.decode("utf-8")) for number, data in iter_lines(path)]
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text") from None
-    first = next((line for line in lines if line.strip()), "")
-    pairs = (
-        _jsonl_pairs(path, lines) if first.lstrip().startswith("{") else _kaldi_pairs(path, lines)
-    )
+    first = lines[0][1] if lines else ""
+    if first.lstrip().startswith("{"):
+        pairs, rows = _jsonl_pairs(path, lines)
+        if utterances is not None:
+            check_same_audio(path, rows, {u.id: u for u in utterances}, what)
+    else:
+        pairs = _text_pairs(path, lines)
     hypotheses: dict[str, str | None] = {}
     for where, ident, text in pairs:
         if ident in hypotheses:
@@ -84,39 +97,63 @@ def read_hypotheses(path: Path) -> dict[str, str | None]:
     return hypotheses
 
 
-def _jsonl_pairs(path: Path, lines: list[str]) -> list[tuple[int, str, str | None]]:
-    pairs = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+def _jsonl_pairs(
+    path: Path, lines: list[tuple[int, str]]
+) -> tuple[list[tuple[int, str, str | None]], list[dict[str, Any]]]:
+    pairs, rows = [], []
+    for number, line in lines:
         try:
             row = json.loads(line)
         except (json.JSONDecodeError, RecursionError):
             raise ConfigError(f"{path}:{number}: not valid JSON") from None
-        if not isinstance(row, dict) or not isinstance(row.get("id"), (str, int)):
+        if not isinstance(row, dict) or "id" not in row:
             raise ConfigError(f"{path}:{number}: expected an object with an id")
+        if not isinstance(row["id"], str):  # ids are exact strings: true is not "True"
+            raise ConfigError(
+                f"{path}:{number}: id must be a string, not {json.dumps(row['id'])[:40]}"
+            )
         key = "hypothesis" if "hypothesis" in row else "text"
         text = row.get(key)
         if text is not None and not isinstance(text, str):
             raise ConfigError(f"{path}:{number}: {key} must be a string")
         if row.get("missing_hypothesis") is True:  # a score run's own output: still missing
             text = None
-        pairs.append((number, str(row["id"]), text))
-    return pairs
+        pairs.append((number, row["id"], text))
+        rows.append(row)
+    return pairs, rows
 
 
-def _kaldi_pairs(path: Path, lines: list[str]) -> list[tuple[int, str, str | None]]:
+def _text_pairs(path: Path, lines: list[tuple[int, str]]) -> list[tuple[int, str, str | None]]:
+    """`id<TAB>text` lines (`transcribe --format txt`: the id may hold spaces) or Kaldi
+    `id text` lines (the id ends at the first whitespace)."""
     pairs = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, line in lines:
         if line.lstrip().startswith(("{", "[")):
             raise ConfigError(
-                f"{path}:{number}: a JSON line in a Kaldi text file: one format per file"
+                f"{path}:{number}: a JSON line in a text hypotheses file: one format per file"
             )
-        ident, *text = line.split(None, 1)  # any whitespace, tabs included, as Kaldi reads it
-        pairs.append((number, ident, text[0].strip() if text else ""))
+        if "\t" in line:
+            ident, text = line.split("\t", 1)
+        else:
+            ident, *rest = line.split(None, 1)  # any whitespace, as Kaldi reads it
+            text = rest[0] if rest else ""
+        pairs.append((number, ident, None if text.startswith(FAILED_MARK) else text.strip()))
     return pairs
+
+
+def rescore_against(
+    rows: list[dict[str, Any]], utterances: list[Utterance]
+) -> list[dict[str, Any]]:
+    """`rows` (decoded earlier) of the utterances, in manifest order, scored against these
+    utterances' references: the metrics always reflect the manifest as it is now."""
+    by_id = {row["id"]: row for row in rows}
+    scored = []
+    for utterance in utterances:
+        row = by_id.get(utterance.id)
+        if row is not None:
+            flags = {k: v for k, v in row.items() if k not in _SCORED_FIELDS}
+            scored.append({**flags, **scored_row(utterance, row.get("hypothesis") or "")})
+    return scored
 
 
 def write_scored(
@@ -158,11 +195,9 @@ def write_scored(
     return metrics, metrics_path, report_path
 
 
-def read_compare(
-    path: Path | None, wanted: set[str], references: dict[str, str] | None = None
-) -> list[dict[str, Any]] | None:
+def read_compare(path: Path | None, utterances: list[Utterance]) -> list[dict[str, Any]] | None:
     """--compare: another run's predictions, checked to be predictions of these utterances
-    (same ids and, given `references` (id -> text), the same reference texts)."""
+    (same ids, the same audio and the same reference texts); only shared ids are compared."""
     if path is None:
         return None
     try:
@@ -175,60 +210,69 @@ def read_compare(
             f"--compare {path} holds no predictions (rows with reference and hypothesis): "
             "give another run's predictions.jsonl, not a manifest"
         )
-    shared = wanted & {r.get("id") for r in rows}
-    if not shared:
+    by_id = {u.id: u for u in utterances}
+    rows = [r for r in rows if r["id"] in by_id]
+    if not rows:
         raise ConfigError(f"--compare {path} shares no utterance id with the manifest")
-    if references is not None:
-        differ = [
-            r["id"] for r in rows if r["id"] in shared and r["reference"] != references[r["id"]]
-        ]
-        if differ:
-            raise ConfigError(
-                f"--compare {path}: {len(differ)} shared utterances have other references "
-                f"(e.g. {differ[0]!r}): predictions of another manifest cannot be compared"
-            )
-    if len(shared) < len(wanted):
+    check_same_audio(path, rows, by_id, "--compare")
+    differ = [r["id"] for r in rows if r["reference"] != by_id[r["id"]].text]
+    if differ:
+        raise ConfigError(
+            f"--compare {path}: {len(differ)} shared utterances have other references "
+            f"(e.g. {differ[0]!r}): predictions of another manifest cannot be compared"
+        )
+    if len(rows) < len(utterances):
         log.warning(
             "--compare %s has predictions for %d of %d utterances: the comparison covers "
-            "only those",
+            "only those (missing_in_other in metrics.json)",
             path,
-            len(shared),
-            len(wanted),
+            len(rows),
+            len(utterances),
         )
     return rows
+
+
+def check_same_audio(
+    path: Path, rows: Iterable[dict[str, Any]], by_id: dict[str, Utterance], what: str
+) -> None:
+    """Refuse rows that name other audio than the manifest for the same id (predictions of
+    another manifest that happens to use the same ids)."""
+    for row in rows:
+        utterance = by_id.get(row.get("id"))
+        if utterance is None or not isinstance(row.get("audio"), str):
+            continue
+        if row["audio"] != utterance.audio or row.get("offset") != utterance.offset:
+            where = f"{row['audio']}" + (f" at {row['offset']} s" if row.get("offset") else "")
+            raise ConfigError(
+                f"{what} {path}: {utterance.id!r} was decoded from {where}, but the manifest "
+                f"has {utterance.audio}: predictions of another manifest cannot be scored "
+                "against this one"
+            )
 
 
 def read_predictions(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
     """Rows of a predictions.jsonl, first occurrence of each id.
 
     With `repair`, a torn last line (the process was killed mid-write) is cut off the file
-    so appending can continue cleanly. Raises ValueError for a file that is not UTF-8 JSONL.
+    so appending can continue cleanly. Raises ManifestError (a ValueError) naming the line
+    for any line that is not a JSON object with a string id: nothing is skipped silently.
     """
-    import json
-
     path = Path(path)
     if not path.exists():
         return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if repair and end < len(data):
-        log.warning("%s: dropping a torn last line from an interrupted run", path)
+    if repair:
         with path.open("r+b") as handle:
-            handle.truncate(end)
-    try:
-        lines = data[:end].decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not a UTF-8 JSONL file") from None
+            data = handle.read()
+            end = data.rfind(b"\n") + 1
+            if end < len(data):
+                log.warning("%s: dropping a torn last line from an interrupted run", path)
+                handle.truncate(end)
     rows, seen = [], set()
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(row, dict) or row.get("id") in seen:
-            continue
-        seen.add(row.get("id"))
-        rows.append(row)
+    for number, record in iter_jsonl(path):
+        ident = record.get("id")
+        if not isinstance(ident, str):
+            raise ManifestError(f"{path}:{number}: id must be a string, not {ident!r}")
+        if ident not in seen:
+            seen.add(ident)
+            rows.append(record)
     return rows

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from voxadapt.errors import ConfigError
 from voxadapt.text import normalize_for_scoring, read_term_lines
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,8 @@ def load_terms(path: Path) -> list[tuple[str, ...]]:
     """
     variant_sets: list[tuple[str, ...]] = []
     seen: set[str] = set()
-    for number, line_spellings in read_term_lines(path):
+    lines = read_term_lines(path)
+    for number, line_spellings in lines:
         spellings = []
         for spelling in line_spellings:
             spelling = "".join(normalize_for_scoring(spelling).split())
@@ -37,6 +39,9 @@ def load_terms(path: Path) -> list[tuple[str, ...]]:
         if spellings:
             seen.update(spellings)
             variant_sets.append(tuple(spellings))
+    if not variant_sets:  # term recall would silently go missing from metrics.json
+        what = f"none of its {len(lines)} terms keeps a letter or digit" if lines else "no terms"
+        raise ConfigError(f"terms file {path} has {what} after scoring normalization")
     return variant_sets
 
 

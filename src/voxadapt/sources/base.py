@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from voxadapt.errors import SourceError
+from voxadapt.manifest import iter_lines
 
 # Deeper JSON is not a transcript record; the cap keeps every later walk or json.dumps of
 # the value far below Python's recursion limit (1000).
@@ -107,7 +108,8 @@ def not_a_regular_file(path: Path) -> str | None:
 
 
 def iter_source_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """Yield (1-based line number, bytes without the line ending) for each non-blank line.
+    """Yield (1-based line number, bytes without the line ending) for each non-blank line
+    (`manifest.iter_lines`: split at `\n` only, a BOM removed at any line start).
 
     Raises SourceError if `path` is not a regular file or cannot be read.
     """
@@ -115,11 +117,7 @@ def iter_source_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     if problem:
         raise SourceError(f"cannot read SOURCE {path}: {problem}")
     try:
-        with path.open("rb") as handle:
-            for line_number, data in enumerate(handle, start=1):
-                data = data.rstrip(b"\r\n")
-                if data.strip():
-                    yield line_number, data
+        yield from iter_lines(path)
     except OSError as exc:
         raise SourceError(f"cannot read SOURCE {path}: {exc.strerror or exc}") from None
 

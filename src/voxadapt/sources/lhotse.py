@@ -56,11 +56,13 @@ def read_lhotse(source: Path) -> Iterator[SourceRecord]:
             recordings = lhotse.load_manifest(recordings_path)
             supervisions = lhotse.load_manifest(supervisions_path)
             by_id = {recording.id: recording for recording in recordings}
-            pairs = [(s, by_id.get(s.recording_id)) for s in supervisions]
+            pairs = [(s, by_id.get(s.recording_id), 0.0) for s in supervisions]
             origin_file = supervisions_path
         elif cuts_path is not None and cuts_path.is_file():
             cuts = lhotse.load_manifest(cuts_path)
-            pairs = [(s, cut.recording) for cut in cuts for s in cut.supervisions]
+            # a supervision's start is relative to its cut, and a trimmed or windowed cut
+            # starts inside its recording (`trim_to_supervisions`, `cut_into_windows`)
+            pairs = [(s, cut.recording, float(cut.start)) for cut in cuts for s in cut.supervisions]
             origin_file = cuts_path
         else:
             raise SourceError(f"{source}: no Lhotse cuts or supervisions manifest")
@@ -68,11 +70,15 @@ def read_lhotse(source: Path) -> Iterator[SourceRecord]:
         raise
     except Exception as exc:  # lhotse raises many kinds on a malformed manifest
         raise SourceError(f"{source}: not a readable Lhotse manifest ({exc})") from None
-    for line, (supervision, recording) in enumerate(pairs, start=1):
-        yield _record(supervision, recording, Origin(str(origin_file), line))
+    for line, (supervision, recording, cut_start) in enumerate(pairs, start=1):
+        yield _record(supervision, recording, cut_start, Origin(str(origin_file), line))
 
 
-def _record(supervision: Any, recording: Any, origin: Origin) -> SourceRecord:
+# A span may overshoot its recording by this much (rounding of start and duration).
+_OVERSHOOT_S = 0.02
+
+
+def _record(supervision: Any, recording: Any, cut_start: float, origin: Origin) -> SourceRecord:
     text = supervision.text
     if recording is None:
         return SourceRejection(
@@ -95,12 +101,35 @@ def _record(supervision: Any, recording: Any, origin: Origin) -> SourceRecord:
         return SourceRejection(
             origin, "missing_transcript", "supervision has no text", id=supervision.id
         )
-    start, duration = float(supervision.start), float(supervision.duration)
-    if not (math.isfinite(start) and math.isfinite(duration) and start >= 0 < duration):
+    start = cut_start + float(supervision.start)  # seconds into the recording
+    duration, length = float(supervision.duration), float(recording.duration)
+    if not (math.isfinite(start) and math.isfinite(duration) and duration > 0):
         return SourceRejection(
             origin, "malformed_line", "start/duration are not valid", text, id=supervision.id
         )
-    whole = start == 0 and abs(duration - float(recording.duration)) < 1e-3
+    if start < -_OVERSHOOT_S or start + duration > length + _OVERSHOOT_S:
+        return SourceRejection(
+            origin,
+            "segment_out_of_range",
+            f"span {start:.3f}-{start + duration:.3f} s lies outside its {length:.3f} s recording",
+            text,
+            id=supervision.id,
+        )
+    start = max(start, 0.0)
+    duration = min(duration, length - start)
+    channel = supervision.channel
+    channels = channel if isinstance(channel, list) else [channel]
+    if recording.num_channels > 1 and sorted(channels) != list(range(recording.num_channels)):
+        return SourceRejection(
+            origin,
+            "channel_selection_unsupported",
+            f"the supervision is channel {channel} of a {recording.num_channels}-"
+            "channel recording; averaging the channels would mix talkers: split the channels "
+            "into files first (sox in.wav out.wav remix N)",
+            text,
+            id=supervision.id,
+        )
+    whole = start == 0 and abs(duration - length) < 1e-3
     custom = {
         k: v
         for k, v in (supervision.custom or {}).items()
@@ -132,12 +161,14 @@ def write_lhotse(utterances: Iterable[Any], recordings_path: Path, supervisions_
                 utterance.audio, recording_id=recording_id
             )
         recording = recordings[utterance.audio]
+        start = utterance.offset or 0.0
         supervisions.append(
             lhotse.SupervisionSegment(
                 id=utterance.id,
                 recording_id=recording.id,
-                start=utterance.offset or 0.0,
-                duration=utterance.duration,
+                start=start,
+                # never past the recording's end (durations are rounded, lhotse checks)
+                duration=min(utterance.duration, recording.duration - start),
                 channel=list(range(recording.num_channels)) if recording.num_channels > 1 else 0,
                 text=utterance.text,
                 language=utterance.language,

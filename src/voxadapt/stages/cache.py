@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from voxadapt.audio import AudioError
+from voxadapt.augment import speed_factor_problems
 from voxadapt.config import Config, option
 from voxadapt.features import (
     CODECS,
@@ -34,7 +35,8 @@ from voxadapt.features import (
     utterance_key,
     write_shard,
 )
-from voxadapt.manifest import Utterance, atomic_write, check_output_dir, read_manifest
+from voxadapt.manifest import Utterance, atomic_write, read_manifest
+from voxadapt.outputs import claim_outputs
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +76,7 @@ class CacheConfig(Config):
             found.append("shard_size must be >= 1")
         if self.jobs is not None and self.jobs < 1:
             found.append("jobs must be >= 1")
-        if not all(0.5 <= s <= 2.0 for s in self.speed) or len(set(self.speed)) != len(self.speed):
-            found.append("speed factors must be distinct numbers in [0.5, 2.0]")
+        found += speed_factor_problems(self.speed, "--speed")
         return found
 
 
@@ -241,8 +242,13 @@ def _write_cache_info(
 
 def build_cache(config: CacheConfig) -> CacheResult:
     """Featurize every utterance of `config.manifests` not yet (or not intact) in the cache."""
+    claim = claim_outputs("cache", config.out_dir, inputs=config.manifests, owns_folder=True)
+    with claim:
+        return _build_cache(config, claim.folder)
+
+
+def _build_cache(config: CacheConfig, out_dir: Path) -> CacheResult:
     started = time.perf_counter()
-    out_dir = check_output_dir(config.out_dir)
     utterances: list[Utterance] = []
     for manifest in config.manifests:
         utterances.extend(read_manifest(manifest))

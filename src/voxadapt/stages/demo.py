@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from voxadapt.config import Config, option
 from voxadapt.decoding import DecodeOptions
-from voxadapt.manifest import check_output_dir
+from voxadapt.outputs import claim_outputs
 from voxadapt.stages.cache import CacheConfig, build_cache
 from voxadapt.stages.evaluate import EvaluateConfig, evaluate
 from voxadapt.stages.prepare import PrepareConfig, prepare
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 def sample_scp() -> Path:
     """The bundled SCP of Korean clinical sentences (espeak-ng speech, annotated transcripts)."""
     return Path(str(resources.files("voxadapt") / "samples" / "train.scp"))
+
+
+# What the demo writes in --out, one folder per stage plus the tiny model.
+DEMO_OUTPUTS = ("tiny-voxtral", "data", "cache", "run", "eval")
 
 
 @dataclass
@@ -41,8 +46,13 @@ class DemoConfig(Config):
 
 def run_demo(config: DemoConfig) -> dict[str, Path]:
     """Build the tiny model, prepare, cache, train and evaluate; print where things went."""
-    started = time.perf_counter()
-    out_dir, steps = check_output_dir(config.out), config.steps
+    claim = claim_outputs("demo", config.out, names=DEMO_OUTPUTS)
+    with claim:
+        return _run_demo(config, claim.folder)
+
+
+def _run_demo(config: DemoConfig, out_dir: Path) -> dict[str, Path]:
+    started, steps = time.perf_counter(), config.steps
     model_dir = out_dir / "tiny-voxtral"
     if not (model_dir / "model.safetensors").is_file():
         print(f"[1/5] building a tiny random Voxtral in {model_dir}", flush=True)
@@ -69,6 +79,7 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
         "CER on the same clips",
         flush=True,
     )
+    shutil.rmtree(out_dir / "run", ignore_errors=True)  # this demo's earlier run
     config = TrainConfig(
         model=str(model_dir),
         train=train_manifest,

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from voxadapt.audio import AudioError
-from voxadapt.config import load_yaml, option, save_config, to_jsonable
+from voxadapt.config import option, save_config, to_jsonable
 from voxadapt.decoding import (
     MANIFEST_LANGUAGE,
     AudioItem,
@@ -30,18 +31,29 @@ from voxadapt.decoding import (
 )
 from voxadapt.errors import ConfigError, VoxadaptError
 from voxadapt.features import FeatureStore
+from voxadapt.identity import (
+    IDENTITY_FILE,
+    adapter_identity,
+    audio_identity,
+    changes,
+    decode_identity,
+    model_identity,
+    read_identity,
+    reference_identity,
+    write_identity,
+)
 from voxadapt.manifest import (
     Utterance,
     atomic_write,
-    check_output_dir,
     language_problem,
 )
 from voxadapt.model import base_model_of
-from voxadapt.scoring.rates import rescore
+from voxadapt.outputs import OutputClaim, claim_outputs
 from voxadapt.scoring.rows import (
     read_compare,
     read_predictions,
     read_references,
+    rescore_against,
     scored_row,
     write_scored,
 )
@@ -50,8 +62,15 @@ from voxadapt.scoring.terms import load_terms
 log = logging.getLogger(__name__)
 
 PREDICTIONS = "predictions.jsonl"
-# Settings that must match for --resume to append to an existing predictions.jsonl.
-_RUN_IDENTITY = ("manifest", "model", "adapter", "quantization", "cache")
+OUTPUTS = (
+    PREDICTIONS,
+    "metrics.json",
+    "report.html",
+    "evaluate_config.yaml",
+    "failed.jsonl",
+    IDENTITY_FILE,
+)
+REPLACED = "replaced"  # --overwrite moves the earlier outputs here once the model has loaded
 
 
 @dataclass
@@ -134,26 +153,6 @@ def prediction_row(utterance: Utterance, result: Transcript | AudioError) -> dic
     return scored_row(utterance, result.text, **flags)
 
 
-def _check_resumable(config: EvaluateConfig, out_dir: Path) -> None:
-    saved_path = out_dir / "evaluate_config.yaml"
-    if not saved_path.is_file():
-        return
-    saved = load_yaml(saved_path)
-    current = to_jsonable(config)
-    changed = [k for k in _RUN_IDENTITY if str(saved.get(k)) != str(current.get(k))]
-    # Worker count does not change a transcript; every other decoding option may.
-    decode_saved, decode_now = dict(saved.get("decode") or {}), dict(current["decode"])
-    for options in (decode_saved, decode_now):
-        options.pop("num_workers", None)
-    if str(decode_saved) != str(decode_now):
-        changed.append("decode")
-    if changed:
-        raise ConfigError(
-            f"--resume: {', '.join(changed)} differ from the run in {out_dir}; "
-            "use another --out or --overwrite"
-        )
-
-
 def _read_utterances(config: EvaluateConfig) -> list[Utterance]:
     """The manifest's records (first --limit); their languages checked for --language
     manifest."""
@@ -166,26 +165,82 @@ def _read_utterances(config: EvaluateConfig) -> list[Utterance]:
     return utterances
 
 
-def _prepare_output(config: EvaluateConfig) -> tuple[Path, list[dict[str, Any]]]:
-    """Check --out and --resume/--overwrite; return it and the rows of an earlier run."""
-    out_dir = check_output_dir(config.out_dir)
+def _claim(config: EvaluateConfig) -> OutputClaim:
+    """--out checked against every input before any work."""
+    return claim_outputs(
+        "evaluate",
+        config.out_dir,
+        names=[*OUTPUTS, REPLACED],
+        inputs=[config.manifest, config.compare, config.terms],
+        trees=[config.adapter, config.cache],
+    )
+
+
+def run_identity(config: EvaluateConfig, utterances: list[Utterance]) -> dict[str, Any]:
+    """What the predictions of this run are made of (see `voxadapt.identity`)."""
+    return {
+        "manifest_audio": audio_identity(utterances),
+        "references": reference_identity(utterances),
+        "model": model_identity(config.model),
+        "adapter": adapter_identity(config.adapter),
+        "quantization": config.quantization,
+        **decode_identity(to_jsonable(config.decode)),
+    }
+
+
+def _earlier_rows(
+    config: EvaluateConfig, out_dir: Path, identity: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The rows of an earlier run to keep (--resume), after checking it is the same run;
+    refuses to touch an earlier run without --resume or --overwrite."""
     predictions = out_dir / PREDICTIONS
-    if predictions.exists() and not (config.resume or config.overwrite):
+    if not predictions.exists() or config.overwrite:
+        return []
+    if not config.resume:
         count = len(read_predictions(predictions))
         raise ConfigError(
             f"{predictions} exists ({count} rows): pass --resume to continue it "
             "or --overwrite to start over"
         )
-    if config.resume:
-        _check_resumable(config, out_dir)
-    if config.overwrite and predictions.exists():
-        predictions.unlink()
-    return out_dir, read_predictions(predictions, repair=True) if config.resume else []
+    saved = read_identity(out_dir)
+    if saved is None:
+        raise ConfigError(
+            f"--resume: {out_dir} records no run identity (an older voxadapt, or not an "
+            "evaluate folder); use --overwrite or another --out"
+        )
+    changed = [c for c in changes(saved, identity) if not c.startswith("references:")]
+    if changed:
+        raise ConfigError(
+            f"--resume: this run differs from the one in {out_dir} ({'; '.join(changed)}); "
+            "resume with the same values, or use --overwrite or another --out"
+        )
+    if saved.get("references") != identity["references"]:
+        log.info("--resume: the references changed; decoded rows are re-scored against them")
+    return read_predictions(predictions, repair=True)
 
 
-def _decode(config: EvaluateConfig, todo: list[Utterance], predictions: Path) -> list[dict]:
+def _move_aside(out_dir: Path) -> None:
+    """--overwrite, once the model has loaded: the earlier outputs go to OUT/replaced/."""
+    earlier = [name for name in OUTPUTS if (out_dir / name).exists()]
+    if not earlier:
+        return
+    replaced = out_dir / REPLACED
+    shutil.rmtree(replaced, ignore_errors=True)
+    replaced.mkdir()
+    for name in earlier:
+        os.replace(out_dir / name, replaced / name)
+    log.info("--overwrite: the earlier outputs were moved to %s", replaced)
+
+
+def _decode(
+    config: EvaluateConfig, todo: list[Utterance], predictions: Path, identity: dict[str, Any]
+) -> list[dict]:
     """Decode `todo`, appending scored rows to `predictions`; returns the failed rows."""
     transcriber = config.load_transcriber()
+    if config.overwrite:
+        _move_aside(predictions.parent)
+    write_identity(predictions.parent, identity)
+    save_config(config, predictions.parent / "evaluate_config.yaml")
     whole = [AudioItem.from_utterance(u) for u in todo]
     by_id = {u.id: u for u in todo}
     # long references are decoded as their speech segments and stitched (long-form mode)
@@ -231,18 +286,24 @@ def _decode(config: EvaluateConfig, todo: list[Utterance], predictions: Path) ->
 def evaluate(config: EvaluateConfig) -> EvaluateResult:
     """Transcribe and score `config.manifest`; see EvaluateConfig."""
     config = replace(config, model=base_model_of(config.model, config.adapter))
+    config.check_adapter_base()
+    with _claim(config) as claim:
+        return _evaluate(config, claim.folder)
+
+
+def _evaluate(config: EvaluateConfig, out_dir: Path) -> EvaluateResult:
     utterances = _read_utterances(config)
     wanted = {u.id for u in utterances}
-    compare_rows = read_compare(config.compare, wanted, {u.id: u.text for u in utterances})
+    compare_rows = read_compare(config.compare, utterances)
     terms = load_terms(config.terms) if config.terms else None
-    out_dir, done_rows = _prepare_output(config)
+    identity = run_identity(config, utterances)
+    done_rows = _earlier_rows(config, out_dir, identity)
     predictions = out_dir / PREDICTIONS
     done = {row["id"] for row in done_rows}
     todo = [u for u in utterances if u.id not in done]
     if config.resume:
         log.info("resuming: %d utterances done, %d to decode", len(done & wanted), len(todo))
-    save_config(config, out_dir / "evaluate_config.yaml")
-    failed = _decode(config, todo, predictions) if todo else []
+    failed = _decode(config, todo, predictions, identity) if todo else []
     if failed:
         with atomic_write(out_dir / "failed.jsonl") as handle:
             for row in failed:
@@ -250,8 +311,10 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
         log.warning("%d utterances could not be read; see %s", len(failed), "failed.jsonl")
     elif todo:
         (out_dir / "failed.jsonl").unlink(missing_ok=True)  # an earlier run's, now decoded
+    if not todo:
+        write_identity(out_dir, identity)  # only the references changed, if anything
 
-    rows = [row for row in rescore(read_predictions(predictions)) if row["id"] in wanted]
+    rows = rescore_against(read_predictions(predictions), utterances)
     extra = {
         "failed": len(failed),
         "model": str(config.model),

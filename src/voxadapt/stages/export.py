@@ -27,8 +27,15 @@ import torch
 
 from voxadapt.config import Config, option
 from voxadapt.errors import ConfigError, VoxadaptError
-from voxadapt.manifest import atomic_write, check_output_dir, honour_umask
-from voxadapt.model import DTYPES, base_model_of, read_adapter_info, resolve_dtype
+from voxadapt.manifest import atomic_write, honour_umask
+from voxadapt.model import (
+    DTYPES,
+    base_model_of,
+    check_base_model,
+    read_adapter_info,
+    resolve_dtype,
+)
+from voxadapt.outputs import claim_output_entry
 
 log = logging.getLogger(__name__)
 
@@ -296,19 +303,6 @@ def check_adapter(adapter: Path) -> dict[str, Any]:
     return info
 
 
-def check_base_model(model_id: str, info: dict[str, Any], *, force: bool) -> None:
-    """Refuse to merge into another base than the one the adapter was trained on: a base of
-    equal shapes merges silently into a model nobody trained. A copy of the same model
-    under another path or id passes with --force."""
-    recorded = info.get("base_model")
-    if force or not recorded or str(recorded) == str(model_id):
-        return
-    raise ExportError(
-        f"the adapter was trained on {recorded}, not {model_id}; pass --force if {model_id} "
-        "is the same model under another name"
-    )
-
-
 def _save_mistral(model: torch.nn.Module, model_id: str, out_dir: Path) -> None:
     from safetensors.torch import save_file
     from transformers.models.whisper.modeling_whisper import sinusoids
@@ -340,7 +334,17 @@ def export(config: ExportConfig) -> ExportResult:
     info = check_adapter(config.adapter)
     model_id = base_model_of(config.model, config.adapter)
     check_base_model(model_id, info, force=config.force)
-    staging = check_output_dir(out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}"))
+    claim = claim_output_entry(
+        "export", out_dir, trees=[config.adapter, model_id if Path(model_id).is_dir() else None]
+    )
+    with claim:
+        return _export(config, model_id, claim.folder / out_dir.name)
+
+
+def _export(config: ExportConfig, model_id: str, out_dir: Path) -> ExportResult:
+    staging = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)  # a dead run of this pid's number
+    staging.mkdir()  # beside the claimed entry, in a folder the claim checked is writable
     try:
         model = merged_model(model_id, config.adapter, dtype=resolve_dtype(config.dtype))
         if config.format == "hf":

@@ -8,7 +8,6 @@ import logging
 import math
 import os
 import random
-import re
 import shutil
 import tempfile
 import time
@@ -18,18 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import regex
 
 from voxadapt.audio import AudioError, AudioInfo, probe_many
 from voxadapt.config import Config, option, save_config
-from voxadapt.errors import NothingKeptError, SourceError
+from voxadapt.errors import ConfigError, NothingKeptError, SourceError
 from voxadapt.manifest import (
     Utterance,
     atomic_write,
-    check_output_dir,
     current_umask,
     language_problem,
     write_jsonl,
 )
+from voxadapt.outputs import OutputClaim, claim_outputs
 from voxadapt.sources import FORMATS, PARSERS, SourceItem, SourceRejection
 from voxadapt.text import (
     TEXT_MODES,
@@ -49,7 +49,28 @@ METADATA_BREAKDOWNS = ("role", "gender", "age", "region", "language")
 MAX_RAW_TEXT_CHARS = 5000
 # A segment may end this far past its recording (rounded times); it is clamped to the end.
 MAX_SEGMENT_OVERSHOOT_S = 0.5
+# A user pattern gets this long per path (the `regex` module enforces it; `re` cannot).
+REGEX_TIMEOUT_S = 1.0
 EMIT_FORMATS = ("nemo", "lhotse")
+# A dataset's own split names (their first word) and the split each becomes.
+SOURCE_SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "validation": "valid",
+    "valid": "valid",
+    "val": "valid",
+    "dev": "valid",
+    "test": "test",
+    "eval": "test",
+}
+# What a run may write in --out: per split, and the report of the run.
+SPLIT_OUTPUT_SUFFIXES = (
+    ".jsonl",
+    ".nemo.json",
+    ".lhotse_recordings.jsonl.gz",
+    ".lhotse_supervisions.jsonl.gz",
+)
+REPORT_OUTPUTS = ("rejected.jsonl", "stats.json", "durations.png", "prepare_config.yaml")
 
 
 @dataclass
@@ -132,6 +153,12 @@ class PrepareConfig(Config):
         group="splits",
     )
     seed: int = option(0, help="split seed", group="splits")
+    resplit: bool = option(
+        False,
+        help="ignore the splits the source brings (a Hugging Face dataset's train/validation/"
+        "test) and split anew by --valid-size/--test-size",
+        group="splits",
+    )
     emit: list[str] = option(
         help="also write each split in other toolkits' formats: nemo (SPLIT.nemo.json: "
         "audio_filepath, duration, text, offset, lang, speaker, id), lhotse "
@@ -279,6 +306,39 @@ def split_utterances(
     return result
 
 
+def source_split(name: str) -> str | None:
+    """Our split for a dataset's split name ('train', 'validation.clean', 'test-other'...)."""
+    word = regex.match(r"[a-z]+", name.lower())
+    return SOURCE_SPLIT_NAMES.get(word.group()) if word else None
+
+
+def _source_splits(kept: list[Utterance], config: PrepareConfig) -> dict | None:
+    """The splits the source brought (Hugging Face DatasetDict splits, train-*/test-*
+    shards), unless --resplit: a dataset's test rows never land in train.jsonl."""
+    declared = {str(u.metadata["split"]) for u in kept if u.metadata.get("split") is not None}
+    if not declared or config.resplit:
+        return None
+    unknown = sorted(name for name in declared if source_split(name) is None)
+    if unknown or config.valid_size or config.test_size:
+        why = (
+            f"splits {', '.join(unknown)} are not train/validation/test"
+            if unknown
+            else "--valid-size/--test-size would split it anew"
+        )
+        raise ConfigError(
+            f"SOURCE brings its own splits ({', '.join(sorted(declared))}) and {why}: pass "
+            "--resplit to ignore them and split by --valid-size/--test-size"
+        )
+    result: dict[str, list[Utterance]] = {split: [] for split in SPLITS}
+    for utterance in kept:
+        result[source_split(str(utterance.metadata.get("split", "train")))].append(utterance)
+    log.info(
+        "using the source's own splits: %s",
+        ", ".join(f"{split} {len(result[split])}" for split in SPLITS),
+    )
+    return result
+
+
 def _distribution(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
@@ -360,8 +420,8 @@ def _speaker_rule_problems(rule: str | None) -> list[str]:
     if not rule.startswith("regex:"):
         return [f"speaker_from must be parent, grandparent or regex:PATTERN, not {rule!r}"]
     try:
-        pattern = re.compile(rule.removeprefix("regex:"))
-    except re.error as exc:
+        pattern = regex.compile(rule.removeprefix("regex:"))
+    except regex.error as exc:
         return [f"speaker_from: invalid regular expression ({exc})"]
     if "speaker" not in pattern.groupindex:
         return ["speaker_from: the regular expression needs a named group (?P<speaker>...)"]
@@ -374,7 +434,13 @@ def speaker_from_path(audio: Path, rule: str) -> str | None:
         return audio.parent.name or None
     if rule == "grandparent":
         return audio.parent.parent.name or None
-    match = re.search(rule.removeprefix("regex:"), str(audio))
+    try:
+        match = regex.search(rule.removeprefix("regex:"), str(audio), timeout=REGEX_TIMEOUT_S)
+    except TimeoutError:
+        raise ConfigError(
+            f"--speaker-from {rule}: matching {audio} took over {REGEX_TIMEOUT_S} s "
+            "(catastrophic backtracking?); simplify the pattern"
+        ) from None
     return match.group("speaker") if match and match.group("speaker") else None
 
 
@@ -601,7 +667,9 @@ def _write_outputs(
     from voxadapt.report import plot_durations  # matplotlib import is slow; only here
 
     names = [
-        f"{split}.jsonl" for split in SPLITS if split == "train" or getattr(config, f"{split}_size")
+        f"{split}.jsonl"
+        for split in SPLITS
+        if split == "train" or getattr(config, f"{split}_size") or splits[split]
     ]
     for name in names:
         write_jsonl(staging / name, splits[name.removesuffix(".jsonl")])
@@ -628,7 +696,7 @@ def _write_outputs(
     with atomic_write(staging / "stats.json") as handle:
         json.dump(stats, handle, ensure_ascii=False, indent=2)
     save_config(config, staging / "prepare_config.yaml")
-    return [*names, "rejected.jsonl", "stats.json", "durations.png", "prepare_config.yaml"]
+    return [*names, *REPORT_OUTPUTS]
 
 
 def nemo_record(utterance: Utterance) -> dict[str, Any]:
@@ -654,13 +722,7 @@ def _publish(staging: Path, out_dir: Path, names: list[str]) -> None:
     for name in names:
         os.replace(staging / name, out_dir / name)
     for split in SPLITS:
-        outputs = [
-            f"{split}.jsonl",
-            f"{split}.nemo.json",
-            f"{split}.lhotse_recordings.jsonl.gz",
-            f"{split}.lhotse_supervisions.jsonl.gz",
-        ]
-        for path in (out_dir / name for name in outputs):
+        for path in (out_dir / f"{split}{suffix}" for suffix in SPLIT_OUTPUT_SUFFIXES):
             if path.name not in names and path.exists():
                 log.info("removing stale %s from an earlier run", path)
                 path.unlink()
@@ -675,7 +737,28 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     Raises SourceError if SOURCE is unusable and NothingKeptError if nothing survives (the
     rejections then go to OUT/failed-run/).
     """
-    out_dir = check_output_dir(config.out_dir)
+    with _claim(config) as claim:
+        return _prepare(config, claim.folder)
+
+
+def _claim(config: PrepareConfig) -> OutputClaim:
+    """--out checked against SOURCE: a source folder is read whole, so --out may not lie
+    inside it; a source file may not be replaced or lie inside --out."""
+    source = Path(config.source)
+    names = [f"{split}{suffix}" for split in SPLITS for suffix in SPLIT_OUTPUT_SUFFIXES]
+    names += [*REPORT_OUTPUTS, "failed-run"]
+    if config.source_format == "hf":
+        names.append("audio")
+    return claim_outputs(
+        "prepare",
+        config.out_dir,
+        names=names,
+        inputs=[source],
+        trees=[source] if source.is_dir() else [],
+    )
+
+
+def _prepare(config: PrepareConfig, out_dir: Path) -> PrepareResult:
     items, rejections = _read_source(config)
     input_items = len(items) + len(rejections)
     unique, texts = _check_texts(items, config, rejections)
@@ -684,7 +767,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         raise RuntimeError(
             f"lost items: {input_items} in, {len(kept)} kept + {len(rejections)} rejected"
         )
-    splits = split_utterances(
+    splits = _source_splits(kept, config) or split_utterances(
         kept,
         valid_size=config.valid_size,
         test_size=config.test_size,

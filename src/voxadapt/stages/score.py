@@ -15,11 +15,14 @@ from typing import Any
 
 from voxadapt.config import Config, option, save_config
 from voxadapt.errors import ConfigError
-from voxadapt.manifest import Utterance, atomic_write, check_output_dir
+from voxadapt.manifest import Utterance, atomic_write
+from voxadapt.outputs import claim_outputs
 from voxadapt.scoring.rows import read_hypotheses, read_references, scored_row, write_scored
 from voxadapt.scoring.terms import load_terms
 
 log = logging.getLogger(__name__)
+
+OUTPUTS = ("predictions.jsonl", "metrics.json", "report.html", "score_config.yaml")
 
 
 @dataclass
@@ -87,15 +90,24 @@ def score_hypotheses(
 
 def score(config: ScoreConfig) -> ScoreResult:
     """Score `config.hypotheses` (and `config.compare`) against `config.manifest`."""
-    if (Path(config.out_dir) / "evaluate_config.yaml").is_file():
-        raise ConfigError(
-            f"{config.out_dir} holds a `voxadapt evaluate` run, whose predictions score would "
-            "replace: choose another --out"
-        )
+    claim = claim_outputs(
+        "score",
+        config.out_dir,
+        names=OUTPUTS,
+        inputs=[config.manifest, config.hypotheses, config.compare, config.terms],
+    )
+    with claim:
+        return _score(config, claim.folder)
+
+
+def _score(config: ScoreConfig, out_dir: Path) -> ScoreResult:
     utterances = read_references(config.manifest)
-    # every input is read and checked before --out is created
-    hypotheses = read_hypotheses(config.hypotheses)
-    other = read_hypotheses(config.compare) if config.compare is not None else None
+    hypotheses = read_hypotheses(config.hypotheses, utterances)
+    other = (
+        read_hypotheses(config.compare, utterances, "--compare")
+        if config.compare is not None
+        else None
+    )
     terms = load_terms(config.terms) if config.terms else None
     rows, missing, unknown = score_hypotheses(utterances, hypotheses)
     if not set(hypotheses) & {u.id for u in utterances}:
@@ -103,7 +115,6 @@ def score(config: ScoreConfig) -> ScoreResult:
             f"no hypothesis in {config.hypotheses} has an id of {config.manifest} (e.g. "
             f"{next(iter(hypotheses))!r} vs {utterances[0].id!r}): wrong file or manifest?"
         )
-    out_dir = check_output_dir(config.out_dir)
     if missing:
         log.warning(
             "%d of %d utterances have no hypothesis (e.g. %s): scored as empty output",
@@ -117,7 +128,10 @@ def score(config: ScoreConfig) -> ScoreResult:
             len(unknown),
             unknown[0],
         )
-    compare_rows = score_hypotheses(utterances, other)[0] if other is not None else None
+    compare_rows = None
+    if other is not None:  # the other system's own hypotheses only: never empty stand-ins
+        shared = [u for u in utterances if other.get(u.id) is not None]
+        compare_rows = score_hypotheses(shared, other)[0]
     predictions = out_dir / "predictions.jsonl"
     with atomic_write(predictions) as handle:
         for row in rows:

@@ -36,10 +36,10 @@ from voxadapt.decoding import (
 )
 from voxadapt.errors import ConfigError, VoxadaptError
 from voxadapt.features import FeatureSpec, FeatureStore
+from voxadapt.identity import changes, file_digest, model_identity, read_identity, write_identity
 from voxadapt.manifest import (
     Utterance,
     atomic_write,
-    check_output_dir,
     honour_umask,
     read_manifest,
 )
@@ -52,10 +52,12 @@ from voxadapt.model import (
     format_audit,
     input_dtype,
     load_voxtral,
+    load_weights,
     parameter_audit,
     resolve_dtype,
     save_adapter,
 )
+from voxadapt.outputs import OutputClaim, claim_outputs
 from voxadapt.scoring.rates import corpus_metrics, score_row
 from voxadapt.trackers import Trackers, missing_libraries
 from voxadapt.training import (
@@ -98,26 +100,56 @@ class Trainer:
         self.adapter_dir = self.output_dir / "adapter"
         self.state = TrainState()
         self.trackers: Trackers | None = None
+        self.claim: OutputClaim | None = None
+        self.identity: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------ setup
 
     def setup(self) -> None:
         """Validate inputs, then build everything; nothing heavy happens before the checks."""
-        if self.dist.main:
-            check_output_dir(self.output_dir, "--output-dir")
-            missing = missing_libraries(self.config.report_to)
+        config = self.config
+        if self.dist.main:  # rank 0 owns the output folder for the whole run
+            self.claim = claim_outputs(
+                "train",
+                self.output_dir,
+                inputs=[config.train, config.valid],
+                trees=[config.cache],
+                owns_folder=True,
+                what="--output-dir",
+            )
+            self.claim.lock()
+            missing = missing_libraries(config.report_to)
             if missing:
                 raise ConfigError("; ".join(missing), missing)
-        if self.config.resume:
+            self._check_fresh_start()
+        self.identity = {
+            "train_manifest": file_digest(config.train),
+            "valid_manifest": file_digest(config.valid) if config.valid else None,
+            "model": model_identity(config.model),
+        }
+        if config.resume:
             self._check_resume()
         self._setup_data()
         self._setup_model()
         self._setup_optimizer()
         if self.config.resume:
             self._restore()
-        elif self.dist.main and self.last_dir.exists():
-            log.warning("%s exists: starting over (use --resume to continue it)", self.last_dir)
         self._setup_logging()
+
+    def _check_fresh_start(self) -> None:
+        """A run without --resume never discards an earlier run's work in --output-dir."""
+        state = self.output_dir / "trainer_state.json"
+        if self.config.resume or not (state.is_file() or self.last_dir.exists()):
+            return
+        try:
+            step = json.loads(state.read_text(encoding="utf-8")).get("step")
+        except (OSError, ValueError, AttributeError):
+            step = None
+        done = f" (trained {step} steps)" if isinstance(step, int) else ""
+        raise ConfigError(
+            f"--output-dir {self.output_dir} holds a training run{done}: --resume continues "
+            "it; to start over, choose another --output-dir or remove that one"
+        )
 
     def _check_resume(self) -> None:
         old = self.last_dir.with_name(self.last_dir.name + ".old")
@@ -131,6 +163,9 @@ class Trainer:
         if not saved_path.is_file():
             return
         changed = resume_differences(load_yaml(saved_path), to_jsonable(self.config))
+        saved_identity = read_identity(self.output_dir)
+        if saved_identity is not None:  # the manifests' content and the model's revision
+            changed += changes(saved_identity, self.identity)
         if changed:
             raise ConfigError(
                 f"--resume: options differ from the checkpoint's ({'; '.join(changed)}); "
@@ -232,11 +267,11 @@ class Trainer:
 
     def _restore(self) -> None:
         """Load checkpoint-last: trainable weights, optimizer, scheduler, progress."""
-        from safetensors.torch import load_file
-
-        weights = load_file(str(self.last_dir / "trainable.safetensors"))
+        weights = load_weights(self.last_dir / "trainable.safetensors")
         parameters = dict(self.model.named_parameters())
-        unknown = [n for n in weights if n not in parameters]
+        unknown = [
+            n for n in weights if n not in parameters or weights[n].shape != parameters[n].shape
+        ]
         if unknown:
             raise VoxadaptError(
                 f"checkpoint {self.last_dir} does not match this model/projector mode "
@@ -246,7 +281,14 @@ class Trainer:
             for name, tensor in weights.items():
                 parameters[name].copy_(tensor)
         # Our own file, and weights_only refuses anything but tensors and plain containers.
-        saved = torch.load(self.last_dir / "optimizer.pt", map_location="cpu", weights_only=True)
+        try:
+            saved = torch.load(
+                self.last_dir / "optimizer.pt", map_location="cpu", weights_only=True
+            )
+        except (OSError, RuntimeError, EOFError, ValueError) as exc:
+            raise VoxadaptError(
+                f"{self.last_dir / 'optimizer.pt'} is unreadable (truncated or corrupt?): {exc}"
+            ) from None
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         state = json.loads((self.last_dir / "state.json").read_text(encoding="utf-8"))
@@ -271,6 +313,7 @@ class Trainer:
         if not self.dist.main:
             return
         save_config(self.config, self.output_dir / "config.yaml")
+        write_identity(self.output_dir, self.identity)
         # log.jsonl holds exactly the checkpoint's history: records of steps after it (a
         # killed run) are dropped, so a resumed run never logs a step twice.
         with atomic_write(self.output_dir / "log.jsonl") as handle:
@@ -324,7 +367,6 @@ class Trainer:
             seed=config.seed,
             epoch=state.epoch,
             dist=self.dist,
-            per_rank=self.micro_per_epoch * config.batch_size,
             start=state.micro_batches_in_epoch * config.batch_size,
         )
         loader = DataLoader(
@@ -338,12 +380,15 @@ class Trainer:
         )
         batches = iter(loader)
         while True:
-            left = self.micro_per_epoch - state.micro_batches_in_epoch
-            group = list(itertools.islice(batches, min(config.grad_accum, left)))
-            if not group:
+            # Every rank counts the same micro-batch slots, so all take the same optimizer
+            # steps (and collectives); a rank whose share ran out fills its slots with
+            # nothing and contributes no tokens.
+            slots = min(config.grad_accum, self.micro_per_epoch - state.micro_batches_in_epoch)
+            if slots <= 0:
                 return False
+            group = list(itertools.islice(batches, slots))
             self.accumulate(group)
-            state.micro_batches_in_epoch += len(group)
+            state.micro_batches_in_epoch += slots
             epoch_done = state.micro_batches_in_epoch >= self.micro_per_epoch
             self._optimizer_step()
             if epoch_done:
@@ -448,8 +493,10 @@ class Trainer:
 
     def _log_training(self, step: int) -> None:
         # the mean over every label token of the window's steps, on all ranks
-        totals = torch.tensor([self.window["loss_sum"], float(self.window["tokens"])])
-        loss_sum, tokens = all_reduce_sum(totals, self.dist).tolist()
+        totals = torch.tensor(
+            [self.window["loss_sum"], float(self.window["tokens"]), float(self.window["samples"])]
+        )
+        loss_sum, tokens, samples = all_reduce_sum(totals, self.dist).tolist()
         loss_value = loss_sum / max(tokens, 1.0)
         elapsed = time.perf_counter() - self.window["start"]
         self._log_record(
@@ -459,7 +506,8 @@ class Trainer:
                 "loss": loss_value,
                 "learning_rate": self.scheduler.get_last_lr()[0],
                 "grad_norm": self.window["grad_norm"],
-                "samples_per_second": self.window["samples"] * self.dist.world / elapsed,
+                "samples": int(samples),  # examples trained on since the last record
+                "samples_per_second": samples / elapsed,
             }
         )
         self.progress.set_postfix(loss=f"{loss_value:.4f}")
@@ -578,12 +626,17 @@ class Trainer:
             json.dump(self.state.__dict__, handle, indent=1)
 
     def close(self, *, finished: bool = True) -> None:
-        """End the trackers' runs; after a finished run, wait for every rank."""
-        if self.trackers is not None:
-            self.trackers.close()
-            self.trackers = None
-        if finished and self.dist.world > 1:
-            torch.distributed.barrier()
+        """End the trackers' runs; after a finished run, wait for every rank; release the
+        output folder."""
+        try:
+            if self.trackers is not None:
+                self.trackers.close()
+                self.trackers = None
+            if finished and self.dist.world > 1:
+                torch.distributed.barrier()
+        finally:
+            if self.claim is not None:
+                self.claim.release()
 
 
 def _fmt(value: float | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -13,7 +14,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from voxadapt.audio import AudioError, probe_audio
+from voxadapt.audio import (
+    UNSUPPORTED_AUDIO_SUFFIXES,
+    AudioError,
+    probe_audio,
+    unsupported_audio_detail,
+)
 from voxadapt.config import option
 from voxadapt.decoding import (
     AudioItem,
@@ -28,11 +34,11 @@ from voxadapt.errors import VoxadaptError
 from voxadapt.manifest import (
     Utterance,
     atomic_write,
-    check_output_dir,
-    check_output_file,
     iter_jsonl,
 )
 from voxadapt.model import base_model_of
+from voxadapt.outputs import OutputClaim, claim_output_file, claim_outputs
+from voxadapt.scoring.rows import FAILED_MARK
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +97,13 @@ def collect_inputs(inputs: Sequence[Path]) -> tuple[list[AudioItem], list[dict[s
     errors: list[dict[str, Any]] = []
     for path in map(Path, inputs):
         if path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
-            )
-            if not found:
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            found = [p for p in files if p.suffix.lower() in AUDIO_SUFFIXES]
+            unsupported = [p for p in files if p.suffix.lower() in UNSUPPORTED_AUDIO_SUFFIXES]
+            for other in unsupported:
+                ident, detail = str(other.relative_to(path)), unsupported_audio_detail(other)
+                errors.append(_error_row(ident, str(other), "unsupported_audio_format", detail))
+            if not found and not unsupported:
                 errors.append(_error_row(str(path), str(path), "no_audio", "no audio files"))
             for audio in found:
                 _add_audio_file(audio, items, errors, ident=str(audio.relative_to(path)))
@@ -200,6 +209,11 @@ def srt_names(ids: Sequence[str]) -> list[str]:
     return names
 
 
+def cue_name(srt_name: str, fmt: str) -> str:
+    """The file name of a cue file in `fmt` for a name from `srt_names`."""
+    return srt_name.removesuffix(".srt") + f".{fmt}"
+
+
 def cues(row: dict[str, Any]) -> list[tuple[float, float, str]]:
     """(start, end, text) cues of a transcript row: one per long-form segment, else one."""
     if row.get("segments"):
@@ -228,13 +242,27 @@ def _write_cue_folder(rows: list[dict[str, Any]], out: Path, fmt: str) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{fmt}-", dir=out))
     try:
         names = srt_names([str(r["id"]) for r in done])
-        for row, name in zip(done, (n.removesuffix(".srt") + f".{fmt}" for n in names)):
+        for row, name in zip(done, (cue_name(n, fmt) for n in names)):
             row[fmt] = name
             (staging / name).write_text(cue_file(row, fmt), "utf-8")
         for name in (row[fmt] for row in done):
             (staging / name).replace(out / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _text_line(row: dict[str, Any]) -> str:
+    """`id<TAB>text`, which `score` reads back exactly (the id may hold spaces); a failed
+    input is `id<TAB>[error: reason]`. Line breaks inside a transcript become spaces."""
+    ident = str(row["id"])
+    if any(char in ident for char in "\t\n\r"):
+        raise VoxadaptError(
+            f"id {ident!r} holds a tab or line break, which the txt format cannot keep: "
+            "use --format jsonl"
+        )
+    if row.get("text") is None:
+        return f"{ident}\t{FAILED_MARK}{row['error']}]"
+    return f"{ident}\t{' '.join(row['text'].split())}"
 
 
 def write_transcripts(rows: list[dict[str, Any]], fmt: str, out: Path | None) -> None:
@@ -246,12 +274,7 @@ def write_transcripts(rows: list[dict[str, Any]], fmt: str, out: Path | None) ->
     if fmt == "jsonl":
         lines = [json.dumps(row, ensure_ascii=False) for row in rows]
     else:
-        lines = [
-            f"{row['id']}\t{row['text']}"
-            if row.get("text") is not None
-            else f"{row['id']}\t[error: {row['error']}]"
-            for row in rows
-        ]
+        lines = [_text_line(row) for row in rows]
     text = "".join(line + "\n" for line in lines)
     if out is None:
         sys.stdout.write(text)
@@ -261,17 +284,45 @@ def write_transcripts(rows: list[dict[str, Any]], fmt: str, out: Path | None) ->
         handle.write(text)
 
 
+def _claim(config: TranscribeConfig, fmt: str, items: list[AudioItem]) -> OutputClaim | None:
+    """The output file, or the cue files in the --out folder, checked against every input
+    (None: standard output)."""
+    if config.out is None or str(config.out) == "-":
+        return None
+    inputs = [*config.inputs, *(item.audio for item in items)]
+    if fmt in CUE_FORMATS:
+        names = [cue_name(name, fmt) for name in srt_names([item.id for item in items])]
+        return claim_outputs(
+            "transcribe", config.out, names=names, inputs=inputs, shared_folder=True
+        )
+    return claim_output_file("transcribe", config.out, inputs=inputs)
+
+
 def transcribe(config: TranscribeConfig) -> TranscribeResult:
     """Transcribe every input; bad files are reported in their rows, the rest transcribed."""
     fmt = output_format(config)
-    if config.out is not None:  # before any decoding: a bad --out must not cost the work
-        check_output_dir(config.out) if fmt in CUE_FORMATS else check_output_file(config.out)
     config = replace(config, model=base_model_of(config.model, config.adapter))
+    config.check_adapter_base()
     items, errors = collect_inputs(config.inputs)
     for row in errors:
         log.warning("%s: %s (%s)", row["id"], row["error"], row["detail"])
     if not items:
         raise VoxadaptError(f"nothing to transcribe: {len(errors)} inputs failed")
+    claim = _claim(config, fmt, items)  # before any decoding: a bad --out must not cost it
+    with claim or contextlib.nullcontext():
+        rows = _transcribe(config, items, errors)
+        if claim is None:
+            write_transcripts(rows, fmt, None)
+        else:
+            cue_folder = fmt in CUE_FORMATS
+            write_transcripts(rows, fmt, claim.folder if cue_folder else claim.path(claim.names[0]))
+    n_errors = sum(1 for row in rows if row.get("text") is None)
+    return TranscribeResult(rows, n_errors, None if claim is None else config.out)
+
+
+def _transcribe(
+    config: TranscribeConfig, items: list[AudioItem], errors: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     transcriber = config.load_transcriber()
     decoded, segments = split_long_form(items, config.decode)
     results: dict[int, Transcript | AudioError] = {}
@@ -282,12 +333,9 @@ def transcribe(config: TranscribeConfig) -> TranscribeResult:
                 if isinstance(result, AudioError):
                     log.warning("%s: %s (%s)", item.id, result.reason, result.detail)
             progress.done([item for item, _ in batch])
-    rows = errors + [
+    return errors + [
         transcript_row(item, *stitch(segments[id(item)], results))
         if id(item) in segments
         else transcript_row(item, results[id(item)])
         for item in items
     ]
-    write_transcripts(rows, fmt, config.out)
-    n_errors = sum(1 for row in rows if row.get("text") is None)
-    return TranscribeResult(rows, n_errors, config.out)
