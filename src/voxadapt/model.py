@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -324,11 +324,12 @@ def save_adapter(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if options.mode == "lora":
-        model.save_pretrained(str(out_dir))
-    else:
-        state = {n: p.detach().to("cpu").contiguous() for n, p in trainable_parameters(model)}
-        save_file(state, str(out_dir / "projector.safetensors"))
+    with writing_weights(out_dir):
+        if options.mode == "lora":
+            model.save_pretrained(str(out_dir))
+        else:
+            state = {n: p.detach().to("cpu").contiguous() for n, p in trainable_parameters(model)}
+            save_file(state, str(out_dir / "projector.safetensors"))
     with atomic_write(out_dir / ADAPTER_INFO) as handle:
         json.dump(
             {
@@ -403,6 +404,17 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         raise ModelError(
             f"{path} is unreadable (truncated or corrupt?): {_first_line(exc)}"
         ) from None
+
+
+@contextlib.contextmanager
+def writing_weights(path: Path) -> Iterator[None]:
+    """Writes in the block that fail (a full disk, a vanished mount) become one line naming
+    `path`, whatever library wrote: safetensors and torch raise their own kinds."""
+    try:
+        yield
+    except WEIGHT_ERRORS as exc:
+        detail = getattr(exc, "strerror", None) or _first_line(exc)
+        raise ModelError(f"cannot write {path}: {detail}") from None
 
 
 def check_base_model(model_id: str, info: dict[str, Any], *, force: bool) -> None:

@@ -106,6 +106,9 @@ class OutputClaim:
         """Take the exclusive lock of this output (idempotent)."""
         if self._locked:
             return
+        from voxadapt.manifest import check_output_dir
+
+        check_output_dir(self.folder)
         _acquire(self.lock_path, self.stage)
         self._locked = True
         ledger = read_ledger(self.folder)
@@ -202,7 +205,7 @@ def _mtime(path: Path) -> float:
 
 def _check_replaceable(folder: Path, names: Iterable[str], stage: str) -> None:
     """Refuse to replace an existing entry of `folder` that no voxadapt stage wrote."""
-    ledger = read_ledger(folder)
+    ledger = read_ledger(folder) if folder.is_dir() else {"owner": None, "files": {}}
     for name in names:
         target = folder / name
         if not (target.exists() or target.is_symlink()) or _empty_folder(target):
@@ -248,8 +251,6 @@ def claim_outputs(
     outputs, the folder itself may hold inputs (subtitles beside their recordings).
     Returns the claim; `with claim:` locks it.
     """
-    from voxadapt.manifest import check_output_dir
-
     if str(folder) == "-":
         raise ConfigError(f"{what} -: this command writes files, not standard output")
     names = list(names)
@@ -281,11 +282,28 @@ def claim_outputs(
                 raise OutputConflict(
                     f"{what} {output} would contain the input {given}; choose an output outside it"
                 )
-    check_output_dir(real_folder, what)
-    if owns_folder:
+    _check_location(real_folder, what)
+    if owns_folder and real_folder.is_dir():
         _check_owned_folder(real_folder, stage, what)
     _check_replaceable(real_folder, names, stage)
     return OutputClaim(stage, real_folder, names, owns_folder, real_folder / LOCK)
+
+
+def _check_location(folder: Path, what: str) -> None:
+    """`folder` can be created (it is made when the claim is locked) and written, without
+    creating anything yet: a run refused later leaves no empty folder behind."""
+    from voxadapt.manifest import check_output_dir
+
+    if folder.exists():
+        check_output_dir(folder, what)
+        return
+    parent = folder.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{what} {folder}: a parent of it is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what}: cannot create {folder} (permission denied in {parent})")
 
 
 def _check_owned_folder(folder: Path, stage: str, what: str) -> None:

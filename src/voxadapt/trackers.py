@@ -168,7 +168,34 @@ class Trackers:
 def missing_libraries(names: Sequence[str]) -> list[str]:
     """One line per requested tracker whose library is not installed (checked before any
     model loads, so a typo in the environment does not cost the model load)."""
-    return [p for name in dict.fromkeys(names) if name != "none" and (p := _import_problem(name))]
+    return [
+        p
+        for name in dict.fromkeys(names)
+        if name != "none" and (p := _import_problem(name) or _login_problem(name))
+    ]
+
+
+def _login_problem(name: str) -> str | None:
+    """W&B that would stop at its login prompt, or fail, after the model has loaded."""
+    if name != "wandb":
+        return None
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+        return None
+    if os.environ.get("WANDB_API_KEY"):
+        return None
+    import netrc
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        if netrc.netrc(os.environ.get("NETRC")).authenticators(host or "api.wandb.ai"):
+            return None
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return (
+        "--report-to wandb: not logged in to W&B; run `wandb login`, set WANDB_API_KEY, "
+        "or set WANDB_MODE=offline to log locally (`wandb sync` later)"
+    )
 
 
 def _import_problem(name: str) -> str | None:

@@ -202,8 +202,8 @@ def read_compare(path: Path | None, utterances: list[Utterance]) -> list[dict[st
         return None
     try:
         rows = read_predictions(path)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--compare {path}: {exc}") from None
+    except (OSError, ValueError, ManifestError) as exc:
+        raise ConfigError(f"--compare: {exc}") from None
     rows = [r for r in rows if "hypothesis" in r and "reference" in r]
     if not rows:
         raise ConfigError(
@@ -254,7 +254,7 @@ def read_predictions(path: Path, *, repair: bool = False) -> list[dict[str, Any]
     """Rows of a predictions.jsonl, first occurrence of each id.
 
     With `repair`, a torn last line (the process was killed mid-write) is cut off the file
-    so appending can continue cleanly. Raises ManifestError (a ValueError) naming the line
+    so appending can continue cleanly. Raises ManifestError naming the line
     for any line that is not a JSON object with a string id: nothing is skipped silently.
     """
     path = Path(path)

@@ -34,6 +34,7 @@ from voxadapt.model import (
     check_base_model,
     read_adapter_info,
     resolve_dtype,
+    writing_weights,
 )
 from voxadapt.outputs import claim_output_entry
 
@@ -347,13 +348,14 @@ def _export(config: ExportConfig, model_id: str, out_dir: Path) -> ExportResult:
     staging.mkdir()  # beside the claimed entry, in a folder the claim checked is writable
     try:
         model = merged_model(model_id, config.adapter, dtype=resolve_dtype(config.dtype))
-        if config.format == "hf":
-            from transformers import AutoProcessor
+        with writing_weights(out_dir):  # a full disk: one line, and no half export
+            if config.format == "hf":
+                from transformers import AutoProcessor
 
-            model.save_pretrained(str(staging))
-            AutoProcessor.from_pretrained(str(model_id)).save_pretrained(str(staging))
-        else:
-            _save_mistral(model, model_id, staging)
+                model.save_pretrained(str(staging))
+                AutoProcessor.from_pretrained(str(model_id)).save_pretrained(str(staging))
+            else:
+                _save_mistral(model, model_id, staging)
         with atomic_write(staging / "voxadapt_export.json") as handle:
             json.dump(
                 {

@@ -96,11 +96,7 @@ def score(config: ScoreConfig) -> ScoreResult:
         names=OUTPUTS,
         inputs=[config.manifest, config.hypotheses, config.compare, config.terms],
     )
-    with claim:
-        return _score(config, claim.folder)
-
-
-def _score(config: ScoreConfig, out_dir: Path) -> ScoreResult:
+    # every input is read and checked before --out is created
     utterances = read_references(config.manifest)
     hypotheses = read_hypotheses(config.hypotheses, utterances)
     other = (
@@ -109,12 +105,24 @@ def _score(config: ScoreConfig, out_dir: Path) -> ScoreResult:
         else None
     )
     terms = load_terms(config.terms) if config.terms else None
-    rows, missing, unknown = score_hypotheses(utterances, hypotheses)
     if not set(hypotheses) & {u.id for u in utterances}:
         raise ConfigError(
             f"no hypothesis in {config.hypotheses} has an id of {config.manifest} (e.g. "
             f"{next(iter(hypotheses))!r} vs {utterances[0].id!r}): wrong file or manifest?"
         )
+    with claim:
+        return _score(config, claim.folder, utterances, hypotheses, other, terms)
+
+
+def _score(
+    config: ScoreConfig,
+    out_dir: Path,
+    utterances: list[Utterance],
+    hypotheses: dict[str, str | None],
+    other: dict[str, str | None] | None,
+    terms: Any,
+) -> ScoreResult:
+    rows, missing, unknown = score_hypotheses(utterances, hypotheses)
     if missing:
         log.warning(
             "%d of %d utterances have no hypothesis (e.g. %s): scored as empty output",

@@ -56,6 +56,7 @@ from voxadapt.model import (
     parameter_audit,
     resolve_dtype,
     save_adapter,
+    writing_weights,
 )
 from voxadapt.outputs import OutputClaim, claim_outputs
 from voxadapt.scoring.rates import corpus_metrics, score_row
@@ -608,13 +609,17 @@ class Trainer:
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file(trainable_state(self.model), str(tmp / "trainable.safetensors"))
-        torch.save(
-            {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-            tmp / "optimizer.pt",
-        )
-        (tmp / "state.json").write_text(json.dumps(self.state.__dict__, indent=1), "utf-8")
-        save_config(self.config, tmp / "config.yaml")
+        with writing_weights(tmp):  # a full disk: one line; the earlier checkpoint stays
+            save_file(trainable_state(self.model), str(tmp / "trainable.safetensors"))
+            torch.save(
+                {
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                },
+                tmp / "optimizer.pt",
+            )
+            (tmp / "state.json").write_text(json.dumps(self.state.__dict__, indent=1), "utf-8")
+            save_config(self.config, tmp / "config.yaml")
         honour_umask(tmp)
         old = path.with_name(path.name + ".old")
         shutil.rmtree(old, ignore_errors=True)

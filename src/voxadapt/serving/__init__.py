@@ -1,0 +1,1 @@
+"""The OpenAI-compatible transcription server behind `voxadapt serve`: engine, API, page."""

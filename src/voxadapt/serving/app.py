@@ -1,0 +1,491 @@
+"""The HTTP API of `voxadapt serve`: OpenAI's `POST /v1/audio/transcriptions` and friends.
+
+Field names and response shapes follow OpenAI's API (as vLLM, speaches and whisper.cpp's
+server do), so the official `openai` client works unchanged; `hotwords` is named as vLLM
+names it, `bias_weight` is ours. Medical audio is handled safely by default: an upload lives
+in a private temporary file removed when its request ends, transcripts and file names never
+reach the logs, and every limit answers in OpenAI's error shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# This module is imported only once `voxadapt serve` has checked that the `serve` extra is
+# installed; FastAPI resolves the handlers' annotations from these module-level names.
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+
+from voxadapt.audio import AudioError, probe_audio
+from voxadapt.decoding import AudioItem, DecodeOptions, Transcriber
+from voxadapt.serving.engine import BatchingEngine, EngineStopped, Job, QueueFull
+from voxadapt.serving.page import PAGE
+from voxadapt.subtitles import cue_file
+from voxadapt.text import read_term_lines
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("voxadapt.access")
+
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+_CHUNK = 1 << 20
+
+
+@dataclass
+class ServerSettings:
+    """What the app needs from `ServeConfig`, resolved."""
+
+    served_model: str  # the id clients pass as `model`
+    options: DecodeOptions
+    max_batch: int
+    max_wait_ms: float
+    max_queue: int
+    max_upload_bytes: int
+    max_audio_s: float
+    api_key: str | None
+    bias_terms: list[list[str]]  # the server's --bias-terms, as variant sets
+    default_language: str = "ko"
+
+
+class ApiError(Exception):
+    """An OpenAI-shaped error response."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.kind, self.headers = kind, headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class ServerState:
+    """The model (loaded in the background), the engine, the metrics and the uploads."""
+
+    def __init__(self, settings: ServerSettings, load: Callable[[], Transcriber]) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.settings = settings
+        self.engine: BatchingEngine | None = None
+        self.load_error: str | None = None
+        self.uploads = Path(tempfile.mkdtemp(prefix="voxadapt-serve-"))  # 0700: private
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "voxadapt_requests",
+            "transcription requests by status",
+            ["status"],
+            registry=self.registry,
+        )
+        self.audio_seconds = Counter(
+            "voxadapt_audio_seconds", "seconds of audio transcribed", registry=self.registry
+        )
+        self.queue_depth = Gauge(
+            "voxadapt_queue_depth", "requests waiting for a batch", registry=self.registry
+        )
+        self.queue_depth.set_function(lambda: self.engine.depth() if self.engine else 0)
+        self.batch_size = Histogram(
+            "voxadapt_batch_size",
+            "segments decoded together",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "voxadapt_request_latency_seconds",
+            "time from upload to response",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=self.registry,
+        )
+        self._loader = threading.Thread(target=self._load, args=(load,), daemon=True)
+        self._loader.start()
+
+    def _load(self, load: Callable[[], Transcriber]) -> None:
+        try:
+            transcriber = load()
+            s = self.settings
+            self.engine = BatchingEngine(
+                transcriber,
+                s.options,
+                max_batch=s.max_batch,
+                max_wait_ms=s.max_wait_ms,
+                max_queue=s.max_queue,
+                on_batch=self.batch_size.observe,
+            )
+            log.info("model loaded: serving %s", s.served_model)
+        except Exception as exc:  # reported by /health and every request
+            self.load_error = " ".join(str(exc).split()) or type(exc).__name__
+            log.error("the model could not be loaded: %s", self.load_error)
+
+    def close(self, grace_s: float) -> None:
+        if self.engine is not None:
+            self.engine.close(grace_s)
+        shutil.rmtree(self.uploads, ignore_errors=True)
+
+
+def build_app(settings: ServerSettings, load: Callable[[], Transcriber], grace_s: float = 30.0):
+    """The FastAPI app; `load` builds the Transcriber (called once, in the background)."""
+    from fastapi.responses import JSONResponse, Response
+
+    state = ServerState(settings, load)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any):
+        yield
+        await asyncio.to_thread(state.close, grace_s)
+
+    app = FastAPI(title="voxadapt", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.voxadapt = state
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        started = time.perf_counter()
+        request.state.audio_s = 0.0
+        try:
+            _check_auth(request, settings.api_key)
+            _check_length(request, settings.max_upload_bytes)
+            response = await call_next(request)
+        except ApiError as exc:
+            response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+        access_log.info(
+            "%s %s %d %.3f s audio=%.1f s",
+            request.method,
+            request.url.path,
+            response.status_code,
+            time.perf_counter() - started,
+            request.state.audio_s,
+        )
+        return response
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if state.load_error:
+            return JSONResponse({"status": "error", "detail": state.load_error}, status_code=503)
+        if state.engine is None:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return JSONResponse({"status": "ok", "model": settings.served_model})
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": settings.served_model,
+                    "object": "model",
+                    "created": int(state_started),
+                    "owned_by": "voxadapt",
+                }
+            ],
+        }
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return PAGE.replace("{{MODEL}}", settings.served_model)
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await _transcribe(request, state)
+            status = response.status_code
+            return response
+        except ApiError as exc:
+            status = exc.status
+            raise
+        finally:
+            state.requests.labels(status=str(status)).inc()
+            state.latency.observe(time.perf_counter() - started)
+
+    state_started = time.time()
+    return app
+
+
+def _check_auth(request: Any, api_key: str | None) -> None:
+    """Every endpoint but /health needs `Authorization: Bearer <key>` when a key is set."""
+    if api_key is None or request.url.path == "/health":
+        return
+    given = request.headers.get("authorization", "")
+    expected = f"Bearer {api_key}"
+    if not hmac.compare_digest(given.encode(), expected.encode()):  # constant time
+        raise ApiError(401, "missing or wrong API key", code="invalid_api_key")
+
+
+def _too_large(limit: int) -> str:
+    return f"the upload is larger than the server's limit of {limit / 2**20:g} MB"
+
+
+def _check_length(request: Any, limit: int) -> None:
+    length = request.headers.get("content-length")
+    if request.method == "POST" and length is None:  # a streamed body could grow unbounded
+        raise ApiError(411, "a Content-Length header is required", code="length_required")
+    if length is not None and length.isdigit() and int(length) > limit + 64 * 1024:
+        raise ApiError(
+            413,
+            f"the upload is larger than the server's limit of {limit // 2**20} MB",
+            code="file_too_large",
+        )
+
+
+async def _form(request: Any, limit: int) -> Any:
+    try:
+        return await request.form(max_files=1, max_fields=64, max_part_size=1 << 20)
+    except Exception as exc:  # malformed multipart, too many parts
+        raise ApiError(400, f"the request is not a valid multipart form: {exc}") from None
+
+
+def _field(form: Any, name: str, default: str | None = None) -> str | None:
+    value = form.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ApiError(400, f"{name} must be a text field", param=name)
+    return value
+
+
+async def _transcribe(request: Any, state: ServerState) -> Any:
+
+    settings = state.settings
+    form = await _form(request, settings.max_upload_bytes)
+    request_fields = _parse_fields(form, settings)
+    engine = _engine(state)
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise ApiError(400, "the field `file` (an audio file) is required", param="file")
+    path = await _save_upload(upload, state.uploads, settings.max_upload_bytes)
+    try:
+        info = await asyncio.to_thread(_probe, path, settings.max_audio_s)
+        request.state.audio_s = info.duration
+        item = AudioItem("request", str(path), info.duration, language=request_fields["language"])
+        job = Job(item, request_fields["bias_terms"], request_fields["bias_weight"])
+        try:
+            future = await asyncio.to_thread(engine.submit, job)
+        except QueueFull:
+            raise ApiError(
+                503,
+                "the server is busy: too many requests are waiting",
+                code="queue_full",
+                kind="server_error",
+                headers={"Retry-After": "1"},
+            ) from None
+        except EngineStopped:
+            raise ApiError(503, "the server is shutting down", kind="server_error") from None
+        result = await _wait(request, job, future)
+    finally:
+        path.unlink(missing_ok=True)  # nothing of a request is kept
+    if isinstance(result.transcript, AudioError):
+        raise ApiError(400, f"the audio cannot be read: {result.transcript.reason}", param="file")
+    state.audio_seconds.inc(info.duration)
+    return _response(result, info.duration, request_fields)
+
+
+def _parse_fields(form: Any, settings: ServerSettings) -> dict[str, Any]:
+    model = _field(form, "model")
+    if not model:
+        raise ApiError(400, "the field `model` is required", param="model")
+    if model != settings.served_model:
+        raise ApiError(
+            404,
+            f"the model `{model}` does not exist; this server serves `{settings.served_model}`",
+            param="model",
+            code="model_not_found",
+        )
+    response_format = _field(form, "response_format", "json")
+    if response_format not in RESPONSE_FORMATS:
+        raise ApiError(
+            400,
+            f"response_format must be one of {', '.join(RESPONSE_FORMATS)}",
+            param="response_format",
+        )
+    temperature = _field(form, "temperature", "0")
+    try:
+        temperature_value = float(temperature)
+    except ValueError:
+        raise ApiError(400, "temperature must be a number", param="temperature") from None
+    if temperature_value != 0:
+        raise ApiError(
+            400,
+            "this server decodes greedily: temperature must be 0",
+            param="temperature",
+        )
+    granularities = [g for g in form.getlist("timestamp_granularities[]") if isinstance(g, str)]
+    granularities += [g for g in form.getlist("timestamp_granularities") if isinstance(g, str)]
+    if "word" in granularities:
+        raise ApiError(
+            400,
+            "word timestamps are not available yet; use timestamp_granularities[]=segment",
+            param="timestamp_granularities",
+        )
+    unknown = [g for g in granularities if g != "segment"]
+    if unknown:
+        raise ApiError(
+            400, f"unknown timestamp granularity {unknown[0]!r}", param="timestamp_granularities"
+        )
+    language = _field(form, "language") or settings.default_language
+    from voxadapt.manifest import language_problem
+
+    if language_problem(language):
+        raise ApiError(400, language_problem(language), param="language")
+    weight = _field(form, "bias_weight")
+    try:
+        bias_weight = settings.options.bias_weight if weight is None else float(weight)
+    except ValueError:
+        raise ApiError(400, "bias_weight must be a number", param="bias_weight") from None
+    from voxadapt.decoding import MAX_BIAS_WEIGHT
+
+    if not 0 <= bias_weight <= MAX_BIAS_WEIGHT:
+        raise ApiError(400, f"bias_weight must be in [0, {MAX_BIAS_WEIGHT:g}]", param="bias_weight")
+    hotwords = [
+        [spelling.strip() for spelling in term.split("|") if spelling.strip()]
+        for term in (_field(form, "hotwords") or "").split(",")
+    ]
+    terms = [*settings.bias_terms, *(t for t in hotwords if t)]
+    _field(form, "prompt")  # accepted; Voxtral's transcription request takes no prompt
+    return {
+        "response_format": response_format,
+        "language": language,
+        "bias_terms": tuple(tuple(t) for t in terms) if bias_weight > 0 else (),
+        "bias_weight": bias_weight,
+    }
+
+
+def _engine(state: ServerState) -> BatchingEngine:
+    if state.load_error:
+        raise ApiError(
+            503, f"the model could not be loaded: {state.load_error}", kind="server_error"
+        )
+    if state.engine is None:
+        raise ApiError(
+            503, "the model is still loading", kind="server_error", headers={"Retry-After": "5"}
+        )
+    return state.engine
+
+
+async def _save_upload(upload: Any, folder: Path, limit: int) -> Path:
+    """The upload in a private file (0600 in a 0700 folder), at most `limit` bytes."""
+    fd, name = tempfile.mkstemp(dir=folder, suffix=Path(upload.filename or "").suffix[:16])
+    path, size = Path(name), 0
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            while chunk := await upload.read(_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, _too_large(limit), param="file", code="file_too_large")
+                handle.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        await upload.close()
+    if size == 0:
+        path.unlink(missing_ok=True)
+        raise ApiError(400, "the uploaded file is empty", param="file")
+    return path
+
+
+def _probe(path: Path, max_audio_s: float) -> Any:
+    try:
+        info = probe_audio(path)
+    except AudioError as exc:
+        path.unlink(missing_ok=True)
+        raise ApiError(
+            400, f"the file is not audio this server reads ({exc.reason})", param="file"
+        ) from None
+    if info.duration > max_audio_s:
+        path.unlink(missing_ok=True)
+        raise ApiError(
+            413,
+            f"the audio is {info.duration:.0f} s long; this server takes at most "
+            f"{max_audio_s:.0f} s",
+            param="file",
+            code="audio_too_long",
+        )
+    return info
+
+
+async def _wait(request: Any, job: Job, future: Any) -> Any:
+    """The engine's result; a client that disconnects takes its job out of the queue."""
+    waiting = asyncio.wrap_future(future)
+    while True:
+        done, _ = await asyncio.wait({waiting}, timeout=0.25)
+        if done:
+            try:
+                return waiting.result()
+            except EngineStopped:
+                raise ApiError(503, "the server is shutting down", kind="server_error") from None
+            except asyncio.CancelledError:
+                raise ApiError(499, "the client closed the request") from None
+            except Exception as exc:  # this request's batch failed; the server goes on
+                raise ApiError(
+                    500, f"decoding failed: {type(exc).__name__}", kind="server_error"
+                ) from None
+        if await request.is_disconnected():
+            job.cancelled.set()
+            raise ApiError(499, "the client closed the request")
+
+
+def _response(result: Any, duration: float, fields: dict[str, Any]) -> Any:
+    text = result.transcript.text
+    fmt = fields["response_format"]
+    if fmt == "text":
+        return PlainTextResponse(text)
+    if fmt in ("srt", "vtt"):
+        row = {"text": text, "duration": duration, "segments": result.segments}
+        media = "text/vtt" if fmt == "vtt" else "application/x-subrip"
+        return PlainTextResponse(cue_file(row, fmt), media_type=media)
+    if fmt == "verbose_json":
+        segments = [
+            {"id": index, "start": s["start"], "end": s["end"], "text": s["text"]}
+            for index, s in enumerate(result.segments)
+        ]
+        return JSONResponse(
+            {
+                "task": "transcribe",
+                "language": fields["language"],
+                "duration": round(duration, 3),
+                "text": text,
+                "segments": segments,
+            }
+        )
+    return JSONResponse({"text": text})
+
+
+def read_bias_terms(path: Path | None) -> list[list[str]]:
+    """The server's --bias-terms as variant sets (the terms-file reader of every stage)."""
+    return [spellings for _, spellings in read_term_lines(path)] if path else []

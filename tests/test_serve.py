@@ -1,0 +1,463 @@
+"""voxadapt serve on the tiny model: the official `openai` client, curl-style raw requests,
+limits, auth, concurrency, graceful shutdown and the page in headless Chromium. Every server
+binds 127.0.0.1 and every load is bounded."""
+
+import concurrent.futures
+import io
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from voxadapt.decoding import DecodeOptions
+from voxadapt.stages.serve import ServeConfig, build_server
+from voxadapt.stages.transcribe import TranscribeConfig, transcribe
+
+from conftest import CLIPS
+
+openai = pytest.importorskip("openai")
+uvicorn = pytest.importorskip("uvicorn")
+
+FAST = DecodeOptions(max_new_tokens=6, num_workers=0)
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Running:
+    """A server in this process (a thread), stopped when the test module ends."""
+
+    def __init__(self, config: ServeConfig, app=None) -> None:
+        self.app = app or build_server(config)[0]
+        self.url = f"http://127.0.0.1:{config.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=config.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        self.state = self.app.state.voxadapt
+
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            time.sleep(0.1)
+        raise TimeoutError("the server did not become ready")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(60)
+
+    def client(self, key: str = "none") -> "openai.OpenAI":
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def config(tiny_model, **changes) -> ServeConfig:
+    base = dict(
+        model=str(tiny_model),
+        quantization="none",
+        port=free_port(),
+        served_model_name="ko-med",
+        decode=FAST,
+        max_wait_ms=50,
+    )
+    base.update(changes)
+    return ServeConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model):
+    running = Running(config(tiny_model))
+    running.wait_ready()
+    yield running
+    running.stop()
+
+
+def transcribed(tiny_model, path: Path, **decode) -> dict:
+    options = DecodeOptions(**{**FAST.__dict__, **decode})
+    result = transcribe(
+        TranscribeConfig(inputs=[path], model=str(tiny_model), quantization="none", decode=options)
+    )
+    return result.rows[0]
+
+
+def post(url: str, fields: dict, file: Path | bytes | None, headers: dict | None = None):
+    """A raw multipart POST, as curl -F sends it: (status, headers, body bytes)."""
+    boundary = "voxadaptboundary"
+    body = io.BytesIO()
+    for name, value in fields.items():
+        for item in value if isinstance(value, list) else [value]:
+            head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+            body.write(head.encode())
+            body.write(f"{item}\r\n".encode() if isinstance(item, str) else item)
+    if file is not None:
+        data = file.read_bytes() if isinstance(file, Path) else file
+        body.write(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\n".encode()
+        )
+        body.write(data + b"\r\n")
+    body.write(f"--{boundary}--\r\n".encode())
+    request = urllib.request.Request(
+        url,
+        data=body.getvalue(),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            return response.status, headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+# ------------------------------------------------------------------- the openai client
+
+
+def test_every_response_format_through_the_openai_client(server, tiny_model):
+    client = server.client()
+    clip = CLIPS[0]
+    expected = transcribed(tiny_model, clip)
+    with clip.open("rb") as audio:
+        plain = client.audio.transcriptions.create(model="ko-med", file=audio)
+    assert plain.text == expected["text"]
+    with clip.open("rb") as audio:
+        text = client.audio.transcriptions.create(
+            model="ko-med", file=audio, response_format="text"
+        )
+    assert text == expected["text"]
+    with clip.open("rb") as audio:
+        verbose = client.audio.transcriptions.create(
+            model="ko-med",
+            file=audio,
+            response_format="verbose_json",
+            timestamp_granularities=["segment"],
+            language="ko",
+        )
+    assert (verbose.text, verbose.language) == (expected["text"], "ko")
+    assert verbose.duration == pytest.approx(expected["duration"], abs=1e-3)
+    assert [(s.id, s.start, s.text) for s in verbose.segments] == [(0, 0.0, expected["text"])]
+    for fmt, marker in (("srt", "00:00:00,000 --> "), ("vtt", "WEBVTT")):
+        with clip.open("rb") as audio:
+            cues = client.audio.transcriptions.create(
+                model="ko-med", file=audio, response_format=fmt
+            )
+        assert marker in cues and expected["text"] in cues
+    listed = client.models.list()
+    assert [m.id for m in listed.data] == ["ko-med"]
+
+
+def test_long_recordings_get_the_same_segments_as_transcribe(server, tiny_model, tmp_path):
+    parts = []
+    for clip in CLIPS * 3:
+        samples, rate = sf.read(clip, dtype="float32")
+        parts += [np.zeros(int(1.4 * rate), dtype=np.float32), samples]
+    long = tmp_path / "consult.wav"
+    sf.write(long, np.concatenate(parts), rate)
+    expected = transcribed(tiny_model, long)
+    with long.open("rb") as audio:
+        verbose = server.client().audio.transcriptions.create(
+            model="ko-med", file=audio, response_format="verbose_json"
+        )
+    assert len(verbose.segments) == len(expected["segments"]) > 1
+    assert [(s.start, s.end, s.text) for s in verbose.segments] == [
+        (s["start"], s["end"], s["text"]) for s in expected["segments"]
+    ]
+    assert verbose.text == expected["text"]
+
+
+def test_concurrent_requests_equal_sequential_ones(server):
+    client = server.client()
+
+    def ask(clip):
+        with clip.open("rb") as audio:
+            return client.audio.transcriptions.create(model="ko-med", file=audio).text
+
+    sequential = [ask(clip) for clip in CLIPS]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        concurrent_ = list(pool.map(ask, CLIPS * 2))
+    assert concurrent_ == sequential * 2
+    metrics = urllib.request.urlopen(f"{server.url}/metrics").read().decode()
+    batches = [
+        line for line in metrics.splitlines() if line.startswith("voxadapt_batch_size_count")
+    ]
+    sums = [line for line in metrics.splitlines() if line.startswith("voxadapt_batch_size_sum")]
+    assert float(sums[0].split()[-1]) > float(batches[0].split()[-1])  # some batches held >1
+
+
+def test_hotwords_with_weight_zero_change_nothing(server):
+    status, _, body = post(
+        f"{server.url}/v1/audio/transcriptions",
+        {"model": "ko-med", "hotwords": "고혈압,CT|씨티", "bias_weight": "0"},
+        CLIPS[1],
+    )
+    plain = post(f"{server.url}/v1/audio/transcriptions", {"model": "ko-med"}, CLIPS[1])
+    assert status == plain[0] == 200
+    assert json.loads(body)["text"] == json.loads(plain[2])["text"]
+    status, _, _ = post(
+        f"{server.url}/v1/audio/transcriptions",
+        {"model": "ko-med", "hotwords": "고혈압", "bias_weight": "3"},
+        CLIPS[1],
+    )
+    assert status == 200
+
+
+# ------------------------------------------------------------------------------ limits
+
+
+def error_of(status_body):
+    status, headers, body = status_body
+    return status, json.loads(body)["error"], headers
+
+
+@pytest.mark.parametrize(
+    ("fields", "file", "status", "param"),
+    [
+        ({"model": "other"}, CLIPS[0], 404, "model"),
+        ({"model": "ko-med", "temperature": "0.7"}, CLIPS[0], 400, "temperature"),
+        (
+            {"model": "ko-med", "timestamp_granularities[]": ["segment", "word"]},
+            CLIPS[0],
+            400,
+            "timestamp_granularities",
+        ),
+        ({"model": "ko-med", "response_format": "xml"}, CLIPS[0], 400, "response_format"),
+        ({"model": "ko-med", "language": "korean"}, CLIPS[0], 400, "language"),
+        ({"model": "ko-med", "bias_weight": "1e39"}, CLIPS[0], 400, "bias_weight"),
+        ({"model": "ko-med"}, b"RIFF not really audio", 400, "file"),
+        ({"model": "ko-med"}, None, 400, "file"),
+        ({}, CLIPS[0], 400, "model"),
+    ],
+)
+def test_bad_requests_get_openai_shaped_errors(server, fields, file, status, param):
+    got, error, _ = error_of(post(f"{server.url}/v1/audio/transcriptions", fields, file))
+    assert (got, error["param"]) == (status, param)
+    assert error["message"] and error["type"]
+
+
+def test_the_openai_client_sees_404_for_another_model(server):
+    with CLIPS[0].open("rb") as audio, pytest.raises(openai.NotFoundError):
+        server.client().audio.transcriptions.create(model="whisper-1", file=audio)
+
+
+def test_size_duration_and_queue_limits(tiny_model, tmp_path):
+    limits = dict(max_upload_mb=0.25, max_audio_s=8.0, max_queue=1, max_batch=1)
+    running = Running(config(tiny_model, **limits))
+    try:
+        running.wait_ready()
+        url = f"{running.url}/v1/audio/transcriptions"
+        big = np.zeros(16000 * 9, dtype=np.float32)  # 288 kB as 16-bit
+        buffer = io.BytesIO()
+        sf.write(buffer, big, 16000, format="WAV")
+        status, error, _ = error_of(post(url, {"model": "ko-med"}, buffer.getvalue()))
+        assert (status, error["code"]) == (413, "file_too_large")
+        small = io.BytesIO()
+        sf.write(small, np.zeros(8000 * 9, dtype=np.float32), 8000, format="WAV", subtype="PCM_U8")
+        status, error, _ = error_of(post(url, {"model": "ko-med"}, small.getvalue()))
+        assert (status, error["code"]) == (413, "audio_too_long")
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: post(url, {"model": "ko-med"}, CLIPS[3]), range(6)))
+        statuses = sorted(a[0] for a in answers)
+        assert 503 in statuses and 200 in statuses and set(statuses) <= {200, 503}
+        busy = next(a for a in answers if a[0] == 503)
+        assert busy[1].get("retry-after") == "1"
+        assert not any(running.state.uploads.iterdir())  # nothing of any request remains
+    finally:
+        running.stop()
+
+
+def test_health_is_503_until_the_model_answers(tiny_model):
+    from voxadapt.serving.app import ServerSettings, build_app
+
+    gate = threading.Event()
+    cfg = config(tiny_model)
+
+    def load_when_allowed():
+        gate.wait(120)
+        return cfg.load_transcriber()
+
+    settings = ServerSettings("ko-med", FAST, 4, 10.0, 8, 2**24, 600.0, None, [])
+    running = Running(cfg, build_app(settings, load_when_allowed))
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{running.url}/health", timeout=5)
+            except urllib.error.HTTPError as error:
+                assert error.code == 503 and json.loads(error.read())["status"] == "loading"
+                break
+            except urllib.error.URLError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the server never answered")
+        status, headers, _ = post(
+            f"{running.url}/v1/audio/transcriptions", {"model": "ko-med"}, CLIPS[0]
+        )
+        assert status == 503 and headers.get("retry-after")
+        gate.set()
+        running.wait_ready()
+        assert (
+            post(f"{running.url}/v1/audio/transcriptions", {"model": "ko-med"}, CLIPS[0])[0] == 200
+        )
+    finally:
+        gate.set()
+        running.stop()
+
+
+def test_auth_and_nothing_of_a_request_in_the_logs(tiny_model, tmp_path, caplog):
+    key = tmp_path / "key"
+    key.write_text("s3cret-key\n")
+    caplog.set_level(logging.INFO, logger="voxadapt.access")
+    running = Running(config(tiny_model, api_key_file=key))
+    try:
+        running.wait_ready()  # /health needs no key
+        url = f"{running.url}/v1/audio/transcriptions"
+        assert post(url, {"model": "ko-med"}, CLIPS[0])[0] == 401
+        assert post(url, {"model": "ko-med"}, CLIPS[0], {"Authorization": "Bearer nope"})[0] == 401
+        for path in ("/v1/models", "/metrics", "/"):
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(f"{running.url}{path}")
+            assert info.value.code == 401
+        with CLIPS[0].open("rb") as audio:
+            text = (
+                running.client("s3cret-key")
+                .audio.transcriptions.create(model="ko-med", file=audio)
+                .text
+            )
+        logged = "\n".join(record.getMessage() for record in caplog.records)
+        assert "POST /v1/audio/transcriptions 200" in logged
+        assert "POST /v1/audio/transcriptions 401" in logged
+        assert CLIPS[0].name not in logged and (not text or text not in logged)
+        assert not any(running.state.uploads.iterdir())
+    finally:
+        running.stop()
+
+
+# --------------------------------------------------------------------- the whole stage
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_requests_in_flight_and_exits_0(tiny_model, tmp_path):
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "voxadapt.cli", "serve", "--model", str(tiny_model)),
+            *("--quantization", "none", "--port", str(port), "--max-new-tokens", "30"),
+            *("--served-model-name", "ko-med", "--grace-s", "60"),
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(f"{url}/health", timeout=5).status == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.2)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            pending = [
+                pool.submit(post, f"{url}/v1/audio/transcriptions", {"model": "ko-med"}, clip)
+                for clip in CLIPS[:2]
+            ]
+            time.sleep(0.5)  # the requests are in flight
+            process.send_signal(signal.SIGTERM)
+            answers = [future.result(timeout=120) for future in pending]
+        assert [a[0] for a in answers] == [200, 200]
+        assert process.wait(timeout=120) == 0, process.stderr.read()[-2000:]
+        assert "Traceback" not in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_missing_extra_or_a_taken_port_is_one_line_before_the_model_loads(tiny_model):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "voxadapt.cli", "serve", "--model", str(tiny_model)),
+                *("--port", str(port), "--quantization", "none"),
+            ],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_fields_shared_with_openai_and_vllm_mean_the_same(server):
+    """Every request field of OpenAI's transcription API that a non-streaming client sends
+    is accepted under the same name, and every response field we send has OpenAI's name."""
+    from openai.types.audio import TranscriptionSegment, TranscriptionVerbose
+    from openai.types.audio.transcription_create_params import TranscriptionCreateParamsBase
+
+    shared = {"file", "model", "language", "prompt", "response_format", "temperature"}
+    assert shared | {"timestamp_granularities"} <= set(
+        TranscriptionCreateParamsBase.__annotations__
+    )
+    fields = {"model": "ko-med", "language": "ko", "prompt": "진료 기록", "temperature": "0"}
+    fields["response_format"] = "verbose_json"
+    status, _, body = post(f"{server.url}/v1/audio/transcriptions", fields, CLIPS[0])
+    assert status == 200
+    verbose = json.loads(body)
+    assert set(verbose) - {"task"} <= set(TranscriptionVerbose.model_fields)
+    assert set(verbose["segments"][0]) <= set(TranscriptionSegment.model_fields)
+
+
+def test_the_page_transcribes_a_clip_in_headless_chromium(server, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("needs headless Chromium (installed by .ci/run)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expected = post(f"{server.url}/v1/audio/transcriptions", {"model": "ko-med"}, CLIPS[0])
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page()
+            page.goto(server.url)
+            page.set_input_files("#file", str(CLIPS[0]))
+            page.click("#send")
+            page.wait_for_selector("#segments:not([hidden])", timeout=120_000)
+            assert page.inner_text("#transcript") == json.loads(expected[2])["text"]
+            assert page.locator("#segments tbody tr").count() == 1
+            with page.expect_download() as download:
+                page.click("#srt")
+            saved = tmp_path / "out.srt"
+            download.value.save_as(saved)
+            assert "00:00:00,000 -->" in saved.read_text()
+        finally:
+            browser.close()
