@@ -7,7 +7,17 @@ import json
 import time
 from pathlib import Path
 
-from bench import cache, dataloading, decoding, gpu, longform, padding, prepare_probe, scoring
+from bench import (
+    cache,
+    dataloading,
+    decoding,
+    gpu,
+    longform,
+    padding,
+    prepare_probe,
+    scoring,
+    serve,
+)
 from bench.common import RESULTS, write_result
 
 # name -> (full run, quick run): small inputs for CI, the full sizes for RESULTS.md
@@ -19,6 +29,7 @@ BENCHMARKS = {
     "prepare": (lambda: prepare_probe.run(3000, 3), lambda: prepare_probe.run(300, 2)),
     "padding": (lambda: padding.run(4000), lambda: padding.run(400)),
     "longform": (lambda: longform.run(3.0), lambda: longform.run(0.75)),
+    "serve": (lambda: serve.run(200, 8), lambda: serve.run(24, 8)),
     "gpu": (lambda: gpu.run(), lambda: gpu.run(tiny=True, quick=True)),
 }
 
@@ -33,6 +44,7 @@ HEADLINES = {
                     ("cache_headroom_vs_gpu_goal", "x cache rate vs 35 samples/s")],
     "padding": [("decoder_tokens_saved_by_grouping", "decoder tokens saved by grouping")],
     "longform": [("speedup", "x long-form vs --no-vad")],
+    "serve": [("throughput_ratio", "x requests/s, 8 clients vs 1"), ("errors", "errors")],
     "prepare": [("speedup_all_cores", "x all cores vs 1"),
                 ("probe_vs_seed_all_cores", "x vs seed loop")],
 }  # fmt: skip

@@ -22,7 +22,8 @@ def test_quick_benchmarks_run_and_report_ratios(tmp_path):
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    names = {"cache", "decoding", "scoring", "dataloading", "prepare", "padding", "longform", "gpu"}
+    names = {"cache", "decoding", "scoring", "dataloading", "prepare", "padding", "longform"}
+    names |= {"serve", "gpu"}
     assert {p.stem for p in tmp_path.glob("*.json")} == names
     cache = json.loads((tmp_path / "cache.json").read_text())
     assert cache["max_abs_feature_diff"] <= 1e-3 and cache["bytes_ratio"] < 1
@@ -37,4 +38,6 @@ def test_quick_benchmarks_run_and_report_ratios(tmp_path):
     assert 0 <= padding["length_grouped"] < padding["random"]
     longform = json.loads((tmp_path / "longform.json").read_text())
     assert longform["rtfx"]["long_form"] > 0 and longform["peak_rss_mb"]["no_vad"] > 0
+    serve = json.loads((tmp_path / "serve.json").read_text())
+    assert serve["errors"] == 0 and serve["concurrent"]["requests_per_s"] > 0
     assert "x utterances/s" in result.stdout

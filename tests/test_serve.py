@@ -216,12 +216,17 @@ def test_hotwords_with_weight_zero_change_nothing(server):
     plain = post(f"{server.url}/v1/audio/transcriptions", {"model": "ko-med"}, CLIPS[1])
     assert status == plain[0] == 200
     assert json.loads(body)["text"] == json.loads(plain[2])["text"]
-    status, _, _ = post(
+    status, _, body = post(
         f"{server.url}/v1/audio/transcriptions",
-        {"model": "ko-med", "hotwords": "고혈압", "bias_weight": "3"},
+        {"model": "ko-med", "hotwords": "고혈압", "bias_weight": "100"},
         CLIPS[1],
     )
-    assert status == 200
+    assert status == 200 and "고혈압" in json.loads(body)["text"]  # the hotword reached it
+    with CLIPS[1].open("rb") as audio:  # the openai client's way: extra_body
+        unbiased = server.client().audio.transcriptions.create(
+            model="ko-med", file=audio, extra_body={"hotwords": "고혈압,CT|씨티", "bias_weight": 0}
+        )
+    assert unbiased.text == json.loads(plain[2])["text"]
 
 
 # ------------------------------------------------------------------------------ limits
