@@ -103,8 +103,8 @@ def transcribed(tiny_model, path: Path, **decode) -> dict:
     return result.rows[0]
 
 
-def post(url: str, fields: dict, file: Path | bytes | None, headers: dict | None = None):
-    """A raw multipart POST, as curl -F sends it: (status, headers, body bytes)."""
+def multipart(fields: dict, file: Path | bytes | None) -> tuple[bytes, str]:
+    """A multipart/form-data body as curl -F builds it, and its Content-Type."""
     boundary = "voxadaptboundary"
     body = io.BytesIO()
     for name, value in fields.items():
@@ -120,10 +120,14 @@ def post(url: str, fields: dict, file: Path | bytes | None, headers: dict | None
         )
         body.write(data + b"\r\n")
     body.write(f"--{boundary}--\r\n".encode())
+    return body.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+def post(url: str, fields: dict, file: Path | bytes | None, headers: dict | None = None):
+    """A raw multipart POST, as curl -F sends it: (status, headers, body bytes)."""
+    body, content_type = multipart(fields, file)
     request = urllib.request.Request(
-        url,
-        data=body.getvalue(),
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}", **(headers or {})},
+        url, data=body, headers={"Content-Type": content_type, **(headers or {})}
     )
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
@@ -466,3 +470,101 @@ def test_the_page_transcribes_a_clip_in_headless_chromium(server, tmp_path):
             assert "00:00:00,000 -->" in saved.read_text()
         finally:
             browser.close()
+
+
+def test_curl_as_the_readme_shows_it(server):
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("needs curl")
+    result = subprocess.run(
+        [
+            *(curl, "-sS", f"{server.url}/v1/audio/transcriptions", "-F", "model=ko-med"),
+            *("-F", f"file=@{CLIPS[2]}", "-F", "response_format=srt", "-F", "hotwords=고혈압"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and result.stdout.startswith("1\n00:00:00,000 --> 00:00:05")
+
+
+def test_a_client_that_disconnects_leaves_the_queue(tiny_model, tmp_path):
+    """With the engine busy on a long request, a queued request whose client hangs up is
+    never decoded: the batches counted are the long request's and the next one's only."""
+    parts = []
+    for clip in CLIPS * 2:
+        samples, rate = sf.read(clip, dtype="float32")
+        parts += [np.zeros(int(1.4 * rate), dtype=np.float32), samples]
+    long = tmp_path / "long.wav"
+    sf.write(long, np.concatenate(parts), rate)
+    running = Running(config(tiny_model, max_batch=1, decode=DecodeOptions(num_workers=0)))
+    try:
+        running.wait_ready()
+        url = f"{running.url}/v1/audio/transcriptions"
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            busy = pool.submit(post, url, {"model": "ko-med"}, long)
+            time.sleep(1.0)  # the long request is decoding, one segment per batch
+            payload, content_type = multipart({"model": "ko-med"}, CLIPS[0])
+            port = int(running.url.rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port)) as hanging_up:
+                hanging_up.sendall(
+                    b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
+                    + f"Content-Type: {content_type}\r\n".encode()
+                    + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                    + payload
+                )
+                time.sleep(0.5)  # queued behind the long request; then the client hangs up
+            assert busy.result(timeout=300)[0] == 200
+        assert post(url, {"model": "ko-med"}, CLIPS[1])[0] == 200
+        metrics = urllib.request.urlopen(f"{running.url}/metrics").read().decode()
+        counts = {
+            line.split()[0]: float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("voxadapt_batch_size_")
+        }
+        long_segments = len(transcribed(tiny_model, long, num_workers=0)["segments"])
+        # decoded: the long request's segments and the next request's clip, not the one
+        # whose client hung up
+        assert counts["voxadapt_batch_size_sum"] == long_segments + 1
+        assert counts["voxadapt_batch_size_count"] == 2
+    finally:
+        running.stop()
+
+
+def test_odd_requests_get_openai_shaped_errors_and_are_counted(server):
+    url = f"{server.url}/v1/audio/transcriptions"
+    for path, method, status in (
+        ("/v1/nope", "GET", 404),
+        ("/v1/audio/transcriptions", "GET", 405),
+    ):
+        request = urllib.request.Request(f"{server.url}{path}", method=method)
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request)
+        assert info.value.code == status and "error" in json.loads(info.value.read())
+    body, content_type = multipart({"model": "ko-med"}, None)
+    body = body.replace(b"--voxadaptboundary--\r\n", b"")
+    named = body + (
+        b'--voxadaptboundary\r\nContent-Disposition: form-data; name="file"; filename="a.\x00"'
+        b"\r\n\r\n" + CLIPS[0].read_bytes() + b"\r\n--voxadaptboundary--\r\n"
+    )
+    request = urllib.request.Request(url, data=named, headers={"Content-Type": content_type})
+    with urllib.request.urlopen(request, timeout=120) as response:  # a NUL in the file name
+        assert response.status == 200
+    json_body = urllib.request.Request(
+        url, data=b'{"model": "ko-med"}', headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(json_body)
+    assert (
+        info.value.code == 400 and "multipart" in json.loads(info.value.read())["error"]["message"]
+    )
+    metrics = urllib.request.urlopen(f"{server.url}/metrics").read().decode()
+    assert 'voxadapt_requests_total{status="400"}' in metrics
+
+
+def test_a_lock_with_an_impossible_pid_is_taken_over(tmp_path):
+    from voxadapt.outputs import LOCK, claim_outputs
+
+    (tmp_path / LOCK).write_text(json.dumps({"pid": 2**70, "host": socket.gethostname()}))
+    with claim_outputs("prepare", tmp_path, names=["train.jsonl"]):
+        assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()

@@ -154,7 +154,7 @@ def _lock_owner(path: Path) -> dict[str, Any]:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError, ValueError):  # gone, or no possible pid
         return False
     except PermissionError:  # another user's live process
         return True

@@ -14,6 +14,7 @@ import contextlib
 import hmac
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -26,7 +27,9 @@ from typing import Any
 # This module is imported only once `voxadapt serve` has checked that the `serve` extra is
 # installed; FastAPI resolves the handlers' annotations from these module-level names.
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voxadapt.audio import AudioError, probe_audio
 from voxadapt.decoding import AudioItem, DecodeOptions, Transcriber
@@ -40,6 +43,7 @@ access_log = logging.getLogger("voxadapt.access")
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 _CHUNK = 1 << 20
+_SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
 
 
 @dataclass
@@ -166,25 +170,14 @@ def build_app(settings: ServerSettings, load: Callable[[], Transcriber], grace_s
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        started = time.perf_counter()
-        request.state.audio_s = 0.0
-        try:
-            _check_auth(request, settings.api_key)
-            _check_length(request, settings.max_upload_bytes)
-            response = await call_next(request)
-        except ApiError as exc:
-            response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-        access_log.info(
-            "%s %s %d %.3f s audio=%.1f s",
-            request.method,
-            request.url.path,
-            response.status_code,
-            time.perf_counter() - started,
-            request.state.audio_s,
-        )
-        return response
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error = ApiError(exc.status_code, str(exc.detail), code=_code_of(exc.status_code))
+        return JSONResponse(error.body(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(ApiError(400, "the request is malformed").body(), status_code=400)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -220,21 +213,63 @@ def build_app(settings: ServerSettings, load: Callable[[], Transcriber], grace_s
 
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(request: Request) -> Response:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await _transcribe(request, state)
-            status = response.status_code
-            return response
-        except ApiError as exc:
-            status = exc.status
-            raise
-        finally:
-            state.requests.labels(status=str(status)).inc()
-            state.latency.observe(time.perf_counter() - started)
+        return await _transcribe(request, state)
 
     state_started = time.time()
-    return app
+    return Guard(app, state)
+
+
+class Guard:
+    """The ASGI layer in front of the app: API key and size checks before the body is read,
+    the access log (method, path, status, duration, audio seconds: never a file name or a
+    transcript) and the request metrics, for every answer, refusals included. A plain ASGI
+    wrapper (not Starlette's BaseHTTPMiddleware), so the app still sees a client that
+    disconnects while its request waits."""
+
+    def __init__(self, app: Any, state: ServerState) -> None:
+        self.app, self.serving = app, state  # not `state`: that is the app's
+
+    def __getattr__(self, name: str) -> Any:  # app.state and friends, for tests and tools
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), [500]
+        scope.setdefault("state", {})["audio_s"] = 0.0
+
+        async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        request = Request(scope)
+        try:
+            _check_auth(request, self.serving.settings.api_key)
+            _check_length(request, self.serving.settings.max_upload_bytes)
+        except ApiError as exc:
+            response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+            await response(scope, receive, sending)
+        else:
+            await self.app(scope, receive, sending)
+        finally:
+            seconds = time.perf_counter() - started
+            if scope["path"] == "/v1/audio/transcriptions":
+                self.serving.requests.labels(status=str(status[0])).inc()
+                self.serving.latency.observe(seconds)
+            access_log.info(
+                "%s %s %d %.3f s audio=%.1f s",
+                scope["method"],
+                scope["path"],
+                status[0],
+                seconds,
+                scope["state"].get("audio_s", 0.0),
+            )
+
+
+def _code_of(status: int) -> str | None:
+    return {404: "not_found", 405: "method_not_allowed"}.get(status)
 
 
 def _check_auth(request: Any, api_key: str | None) -> None:
@@ -256,14 +291,12 @@ def _check_length(request: Any, limit: int) -> None:
     if request.method == "POST" and length is None:  # a streamed body could grow unbounded
         raise ApiError(411, "a Content-Length header is required", code="length_required")
     if length is not None and length.isdigit() and int(length) > limit + 64 * 1024:
-        raise ApiError(
-            413,
-            f"the upload is larger than the server's limit of {limit // 2**20} MB",
-            code="file_too_large",
-        )
+        raise ApiError(413, _too_large(limit), code="file_too_large")
 
 
 async def _form(request: Any, limit: int) -> Any:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ApiError(400, "the body must be multipart/form-data (file, model, ...)")
     try:
         return await request.form(max_files=1, max_fields=64, max_part_size=1 << 20)
     except Exception as exc:  # malformed multipart, too many parts
@@ -360,8 +393,10 @@ def _parse_fields(form: Any, settings: ServerSettings) -> dict[str, Any]:
     language = _field(form, "language") or settings.default_language
     from voxadapt.manifest import language_problem
 
-    if language_problem(language):
-        raise ApiError(400, language_problem(language), param="language")
+    if language_problem(language[:40]) or len(language) > 40:
+        raise ApiError(
+            400, language_problem(language[:40]) or "language is too long", param="language"
+        )
     weight = _field(form, "bias_weight")
     try:
         bias_weight = settings.options.bias_weight if weight is None else float(weight)
@@ -399,7 +434,10 @@ def _engine(state: ServerState) -> BatchingEngine:
 
 async def _save_upload(upload: Any, folder: Path, limit: int) -> Path:
     """The upload in a private file (0600 in a 0700 folder), at most `limit` bytes."""
-    fd, name = tempfile.mkstemp(dir=folder, suffix=Path(upload.filename or "").suffix[:16])
+    # only a plain extension of the client's name is kept (soundfile looks at it)
+    suffix = Path(upload.filename or "").suffix
+    suffix = suffix if _SAFE_SUFFIX.fullmatch(suffix) else ""
+    fd, name = tempfile.mkstemp(dir=folder, suffix=suffix)
     path, size = Path(name), 0
     try:
         with os.fdopen(fd, "wb") as handle:

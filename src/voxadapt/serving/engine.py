@@ -82,7 +82,9 @@ class BatchingEngine:
     ) -> None:
         # Every item carries its request's language ("manifest" reads it per item), so
         # requests in different languages still share a batch.
-        self.options = replace(options, language="manifest", batch_size=max_batch)
+        # Features are computed in this process (num_workers=0): forking DataLoader workers
+        # from a threaded server can deadlock a child on a lock another thread held.
+        self.options = replace(options, language="manifest", batch_size=max_batch, num_workers=0)
         self.transcriber = transcriber
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000

@@ -7,21 +7,19 @@ import json
 import logging
 import math
 import os
-import random
 import shutil
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import regex
 
 from voxadapt.audio import AudioError, AudioInfo, probe_many
 from voxadapt.config import Config, option, save_config
-from voxadapt.errors import ConfigError, NothingKeptError, SourceError
+from voxadapt.errors import NothingKeptError, SourceError
 from voxadapt.manifest import (
     Utterance,
     atomic_write,
@@ -31,6 +29,14 @@ from voxadapt.manifest import (
 )
 from voxadapt.outputs import OutputClaim, claim_outputs
 from voxadapt.sources import FORMATS, PARSERS, SourceItem, SourceRejection
+from voxadapt.splits import (
+    SPLIT_BY,
+    SPLITS,
+    source_splits,
+    speaker_from_path,
+    speaker_rule_problems,
+    split_utterances,
+)
 from voxadapt.text import (
     TEXT_MODES,
     TextOptions,
@@ -41,28 +47,13 @@ from voxadapt.text import (
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
-SPLIT_BY = ("speaker", "utterance")
 METADATA_BREAKDOWNS = ("role", "gender", "age", "region", "language")
 # Longer raw transcripts are rejected before normalization (25 s of speech is ~300
 # characters; markup may double that): a 100k-character label is a broken file, not speech.
 MAX_RAW_TEXT_CHARS = 5000
 # A segment may end this far past its recording (rounded times); it is clamped to the end.
 MAX_SEGMENT_OVERSHOOT_S = 0.5
-# A user pattern gets this long per path (the `regex` module enforces it; `re` cannot).
-REGEX_TIMEOUT_S = 1.0
 EMIT_FORMATS = ("nemo", "lhotse")
-# A dataset's own split names (their first word) and the split each becomes.
-SOURCE_SPLIT_NAMES = {
-    "train": "train",
-    "training": "train",
-    "validation": "valid",
-    "valid": "valid",
-    "val": "valid",
-    "dev": "valid",
-    "test": "test",
-    "eval": "test",
-}
 # What a run may write in --out: per split, and the report of the run.
 SPLIT_OUTPUT_SUFFIXES = (
     ".jsonl",
@@ -217,7 +208,7 @@ class PrepareConfig(Config):
         problem = language_problem(self.language)
         if problem:
             found.append(problem)
-        found.extend(_speaker_rule_problems(self.speaker_from))
+        found.extend(speaker_rule_problems(self.speaker_from))
         unknown = sorted(set(self.emit) - set(EMIT_FORMATS))
         if unknown:
             found.append(f"emit: {', '.join(unknown)} not one of {', '.join(EMIT_FORMATS)}")
@@ -254,89 +245,6 @@ def _rejection_record(rejection: SourceRejection) -> dict[str, Any]:
 
 def _reject_item(item: SourceItem, reason: str, detail: str) -> SourceRejection:
     return SourceRejection(item.origin, reason, detail, item.raw_text, item.audio, item.id)
-
-
-def _split_target(size: float | None, total: int) -> int:
-    if not size:
-        return 0
-    return round(size * total) if size < 1 else int(size)
-
-
-def split_utterances(
-    utterances: list[Utterance],
-    *,
-    valid_size: float | None,
-    test_size: float | None,
-    split_by: str = "speaker",
-    seed: int = 0,
-) -> dict[str, list[Utterance]]:
-    """Assign utterances to train/valid/test, keeping each speaker in one split.
-
-    Groups (speakers, or single utterances) are shuffled with `seed`; test, then valid, take
-    groups while that brings them closer to their target size. Utterances without a speaker
-    form groups of one. Output order follows input order.
-    """
-    groups: dict[str, list[int]] = defaultdict(list)
-    for index, utterance in enumerate(utterances):
-        if split_by == "speaker" and utterance.speaker:
-            groups[f"spk:{utterance.speaker}"].append(index)
-        else:
-            groups[f"utt:{index}"].append(index)
-    keys = sorted(groups)
-    random.Random(seed).shuffle(keys)
-    total = len(utterances)
-    assignment: dict[int, str] = {}
-    remaining = keys
-    for split, size in (("test", test_size), ("valid", valid_size)):
-        target, taken, left = _split_target(size, total), 0, []
-        for key in remaining:
-            n = len(groups[key])
-            if target and abs(taken + n - target) < abs(taken - target):
-                taken += n
-                for index in groups[key]:
-                    assignment[index] = split
-            else:
-                left.append(key)
-        remaining = left
-        if size and taken == 0:
-            log.warning("%s split is empty: no speaker group fits a target of %d", split, target)
-    result: dict[str, list[Utterance]] = {split: [] for split in SPLITS}
-    for index, utterance in enumerate(utterances):
-        result[assignment.get(index, "train")].append(utterance)
-    return result
-
-
-def source_split(name: str) -> str | None:
-    """Our split for a dataset's split name ('train', 'validation.clean', 'test-other'...)."""
-    word = regex.match(r"[a-z]+", name.lower())
-    return SOURCE_SPLIT_NAMES.get(word.group()) if word else None
-
-
-def _source_splits(kept: list[Utterance], config: PrepareConfig) -> dict | None:
-    """The splits the source brought (Hugging Face DatasetDict splits, train-*/test-*
-    shards), unless --resplit: a dataset's test rows never land in train.jsonl."""
-    declared = {str(u.metadata["split"]) for u in kept if u.metadata.get("split") is not None}
-    if not declared or config.resplit:
-        return None
-    unknown = sorted(name for name in declared if source_split(name) is None)
-    if unknown or config.valid_size or config.test_size:
-        why = (
-            f"splits {', '.join(unknown)} are not train/validation/test"
-            if unknown
-            else "--valid-size/--test-size would split it anew"
-        )
-        raise ConfigError(
-            f"SOURCE brings its own splits ({', '.join(sorted(declared))}) and {why}: pass "
-            "--resplit to ignore them and split by --valid-size/--test-size"
-        )
-    result: dict[str, list[Utterance]] = {split: [] for split in SPLITS}
-    for utterance in kept:
-        result[source_split(str(utterance.metadata.get("split", "train")))].append(utterance)
-    log.info(
-        "using the source's own splits: %s",
-        ", ".join(f"{split} {len(result[split])}" for split in SPLITS),
-    )
-    return result
 
 
 def _distribution(values: list[float]) -> dict[str, float]:
@@ -412,36 +320,6 @@ def _id_from_path(audio: Path, root: Path, ambiguous_stems: set[str]) -> str:
     except ValueError:
         relative = Path(*audio.parts[-3:])
     return "_".join(relative.with_suffix("").parts)
-
-
-def _speaker_rule_problems(rule: str | None) -> list[str]:
-    if rule is None or rule in ("parent", "grandparent"):
-        return []
-    if not rule.startswith("regex:"):
-        return [f"speaker_from must be parent, grandparent or regex:PATTERN, not {rule!r}"]
-    try:
-        pattern = regex.compile(rule.removeprefix("regex:"))
-    except regex.error as exc:
-        return [f"speaker_from: invalid regular expression ({exc})"]
-    if "speaker" not in pattern.groupindex:
-        return ["speaker_from: the regular expression needs a named group (?P<speaker>...)"]
-    return []
-
-
-def speaker_from_path(audio: Path, rule: str) -> str | None:
-    """The speaker an audio path names under `rule` (parent, grandparent, regex:...)."""
-    if rule == "parent":
-        return audio.parent.name or None
-    if rule == "grandparent":
-        return audio.parent.parent.name or None
-    try:
-        match = regex.search(rule.removeprefix("regex:"), str(audio), timeout=REGEX_TIMEOUT_S)
-    except TimeoutError:
-        raise ConfigError(
-            f"--speaker-from {rule}: matching {audio} took over {REGEX_TIMEOUT_S} s "
-            "(catastrophic backtracking?); simplify the pattern"
-        ) from None
-    return match.group("speaker") if match and match.group("speaker") else None
 
 
 def _assign_speakers(items: list[SourceItem], rule: str | None) -> None:
@@ -767,7 +645,9 @@ def _prepare(config: PrepareConfig, out_dir: Path) -> PrepareResult:
         raise RuntimeError(
             f"lost items: {input_items} in, {len(kept)} kept + {len(rejections)} rejected"
         )
-    splits = _source_splits(kept, config) or split_utterances(
+    sizes_given = bool(config.valid_size or config.test_size)
+    splits = source_splits(kept, resplit=config.resplit, sizes_given=sizes_given)
+    splits = splits or split_utterances(
         kept,
         valid_size=config.valid_size,
         test_size=config.test_size,

@@ -14,6 +14,7 @@ duration and seconds of audio.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import socket
 import threading
@@ -85,7 +86,7 @@ class ServeConfig(ModelChoice):
             if not getattr(self, name) > 0:
                 found.append(f"{name} must be > 0")
         if self.api_key_file is not None and not Path(self.api_key_file).is_file():
-            found.append(f"api_key_file {self.api_key_file} does not exist")
+            found.append(f"api_key_file {self.api_key_file} is not a file")
         return found
 
 
@@ -100,8 +101,8 @@ class ServeResult:
 def _require_extra() -> None:
     try:
         import fastapi  # noqa: F401
-        import multipart  # noqa: F401
         import prometheus_client  # noqa: F401
+        import python_multipart  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise ConfigError(f"voxadapt serve needs the serve extra ({exc.name}): {INSTALL}") from None
@@ -162,8 +163,8 @@ def serve(config: ServeConfig) -> ServeResult:
     """Run the server until SIGTERM or Ctrl-C; requests in flight finish first."""
     import uvicorn
 
+    _check_port(config.host, config.port)  # before anything loads or is created
     app, served = build_server(config)
-    _check_port(config.host, config.port)
     url = f"http://{config.host}:{config.port}"
     log.info("serving %s at %s (the model loads in the background; GET /health)", served, url)
     server = uvicorn.Server(
@@ -173,7 +174,7 @@ def serve(config: ServeConfig) -> ServeResult:
             port=config.port,
             access_log=False,  # our own access log: no file names, no transcripts
             log_level="warning",
-            timeout_graceful_shutdown=int(config.grace_s) or None,
+            timeout_graceful_shutdown=max(1, math.ceil(config.grace_s)),
             lifespan="on",
         )
     )
