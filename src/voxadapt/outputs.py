@@ -111,12 +111,16 @@ class OutputClaim:
         check_output_dir(self.folder)
         _acquire(self.lock_path, self.stage)
         self._locked = True
-        ledger = read_ledger(self.folder)
-        if self.owns_folder:
-            ledger["owner"] = self.stage
-        for name in self.names:
-            ledger["files"].setdefault(name, self.stage)
-        _write_ledger(self.folder, ledger)
+        try:
+            ledger = read_ledger(self.folder)
+            if self.owns_folder:
+                ledger["owner"] = self.stage
+            for name in self.names:
+                ledger["files"].setdefault(name, self.stage)
+            _write_ledger(self.folder, ledger)
+        except BaseException:  # __exit__ never runs when __enter__ fails: release here
+            self.release()
+            raise
 
     def release(self) -> None:
         if self._locked:
@@ -124,23 +128,6 @@ class OutputClaim:
                 if _lock_owner(self.lock_path).get("pid") == os.getpid():
                     self.lock_path.unlink()
             self._locked = False
-
-    def add(self, names: Iterable[str]) -> None:
-        """Claim more entries of the folder (names known only after reading the inputs);
-        checked like the first ones."""
-        new = [name for name in names if name not in self.names]
-        _check_replaceable(self.folder, new, self.stage)
-        self.names.extend(new)
-        if self._locked:
-            ledger = read_ledger(self.folder)
-            for name in new:
-                ledger["files"].setdefault(name, self.stage)
-            _write_ledger(self.folder, ledger)
-
-    def publish(self, staging: Path, names: Iterable[str]) -> None:
-        """Move `staging/name` to `folder/name` for each of `names` (all claimed)."""
-        for name in names:
-            os.replace(Path(staging) / name, self.path(name))
 
 
 def _lock_owner(path: Path) -> dict[str, Any]:
