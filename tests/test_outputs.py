@@ -169,3 +169,23 @@ def test_phone_recordings_are_listed_not_skipped_in_silence(tmp_path):
         ("c.webm", "unsupported_audio_format"),
     ]
     assert "ffmpeg -i b.m4a b.wav" in errors[0]["detail"]
+
+
+def test_a_second_claim_in_the_same_process_is_refused_too(tmp_path):
+    with claim_outputs("evaluate", tmp_path / "run", names=["metrics.json"]):
+        second = claim_outputs("evaluate", tmp_path / "run", names=["metrics.json"])
+        with pytest.raises(OutputConflict, match=f"pid {os.getpid()}"):
+            second.lock()
+    assert not (tmp_path / "run" / LOCK).exists()
+
+
+def test_txt_refuses_ids_it_cannot_keep_before_any_model_loads(tmp_path):
+    from voxadapt.errors import VoxadaptError
+
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    (folder / "a\tb.wav").write_bytes(CLIPS[0].read_bytes())
+    config = TranscribeConfig(inputs=[folder], out=tmp_path / "out.txt", format="txt")
+    with pytest.raises(VoxadaptError, match="use --format jsonl"):
+        transcribe(config)  # the default hub model is not here: it never got that far
+    assert not (tmp_path / "out.txt").exists()

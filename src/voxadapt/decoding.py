@@ -561,7 +561,6 @@ class ModelChoice(Config):
     device: str | None = option(
         None, help="cpu, cuda, cuda:1 ... (default: cuda if available)", group="model"
     )
-
     force: bool = option(
         False,
         help="use --adapter with a --model other than the base it was trained on",
@@ -579,8 +578,8 @@ class ModelChoice(Config):
             check_base_model(str(self.model), info, force=self.force)
 
     def load_transcriber(self) -> Transcriber:
-        """The model and adapter these options name, ready to decode."""
-        self.check_adapter_base()
+        """The model and adapter these options name, ready to decode (stages call
+        `check_adapter_base` first, before any other work)."""
         return Transcriber.load(
             self.model,
             self.adapter,

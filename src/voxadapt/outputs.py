@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 LEDGER = ".voxadapt.json"  # names this tool wrote in a folder, and the stage that owns it
 LOCK = ".voxadapt.lock"
-_STAGING_PREFIXES = (".", "~")  # temporary names the stages build outputs under
 
 
 class OutputConflict(VoxadaptError):
@@ -68,7 +67,9 @@ def read_ledger(folder: Path) -> dict[str, Any]:
         return {"owner": None, "files": {}}
     if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
         return {"owner": None, "files": {}}
-    return {"owner": data.get("owner"), "files": dict(data["files"])}
+    owner = data.get("owner") if isinstance(data.get("owner"), str) else None
+    files = {k: v for k, v in data["files"].items() if isinstance(v, str)}  # a damaged
+    return {"owner": owner, "files": files}  # ledger vouches for nothing it cannot name
 
 
 def _write_ledger(folder: Path, ledger: dict[str, Any]) -> None:
@@ -159,8 +160,6 @@ def _acquire(path: Path, stage: str) -> None:
         except FileExistsError:
             owner = _lock_owner(path)
             pid, host = owner.get("pid"), owner.get("host")
-            if isinstance(pid, int) and pid == os.getpid() and host == socket.gethostname():
-                return  # this process holds it already (demo composes stages)
             if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
                 log.warning("%s: taking over a stale lock of dead process %d", path.parent, pid)
                 with contextlib.suppress(FileNotFoundError):
@@ -230,12 +229,13 @@ def claim_outputs(
 ) -> OutputClaim:
     """Check and claim the outputs of a stage run, before any work.
 
-    folder: where the outputs go (created if missing); names: the entries of it this run
-    writes; inputs: files (or folders) the run reads, which no output may equal or contain;
-    trees: input folders whose whole content is read, inside which no output may lie;
-    owns_folder: the stage owns everything in `folder` (train, cache, export): it must be
-    new, empty, or written by the same stage; shared_folder: only the named entries are
-    outputs, the folder itself may hold inputs (subtitles beside their recordings).
+    folder: where the outputs go (created when the claim is locked); names: the entries
+    of it this run writes; inputs: files (or folders) the run reads, which no output may
+    equal or contain; trees: input folders whose whole content is read, inside which no
+    output may lie; owns_folder: the stage owns everything in `folder` (train, cache,
+    export): it must be new, empty, or written by the same stage; shared_folder: only the
+    named entries are outputs, the folder itself may hold inputs (subtitles beside their
+    recordings).
     Returns the claim; `with claim:` locks it.
     """
     if str(folder) == "-":

@@ -212,10 +212,16 @@ def read_term_lines(path: Path) -> list[tuple[int, list[str]]]:
         raise ConfigError(f"terms file {path} is unreadable or not UTF-8 ({exc})") from None
     terms = []
     for number, line in lines:
-        spellings = [part.strip() for part in line.split("#", 1)[0].split("|")]
-        if any(spellings):
-            terms.append((number, [s for s in spellings if s]))
+        spellings = term_spellings(line.split("#", 1)[0])
+        if spellings:
+            terms.append((number, spellings))
     return terms
+
+
+def term_spellings(term: str) -> list[str]:
+    """The spellings of one spoken term, `|`-separated (`CT|씨티|시티`), blanks dropped: a
+    terms-file line or one of a request's comma-separated hotwords."""
+    return [part.strip() for part in term.split("|") if part.strip()]
 
 
 def decode_line(data: bytes) -> tuple[str, str]:

@@ -12,8 +12,6 @@ from typing import Any
 from voxadapt.scoring.rates import corpus_metrics
 
 DURATION_BUCKETS = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0)
-# Fields of every utterance that are always grouped on when they vary.
-BREAKDOWN_FIXED_FIELDS = ("language",)
 
 
 def duration_bucket(seconds: float) -> str:

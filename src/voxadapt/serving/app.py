@@ -32,11 +32,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voxadapt.audio import AudioError, probe_audio
-from voxadapt.decoding import AudioItem, DecodeOptions, Transcriber
+from voxadapt.decoding import MAX_BIAS_WEIGHT, AudioItem, DecodeOptions, Transcriber
+from voxadapt.manifest import language_problem
 from voxadapt.serving.engine import BatchingEngine, EngineStopped, Job, QueueFull
 from voxadapt.serving.page import PAGE
 from voxadapt.subtitles import cue_file
-from voxadapt.text import read_term_lines
+from voxadapt.text import read_term_lines, term_spellings
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("voxadapt.access")
@@ -154,8 +155,6 @@ class ServerState:
 
 def build_app(settings: ServerSettings, load: Callable[[], Transcriber], grace_s: float = 30.0):
     """The FastAPI app; `load` builds the Transcriber (called once, in the background)."""
-    from fastapi.responses import JSONResponse, Response
-
     state = ServerState(settings, load)
 
     @contextlib.asynccontextmanager
@@ -294,7 +293,7 @@ def _check_length(request: Any, limit: int) -> None:
         raise ApiError(413, _too_large(limit), code="file_too_large")
 
 
-async def _form(request: Any, limit: int) -> Any:
+async def _form(request: Any) -> Any:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise ApiError(400, "the body must be multipart/form-data (file, model, ...)")
     try:
@@ -313,9 +312,8 @@ def _field(form: Any, name: str, default: str | None = None) -> str | None:
 
 
 async def _transcribe(request: Any, state: ServerState) -> Any:
-
     settings = state.settings
-    form = await _form(request, settings.max_upload_bytes)
+    form = await _form(request)
     request_fields = _parse_fields(form, settings)
     engine = _engine(state)
     upload = form.get("file")
@@ -355,7 +353,8 @@ def _parse_fields(form: Any, settings: ServerSettings) -> dict[str, Any]:
     if model != settings.served_model:
         raise ApiError(
             404,
-            f"the model `{model}` does not exist; this server serves `{settings.served_model}`",
+            f"the model `{model[:80]}` does not exist; this server serves "
+            f"`{settings.served_model}`",
             param="model",
             code="model_not_found",
         )
@@ -391,25 +390,17 @@ def _parse_fields(form: Any, settings: ServerSettings) -> dict[str, Any]:
             400, f"unknown timestamp granularity {unknown[0]!r}", param="timestamp_granularities"
         )
     language = _field(form, "language") or settings.default_language
-    from voxadapt.manifest import language_problem
-
-    if language_problem(language[:40]) or len(language) > 40:
-        raise ApiError(
-            400, language_problem(language[:40]) or "language is too long", param="language"
-        )
+    problem = language_problem(language[:40]) or (len(language) > 40 and "language is too long")
+    if problem:
+        raise ApiError(400, problem, param="language")
     weight = _field(form, "bias_weight")
     try:
         bias_weight = settings.options.bias_weight if weight is None else float(weight)
     except ValueError:
         raise ApiError(400, "bias_weight must be a number", param="bias_weight") from None
-    from voxadapt.decoding import MAX_BIAS_WEIGHT
-
     if not 0 <= bias_weight <= MAX_BIAS_WEIGHT:
         raise ApiError(400, f"bias_weight must be in [0, {MAX_BIAS_WEIGHT:g}]", param="bias_weight")
-    hotwords = [
-        [spelling.strip() for spelling in term.split("|") if spelling.strip()]
-        for term in (_field(form, "hotwords") or "").split(",")
-    ]
+    hotwords = [term_spellings(term) for term in (_field(form, "hotwords") or "").split(",")]
     terms = [*settings.bias_terms, *(t for t in hotwords if t)]
     _field(form, "prompt")  # accepted; Voxtral's transcription request takes no prompt
     return {

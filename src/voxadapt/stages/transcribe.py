@@ -198,14 +198,20 @@ def _text_line(row: dict[str, Any]) -> str:
     """`id<TAB>text`, which `score` reads back exactly (the id may hold spaces); a failed
     input is `id<TAB>[error: reason]`. Line breaks inside a transcript become spaces."""
     ident = str(row["id"])
-    if any(char in ident for char in "\t\n\r"):
-        raise VoxadaptError(
-            f"id {ident!r} holds a tab or line break, which the txt format cannot keep: "
-            "use --format jsonl"
-        )
+    check_txt_ids([ident])
     if row.get("text") is None:
         return f"{ident}\t{FAILED_MARK}{row['error']}]"
     return f"{ident}\t{' '.join(row['text'].split())}"
+
+
+def check_txt_ids(ids: Sequence[str]) -> None:
+    """VoxadaptError for an id the txt format cannot keep (a tab or line break in it)."""
+    for ident in ids:
+        if any(char in ident for char in "\t\n\r"):
+            raise VoxadaptError(
+                f"id {ident!r} holds a tab or line break, which the txt format cannot keep: "
+                "use --format jsonl"
+            )
 
 
 def write_transcripts(rows: list[dict[str, Any]], fmt: str, out: Path | None) -> None:
@@ -251,6 +257,8 @@ def transcribe(config: TranscribeConfig) -> TranscribeResult:
         log.warning("%s: %s (%s)", row["id"], row["error"], row["detail"])
     if not items:
         raise VoxadaptError(f"nothing to transcribe: {len(errors)} inputs failed")
+    if fmt == "txt":  # before any decoding: a format that cannot hold the ids is refused
+        check_txt_ids([str(row["id"]) for row in errors] + [item.id for item in items])
     claim = _claim(config, fmt, items)  # before any decoding: a bad --out must not cost it
     with claim or contextlib.nullcontext():
         rows = _transcribe(config, items, errors)
