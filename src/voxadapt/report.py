@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from voxadapt import units
 from voxadapt.manifest import atomic_write
 
 
@@ -100,13 +101,7 @@ def format_prepare_summary(stats: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------- evaluation report
 
 
-def _pct(value: float | None) -> str:
-    """A rate as a percentage; 'n/a' for an undefined rate (no reference characters)."""
-    return "n/a" if value is None else f"{100 * value:.2f}%"
-
-
-def _points(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:+.2f} points"
+_pct = units.percent  # a rate for people; 'n/a' when undefined (no reference characters)
 
 
 def format_metrics_summary(metrics: dict[str, Any]) -> str:
@@ -143,12 +138,12 @@ def format_metrics_summary(metrics: dict[str, Any]) -> str:
     compare = metrics.get("compare")
     if compare:
         ci, p_value = compare.get("ci"), compare.get("p_value")
-        ci_text = f", 95% CI [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else ""
+        ci_text = f", 95% CI {units.points_interval(ci)}" if ci else ""
         if p_value is not None:
-            ci_text += f", p={p_value:.3f}"
+            ci_text += f", {units.p_value(p_value)}"
         parts.append(
             f"vs --compare: CER {_pct(compare.get('this'))} vs {_pct(compare.get('other'))}, "
-            f"Δ {_points(compare.get('delta'))}{ci_text} "
+            f"Δ {units.points(compare.get('delta'))}{ci_text} "
             f"on {compare.get('utterances', 0)} shared utterances"
         )
     return "\n\n".join(parts)
