@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,18 @@ import soxr
 ASSETS = Path(__file__).parent / "assets"
 SAMPLES = Path(__file__).parents[1] / "src" / "voxadapt" / "samples"  # shipped with the package
 CLIPS = sorted((SAMPLES / "clips").glob("*.wav"))
+
+
+def run_cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
+    """`voxadapt ARGS...` in a fresh interpreter, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "voxadapt.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="session")

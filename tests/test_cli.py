@@ -125,7 +125,7 @@ def test_bad_option_values_are_reported(tmp_path, samples):
         "5",
     )
     assert result.returncode == 1
-    assert "min_duration_s < max_duration_s" in result.stderr
+    assert "need 0 <= --min-duration < --max-duration" in result.stderr  # flags, not fields
     result = run_cli(
         "prepare", "scp", samples / "train.scp", "--out", tmp_path / "o", "--valid-size", "2.5"
     )
@@ -197,7 +197,7 @@ def test_train_cli_reports_bad_options_in_one_line(tmp_path):
         "0",
     )
     assert result.returncode == 1
-    assert "lora_r must be >= 1" in result.stderr and "batch_size must be >= 1" in result.stderr
+    assert "--lora-r must be >= 1" in result.stderr and "--batch-size must be >= 1" in result.stderr
     assert "Traceback" not in result.stderr
     result = run_cli("train", "--model", tmp_path / "nomodel", "--train", tmp_path / "t.jsonl")
     assert result.returncode == 1 and "Traceback" not in result.stderr

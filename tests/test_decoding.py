@@ -14,8 +14,19 @@ from voxadapt.decoding import (
     clean_transcript,
     repetition_loop,
 )
+from voxadapt.errors import ConfigError
 from voxadapt.model import load_for_inference
-from voxadapt.stages.transcribe import TranscribeConfig, collect_inputs, transcribe
+from voxadapt.outputs import OutputConflict, read_ledger
+from voxadapt.scoring.rows import read_hypotheses
+from voxadapt.stages.transcribe import (
+    OUTPUT_FORMATS,
+    TranscribeConfig,
+    collect_inputs,
+    output_formats,
+    plan_outputs,
+    transcribe,
+)
+from voxadapt.subtitles import srt_time, text_width
 
 from conftest import CLIPS, fit_duration, write_wav
 
@@ -189,6 +200,200 @@ def test_transcribe_cli_txt_and_srt(tiny_model, adapters, tmp_path, capsys, clip
     assert code == 0
     srt = (tmp_path / "subs" / f"{clips[0].stem}.srt").read_text()
     assert srt.startswith("1\n00:00:00,000 --> 00:00:0")
+
+
+# ------------------------------------------------------------------ transcribe's outputs
+
+
+def transcribe_clips(tiny_model, inputs, **fields):
+    options = DecodeOptions(num_workers=0, **FIXED)
+    config = TranscribeConfig(
+        inputs=list(inputs), model=str(tiny_model), quantization="none", decode=options, **fields
+    )
+    return transcribe(config)
+
+
+def srt_cue_lines(path):
+    """The text lines of each cue of an SRT file."""
+    blocks = path.read_text("utf-8").rstrip("\n").split("\n\n")
+    return [block.split("\n")[2:] for block in blocks]
+
+
+def test_one_decode_writes_every_format_and_rewrites_its_own(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    result = transcribe_clips(tiny_model, CLIPS[:2], out=out, format="all")
+    stems = [path.stem for path in CLIPS[:2]]
+    per_clip = {f"{stem}{suffix}" for stem in stems for suffix in (".txt", ".srt", ".vtt")}
+    written = per_clip | {"transcripts.jsonl", "transcripts.txt"}
+    assert {p.name for p in out.iterdir()} == written | {".voxadapt.json"}  # no staging left
+    assert read_ledger(out)["files"] == dict.fromkeys(written, "transcribe")
+    rows = [
+        json.loads(line) for line in (out / "transcripts.jsonl").read_text("utf-8").split("\n")[:-1]
+    ]
+    assert rows == result.rows and len(rows) == 2
+    texts = {row["id"]: " ".join(row["text"].split()) for row in rows}
+    assert read_hypotheses(out / "transcripts.txt") == texts  # what `score` reads back
+    for row, stem in zip(rows, stems):
+        assert row["text"].strip()
+        assert (row["text_file"], row["srt"], row["vtt"]) == (
+            f"{stem}.txt",
+            f"{stem}.srt",
+            f"{stem}.vtt",
+        )
+        assert (out / row["text_file"]).read_text("utf-8") == texts[row["id"]] + "\n"
+        # Without --max-line-width/--max-line-count: one cue on one line, as always.
+        end = srt_time(row["duration"])
+        assert (out / row["srt"]).read_text(
+            "utf-8"
+        ) == f"1\n00:00:00,000 --> {end}\n{row['text']}\n"
+        vtt = f"WEBVTT\n\n00:00:00.000 --> {end.replace(',', '.')}\n{row['text']}\n\n"
+        assert (out / row["vtt"]).read_text("utf-8") == vtt
+    vtt_before = {stem: (out / f"{stem}.vtt").read_bytes() for stem in stems}
+
+    again = transcribe_clips(
+        tiny_model, CLIPS[:2], out=out, format="srt, JSONL", max_line_width=3, max_line_count=1
+    )
+    rows = [
+        json.loads(line) for line in (out / "transcripts.jsonl").read_text("utf-8").split("\n")[:-1]
+    ]
+    assert rows == again.rows
+    for row, stem in zip(rows, stems):
+        assert row["srt"] == f"{stem}.srt" and "vtt" not in row and "text_file" not in row
+        cues = srt_cue_lines(out / row["srt"])
+        assert len(cues) > 1 and all(len(lines) == 1 for lines in cues)
+        assert all(text_width(lines[0]) <= 3 for lines in cues)
+        assert "".join(lines[0] for lines in cues).replace(" ", "") == "".join(row["text"].split())
+        assert (out / f"{stem}.vtt").read_bytes() == vtt_before[stem]  # not asked for: kept
+
+
+def test_out_names_the_one_file_for_one_input(tiny_model, tmp_path, capsys):
+    options = ["--model", str(tiny_model), "--quantization", "none", "--workers", "0"]
+    options += ["--max-new-tokens", "8", "--min-new-tokens", "8"]
+    args = ["transcribe", str(CLIPS[0]), *options]
+    # Several inputs and a file's name: one line, before any decoding, nothing written.
+    two = ["transcribe", str(CLIPS[0]), str(CLIPS[1]), *options]
+    assert main([*two, "--out", str(tmp_path / "visit.srt")]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "2 inputs were given: give a folder" in errors[0]
+    assert list(tmp_path.iterdir()) == []
+
+    assert main([*args, "--out", str(tmp_path / "visit.srt")]) == 0  # srt from the suffix
+    [cue] = srt_cue_lines(tmp_path / "visit.srt")
+    assert main([*args, "--out", str(tmp_path / "visit.txt"), "--format", "text"]) == 0
+    assert (tmp_path / "visit.txt").read_text("utf-8") == " ".join(cue) + "\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".voxadapt.json",
+        "visit.srt",
+        "visit.txt",
+    ]
+    capsys.readouterr()
+    assert main([*args, "--format", "text"]) == 0  # standard output: the transcript alone
+    assert capsys.readouterr().out == " ".join(cue) + "\n"
+
+
+ITEMS = [AudioItem("a.wav", "/x/a.wav", 1.0), AudioItem("transcripts.wav", "/x/t.wav", 1.0)]
+
+
+@pytest.mark.parametrize(
+    ("out", "fmt", "n_inputs", "to", "names"),
+    [
+        (None, None, 2, "stdout", []),
+        (None, "text", 2, "stdout", []),
+        ("-", "jsonl", 2, "stdout", []),
+        ("o.jsonl", None, 2, "file", ["o.jsonl"]),
+        ("o.txt", None, 2, "file", ["o.txt"]),  # txt: id<TAB>text for every input
+        ("o", "jsonl", 2, "file", ["o"]),
+        ("x.srt", None, 1, "file", ["x.srt"]),
+        ("x.vtt", "vtt", 1, "file", ["x.vtt"]),
+        ("x.txt", "text", 1, "file", ["x.txt"]),
+        ("subs", "srt", 2, "folder", ["a.srt", "transcripts.srt"]),
+        ("subs", "text", 2, "folder", ["a.txt", "transcripts.txt"]),  # no transcripts.txt file
+        ("subs", "vtt,jsonl,vtt", 2, "folder", ["a.vtt", "transcripts.vtt", "transcripts.jsonl"]),
+        (
+            "subs",
+            "all",
+            2,
+            "folder",
+            [
+                *("a.txt", "transcripts~2.txt", "a.srt", "transcripts~2.srt"),
+                *("a.vtt", "transcripts~2.vtt", "transcripts.jsonl", "transcripts.txt"),
+            ],
+        ),
+    ],
+)
+def test_out_is_a_file_or_a_folder_as_documented(tmp_path, out, fmt, n_inputs, to, names):
+    out = out if out in (None, "-") else tmp_path / out
+    config = TranscribeConfig(inputs=[tmp_path / "a.wav"], out=out, format=fmt)
+    plan = plan_outputs(config, output_formats(config), ITEMS[:n_inputs], n_inputs)
+    assert (plan.to, plan.names) == (to, names)
+
+
+def test_a_file_name_for_several_per_input_files_is_refused(tmp_path):
+    config = TranscribeConfig(inputs=[tmp_path / "a.wav"], out=tmp_path / "x.vtt")
+    with pytest.raises(ConfigError, match=r"x\.vtt names one file.*give a folder"):
+        plan_outputs(config, ["vtt"], ITEMS, 2)
+    (tmp_path / "x.vtt").mkdir()  # an existing folder of that name stays a folder
+    assert plan_outputs(config, ["vtt"], ITEMS, 2).to == "folder"
+
+
+def test_several_formats_never_replace_a_file_voxadapt_did_not_write(tiny_model, tmp_path):
+    visit = tmp_path / "visit.wav"
+    visit.write_bytes(CLIPS[0].read_bytes())
+    notes = tmp_path / "visit.txt"
+    notes.write_text("손으로 쓴 메모", "utf-8")
+    with pytest.raises(OutputConflict, match=r"visit\.txt exists and was not written"):
+        transcribe_clips(tiny_model, [visit], out=tmp_path, format="all")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["visit.txt", "visit.wav"]
+    assert notes.read_text("utf-8") == "손으로 쓴 메모"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--out", "s", "--format", "srt", "--max-line-width", "0"],
+            "--max-line-width must be >= 1",
+        ),
+        (
+            ["--out", "s", "--format", "srt", "--max-line-width", "9", "--max-line-count", "-1"],
+            "--max-line-count must be >= 1",
+        ),
+        (
+            ["--out", "s", "--format", "vtt", "--max-line-count", "2"],
+            "--max-line-count counts the lines --max-line-width makes",
+        ),
+        (["--max-line-width", "20"], "--max-line-width shapes subtitle cues: add srt or vtt"),
+        (
+            ["--out", "o.jsonl", "--max-line-count", "2", "--max-line-width", "4"],
+            "--max-line-width shapes subtitle cues",
+        ),
+        (["--out", "s", "--format", "srt,docx"], "--format: 'docx' is not a format"),
+        (["--out", "s", "--format", " , "], "--format: ' , ' is not a format"),
+        (["--format", "srt,vtt"], "--format srt,vtt writes several files: give --out FOLDER"),
+        (["--format", "vtt"], "give --out FOLDER, or --out FILE.vtt for one input"),
+        (["--out", "x.jsonl", "--format", "all"], "x.jsonl is a file name, but --format"),
+        (["--out", "x.vtt", "--format", "srt"], "give a folder, or a .srt file for one input"),
+    ],
+)
+def test_transcribe_output_options_are_checked_by_their_flags(flags, message, tmp_path, capsys):
+    flags = [str(tmp_path / f) if f in ("s", "o.jsonl", "x.jsonl", "x.vtt") else f for f in flags]
+    assert main(["transcribe", str(CLIPS[0]), *flags]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("voxadapt: error:") and message in line
+    assert "max_line" not in line  # the flag, not the field
+
+
+def test_transcribe_help_lists_every_format(capsys):
+    from voxadapt.cli import build_parser
+
+    parser = build_parser()._subparsers._group_actions[0].choices["transcribe"]
+    [action] = [a for a in parser._actions if "--format" in a.option_strings]
+    for fmt in (*OUTPUT_FORMATS, "all"):
+        assert f"{fmt} (" in action.help or f"{fmt}," in action.help or f"or {fmt}" in action.help
+    assert set(OUTPUT_FORMATS) == {"jsonl", "txt", "text", "srt", "vtt"}
+    with pytest.raises(SystemExit):
+        main(["transcribe", str(CLIPS[0]), "--max-line-width", "wide"])
+    assert "argument --max-line-width: invalid int value" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

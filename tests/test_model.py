@@ -6,8 +6,10 @@ from torch import nn
 from voxadapt.model import (
     AdapterOptions,
     ModelError,
+    attach_adapter,
     attach_projector_adapter,
     check_only_projector_trains,
+    check_trainable_parts,
     load_voxtral,
     parameter_audit,
     quantization_config,
@@ -100,3 +102,101 @@ def test_model_without_projector_is_a_clear_error(tmp_path):
     ).save_pretrained(tmp_path)
     with pytest.raises(ModelError, match="not Voxtral"):
         load_voxtral(tmp_path, quantization="nf4")
+
+
+# ------------------------------------------------- what learns, on the real configurations
+
+
+def mini_3b_config():
+    """Voxtral-Mini-3B-2507: transformers' VoxtralConfig defaults are its configuration."""
+    from transformers import VoxtralConfig
+
+    return VoxtralConfig(audio_token_id=24)
+
+
+def small_24b_config():
+    """Voxtral-Small-24B-2507's config.json: Mistral-Small-24B's LLM behind the same
+    Whisper-large-v3-sized encoder; its projector maps 4 x 1280 -> 5120 -> 5120."""
+    from transformers import VoxtralConfig
+
+    return VoxtralConfig(
+        audio_token_id=24,
+        text_config={
+            "model_type": "llama",
+            "hidden_size": 5120,
+            "intermediate_size": 32768,
+            "num_hidden_layers": 40,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+            "vocab_size": 131072,
+            "max_position_embeddings": 131072,
+            "rms_norm_eps": 1e-5,
+            "rope_theta": 100_000_000.0,
+        },
+    )
+
+
+def lora_parameters(r: int, shapes: list[tuple[int, int]]) -> int:
+    """LoRA on a linear layer of (in, out) features adds A (r x in) and B (out x r)."""
+    return sum(r * (fan_in + fan_out) for fan_in, fan_out in shapes)
+
+
+def expected_trainable(config, parts: tuple[str, ...], mode: str) -> dict[str, int]:
+    """Trainable parameters per audit group, from the configuration's sizes alone."""
+    text, audio = config.text_config, config.audio_config
+    h, ff = text.hidden_size, text.intermediate_size
+    q, kv = text.num_attention_heads * text.head_dim, text.num_key_value_heads * text.head_dim
+    llm_layer = [(h, q), (h, kv), (h, kv), (q, h), (h, ff), (h, ff), (ff, h)]
+    d, encoder_ff = audio.hidden_size, audio.intermediate_size
+    encoder_layer = [(d, d)] * 4 + [(d, encoder_ff), (encoder_ff, d)]
+    # the projector stacks 4 encoder frames: 4 x 1280 = 5120 = the encoder's intermediate size
+    projector = [(4 * d, h), (h, h)]
+    counts = dict.fromkeys(("audio_tower", "projector", "language_model", "lm_head"), 0)
+    if "projector" in parts:
+        full = sum(fan_in * fan_out for fan_in, fan_out in projector)
+        counts["projector"] = lora_parameters(8, projector) if mode == "lora" else full
+    if "llm" in parts:
+        counts["language_model"] = lora_parameters(16, llm_layer * text.num_hidden_layers)
+    if "encoder" in parts:
+        counts["audio_tower"] = lora_parameters(16, encoder_layer * audio.num_hidden_layers)
+    return counts
+
+
+# what `voxadapt train --train-modules ...` trains on the released models (README table)
+REAL_SIZES = {
+    ("mini", ("projector",), "lora"): 114_688,
+    ("mini", ("projector",), "full"): 25_165_824,
+    ("mini", ("projector", "llm"), "lora"): 27_148_288,
+    ("mini", ("projector", "llm", "encoder"), "lora"): 38_944_768,
+    ("mini", ("llm",), "lora"): 27_033_600,
+    ("small", ("projector",), "lora"): 163_840,
+    ("small", ("projector",), "full"): 52_428_800,
+    ("small", ("projector", "llm"), "lora"): 92_569_600,
+    ("small", ("projector", "llm", "encoder"), "lora"): 104_366_080,
+    ("small", ("llm",), "lora"): 92_405_760,
+}
+
+
+@pytest.mark.parametrize(("size", "parts", "mode"), list(REAL_SIZES))
+def test_what_learns_on_the_real_mini_and_small(size, parts, mode):
+    """The audit of each choice on Voxtral-Mini-3B's and Voxtral-Small-24B's configurations,
+    built on the meta device (no weights): trainable parameters per part equal the counts
+    computed from the configuration's sizes, and nothing else trains."""
+    from transformers import VoxtralForConditionalGeneration
+
+    config = mini_3b_config() if size == "mini" else small_24b_config()
+    with torch.device("meta"):
+        model = VoxtralForConditionalGeneration(config)
+        model = attach_adapter(model, AdapterOptions(mode, train_modules=parts))
+    expected = expected_trainable(config, parts, mode)
+    rows = _by_group(parameter_audit(model))
+    assert {group: row.trainable for group, row in rows.items()} == expected
+    assert (
+        check_trainable_parts(model, parts)
+        == sum(expected.values())
+        == REAL_SIZES[(size, parts, mode)]
+    )
+    billions = (rows["language_model"].total + rows["lm_head"].total) / 1e9
+    assert 3.0 < billions < 3.7 if size == "mini" else 23 < billions < 24.5
+    assert 630e6 < rows["audio_tower"].total < 640e6  # Whisper-large-v3's encoder

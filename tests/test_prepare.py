@@ -11,7 +11,7 @@ from voxadapt.errors import ConfigError, NothingKeptError, SourceError
 from voxadapt.manifest import Utterance, read_manifest
 from voxadapt.stages.prepare import PrepareConfig, prepare, split_utterances
 
-from conftest import fit_duration, write_wav
+from conftest import fit_duration, run_cli, write_wav
 
 
 @pytest.fixture
@@ -299,3 +299,122 @@ def test_speakers_from_paths_keep_splits_speaker_disjoint(messy_scp, tmp_path, r
 def test_bad_speaker_rules_are_refused(tmp_path, rule, message):
     with pytest.raises(ConfigError, match=message):
         PrepareConfig(tmp_path, "scp", tmp_path / "o", speaker_from=rule)
+
+
+# ------------------------------------------------- seams: data loss, stratified splits, emits
+
+
+def _role_corpus(tmp_path, speech, roles=(("의사", 10), ("간호사", 6), ("환자", 4))):
+    """A JSONL source: speakers with 2 clips each and a role field (의사 10, 간호사 6, 환자 4
+    speakers)."""
+    samples, rate = speech
+    lines = []
+    for role, speakers in roles:
+        for speaker in range(speakers):
+            for utt in range(2):
+                path = write_wav(
+                    tmp_path / "a" / f"{role}{speaker}" / f"{utt}.wav",
+                    fit_duration(samples, rate, 3.2),
+                    rate,
+                )
+                record = {"audio": str(path), "text": "열이 나요", "speaker": f"{role}{speaker}"}
+                lines.append(json.dumps({**record, "role": role}, ensure_ascii=False))
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines), encoding="utf-8")
+    return source
+
+
+def test_stratified_split_keeps_every_role_in_every_split(tmp_path, speech):
+    source = _role_corpus(tmp_path, speech)
+    result = prepare(
+        PrepareConfig(
+            source, "jsonl", tmp_path / "out", valid_size=0.2, test_size=0.2, stratify="role"
+        )
+    )
+    splits = {name: read_manifest(path) for name, path in result.manifests.items()}
+    for name in ("valid", "test"):
+        roles = Counter(u.metadata["role"] for u in splits[name])
+        # 20% of each role's clips, in whole speakers of 2 clips: 의사 4, 간호사 2 or 3, 환자 2
+        assert roles["의사"] == 4 and roles["환자"] == 2 and roles["간호사"] in (2, 4)
+    speakers = {name: {u.speaker for u in items} for name, items in splits.items()}
+    assert not speakers["train"] & (speakers["valid"] | speakers["test"])
+    counts = result.stats["splits"]["test"]["by_role"]
+    assert counts == dict(sorted(Counter(u.metadata["role"] for u in splits["test"]).items()))
+    with pytest.raises(ConfigError, match="--stratify ward: no kept utterance has that field"):
+        prepare(PrepareConfig(source, "jsonl", tmp_path / "o2", test_size=0.2, stratify="ward"))
+
+
+def test_split_table_shows_the_stratified_field(tmp_path, speech):
+    source = _role_corpus(tmp_path, speech)
+    result = run_cli(
+        "prepare", "jsonl", source, "--out", tmp_path / "out", "--test-size", "0.2",
+        "--stratify", "role", "--emit", "nemo",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    table = result.stdout[result.stdout.index("split by role") :].splitlines()
+    assert table[0].split() == ["split", "by", "role", "간호사", "의사", "환자"]
+    assert table[2].split()[0] == "train" and table[3].split() == ["test", "2", "4", "2"]
+    assert f"emitted:   {tmp_path / 'out' / 'train.nemo.json'}" in result.stdout
+
+
+def test_emitted_files_are_in_the_result(messy_scp, tmp_path):
+    result = prepare(
+        PrepareConfig(messy_scp, "scp", tmp_path / "out", test_size=0.2, emit=["nemo", "lhotse"])
+    )
+    names = sorted(path.name for path in result.emitted)
+    assert names == sorted(
+        [f"{split}.nemo.json" for split in ("train", "test")]
+        + [f"{s}.lhotse_{k}.jsonl.gz" for s in ("train", "test") for k in ("recordings", "supervisions")]
+    )  # fmt: skip
+    assert all(path.is_file() for path in result.emitted)
+
+
+def test_high_rejected_share_warns_and_max_rejected_fails(messy_scp, tmp_path, caplog):
+    # 36 good clips of 49 items: 13 rejected (26.53%)
+    with caplog.at_level("WARNING"):
+        result = prepare(PrepareConfig(messy_scp, "scp", tmp_path / "out"))
+    warning = next(r.getMessage() for r in caplog.records if "were rejected" in r.getMessage())
+    assert "13 of 49 input items (26.53%) were rejected" in warning
+    assert "--max-rejected" in warning and "3-25 s" in warning
+    before = {p.name: p.read_bytes() for p in result.out_dir.iterdir() if p.is_file()}
+    with pytest.raises(NothingKeptError, match=r"13 of 49 .*--max-rejected 0.2\)"):
+        prepare(PrepareConfig(messy_scp, "scp", tmp_path / "out", max_rejected=0.2))
+    after = {p.name: p.read_bytes() for p in result.out_dir.iterdir() if p.is_file()}
+    assert after == before  # the earlier run stays; the report of this one is in failed-run/
+    assert len(read_rejected(result.out_dir / "failed-run" / "rejected.jsonl")) == 13
+    assert not (result.out_dir / "failed-run" / "train.jsonl").exists()
+    # at or under the bound: a normal run
+    prepare(PrepareConfig(messy_scp, "scp", tmp_path / "ok", max_rejected=0.3))
+    result = run_cli("prepare", "scp", messy_scp, "--out", tmp_path / "c", "--max-rejected", "2")
+    assert result.returncode == 1 and "--max-rejected must be a fraction in [0, 1]" in result.stderr
+
+
+def test_every_utterance_its_own_speaker_warns_only_when_splitting(tmp_path, speech, caplog):
+    samples, rate = speech
+    lines = [
+        json.dumps({"audio": str(write_wav(tmp_path / f"{i}.wav", samples, rate)), "text": "네"})
+        for i in range(4)
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines), encoding="utf-8")
+    config = {"min_duration_s": 0.1}
+    with caplog.at_level("WARNING"):
+        prepare(PrepareConfig(source, "jsonl", tmp_path / "a", **config))
+    assert "its own speaker" not in caplog.text
+    with caplog.at_level("WARNING"):
+        prepare(PrepareConfig(source, "jsonl", tmp_path / "b", test_size=0.25, **config))
+    assert "its own speaker" in caplog.text
+
+
+def test_saved_config_is_enough_to_run_again(messy_scp, tmp_path):
+    first = run_cli("prepare", "scp", messy_scp, "--out", tmp_path / "a", "--test-size", "0.2")
+    assert first.returncode == 0, first.stderr
+    saved = tmp_path / "a" / "prepare_config.yaml"
+    again = run_cli("prepare", "--config", saved, "--out", tmp_path / "b")  # no FORMAT SOURCE
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "b" / "test.jsonl").read_text() == (
+        tmp_path / "a" / "test.jsonl"
+    ).read_text()
+    missing = run_cli("prepare", "--out", tmp_path / "c")
+    assert missing.returncode == 1
+    assert "FORMAT is required (or `source_format:` in --config)" in missing.stderr

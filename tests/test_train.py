@@ -1,5 +1,7 @@
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -53,10 +55,23 @@ def losses(history):
 
 
 @pytest.mark.slow
-def test_lora_training_from_cache_selects_best_cer(tiny_model, sample_manifest, tmp_path):
+def test_lora_training_from_cache_selects_best_cer(
+    tiny_model, sample_manifest, tmp_path, monkeypatch, caplog
+):
     cache = tmp_path / "cache"
     build_cache(CacheConfig([sample_manifest], str(tiny_model), cache, jobs=1))
+    monkeypatch.setattr("voxadapt.progress.on_terminal", lambda: False)  # as under SLURM
+    monkeypatch.setenv("VOXADAPT_PROGRESS_INTERVAL_S", "0")
+    caplog.set_level(logging.INFO, logger="voxadapt")
     result = train(config(tiny_model, sample_manifest, tmp_path / "run", cache=cache))
+    messages = [record.getMessage() for record in caplog.records]
+    batch = "world size 1, global batch size 4 = 4 per device x 1 accumulation x 1; 6 "
+    assert any(m.startswith(batch) for m in messages)
+    # a log file's progress line holds what log.jsonl holds, with the ETA; rates in percent
+    step_3 = next(m for m in messages if m.startswith("train: 3/6 step (50%), "))
+    assert re.search(r"step/s, ETA \d\d:\d\d, loss \d+\.\d{4}, lr 1\.00e-02, grad_norm", step_3)
+    assert step_3.endswith(" samples/s")
+    assert any(re.match(r"step 3: eval CER \d+\.\d\d%, WER \d+\.\d\d%", m) for m in messages)
     history = result.state.log_history
     loss = losses(history)
     assert len(loss) == 6 and loss[-1] < loss[0] - 0.02

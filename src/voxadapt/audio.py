@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
-from tqdm.auto import tqdm
+
+from voxadapt.progress import progress
 
 # Integer PCM cannot hold NaN/inf and its length is exact from the header, so a header
 # probe suffices. Float subtypes may hold NaN/inf; compressed formats (MP3, OGG) only
@@ -139,18 +140,18 @@ def probe_many(
     jobs = jobs or os.cpu_count() or 1
     paths = list(paths)
     results: list[AudioInfo | AudioError] = []
-    with tqdm(total=len(paths), desc="probe audio", unit="file", disable=None) as progress:
+    with progress(len(paths), "probe audio", "file") as bar:
         if jobs == 1 or len(paths) < 64:
             for path in paths:
                 results.extend(_probe_chunk([path], full_decode))
-                progress.update()
+                bar.update()
             return results
         chunk = max(16, min(512, len(paths) // (jobs * 8)))
         chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             for part in pool.map(_probe_chunk, chunks, [full_decode] * len(chunks)):
                 results.extend(part)
-                progress.update(len(part))
+                bar.update(len(part))
     return results
 
 

@@ -20,17 +20,6 @@ from voxadapt.errors import StageInterrupted, VoxadaptError
 log = logging.getLogger("voxadapt")
 
 MAIN_EPILOG = """\
-stages:
-  demo        the whole pipeline on a tiny random Voxtral, offline, on CPU (< 1 min)
-  prepare     SCP / AI-Hub tree / Kaldi dir / JSONL -> train/valid/test manifests
-  cache       exact, compact log-mel features for a manifest (sharded, resumable)
-  train       projector-only QLoRA (or full projector) with CER-selected checkpoints
-  transcribe  batched transcription of files, folders or manifests (JSONL / text / SRT)
-  evaluate    transcribe a manifest and score it: CER/WER/sWER, CIs, term recall, report.html
-  score       score any system's hypotheses against a manifest (no model)
-  export      merge the adapter: transformers checkpoint, or Mistral format for vLLM
-  serve       an OpenAI-compatible transcription API (+ a page to try it) for one machine
-
 examples:
   voxadapt demo --out runs/demo
   voxadapt prepare aihub /data/208 --out data/ko-med --valid-size 0.05 --test-size 0.05
@@ -61,11 +50,25 @@ pass). The LLM quantization defaults to what the adapter was trained with. Each 
 record flags repetition loops and transcripts cut by the max-new-tokens cap; a leaked
 `lang:xx` prefix is removed. Unreadable inputs are reported per file; the rest still run.
 
+formats (--format, several separated by commas, or all; one decode writes them all):
+  jsonl  one file: a JSON record per input, every field and flag
+  txt    one file: id<TAB>text lines (what `voxadapt score` reads back)
+  text   one file per input: the transcript alone, a line per segment (whisper's txt)
+  srt    one file per input: SubRip subtitles, a cue per segment with real times
+  vtt    one file per input: WebVTT subtitles, the same cues
+--out: jsonl or txt alone -> that file; text/srt/vtt alone -> a folder of <clip>.txt/.srt/.vtt,
+or exactly FILE.txt/.srt/.vtt for one input; several formats -> a folder with
+transcripts.jsonl, transcripts.txt and the per-input files. No --out: standard output
+(id<TAB>text lines; --format text: the transcripts alone). Nothing voxadapt did not write is
+replaced, and the files of a run appear together at its end.
+
 examples:
-  voxadapt transcribe call.wav --adapter runs/voxadapt/adapter
+  voxadapt transcribe call.wav --adapter runs/voxadapt/adapter            # path<TAB>text
+  voxadapt transcribe call.wav --adapter runs/voxadapt/adapter --format text
   voxadapt transcribe recordings/ --adapter runs/voxadapt/adapter --out out.jsonl --batch-size 32
   voxadapt transcribe data/ko-med/test.jsonl --out subs/ --format srt
-  voxadapt transcribe consult.wav --out subs/ --format vtt \\
+  voxadapt transcribe consult.wav --out consult.srt --max-line-width 20 --max-line-count 2
+  voxadapt transcribe consult.wav --out subs/ --format all \\
       --bias-terms configs/ko-medical-terms.txt --bias-weight 2
   voxadapt transcribe clip.flac --model mistralai/Voxtral-Mini-3B-2507 --language auto
 """
@@ -179,10 +182,25 @@ class Command:
 
 
 def _prepare_summary(result: Any) -> int:
-    from voxadapt.report import format_prepare_summary
+    from voxadapt.report import format_prepare_summary, format_table
+    from voxadapt.units import percent
 
-    print(format_prepare_summary(result.stats))
+    stats = result.stats
+    print(format_prepare_summary(stats))
+    field = next((key for key in stats["splits"]["train"] if key.startswith("by_")), None)
+    if field:  # --stratify: that field's counts per split
+        values = sorted({value for split in stats["splits"].values() for value in split[field]})
+        rows = [
+            (split, *(str(counts[field].get(value, 0)) for value in values))
+            for split, counts in stats["splits"].items()
+        ]
+        print("\n" + format_table(rows, (f"split by {field[3:]}", *values)))
+    if stats["rejected"]:
+        share = stats["rejected"] / stats["input_items"]
+        print(f"\nrejected {stats['rejected']} of {stats['input_items']} ({percent(share)})")
     print(f"\nmanifests: {', '.join(str(p) for p in result.manifests.values())}")
+    if result.emitted:
+        print(f"emitted:   {', '.join(str(p) for p in result.emitted)}")
     print(f"rejected:  {result.rejected_path}")
     print(f"stats:     {result.stats_path}  plot: {result.plot_path}")
     return 0
@@ -291,8 +309,9 @@ COMMANDS = (
         "run the whole pipeline on a tiny random Voxtral (offline, CPU)",
         "Build a tiny random Voxtral, prepare the bundled Korean sample clips, cache features, "
         "train the projector for a few dozen steps and evaluate. It proves the pipeline works "
-        "on this machine; a random model does not transcribe. Real results need --model "
-        "mistralai/Voxtral-Mini-3B-2507 on a GPU.",
+        "on this machine; a random model does not transcribe. Real results: run the stages "
+        "(prepare, cache, train, evaluate) with mistralai/Voxtral-Mini-3B-2507 on a GPU, as "
+        "in the README's tour.",
         "example:\n  voxadapt demo --out runs/demo",
         _demo_summary,
     ),
@@ -428,8 +447,24 @@ def build_parser() -> argparse.ArgumentParser:
             "override it (nested sections such as decode: as in configs/)",
         )
         add_config_arguments(sub, _config_class(command))
-        sub.set_defaults(command=command)
+        sub.set_defaults(command=command, subparser=sub)
     return parser
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse; an unknown option is reported with the subcommand's usage and the closest
+    option it has (`voxadapt train --lerning-rate` names train's usage and `--lr`...)."""
+    import difflib
+
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        target = getattr(args, "subparser", parser)
+        options = [flag for action in target._actions for flag in action.option_strings]
+        unknown = next((extra for extra in extras if extra.startswith("-")), extras[0])
+        close = difflib.get_close_matches(unknown.split("=", 1)[0], options, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        target.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+    return args
 
 
 def _run(command: Command, args: argparse.Namespace) -> int:
@@ -479,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if not hasattr(args, "command"):
         parser.print_help()
         return 2
@@ -489,11 +524,18 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    # Warnings go through logging too, so that they, like log records, are written above a
+    # progress bar (tqdm.write) instead of into it.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.WARNING)
     _quiet_libraries(args.verbose)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # docker stop = Ctrl-C
     try:
-        return _run(args.command, args)
+        with logging_redirect_tqdm():
+            return _run(args.command, args)
     except StageInterrupted as exc:  # train saved a checkpoint: say where, exit as Ctrl-C
         print(f"voxadapt: {exc}", file=sys.stderr)
         return 130
@@ -507,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"voxadapt: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
+    finally:
+        logging.captureWarnings(False)
 
 
 if __name__ == "__main__":

@@ -209,7 +209,12 @@ def _construct(cls: type[T], values: dict[str, Any], prefix: str = "") -> tuple[
     for name, item in fields.items():
         if name not in values:
             if item.default is _MISSING and item.default_factory is _MISSING:
-                problems.append(f"{prefix + name} is required ({_flag_of(item)})")
+                shown = prefix + name  # a flag by the time the user reads it (_name_flags)
+                if item.metadata.get("positional"):
+                    metavar = item.metadata.get("metavar") or name.upper()
+                    problems.append(f"{metavar} is required (or `{name}:` in --config)")
+                    continue
+                problems.append(f"{shown} is required")
             continue
         value, annotation = values[name], hints[name]
         if dataclasses.is_dataclass(annotation):
@@ -260,8 +265,46 @@ def build_config(cls: type[T], yaml_path: Path | None = None, **overrides: Any) 
     config, problems = _construct(cls, values)
     if problems or config is None:
         source = f" in {yaml_path}" if yaml_path else ""
+        problems = [_name_flags(problem, cls, keys=yaml_path is not None) for problem in problems]
         raise ConfigError(f"invalid configuration{source}: " + "; ".join(problems), problems)
     return config
+
+
+def flag_names(cls: type, prefix: str = "", flag_prefix: str = "") -> dict[str, str]:
+    """Every option's key (`decode.batch_size`) -> its command-line flag (`--eval-batch-size`)."""
+    names: dict[str, str] = {}
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        if not item.metadata.get("cli", True) or item.metadata.get("positional"):
+            continue
+        if dataclasses.is_dataclass(hints[item.name]):
+            section_prefix = item.metadata.get("flag_prefix") or ""
+            names |= flag_names(hints[item.name], f"{prefix}{item.name}.", section_prefix)
+            continue
+        flag = _flag_of(item)
+        if flag_prefix and not item.metadata.get("shared"):
+            flag = f"--{flag_prefix}{flag.removeprefix('--')}"
+        names[prefix + item.name] = flag
+    return names
+
+
+def _name_flags(problem: str, cls: type, *, keys: bool) -> str:
+    """A problem as the user typed it: internal field names (`min_duration_s`) become flags
+    (`--min-duration`), or `key (--flag)` when the values came from a YAML file. Only names
+    that cannot be ordinary words are replaced: dotted or snake_case ones, or one that opens
+    the message (`lr must be >= 0`)."""
+    import re
+
+    names = flag_names(cls)
+    for key in sorted(names, key=len, reverse=True):
+        if "_" not in key and "." not in key and not problem.startswith(key + " "):
+            continue
+        shown = f"{key} ({names[key]})" if keys else names[key]
+        pattern = rf"(?<![\w.\-']){re.escape(key)}(?![\w'])"  # a 'quoted' key is a YAML key
+        if "_" not in key and "." not in key:
+            pattern = rf"^{re.escape(key)}(?= )"
+        problem = re.sub(pattern, lambda _, shown=shown: shown, problem)
+    return problem
 
 
 def to_jsonable(config: Any) -> dict[str, Any]:
@@ -303,19 +346,45 @@ def _default_text(item: dataclasses.Field) -> str:
     return f" (default: {default})"
 
 
+def _renamed_flags(help_text: str, renames: dict[str, str]) -> str:
+    """Help text that names a section's flags by their prefixed names (train's decode
+    section: `--bias-weight` is `--eval-bias-weight`, `--no-vad` is `--no-eval-vad`)."""
+    import re
+
+    def rename(match: re.Match) -> str:
+        negated, flag = match.group(1) or "", "--" + match.group(2)
+        if flag not in renames:
+            return match.group(0)
+        renamed = renames[flag]
+        return "--no-" + renamed.removeprefix("--") if negated else renamed
+
+    return re.sub(r"--(no-)?([a-z][a-z0-9-]*)", rename, help_text)
+
+
 def add_config_arguments(
-    parser: argparse.ArgumentParser, cls: type, *, prefix: str = "", flag_prefix: str = ""
+    parser: argparse.ArgumentParser,
+    cls: type,
+    *,
+    prefix: str = "",
+    flag_prefix: str = "",
+    groups: dict[str, Any] | None = None,
 ) -> None:
     """Add one argument per field of `cls` (nested sections included) to `parser`.
 
     Flags default to None, meaning "not given", so values from --config YAML stay unless a
-    flag overrides them; required options say so in their help.
+    flag overrides them; required options say so in their help. Argument groups are shared
+    with nested sections (one "augmentation:" group, not two).
     """
     hints = typing.get_type_hints(cls)
     fields = [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
     # positionals in their declared CLI order (`prepare FORMAT SOURCE`), then the options
     fields.sort(key=lambda f: (not f.metadata.get("positional"), f.metadata.get("position") or 0))
-    groups: dict[str, Any] = {}
+    groups = {} if groups is None else groups
+    renames = {
+        _flag_of(item): f"--{flag_prefix}{_flag_of(item).removeprefix('--')}"
+        for item in fields
+        if flag_prefix and not item.metadata.get("shared")
+    }
     for item in fields:
         annotation = hints[item.name]
         if dataclasses.is_dataclass(annotation):
@@ -324,6 +393,7 @@ def add_config_arguments(
                 annotation,
                 prefix=f"{prefix}{item.name}.",
                 flag_prefix=item.metadata.get("flag_prefix") or "",
+                groups=groups,
             )
             continue
         group_name = item.metadata.get("group")
@@ -332,7 +402,7 @@ def add_config_arguments(
             target = groups.get(group_name) or parser.add_argument_group(group_name)
             groups[group_name] = target
         kind, many = _argument_type(annotation)
-        help_text = item.metadata["help"] + _default_text(item)
+        help_text = _renamed_flags(item.metadata["help"], renames) + _default_text(item)
         required = item.default is _MISSING and item.default_factory is _MISSING
         if required and not item.metadata.get("positional"):
             help_text += " (required)"
@@ -345,8 +415,10 @@ def add_config_arguments(
             if item.metadata.get("choices"):
                 kwargs["help"] += f": {', '.join(item.metadata['choices'])}"
             kwargs["type"] = kind
-            if many:
-                kwargs["nargs"] = "+"
+            # optional for argparse: `--config` may give it (prepare_config.yaml passed back);
+            # build_config says when it is missing from both
+            kwargs["nargs"] = "*" if many else "?"
+            kwargs["default"] = None
             target.add_argument(prefix + item.name, **kwargs)
             continue
         flag = _flag_of(item)
@@ -364,7 +436,7 @@ def add_config_arguments(
 def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The values of `cls`'s options given on the command line (dotted keys for sections)."""
     names = _option_names(cls)
-    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None and v != []}
 
 
 def _option_names(cls: type, prefix: str = "") -> set[str]:

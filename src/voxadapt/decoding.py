@@ -47,6 +47,7 @@ from voxadapt.model import (
     read_adapter_info,
     resolve_dtype,
 )
+from voxadapt.progress import progress
 from voxadapt.text import read_term_lines
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,8 @@ class DecodeOptions(Config):
     )
     bias_terms: Path | None = option(
         None,
-        help="terms to favour while decoding, one per line, spellings as CT|씨티 (the "
-        "--terms format); see --bias-weight",
+        help="terms to favour while decoding, one per line, spellings as CT|씨티 (as in "
+        "evaluate --terms); see --bias-weight",
         metavar="FILE",
         group="decoding",
     )
@@ -445,23 +446,30 @@ def plan_batches(items: Sequence[AudioItem], spec: FeatureSpec, batch_size: int)
 
 
 class AudioProgress:
-    """A progress bar in seconds of audio that also counts generated tokens, so a long clip
-    shows movement while it decodes instead of sitting at 0/1."""
+    """Progress in seconds of audio (`voxadapt.progress`: a bar on a terminal, periodic log
+    lines otherwise) that also counts generation steps, so a batch of long clips shows
+    movement while it decodes. `leave=False` for a bar nested in another (training's
+    evaluation); `enabled=False` says nothing (ranks other than 0)."""
 
-    def __init__(self, items: Sequence[AudioItem], desc: str) -> None:
-        from tqdm.auto import tqdm
-
-        total = round(sum(item.duration for item in items), 1)
-        self.bar = tqdm(total=total, desc=desc, unit="s audio", disable=None)
+    def __init__(
+        self,
+        items: Sequence[AudioItem],
+        desc: str,
+        *,
+        leave: bool = True,
+        enabled: bool = True,
+    ) -> None:
+        total = sum(item.duration for item in items)
+        self.bar = progress(total, desc, "s audio", decimals=1, leave=leave, enabled=enabled)
         self.tokens = 0
 
     def token(self) -> None:
         self.tokens += 1
-        self.bar.set_postfix_str(f"{self.tokens} token steps", refresh=False)
-        self.bar.update(0)  # redraws at most every mininterval
+        self.bar.note(f"{self.tokens} token steps")
+        self.bar.update(0)
 
     def done(self, items: Sequence[AudioItem]) -> None:
-        self.bar.update(round(sum(item.duration for item in items), 1))
+        self.bar.update(sum(item.duration for item in items))
 
     def __enter__(self) -> AudioProgress:
         return self

@@ -1,12 +1,14 @@
-"""Load Voxtral (quantized LLM only), attach the projector adapter, audit what trains."""
+"""Load Voxtral (quantized LLM only), attach the adapter of the parts that learn, audit
+what trains."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,16 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 PROJECTOR_MODES = ("lora", "full")
 PROJECTOR_NAME = "multi_modal_projector"
 AUDIO_TOWER_NAME = "audio_tower"
+LANGUAGE_MODEL_NAME = "language_model"
+# The parts `train --train-modules` may choose, in the order they are always listed.
+TRAIN_PARTS = ("projector", "llm", "encoder")
+# The parameter audit's group of each part (the LM head is never a part: it stays frozen).
+PART_GROUPS = {"projector": "projector", "llm": "language_model", "encoder": "audio_tower"}
+# LoRA on every attention and MLP projection of the language model, as QLoRA recipes do
+# (Dettmers et al. 2023 found LoRA on all linear layers needed to match full fine-tuning).
+LLM_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# The Whisper-style encoder's attention and MLP projections.
+ENCODER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 DEFAULT_MODEL = "mistralai/Voxtral-Mini-3B-2507"
 # Written by `voxadapt train` beside every adapter: mode, LoRA shape, base model, quantization.
 ADAPTER_INFO = "voxadapt_adapter.json"
@@ -32,28 +44,59 @@ class ModelError(VoxadaptError):
 
 
 @dataclass(frozen=True)
-class AdapterOptions:
-    """How the projector is trained."""
+class PartLora:
+    """LoRA shape of one part beside the projector (the LLM or the audio encoder)."""
 
-    mode: str = "lora"  # "lora": LoRA on the projector linears; "full": all projector weights
-    lora_r: int = 8
+    r: int = 16
+    alpha: int = 32
+    # linear layers inside the part: a leaf name (`q_proj`) or a dotted suffix of the path
+    # inside the part (`mlp.down_proj`); resolved to full module paths under the part
+    targets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AdapterOptions:
+    """What learns: the parts, and how each of them is adapted."""
+
+    mode: str = "lora"  # projector: "lora" on its linears, or "full": all its weights
+    lora_r: int = 8  # the projector's LoRA
     lora_alpha: int = 16
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.05  # every part's LoRA
+    train_modules: tuple[str, ...] = ("projector",)  # a subset of TRAIN_PARTS, in its order
+    llm: PartLora = field(default_factory=lambda: PartLora(targets=LLM_LORA_TARGETS))
+    encoder: PartLora = field(default_factory=lambda: PartLora(targets=ENCODER_LORA_TARGETS))
+
+    @property
+    def uses_peft(self) -> bool:
+        """One PEFT adapter holds every part's LoRA (and a full projector beside LoRA, as a
+        PEFT `modules_to_save`); only a full projector on its own is a plain weights file."""
+        return self.mode == "lora" or self.train_modules != ("projector",)
+
+    def part_lora(self, part: str) -> PartLora:
+        return {"llm": self.llm, "encoder": self.encoder}[part]
 
 
 def module_paths(model: nn.Module) -> dict[str, list[str]]:
-    """Full module paths of the audio tower, the projector and the LM head in this model.
+    """Full module paths of the audio tower, the projector, the language model and the LM
+    head in this model.
 
     Paths differ across transformers versions (`audio_tower` vs `model.audio_tower`), so they
     are read from the model rather than written down.
     """
-    paths: dict[str, list[str]] = {"audio_tower": [], "projector": [], "lm_head": []}
+    paths: dict[str, list[str]] = {
+        "audio_tower": [],
+        "projector": [],
+        "language_model": [],
+        "lm_head": [],
+    }
     for name, _ in model.named_modules():
         leaf = name.rsplit(".", 1)[-1]
         if leaf == AUDIO_TOWER_NAME:
             paths["audio_tower"].append(name)
         elif leaf == PROJECTOR_NAME:
             paths["projector"].append(name)
+        elif leaf == LANGUAGE_MODEL_NAME:
+            paths["language_model"].append(name)
         elif leaf == "lm_head":
             paths["lm_head"].append(name)
     if not paths["projector"]:
@@ -74,6 +117,54 @@ def projector_linear_names(model: nn.Module) -> list[str]:
     ]
     if not names:
         raise ModelError(f"`{PROJECTOR_NAME}` has no linear layers to train")
+    return names
+
+
+def _inside(name: str, roots: Sequence[str]) -> str | None:
+    """The path of `name` inside the first of `roots` that holds it, else None."""
+    for root in roots:
+        if name.startswith(root + "."):
+            return name[len(root) + 1 :]
+    return None
+
+
+def part_roots(model: nn.Module, part: str) -> list[str]:
+    """Full paths of the modules that are `part` (projector, llm or encoder)."""
+    return module_paths(model)[PART_GROUPS[part]]
+
+
+def lora_target_names(model: nn.Module, part: str, targets: Sequence[str]) -> list[str]:
+    """Full paths of the linear layers of `part` (llm or encoder) that `targets` name.
+
+    A target is a leaf name (`q_proj`) or a dotted suffix of the path inside the part
+    (`self_attn.q_proj`). Only layers inside the part are considered, so the encoder's and
+    the LLM's `q_proj`s never catch each other; the LM head is never a target.
+    """
+    paths = module_paths(model)
+    roots = paths[PART_GROUPS[part]]
+    names, matched = [], set()
+    for name, module in model.named_modules():
+        inner = _inside(name, roots)
+        head = name in paths["lm_head"] or _inside(name, paths["lm_head"]) is not None
+        if inner is None or head or not isinstance(module, nn.Linear):
+            continue
+        hits = [t for t in targets if inner == t or inner.endswith("." + t)]
+        if hits:
+            names.append(name)
+            matched.update(hits)
+    unmatched = [t for t in targets if t not in matched]
+    if unmatched:
+        leaves = sorted(
+            {
+                name.rsplit(".", 1)[-1]
+                for name, module in model.named_modules()
+                if isinstance(module, nn.Linear) and _inside(name, roots) is not None
+            }
+        )
+        raise ModelError(
+            f"no linear layer of the {part} is named {', '.join(map(repr, unmatched))} "
+            f"(--{part}-lora-targets); its linear layers are {', '.join(leaves) or 'none'}"
+        )
     return names
 
 
@@ -229,28 +320,59 @@ def freeze_all(model: nn.Module) -> None:
         parameter.requires_grad_(False)
 
 
-def attach_projector_adapter(model: nn.Module, options: AdapterOptions) -> nn.Module:
-    """Make only the projector trainable: LoRA on its linears (by full path), or all of it."""
-    targets = projector_linear_names(model)
-    freeze_all(model)
-    if options.mode == "lora":
-        from peft import LoraConfig, get_peft_model
+def attach_adapter(model: nn.Module, options: AdapterOptions) -> nn.Module:
+    """Make exactly the chosen parts trainable, everything else frozen.
 
-        config = LoraConfig(
-            r=options.lora_r,
-            lora_alpha=options.lora_alpha,
-            lora_dropout=options.lora_dropout,
-            target_modules=targets,
-            bias="none",
-        )
-        return get_peft_model(model, config)
-    if options.mode == "full":
+    One PEFT LoRA adapter holds every part: its targets are full module paths (the
+    projector's linears, and the LLM's and encoder's chosen linears, each resolved inside
+    its part), the projector's rank and alpha are the adapter's defaults, and the other
+    parts' are `rank_pattern`/`alpha_pattern` entries anchored to the part's path. A full
+    projector beside LoRA parts is a PEFT `modules_to_save` (a trained copy saved whole);
+    a full projector on its own keeps the plain weights file of earlier releases.
+    """
+    parts = options.train_modules
+    unknown = [part for part in parts if part not in TRAIN_PARTS]
+    if unknown or not parts:
+        raise ConfigError(f"train_modules must be a non-empty subset of {', '.join(TRAIN_PARTS)}")
+    if options.mode not in PROJECTOR_MODES:
+        raise ConfigError(f"projector mode must be one of {', '.join(PROJECTOR_MODES)}")
+    projector_linears = projector_linear_names(model)
+    freeze_all(model)
+    if not options.uses_peft:  # the full projector alone
         for name, module in model.named_modules():
-            if name in targets:
+            if name in projector_linears:
                 for parameter in module.parameters():
                     parameter.requires_grad_(True)
         return model
-    raise ConfigError(f"projector mode must be one of {', '.join(PROJECTOR_MODES)}")
+    from peft import LoraConfig, get_peft_model
+
+    targets = projector_linears if "projector" in parts and options.mode == "lora" else []
+    patterns: dict[str, PartLora] = {}
+    for part in ("llm", "encoder"):
+        if part in parts:
+            lora = options.part_lora(part)
+            targets = [*targets, *lora_target_names(model, part, lora.targets)]
+            patterns |= {re.escape(root) + r"\..+": lora for root in part_roots(model, part)}
+    extra: dict[str, Any] = {}
+    if patterns:  # absent for the projector alone: its adapter_config.json stays as it was
+        extra["rank_pattern"] = {key: lora.r for key, lora in patterns.items()}
+        extra["alpha_pattern"] = {key: lora.alpha for key, lora in patterns.items()}
+    if "projector" in parts and options.mode == "full":
+        extra["modules_to_save"] = part_roots(model, "projector")
+    config = LoraConfig(
+        r=options.lora_r,
+        lora_alpha=options.lora_alpha,
+        lora_dropout=options.lora_dropout,
+        target_modules=targets,
+        bias="none",
+        **extra,
+    )
+    return get_peft_model(model, config)
+
+
+def attach_projector_adapter(model: nn.Module, options: AdapterOptions) -> nn.Module:
+    """Make only the projector trainable (`attach_adapter` with the projector alone)."""
+    return attach_adapter(model, options)
 
 
 @dataclass
@@ -289,35 +411,96 @@ def trainable_parameters(model: nn.Module) -> Iterable[tuple[str, nn.Parameter]]
     return ((n, p) for n, p in model.named_parameters() if p.requires_grad)
 
 
-def check_only_projector_trains(model: nn.Module) -> int:
-    """Return the number of trainable parameters; raise if any lies outside the projector."""
+def check_trainable_parts(model: nn.Module, parts: Sequence[str]) -> int:
+    """Return the number of trainable parameters; raise if any lies outside the chosen
+    `parts` (projector, llm, encoder), or if a chosen part has nothing to train."""
     rows = parameter_audit(model)
-    outside = [r for r in rows if r.group != "projector" and r.trainable]
+    chosen = {PART_GROUPS[part] for part in parts}
+    outside = [r for r in rows if r.group not in chosen and r.trainable]
     if outside:
         detail = ", ".join(f"{r.group}: {r.trainable}" for r in outside)
         raise ModelError(
-            f"refusing to train: parameters outside the projector are trainable ({detail})"
+            f"refusing to train: parameters outside the chosen parts ({', '.join(parts)}) "
+            f"are trainable ({detail})"
         )
-    trainable = sum(r.trainable for r in rows)
-    if not trainable:
-        raise ModelError("nothing is trainable")
-    return trainable
+    idle = [
+        part for part in parts if not any(r.trainable for r in rows if r.group == PART_GROUPS[part])
+    ]
+    if idle:
+        raise ModelError(f"refusing to train: nothing in {', '.join(idle)} is trainable")
+    return sum(r.trainable for r in rows)
 
 
-def format_audit(rows: list[AuditRow]) -> str:
+def check_only_projector_trains(model: nn.Module) -> int:
+    """Return the number of trainable parameters; raise if any lies outside the projector."""
+    return check_trainable_parts(model, ("projector",))
+
+
+def describe_parts(options: AdapterOptions) -> dict[str, str]:
+    """How each audit group learns under `options` (for the audit table)."""
+    learns = {
+        group: "frozen" for group in ("audio_tower", "projector", "language_model", "lm_head")
+    }
+    for part in options.train_modules:
+        if part == "projector":
+            shape = f"LoRA r={options.lora_r} alpha={options.lora_alpha}"
+            learns["projector"] = shape if options.mode == "lora" else "all weights"
+        else:
+            lora = options.part_lora(part)
+            learns[PART_GROUPS[part]] = (
+                f"LoRA r={lora.r} alpha={lora.alpha} on {','.join(lora.targets)}"
+            )
+    return learns
+
+
+def format_audit(rows: list[AuditRow], learns: dict[str, str] | None = None) -> str:
+    """The audit as a table: per part, what is trainable of how many parameters (and how it
+    learns, given `describe_parts`)."""
     from voxadapt.report import format_table
 
     table = [(r.group, f"{r.trainable:,}", f"{r.total:,}") for r in rows]
     table.append(
         ("total", f"{sum(r.trainable for r in rows):,}", f"{sum(r.total for r in rows):,}")
     )
-    return format_table(table, ("part", "trainable", "parameters"))
+    if learns is None:
+        return format_table(table, ("part", "trainable", "parameters"))
+    table = [(*row, learns.get(row[0], "")) for row in table]
+    return format_table(table, ("part", "trainable", "parameters", "learns"))
+
+
+def parts_info(options: AdapterOptions) -> dict[str, Any]:
+    """What `voxadapt_adapter.json` records of the parts beyond the projector: nothing for
+    the projector alone (so its file is what it always was: no `train_modules` means the
+    projector alone), else `train_modules` and each LoRA part's r, alpha and targets."""
+    if options.train_modules == ("projector",):
+        return {}
+    info: dict[str, Any] = {"train_modules": list(options.train_modules)}
+    for part in ("llm", "encoder"):
+        if part in options.train_modules:
+            lora = options.part_lora(part)
+            info[f"{part}_lora"] = {"r": lora.r, "alpha": lora.alpha, "targets": list(lora.targets)}
+    return info
+
+
+def adapter_parts(info: dict[str, Any]) -> tuple[str, ...]:
+    """The parts an adapter trained, from its voxadapt_adapter.json (the projector alone when
+    it names none: every adapter before `--train-modules`, and the default since)."""
+    parts = info.get("train_modules") or ["projector"]
+    if not isinstance(parts, list) or not set(parts) <= set(TRAIN_PARTS):
+        raise ModelError(f"{ADAPTER_INFO}: train_modules must be a subset of {TRAIN_PARTS}")
+    return tuple(parts)
+
+
+def is_peft_adapter(info: dict[str, Any]) -> bool:
+    """True for a PEFT adapter folder, False for a full projector's plain weights file."""
+    return info.get("projector") != "full" or adapter_parts(info) != ("projector",)
 
 
 def save_adapter(
     model: nn.Module, out_dir: Path, options: AdapterOptions, extra: dict[str, Any]
 ) -> None:
-    """PEFT format for LoRA; projector weights as safetensors for full mode. Plus our config."""
+    """One PEFT adapter for every part (LoRA, and a full projector beside LoRA parts);
+    projector weights as safetensors for a full projector alone. Plus our config."""
     from safetensors.torch import save_file
 
     from voxadapt.manifest import atomic_write, honour_umask
@@ -325,7 +508,7 @@ def save_adapter(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with writing_weights(out_dir):
-        if options.mode == "lora":
+        if options.uses_peft:
             model.save_pretrained(str(out_dir))
         else:
             state = {n: p.detach().to("cpu").contiguous() for n, p in trainable_parameters(model)}
@@ -337,6 +520,7 @@ def save_adapter(
                 "lora_r": options.lora_r,
                 "lora_alpha": options.lora_alpha,
                 "lora_dropout": options.lora_dropout,
+                **parts_info(options),
                 **extra,
             },
             handle,
@@ -434,9 +618,10 @@ def check_base_model(model_id: str, info: dict[str, Any], *, force: bool) -> Non
 
 
 def apply_adapter(model: nn.Module, adapter_dir: Path) -> nn.Module:
-    """Put a trained projector (LoRA or full weights) onto a loaded base model."""
+    """Put a trained adapter onto a loaded base model: a PEFT adapter (any parts), or a full
+    projector's weights."""
     info = read_adapter_info(adapter_dir)
-    if info.get("projector") == "full":
+    if not is_peft_adapter(info):
         weights = load_weights(Path(adapter_dir) / "projector.safetensors")
         names = dict(model.named_parameters())
         unknown = sorted(set(weights) - set(names))

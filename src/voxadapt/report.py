@@ -1,19 +1,139 @@
-"""Plots and printed summaries."""
+"""Plots, printed summaries and the evaluation report (report.html)."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import functools
+import importlib.util
+import io
+import logging
+import math
+import os
+from collections.abc import Iterator
+from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import font_manager
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from voxadapt import units
 from voxadapt.manifest import atomic_write
+
+log = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------------------------ fonts
+
+# koreanize-matplotlib ships NanumGothic (SIL Open Font License): plots draw Hangul with it on
+# machines without any Korean system font, and the report embeds the glyphs it uses.
+KOREAN_FONT_PACKAGE = "koreanize_matplotlib"
+KOREAN_FONT_FILE = "NanumGothic.ttf"
+_EMBEDDED_FAMILY = "voxadapt NanumGothic"  # the @font-face subset in report.html
+# Hangul (jamo, compatibility jamo, syllables), CJK punctuation and Hanja: what the embedded
+# font is used for (its unicode-range); Latin text keeps the system's font.
+_KOREAN_RANGES = (
+    (0x1100, 0x11FF),
+    (0x3000, 0x303F),
+    (0x3130, 0x318F),
+    (0xA960, 0xA97F),
+    (0xAC00, 0xD7FF),
+    (0x4E00, 0x9FFF),
+    (0xF900, 0xFAFF),
+)
+# The embedded subset comes first: Chromium (156) drew boxes for Hangul in runs mixing
+# digits and Hangul ("38도로") when the web font came after the system fonts. The Korean
+# system fonts follow for characters outside it (or a report without it).
+_KOREAN_FONTS = (
+    '"Apple SD Gothic Neo", "Malgun Gothic", "Noto Sans KR", "Noto Sans CJK KR", "NanumGothic"'
+)
+CSS_FONTS = (
+    f'"{_EMBEDDED_FAMILY}", system-ui, -apple-system, "Segoe UI", Roboto, {_KOREAN_FONTS}, '
+    "sans-serif"
+)
+CSS_MONOSPACE = (
+    f'"{_EMBEDDED_FAMILY}", ui-monospace, "SFMono-Regular", Menlo, Consolas, "D2Coding", '
+    f'"NanumGothicCoding", "Noto Sans Mono CJK KR", {_KOREAN_FONTS}, monospace'
+)
+
+
+def korean_font_file() -> Path | None:
+    """NanumGothic.ttf of koreanize-matplotlib, or None when it is not installed.
+
+    Found through the import system without importing the package: its import sets the
+    global rcParams and needs `distutils`, which Python 3.12 no longer ships.
+    """
+    spec = importlib.util.find_spec(KOREAN_FONT_PACKAGE)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "fonts" / KOREAN_FONT_FILE
+        if path.is_file():
+            return path
+    return None
+
+
+@functools.cache
+def korean_font_family() -> str | None:
+    """Register the Korean font with matplotlib (once); its family name, or None."""
+    path = korean_font_file()
+    if path is None:
+        log.warning(
+            "koreanize-matplotlib is not installed: Hangul in plots needs a Korean system font"
+        )
+        return None
+    font_manager.fontManager.addfont(str(path))
+    return font_manager.FontProperties(fname=path).get_name()
+
+
+@contextlib.contextmanager
+def plot_style() -> Iterator[None]:
+    """Draw plots inside this: the Korean font first, matplotlib's own fonts for any glyph it
+    lacks (matplotlib falls back per glyph). Global rcParams stay untouched."""
+    family = korean_font_family()
+    sans = [family] if family else []
+    rc = {"font.family": "sans-serif", "font.sans-serif": [*sans, *plt.rcParams["font.sans-serif"]]}
+    with matplotlib.rc_context(rc):
+        yield
+
+
+def embedded_font_css(text: str) -> str:
+    """An @font-face rule holding the Korean font cut down to the Korean characters of `text`
+    (WOFF, base64): the page shows Hangul even where no Korean font is installed, for a few
+    kilobytes per hundred syllables. Empty when there is nothing to embed."""
+    characters = "".join(
+        sorted({c for c in text if any(low <= ord(c) <= high for low, high in _KOREAN_RANGES)})
+    )
+    path = korean_font_file()
+    if not characters or path is None:
+        return ""
+    from fontTools import subset
+    from fontTools.ttLib import TTFont
+
+    options = subset.Options()
+    options.flavor = "woff"  # zlib; WOFF2 would need brotli
+    options.hinting = False
+    options.drop_tables += ["TSI0", "TSI1", "TSI2", "TSI3", "TSI5"]  # VTT sources, unused
+    font = TTFont(path, lazy=True)
+    subsetter = subset.Subsetter(options)
+    subsetter.populate(text=characters)
+    subsetter.subset(font)
+    buffer = io.BytesIO()
+    subset.save_font(font, buffer, options)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    ranges = ",".join(f"U+{low:04X}-{high:04X}" for low, high in _KOREAN_RANGES)
+    return (
+        f'@font-face{{font-family:"{_EMBEDDED_FAMILY}";'
+        f'src:url(data:font/woff;base64,{data}) format("woff");unicode-range:{ranges}}}'
+    )
+
+
+# ------------------------------------------------------------------------------------ prepare
 
 
 def plot_durations(
@@ -33,25 +153,27 @@ def plot_durations(
     edges = np.linspace(0.0, upper, bins + 1)
     all_counts, _ = np.histogram(probed_s, bins=edges)
     kept_counts, _ = np.histogram(kept_s, bins=edges)
-    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100)
-    axes.hist(probed_s, bins=edges, color="#c8c8c8", label=f"all readable clips ({len(probed_s)})")
-    axes.hist(kept_s, bins=edges, color="#3b75af", label=f"kept ({len(kept_s)})")
-    for bound, name in ((min_duration_s, "min"), (max_duration_s, "max")):
-        axes.axvline(
-            bound, color="#d62728", linestyle="--", linewidth=1.5, label=f"{name} {bound:g} s"
+    with plot_style():
+        figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100, layout="constrained")
+        axes.hist(
+            probed_s, bins=edges, color="#c8c8c8", label=f"all readable clips ({len(probed_s)})"
         )
-    if kept_s:
-        mean = float(np.mean(kept_s))
-        axes.axvline(mean, color="black", linewidth=1.5, label=f"mean (kept) {mean:.1f} s")
-    axes.set_xlabel("duration (s)")
-    axes.set_ylabel("clips")
-    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
-    hours = sum(kept_s) / 3600
-    axes.set_title(f"Clip durations: {len(kept_s)} kept, {hours:.2f} h")
-    axes.legend(loc="upper right", fontsize=8)
-    figure.tight_layout()
-    with atomic_write(path, "wb") as handle:
-        figure.savefig(handle, format="png")
+        axes.hist(kept_s, bins=edges, color="#3b75af", label=f"kept ({len(kept_s)})")
+        for bound, name in ((min_duration_s, "min"), (max_duration_s, "max")):
+            axes.axvline(
+                bound, color="#d62728", linestyle="--", linewidth=1.5, label=f"{name} {bound:g} s"
+            )
+        if kept_s:
+            mean = float(np.mean(kept_s))
+            axes.axvline(mean, color="black", linewidth=1.5, label=f"mean (kept) {mean:.1f} s")
+        axes.set_xlabel("duration (s)")
+        axes.set_ylabel("clips")
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+        hours = sum(kept_s) / 3600
+        axes.set_title(f"Clip durations: {len(kept_s)} kept, {hours:.2f} h")
+        axes.legend(loc="upper right", fontsize=8)
+        with atomic_write(path, "wb") as handle:
+            figure.savefig(handle, format="png")
     plt.close(figure)
     return {
         "edges_s": [round(float(e), 4) for e in edges],
@@ -98,7 +220,7 @@ def format_prepare_summary(stats: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
-# ----------------------------------------------------------------------- evaluation report
+# ----------------------------------------------------------------------- evaluation summary
 
 
 _pct = units.percent  # a rate for people; 'n/a' when undefined (no reference characters)
@@ -122,7 +244,7 @@ def format_metrics_summary(metrics: dict[str, Any]) -> str:
     ):
         if key in metrics:
             interval = metrics.get(f"{key}_ci95")
-            ci = f"[{_pct(interval[0])}, {_pct(interval[1])}]" if interval else ""
+            ci = units.percent_interval(interval) if interval else ""
             rows.append((name, _pct(metrics[key]), ci))
     parts = [
         f"{metrics.get('utterances', 0)} utterances, "
@@ -149,9 +271,10 @@ def format_metrics_summary(metrics: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
-def _svg(figure) -> str:
-    import io
+# ------------------------------------------------------------------------------------ plots
 
+
+def _svg(figure: Figure) -> str:
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", metadata={"Date": None})
     plt.close(figure)
@@ -159,56 +282,260 @@ def _svg(figure) -> str:
     return svg[svg.index("<svg") :]  # drop the XML prolog and doctype: inline SVG
 
 
-def plot_cer_by_duration(by_duration: dict[str, dict[str, Any]]) -> str:
-    """Bar chart of CER per duration bucket, shortest first (utterance counts on the bars;
-    an empty bar marked n/a where the bucket's references are empty), as inline SVG."""
-    from voxadapt.scoring.breakdowns import group_order
-
-    labels = sorted(by_duration, key=group_order)
-    rates = [by_duration[label].get("cer") for label in labels]
-    counts = [by_duration[label].get("utterances", 0) for label in labels]
-    figure, axes = plt.subplots(figsize=(7, 3.2), dpi=100)
-    bars = axes.bar(labels, [0.0 if r is None else 100 * r for r in rates], color="#3b75af")
+def cer_bar_figure(groups: dict[str, dict[str, Any]], *, title: str, xlabel: str) -> Figure:
+    """Bar chart of CER per group in the given order (utterance counts on the bars; an empty
+    bar marked n/a where the group's references are empty). Long or many labels are slanted
+    and the layout is constrained, so every label stays inside the figure."""
+    labels = list(groups)
+    rates = [groups[label].get("cer") for label in labels]
+    counts = [groups[label].get("utterances", 0) for label in labels]
+    width = min(12.0, max(6.0, 1.6 + 0.55 * len(labels)))
+    figure, axes = plt.subplots(figsize=(width, 3.4), dpi=100, layout="constrained")
+    heights = [0.0 if r is None else 100 * r for r in rates]
+    bars = axes.bar(range(len(labels)), heights, color="#3b75af")
     for bar, count, rate in zip(bars, counts, rates, strict=True):
         axes.annotate(
             f"n={count}" if rate is not None else f"n={count}, n/a",
             (bar.get_x() + bar.get_width() / 2, bar.get_height()),
             ha="center",
             va="bottom",
-            fontsize=8,
+            fontsize=9,
         )
-    axes.set_xlabel("clip duration")
+    axes.set_ylim(0, max([1.0, *heights]) * 1.18)  # headroom for the n= labels
+    axes.set_xticks(range(len(labels)), labels)
+    if len(labels) > 8 or max((len(label) for label in labels), default=0) > 10:
+        axes.tick_params(axis="x", labelrotation=35)
+        for label in axes.get_xticklabels():
+            label.set_horizontalalignment("right")
+            label.set_rotation_mode("anchor")
+    axes.set_xlabel(xlabel)
     axes.set_ylabel("CER (%)")
-    axes.set_title("CER by clip duration")
-    figure.tight_layout()
-    return _svg(figure)
+    axes.set_title(title)
+    return figure
 
 
+def plot_cer_by_group(groups: dict[str, dict[str, Any]], *, title: str, xlabel: str) -> str:
+    """`cer_bar_figure` as inline SVG (text drawn as glyph paths: no font needed to view it)."""
+    with plot_style():
+        return _svg(cer_bar_figure(groups, title=title, xlabel=xlabel))
+
+
+def plot_cer_by_duration(by_duration: dict[str, dict[str, Any]]) -> str:
+    """CER per duration bucket, shortest first, as inline SVG."""
+    from voxadapt.scoring.breakdowns import group_order
+
+    ordered = {label: by_duration[label] for label in sorted(by_duration, key=group_order)}
+    return plot_cer_by_group(ordered, title="CER by clip duration", xlabel="clip duration")
+
+
+# ------------------------------------------------------------------------------ HTML report
+
+# Korean lines break between eojeol (word-break: keep-all), as Korean typesetting does.
 _STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
-table{border-collapse:collapse;margin:0.6em 0 1.4em}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-td:first-child,th:first-child{text-align:left}
-th{background:#f2f2f2}
-.align{font-family:monospace;white-space:pre-wrap;text-align:left}
+:root{--fg:#1f2328;--muted:#59636e;--line:#d0d7de;--good:#1a7f37;--bad:#cf222e}
+body{font-family:FONTS;margin:1.5em auto;max-width:1100px;padding:0 1.5em;color:var(--fg);
+line-height:1.45}
+h1{font-size:1.6em;margin:0 0 .2em}h2{margin-top:1.8em;border-bottom:1px solid var(--line);
+padding-bottom:.2em;font-size:1.3em}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(230px,1fr));gap:12px;
+margin:1em 0}
+.card{border:1px solid var(--line);border-radius:8px;padding:10px 14px}
+.card .label{color:var(--muted);font-size:.9em}
+.card .value{font-size:2em;font-weight:600;font-variant-numeric:tabular-nums}
+.card .detail{color:var(--muted);font-size:.85em}
+.card.better{border-color:var(--good)}.card.better .value{color:var(--good)}
+.card.worse{border-color:var(--bad)}.card.worse .value{color:var(--bad)}
+@media (min-width:720px){.card.wide{grid-column:span 2}}
+.note{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:8px 12px}
+dl.inputs{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:.4em 0}
+dl.inputs dt{color:var(--muted)}dl.inputs dd{margin:0;overflow-wrap:anywhere}
+table{border-collapse:collapse;margin:.6em 0 1.4em;display:block;max-width:100%;overflow-x:auto}
+pre{overflow-x:auto}
+td,th{border:1px solid var(--line);padding:4px 8px;text-align:left;vertical-align:top}
+p,td{word-break:keep-all;overflow-wrap:break-word}
+th{background:#f6f8fa}.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+code,pre{font-family:MONOSPACE}.align{white-space:pre-wrap;min-width:18em}
 .sub{background:#ffd27f}.del{background:#ff9c9c;text-decoration:line-through}
-.ins{background:#9be39b}.muted{color:#777}
-"""
+.ins{background:#9be39b}.muted{color:var(--muted)}
+svg{max-width:100%;height:auto}audio{width:230px;height:34px}
+""".replace("MONOSPACE", CSS_MONOSPACE).replace("FONTS", CSS_FONTS)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    from html import escape
+def _table(
+    header: list[str], rows: list[list[str]], numeric: tuple[int, ...] = (), name: str = ""
+) -> str:
+    """An HTML table of plain text cells; columns in `numeric` right-aligned; `name` its
+    class."""
 
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    def cell(tag: str, index: int, text: str) -> str:
+        style = ' class="num"' if index in numeric else ""
+        return f"<{tag}{style}>{escape(str(text))}</{tag}>"
+
+    head = "".join(cell("th", i, h) for i, h in enumerate(header))
     body = "".join(
-        "<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+        "<tr>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>" for row in rows
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    table = f"<table class='{name}'>" if name else "<table>"
+    return f"{table}<tr>{head}</tr>{body}</table>"
+
+
+def _card(metric: str, label: str, value: str, details: list[str], tone: str = "") -> str:
+    lines = "".join(f"<div class='detail'>{escape(d)}</div>" for d in details)
+    return (
+        f"<div class='{f'card {tone}'.strip()}' data-metric='{metric}'>"
+        f"<div class='label'>{escape(label)}</div><div class='value'>{escape(value)}</div>"
+        f"{lines}</div>"
+    )
+
+
+def _interval(interval: list[float] | None) -> str:
+    return f"95% CI {units.percent_interval(interval)}" if interval else "95% CI n/a"
+
+
+def _cards(metrics: dict[str, Any]) -> str:
+    """The headline: one card per rate with its 95% CI, and the comparison in points."""
+    cards = [
+        _card(
+            "cer",
+            "CER, character error rate",
+            _pct(metrics.get("cer")),
+            [_interval(metrics.get("cer_ci95")), "wrong characters per reference character"],
+        )
+    ]
+    if metrics.get("multi_reference_utterances"):
+        cards.append(
+            _card(
+                "cer_multi_reference",
+                "CER, multi-reference",
+                _pct(metrics.get("cer_multi_reference")),
+                [
+                    _interval(metrics.get("cer_multi_reference_ci95")),
+                    "either written form of numbers and units counts as right",
+                ],
+            )
+        )
+    cards.append(
+        _card(
+            "wer",
+            "WER, word (eojeol) error rate",
+            _pct(metrics.get("wer")),
+            [_interval(metrics.get("wer_ci95")), "wrong space-separated words per word"],
+        )
+    )
+    recall = metrics.get("term_recall")
+    if recall:
+        cards.append(
+            _card(
+                "term_recall",
+                "Medical term recall",
+                _pct(recall.get("recall")),
+                [
+                    _interval(recall.get("ci95")),
+                    f"{recall.get('hits', 0)} of {recall.get('occurrences', 0)} term "
+                    f"occurrences transcribed ({recall.get('terms', 0)} terms listed)",
+                ],
+            )
+        )
+    if metrics.get("compare"):
+        cards.append(_compare_card(metrics))
+    return "<div class='cards'>" + "".join(cards) + "</div>"
+
+
+def _compare_card(metrics: dict[str, Any]) -> str:
+    """CER difference to the --compare system in points: green when the CI lies below 0."""
+    compare = metrics["compare"]
+    ci, delta = compare.get("ci"), compare.get("delta")
+    if not ci:
+        tone, verdict = "", "no CI (needs 2 speakers and --bootstrap)"
+    elif ci[1] < 0:
+        tone, verdict = "better", "lower CER than the other system (the CI excludes 0)"
+    elif ci[0] > 0:
+        tone, verdict = "worse", "higher CER than the other system (the CI excludes 0)"
+    else:
+        tone, verdict = "", "no clear difference (the CI includes 0)"
+    other = Path(metrics.get("compare_hypotheses") or "the other system")
+    # every evaluate run writes a predictions.jsonl: name its run folder too
+    name = Path(other.parent.name, other.name) if other.name == "predictions.jsonl" else other.name
+    return _card(
+        "compare",
+        f"CER vs {name}",
+        units.points(delta),
+        [
+            *(
+                [f"95% CI {units.points_interval(ci)}, {units.p_value(compare.get('p_value'))}"]
+                if ci
+                else []
+            ),
+            f"{_pct(compare.get('this'))} here vs {_pct(compare.get('other'))} there, "
+            f"on {compare.get('utterances', 0)} shared utterances",
+            verdict,
+        ],
+        f"wide {tone}",
+    )
+
+
+def _inputs_html(metrics: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """What was scored: the model (evaluate) or the hypotheses file (score), the manifest,
+    the other system, and the rows that could not be scored as given."""
+    entries: list[tuple[str, str]] = []
+    if metrics.get("hypotheses"):
+        entries.append(("hypotheses", metrics["hypotheses"]))
+    if metrics.get("model"):
+        entries.append(("model", str(metrics["model"])))
+        entries.append(("adapter", str(metrics.get("adapter") or "none (base model)")))
+    if metrics.get("manifest"):
+        entries.append(("references", metrics["manifest"]))
+    if metrics.get("compare_hypotheses"):
+        entries.append(("compared with", metrics["compare_hypotheses"]))
+    entries.append(
+        (
+            "scored",
+            f"{metrics.get('utterances', 0)} utterances, "
+            f"{metrics.get('reference_characters', 0)} reference characters; scoring "
+            f"normalization {metrics.get('scoring_normalization')}",
+        )
+    )
+    parts = ["<dl class='inputs'>"]
+    parts += [f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in entries]
+    parts.append("</dl>")
+    missing = [str(r["id"]) for r in rows if r.get("missing_hypothesis")]
+    count = metrics.get("missing_hypotheses", len(missing))
+    if count:
+        parts.append(
+            f"<p class='note' data-check='missing'><b>{count} of {metrics.get('utterances', 0)} "
+            f"utterances {_verb(count, 'has', 'have')} no hypothesis</b> and "
+            f"{_verb(count, 'is', 'are')} scored as empty output (every reference character "
+            f"deleted){_examples(missing)}.</p>"
+        )
+    unknown = metrics.get("unknown_hypotheses") or 0
+    if unknown:
+        parts.append(
+            f"<p class='note' data-check='unknown'><b>{unknown} "
+            f"{_verb(unknown, 'hypothesis has an id', 'hypotheses have ids')} the manifest "
+            f"does not know</b> and {_verb(unknown, 'is', 'are')} not scored"
+            f"{_examples(metrics.get('unknown_hypothesis_ids') or [])}.</p>"
+        )
+    if metrics.get("failed"):
+        parts.append(
+            f"<p class='note' data-check='failed'><b>{metrics['failed']} "
+            f"{_verb(metrics['failed'], 'utterance', 'utterances')} could not be read</b> "
+            "(not scored; see failed.jsonl).</p>"
+        )
+    return parts
+
+
+def _verb(count: int, one: str, many: str) -> str:
+    return one if count == 1 else many
+
+
+def _examples(ids: list[str], shown: int = 5) -> str:
+    if not ids:
+        return ""
+    listed = ", ".join(f"<code>{escape(i)}</code>" for i in ids[:shown])
+    return f" (e.g. {listed}{', …' if len(ids) > shown else ''})"
 
 
 def _alignment_html(reference: str, hypothesis: str) -> tuple[str, str]:
-    from html import escape
-
     from voxadapt.scoring.edits import alignment
 
     ref_html, hyp_html = [], []
@@ -249,7 +576,11 @@ def _top_errors_html(top_errors: dict[str, dict[str, list]]) -> list[str]:
         if cells:
             parts.append(f"<h3>{title}</h3>")
             parts.append(
-                _table(["substitution (ref → hyp)", "n", "deletion", "n", "insertion", "n"], cells)
+                _table(
+                    ["substitution (ref → hyp)", "n", "deletion", "n", "insertion", "n"],
+                    cells,
+                    numeric=(1, 3, 5),
+                )
             )
     return ["<h2>Most frequent errors</h2>", *parts] if parts else []
 
@@ -267,7 +598,8 @@ def _multi_reference_html(metrics: dict[str, Any], rows: list[dict[str, Any]]) -
     ][:25]
     parts = [
         "<h2>Multi-reference scoring</h2>",
-        f"<p>{count} references carry dual transcriptions such as <code>(70%)/(칠십 퍼센트)"
+        f"<p>{count} {_verb(count, 'reference carries', 'references carry')} dual "
+        "transcriptions such as <code>(70%)/(칠십 퍼센트)"
         "</code>. <b>CER</b> scores against the training text (one form per span, "
         "comparable with published results); <b>CER, multi-reference</b> scores each "
         f"utterance against the closest form the label allows, chosen per span: "
@@ -293,33 +625,69 @@ def _multi_reference_html(metrics: dict[str, Any], rows: list[dict[str, Any]]) -
     return parts
 
 
-def write_report(
-    path: Path, metrics: dict[str, Any], rows: list[dict[str, Any]], *, worst: int = 25
-) -> Path:
-    """One self-contained HTML page: headline table, breakdowns, CER-by-duration plot,
-    most frequent errors, term recall, and the worst utterances with colored alignments.
-    No network assets."""
-    from html import escape
+def speaker_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per speaker: utterances, reference characters, CER and WER; worst CER first (undefined
+    rates last). Utterances without a speaker are left out."""
+    from voxadapt.scoring.rates import corpus_metrics
 
-    from voxadapt.scoring.breakdowns import group_order
-    from voxadapt.scoring.edits import EditCounts
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("speaker") not in (None, ""):
+            groups.setdefault(str(row["speaker"]), []).append(row)
+    table = []
+    for speaker, members in groups.items():
+        metrics = corpus_metrics(members)
+        table.append({"speaker": speaker, **metrics})
+    return sorted(
+        table,
+        key=lambda s: (s["cer"] is None, -(s["cer"] or 0.0), -s["utterances"], s["speaker"]),
+    )
 
+
+def _speakers_html(rows: list[dict[str, Any]], limit: int) -> list[str]:
+    speakers = speaker_table(rows)
+    if not speakers:
+        return []
+    shown = speakers[:limit]
     parts = [
-        "<!DOCTYPE html><html lang='ko'><head><meta charset='utf-8'>",
-        f"<title>voxadapt evaluation</title><style>{_STYLE}</style></head><body>",
-        "<h1>voxadapt evaluation</h1>",
-        f"<p class='muted'>model {escape(str(metrics.get('model')))}, adapter "
-        f"{escape(str(metrics.get('adapter')))}; scoring normalization "
-        f"{escape(str(metrics.get('scoring_normalization')))}</p>",
-        "<h2>Headline</h2>",
-        f"<pre>{escape(format_metrics_summary(metrics))}</pre>",
-        *_multi_reference_html(metrics, rows),
+        "<h2>By speaker</h2>",
+        f"<p class='muted'>{len(speakers)} speakers, highest CER first.</p>",
+        _table(
+            ["speaker", "utterances", "reference characters", "CER", "WER"],
+            [
+                [
+                    s["speaker"],
+                    str(s["utterances"]),
+                    str(s.get("reference_characters", 0)),
+                    _pct(s["cer"]),
+                    _pct(s.get("wer")),
+                ]
+                for s in shown
+            ],
+            numeric=(1, 2, 3, 4),
+            name="speakers",
+        ),
     ]
-    breakdown = metrics.get("breakdowns", {})
-    if breakdown.get("duration"):
-        parts += ["<h2>CER by duration</h2>", plot_cer_by_duration(breakdown["duration"])]
-    for field, groups in breakdown.items():
-        parts.append(f"<h2>By {escape(field)}</h2>")
+    if len(speakers) > limit:
+        parts.append(
+            f"<p class='muted' data-check='more-speakers'>… and {len(speakers) - limit} more "
+            "speakers (all of them: predictions.jsonl, grouped by speaker).</p>"
+        )
+    return parts
+
+
+def _breakdowns_html(breakdown: dict[str, dict[str, Any]]) -> list[str]:
+    """A plot and a table per metadata field (role, gender, age...) and per duration bucket."""
+    from voxadapt.scoring.breakdowns import group_order
+
+    parts = []
+    for field, groups in sorted(breakdown.items(), key=lambda item: item[0] == "duration"):
+        ordered = {value: groups[value] for value in sorted(groups, key=group_order)}
+        if field == "duration":
+            parts += ["<h2>By duration</h2>", plot_cer_by_duration(ordered)]
+        else:
+            parts.append(f"<h2>By {escape(field)}</h2>")
+            parts.append(plot_cer_by_group(ordered, title=f"CER by {field}", xlabel=field))
         parts.append(
             _table(
                 [field, "utterances", "CER", "WER", "sWER", "SER", "insertions"],
@@ -333,51 +701,142 @@ def write_report(
                         _pct(m.get("ser")),
                         _pct(m.get("insertion_rate")),
                     ]
-                    for value, m in sorted(groups.items(), key=lambda item: group_order(item[0]))
+                    for value, m in ordered.items()
                 ],
+                numeric=(1, 2, 3, 4, 5, 6),
             )
         )
-    parts += _top_errors_html(metrics.get("top_errors") or {})
+    return parts
+
+
+def _terms_html(metrics: dict[str, Any]) -> list[str]:
     recall = metrics.get("term_recall")
-    if recall and recall.get("most_missed"):
-        parts.append("<h2>Most-missed medical terms</h2>")
-        parts.append(
-            _table(
-                ["term", "missed", "occurrences"],
-                [
-                    [m["term"], str(m["missed"]), str(m["occurrences"])]
-                    for m in recall["most_missed"]
-                ],
-            )
-        )
+    if not recall or not recall.get("most_missed"):
+        return []
+    return [
+        "<h2>Most-missed medical terms</h2>",
+        _table(
+            ["term", "missed", "occurrences"],
+            [[m["term"], str(m["missed"]), str(m["occurrences"])] for m in recall["most_missed"]],
+            numeric=(1, 2),
+        ),
+    ]
 
-    def badness(row: dict[str, Any]) -> tuple[int, float]:
+
+def audio_link(row: dict[str, Any], folder: Path) -> str | None:
+    """The `src` of a row's clip for a page in `folder`: a relative URL (the report and the
+    audio move together), with a media fragment `#t=start,end` (seconds) for a segment of a
+    longer recording. None when the row names no audio."""
+    audio = row.get("audio")
+    if not isinstance(audio, str) or not audio:
+        return None
+    try:
+        src = quote(Path(os.path.relpath(audio, folder)).as_posix())
+    except ValueError:  # another drive (Windows): no relative path exists
+        src = Path(os.path.abspath(audio)).as_uri()
+    offset, duration = row.get("offset"), row.get("duration")
+    if isinstance(offset, (int, float)) and isinstance(duration, (int, float)):
+        src += f"#t={offset:.3f},{offset + duration:.3f}"
+    return src
+
+
+def worst_rows(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """The `count` rows with the highest CER, those without any error left out; an empty
+    reference with insertions (no rate) ranks first, ties by more errors."""
+    from voxadapt.scoring.edits import EditCounts
+
+    ranked = []
+    for row in rows:
         counts = EditCounts(**row["scores"]["cer"])
-        # an empty reference has no rate: rank its insertions above any finite rate
-        if counts.rate is None:
-            return counts.errors, float("inf") if counts.errors else 0.0
-        return counts.errors, counts.rate
+        if counts.errors:
+            rate = math.inf if counts.rate is None else counts.rate
+            ranked.append((-rate, -counts.errors, str(row["id"]), row))
+    ranked.sort(key=lambda item: item[:3])
+    return [item[3] for item in ranked[:count]]
 
-    parts.append(
-        f"<h2>Worst {min(worst, len(rows))} utterances</h2><p class='muted'>"
+
+def _worst_html(rows: list[dict[str, Any]], folder: Path, count: int) -> list[str]:
+    from voxadapt.scoring.edits import EditCounts
+
+    shown = worst_rows(rows, count)
+    if not shown:
+        return ["<h2>Worst utterances</h2><p>Every utterance was transcribed without error.</p>"]
+    parts = [
+        f"<h2>Worst {len(shown)} utterances</h2><p class='muted'>Highest CER first; "
+        "utterances without errors are not listed. "
         "<span class='sub'>substituted</span> <span class='del'>deleted</span> "
-        "<span class='ins'>inserted</span> (normalized text)</p>"
-    )
-    worst_rows = sorted(rows, key=badness, reverse=True)[:worst]
-    lines = ["<table><tr><th>id</th><th>CER</th><th>reference / hypothesis</th></tr>"]
-    for row in worst_rows:
+        "<span class='ins'>inserted</span> (normalized text)</p>",
+        "<table class='worst'><tr><th>id</th><th>speaker</th><th class='num'>CER</th>"
+        "<th>listen</th><th>reference / hypothesis</th></tr>",
+    ]
+    for row in shown:
         ref_html, hyp_html = _alignment_html(
             row["reference_normalized"], row["hypothesis_normalized"]
         )
-        flags = " (loop)" if row.get("repetition_loop") else ""
-        lines.append(
-            f"<tr><td>{escape(str(row['id']))}{flags}</td>"
-            f"<td>{_pct(EditCounts(**row['scores']['cer']).rate)}</td>"
+        flags = [
+            flag
+            for key, flag in (
+                ("missing_hypothesis", "no hypothesis"),
+                ("repetition_loop", "loop"),
+                ("truncated", "truncated"),
+            )
+            if row.get(key)
+        ]
+        flag_html = f"<div class='muted'>{escape(', '.join(flags))}</div>" if flags else ""
+        src = audio_link(row, folder)
+        player = f"<audio controls preload='metadata' src='{escape(src)}'></audio>" if src else ""
+        parts.append(
+            f"<tr><td>{escape(str(row['id']))}{flag_html}</td>"
+            f"<td>{escape(str(row.get('speaker') or ''))}</td>"
+            f"<td class='num'>{_pct(EditCounts(**row['scores']['cer']).rate)}</td>"
+            f"<td>{player}</td>"
             f"<td class='align'>REF: {ref_html}<br>HYP: {hyp_html}</td></tr>"
         )
-    lines.append("</table>")
-    parts += lines
-    parts.append("</body></html>")
+    parts.append("</table>")
+    return parts
+
+
+def write_report(
+    path: Path,
+    metrics: dict[str, Any],
+    rows: list[dict[str, Any]],
+    *,
+    worst: int = 25,
+    speakers: int = 50,
+) -> Path:
+    """One self-contained HTML page: headline cards, what was scored, per-speaker table,
+    breakdowns with plots, most frequent errors, term recall, the worst utterances with
+    players and colored alignments, and the full metrics table. No network assets.
+
+    worst: utterances listed; speakers: rows of the speaker table.
+    """
+    title = (
+        f"Scores of {Path(metrics['hypotheses']).name}"
+        if metrics.get("hypotheses")
+        else "voxadapt evaluation"
+    )
+    body = [
+        f"<h1>{escape(title)}</h1>",
+        *_inputs_html(metrics, rows),
+        _cards(metrics),
+        *_multi_reference_html(metrics, rows),
+        *_speakers_html(rows, speakers),
+        *_breakdowns_html(metrics.get("breakdowns") or {}),
+        *_terms_html(metrics),
+        *_top_errors_html(metrics.get("top_errors") or {}),
+        *_worst_html(rows, Path(path).parent, worst),
+        "<h2>All metrics</h2>",
+        f"<pre>{escape(format_metrics_summary(metrics))}</pre>",
+    ]
+    text = "\n".join(body)
+    page = [
+        "<!DOCTYPE html><html lang='ko'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>{escape(title)}</title><style>{embedded_font_css(text)}{_STYLE}</style>",
+        "</head><body>",
+        text,
+        "</body></html>",
+    ]
     with atomic_write(path) as handle:
-        handle.write("\n".join(parts))
+        handle.write("\n".join(page))
     return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import regex
@@ -38,6 +38,24 @@ def _split_target(size: float | None, total: int) -> int:
     return round(size * total) if size < 1 else int(size)
 
 
+def _apportion(target: int, shares: dict[str, int]) -> dict[str, int]:
+    """Split a whole target over strata in proportion to their sizes, summing to the target
+    (largest remainders get the leftover units)."""
+    total = sum(shares.values())
+    exact = {key: target * share / total for key, share in shares.items()} if total else {}
+    whole = {key: int(value) for key, value in exact.items()}
+    leftover = target - sum(whole.values())
+    for key in sorted(exact, key=lambda k: (whole[k] - exact[k], k))[: max(leftover, 0)]:
+        whole[key] += 1
+    return whole
+
+
+def stratum_of(utterance: Utterance, field: str) -> str | None:
+    """The value of a metadata field (or `language`) that --stratify balances."""
+    value = utterance.language if field == "language" else utterance.metadata.get(field)
+    return None if value is None else str(value)
+
+
 def split_utterances(
     utterances: list[Utterance],
     *,
@@ -45,12 +63,16 @@ def split_utterances(
     test_size: float | None,
     split_by: str = "speaker",
     seed: int = 0,
+    stratify: str | None = None,
 ) -> dict[str, list[Utterance]]:
     """Assign utterances to train/valid/test, keeping each speaker in one split.
 
     Groups (speakers, or single utterances) are shuffled with `seed`; test, then valid, take
-    groups while that brings them closer to their target size. Utterances without a speaker
-    form groups of one. Output order follows input order.
+    groups while that brings them closer to their target size, so a split lands near its
+    target in whole speakers. Utterances without a speaker form groups of one. With
+    `stratify`, each value of that field (a speaker counts under its most frequent value) is
+    split on its own with its share of the targets, so every split holds every value in
+    proportion. Output order follows input order.
     """
     groups: dict[str, list[int]] = defaultdict(list)
     for index, utterance in enumerate(utterances):
@@ -58,24 +80,51 @@ def split_utterances(
             groups[f"spk:{utterance.speaker}"].append(index)
         else:
             groups[f"utt:{index}"].append(index)
-    keys = sorted(groups)
-    random.Random(seed).shuffle(keys)
+    strata: dict[str, list[str]] = defaultdict(list)
+    for key in sorted(groups):
+        values = [stratum_of(utterances[i], stratify) for i in groups[key]] if stratify else []
+        named = [value for value in values if value is not None]
+        strata[Counter(named).most_common(1)[0][0] if named else ""].append(key)
+    if stratify and list(strata) == [""]:
+        raise ConfigError(
+            f"--stratify {stratify}: no kept utterance has that field (fields: "
+            f"{', '.join(sorted({k for u in utterances for k in u.metadata})) or 'none'})"
+        )
     total = len(utterances)
+    shares = {stratum: sum(len(groups[key]) for key in keys) for stratum, keys in strata.items()}
+    targets = {
+        split: _apportion(_split_target(size, total), shares)
+        for split, size in (("test", test_size), ("valid", valid_size))
+    }
     assignment: dict[int, str] = {}
-    remaining = keys
+    taken_by_split: Counter[str] = Counter()
+    for stratum, keys in sorted(strata.items()):
+        random.Random(f"{seed}:{stratum}" if stratify else seed).shuffle(keys)
+        remaining = keys
+        for split in ("test", "valid"):
+            target = targets[split][stratum]
+            taken, left = 0, []
+            for key in remaining:
+                n = len(groups[key])
+                if target and abs(taken + n - target) < abs(taken - target):
+                    taken += n
+                    for index in groups[key]:
+                        assignment[index] = split
+                else:
+                    left.append(key)
+            remaining = left
+            taken_by_split[split] += taken
     for split, size in (("test", test_size), ("valid", valid_size)):
-        target, taken, left = _split_target(size, total), 0, []
-        for key in remaining:
-            n = len(groups[key])
-            if target and abs(taken + n - target) < abs(taken - target):
-                taken += n
-                for index in groups[key]:
-                    assignment[index] = split
-            else:
-                left.append(key)
-        remaining = left
-        if size and taken == 0:
+        target = _split_target(size, total)
+        if size and taken_by_split[split] == 0:
             log.warning("%s split is empty: no speaker group fits a target of %d", split, target)
+        elif size and split_by == "speaker":
+            log.info(
+                "%s split: %d utterances (target %d; whole speakers)",
+                split,
+                taken_by_split[split],
+                target,
+            )
     result: dict[str, list[Utterance]] = {split: [] for split in SPLITS}
     for index, utterance in enumerate(utterances):
         result[assignment.get(index, "train")].append(utterance)

@@ -1,17 +1,22 @@
-"""Subtitles: SRT and WebVTT cue files of transcripts, and collision-free file names for them.
+"""Transcripts for people: SRT and WebVTT cue files, plain-text transcripts, and
+collision-free file names for them.
 
 A transcript's cues are its long-form segments with their real times, or one cue for a short
-clip. `transcribe` writes them as files; `serve` returns them as responses.
+clip. Cue text may be wrapped to a line width and a cue split to a line count, as whisper's
+`--max_line_width` / `--max_line_count` do. `transcribe` writes these as files; `serve`
+returns them as responses.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 _UNSAFE_NAME = re.compile(r"[^\w.\-]+")
+Cue = tuple[float, float, str]  # start_s, end_s, text
 
 
 def srt_time(seconds: float) -> str:
@@ -23,49 +28,140 @@ def srt_time(seconds: float) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d},{millis:03d}"
 
 
-def srt_names(ids: Sequence[str]) -> list[str]:
-    """One distinct, filesystem-safe .srt name per id, collision-free by construction.
+def clip_stems(ids: Sequence[str], reserved: Iterable[str] = ()) -> list[str]:
+    """One distinct, filesystem-safe file stem per id, collision-free by construction.
 
-    An absolute path gives its file stem (`/calls/u0.wav` -> `u0.srt`), a relative id its
-    whole path (`s1/u0.wav` -> `s1_u0.srt`); a name already taken (same stem, or ids that
-    differ only in case or suffix) gets `~2`, `~3`, ... so no cue file overwrites another.
+    An absolute path gives its file stem (`/calls/u0.wav` -> `u0`), a relative id its whole
+    path (`s1/u0.wav` -> `s1_u0`); a stem already taken (same stem, ids that differ only in
+    case or suffix, or one of `reserved`) gets `~2`, `~3`, ... so no file overwrites another.
     """
-    names, taken = [], set()
+    stems, taken = [], {stem.casefold() for stem in reserved}
     for ident in ids:
         path = Path(ident)
         base = path.stem if path.is_absolute() else str(path)[: len(str(path)) - len(path.suffix)]
         stem = _UNSAFE_NAME.sub("_", base).strip("._") or "clip"
-        name, count = f"{stem}.srt", 1
+        name, count = stem, 1
         while name.casefold() in taken:
             count += 1
-            name = f"{stem}~{count}.srt"
+            name = f"{stem}~{count}"
         taken.add(name.casefold())
-        names.append(name)
-    return names
+        stems.append(name)
+    return stems
 
 
-def cue_name(srt_name: str, fmt: str) -> str:
-    """The file name of a cue file in `fmt` for a name from `srt_names`."""
-    return srt_name.removesuffix(".srt") + f".{fmt}"
+def _continues(char: str) -> bool:
+    """Whether `char` belongs to the character before it on screen: a combining mark, or
+    the vowel or final consonant of a decomposed (NFD) Hangul syllable."""
+    code = ord(char)
+    return (
+        unicodedata.category(char) in ("Mn", "Mc", "Me")
+        or 0x1160 <= code <= 0x11FF  # conjoining jamo: vowels and final consonants
+        or 0xD7B0 <= code <= 0xD7FF  # Hangul Jamo Extended-B: the same, archaic
+    )
 
 
-def cues(row: dict[str, Any]) -> list[tuple[float, float, str]]:
-    """(start, end, text) cues of a transcript row: one per long-form segment, else one."""
+def _characters(text: str) -> list[str]:
+    """`text` as the characters a reader counts (a base character with its marks)."""
+    characters: list[str] = []
+    for char in text:
+        if characters and _continues(char):
+            characters[-1] += char
+        else:
+            characters.append(char)
+    return characters
+
+
+def text_width(text: str) -> int:
+    """Characters as a reader counts them: a Hangul syllable is one, also decomposed."""
+    return sum(1 for char in text if not _continues(char))
+
+
+def wrap_lines(text: str, max_line_width: int) -> list[str]:
+    """`text` in lines of at most `max_line_width` characters, broken at spaces (Korean puts
+    them between eojeol); a word longer than a line is cut between characters."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        if line and text_width(line) + 1 + text_width(word) <= max_line_width:
+            line += " " + word
+            continue
+        if line:
+            lines.append(line)
+        characters = _characters(word)
+        while len(characters) > max_line_width:
+            lines.append("".join(characters[:max_line_width]))
+            characters = characters[max_line_width:]
+        line = "".join(characters)
+    if line:
+        lines.append(line)
+    return lines
+
+
+def layout_cue(
+    cue: Cue, max_line_width: int | None = None, max_line_count: int | None = None
+) -> list[Cue]:
+    """One cue wrapped to `max_line_width` characters a line and, when it needs more than
+    `max_line_count` lines, split into consecutive cues that divide its time in proportion
+    to their characters (spaces not counted). Without a width the cue is returned as it is:
+    the line count applies to the lines the width makes, as in whisper."""
+    start, end, text = cue
+    if max_line_width is None:
+        return [cue]
+    lines = wrap_lines(text, max_line_width)
+    if not lines:
+        return [cue]
+    per_cue = max_line_count or len(lines)
+    groups = [lines[i : i + per_cue] for i in range(0, len(lines), per_cue)]
+    weights = [sum(text_width(line.replace(" ", "")) for line in group) for group in groups]
+    total, done = sum(weights), 0
+    laid_out, begin = [], start
+    for number, (group, weight) in enumerate(zip(groups, weights), start=1):
+        done += weight
+        # The last cue ends exactly at the segment's end; shared bounds never overlap.
+        finish = end if number == len(groups) else start + (end - start) * done / total
+        laid_out.append((begin, finish, "\n".join(group)))
+        begin = finish
+    return laid_out
+
+
+def cues(
+    row: dict[str, Any], *, max_line_width: int | None = None, max_line_count: int | None = None
+) -> list[Cue]:
+    """(start, end, text) cues of a transcript row: one per long-form segment, else one;
+    laid out to the line width and count when given (see `layout_cue`)."""
     if row.get("segments"):
-        return [(s["start"], s["end"], s["text"]) for s in row["segments"] if s["text"]]
-    return [(0.0, float(row.get("duration") or 0), row["text"])]
+        found = [(s["start"], s["end"], s["text"]) for s in row["segments"] if s["text"]]
+    else:
+        found = [(0.0, float(row.get("duration") or 0), row["text"])]
+    return [part for cue in found for part in layout_cue(cue, max_line_width, max_line_count)]
 
 
-def cue_file(row: dict[str, Any], fmt: str) -> str:
-    """SRT or WebVTT text of a row's cues."""
+def cue_file(
+    row: dict[str, Any],
+    fmt: str,
+    *,
+    max_line_width: int | None = None,
+    max_line_count: int | None = None,
+) -> str:
+    """SRT or WebVTT text of a row's cues (`fmt`: srt or vtt); without a line width or count
+    each segment is one cue on one line."""
+    laid_out = cues(row, max_line_width=max_line_width, max_line_count=max_line_count)
     if fmt == "vtt":  # WebVTT: a header, '.' before the milliseconds, no cue numbers needed
         blocks = [
             f"{srt_time(a).replace(',', '.')} --> {srt_time(b).replace(',', '.')}\n{text}"
-            for a, b, text in cues(row)
+            for a, b, text in laid_out
         ]
         return "WEBVTT\n\n" + "".join(block + "\n\n" for block in blocks)
     blocks = [
         f"{n}\n{srt_time(a)} --> {srt_time(b)}\n{text}"
-        for n, (a, b, text) in enumerate(cues(row), start=1)
+        for n, (a, b, text) in enumerate(laid_out, start=1)
     ]
     return "\n".join(block + "\n" for block in blocks)
+
+
+def transcript_text(row: dict[str, Any]) -> str:
+    """The transcript alone, as whisper's txt output: one line per long-form segment (else
+    one line), no times; line breaks inside a text become spaces."""
+    texts = [s["text"] for s in row["segments"]] if row.get("segments") else [row["text"]]
+    lines = [" ".join(text.split()) for text in texts if text and text.strip()]
+    return "".join(line + "\n" for line in lines)

@@ -6,10 +6,13 @@ The recipe that puts them together is `voxadapt.stages.train.Trainer`.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 import os
 import random
+import re
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +31,13 @@ from voxadapt.errors import StageInterrupted, VoxadaptError
 from voxadapt.model import (
     DEFAULT_MODEL,
     DTYPES,
+    ENCODER_LORA_TARGETS,
+    LLM_LORA_TARGETS,
     PROJECTOR_MODES,
     QUANTIZATIONS,
+    TRAIN_PARTS,
+    AdapterOptions,
+    PartLora,
 )
 from voxadapt.trackers import TRACKERS, tracker_problems
 
@@ -100,9 +108,37 @@ class TrainConfig(Config):
         choices=PROJECTOR_MODES,
         group="what trains",
     )
-    lora_r: int = option(8, help="LoRA rank", group="what trains")
-    lora_alpha: int = option(16, help="LoRA alpha", group="what trains")
-    lora_dropout: float = option(0.05, help="LoRA dropout", group="what trains")
+    lora_r: int = option(8, help="the projector's LoRA rank", group="what trains")
+    lora_alpha: int = option(16, help="the projector's LoRA alpha", group="what trains")
+    lora_dropout: float = option(0.05, help="LoRA dropout (every part)", group="what trains")
+    train_modules: list[str] = option(
+        help="the parts that learn, comma-separated: projector, llm (LoRA on the language "
+        "model's 4-bit layers), encoder (LoRA on the audio encoder); everything else is "
+        "frozen and the parameter audit refuses to start otherwise",
+        default_factory=lambda: ["projector"],
+        metavar="PART[,PART...]",
+        group="what trains",
+    )
+    llm_lora_r: int = option(16, help="LoRA rank of the language model", group="what trains")
+    llm_lora_alpha: int = option(32, help="LoRA alpha of the language model", group="what trains")
+    llm_lora_targets: list[str] = option(
+        help="the language model's linear layers that get LoRA: leaf names (q_proj) or "
+        "dotted suffixes (mlp.down_proj), looked up inside the language model only",
+        default_factory=lambda: list(LLM_LORA_TARGETS),
+        metavar="NAME[,NAME...]",
+        group="what trains",
+    )
+    encoder_lora_r: int = option(16, help="LoRA rank of the audio encoder", group="what trains")
+    encoder_lora_alpha: int = option(
+        32, help="LoRA alpha of the audio encoder", group="what trains"
+    )
+    encoder_lora_targets: list[str] = option(
+        help="the audio encoder's linear layers that get LoRA (as --llm-lora-targets, looked "
+        "up inside the encoder only)",
+        default_factory=lambda: list(ENCODER_LORA_TARGETS),
+        metavar="NAME[,NAME...]",
+        group="what trains",
+    )
     dtype: str | None = option(
         None,
         help="compute dtype (default bf16 on capable GPUs, fp32 on CPU)",
@@ -173,13 +209,45 @@ class TrainConfig(Config):
         flag_prefix="eval-",
     )
 
+    def __post_init__(self) -> None:
+        # "llm,projector" and "projector,llm" are one choice: kept in TRAIN_PARTS order, so
+        # the saved config, the adapter and --resume compare equal choices as equal
+        if isinstance(self.train_modules, list) and set(self.train_modules) <= set(TRAIN_PARTS):
+            self.train_modules = sorted(set(self.train_modules), key=TRAIN_PARTS.index)
+        super().__post_init__()
+
+    def adapter_options(self) -> AdapterOptions:
+        """What learns, as `voxadapt.model.attach_adapter` takes it."""
+        return AdapterOptions(
+            self.projector,
+            self.lora_r,
+            self.lora_alpha,
+            self.lora_dropout,
+            tuple(self.train_modules),
+            PartLora(self.llm_lora_r, self.llm_lora_alpha, tuple(self.llm_lora_targets)),
+            PartLora(
+                self.encoder_lora_r, self.encoder_lora_alpha, tuple(self.encoder_lora_targets)
+            ),
+        )
+
     def problems(self) -> list[str]:
         found = super().problems()
         if self.train is None:
             found.append("train manifest is required (--train)")
-        for name in ("batch_size", "grad_accum", "logging_steps", "lora_r", "lora_alpha"):
+        for name in (
+            "batch_size",
+            "grad_accum",
+            "logging_steps",
+            "lora_r",
+            "lora_alpha",
+            "llm_lora_r",
+            "llm_lora_alpha",
+            "encoder_lora_r",
+            "encoder_lora_alpha",
+        ):
             if getattr(self, name) < 1:
                 found.append(f"{name} must be >= 1")
+        found += _train_modules_problems(self)
         for name in ("max_steps", "eval_steps", "eval_samples", "early_stopping_patience"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 found.append(f"{name} must be >= 1")
@@ -204,6 +272,29 @@ class TrainConfig(Config):
         if self.early_stopping_patience is not None and self.valid is None:
             found.append("early_stopping_patience needs a valid manifest")
         return found
+
+
+def _train_modules_problems(config: TrainConfig) -> list[str]:
+    found = []
+    unknown = [part for part in config.train_modules if part not in TRAIN_PARTS]
+    if unknown or not config.train_modules:
+        found.append(
+            f"train_modules must name one or more of {', '.join(TRAIN_PARTS)}"
+            + (f", not {', '.join(unknown)}" if unknown else "")
+        )
+    if config.projector == "full" and "projector" not in config.train_modules:
+        found.append("projector full needs the projector in train_modules")
+    for part in ("llm", "encoder"):
+        targets = getattr(config, f"{part}_lora_targets")
+        if not targets:
+            found.append(f"{part}_lora_targets must name at least one layer")
+        bad = [t for t in targets if not re.fullmatch(r"[A-Za-z_]\w*(\.\w+)*", t)]
+        if bad:
+            found.append(
+                f"{part}_lora_targets: {', '.join(map(repr, bad))} is not a layer name "
+                "(a leaf name such as q_proj, or a dotted suffix such as mlp.down_proj)"
+            )
+    return found
 
 
 @dataclass
@@ -344,9 +435,26 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+def option_defaults() -> dict[str, Any]:
+    """Every TrainConfig option's default, as config.yaml stores it."""
+    values = {}
+    for item in dataclasses.fields(TrainConfig):
+        if item.default_factory is not dataclasses.MISSING:
+            value = item.default_factory()
+        else:
+            value = item.default
+        if dataclasses.is_dataclass(value):
+            value = dataclasses.asdict(value)
+        values[item.name] = value
+    return json.loads(json.dumps(values, default=str))
+
+
 def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Options that differ between a checkpoint's config and this run's, except those that
-    may change on resume (RESUMABLE_CHANGES)."""
+    may change on resume (RESUMABLE_CHANGES). An option the checkpoint's config lacks was
+    added since, and that run trained with its default (the projector alone, for
+    `train_modules`)."""
+    saved = {**option_defaults(), **saved}
     changed = [
         f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
         for key in sorted(set(saved) | set(current))

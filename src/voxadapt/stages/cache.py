@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from voxadapt.audio import AudioError
 from voxadapt.augment import speed_factor_problems
@@ -37,6 +36,7 @@ from voxadapt.features import (
 )
 from voxadapt.manifest import Utterance, atomic_write, read_manifest
 from voxadapt.outputs import claim_outputs
+from voxadapt.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -193,13 +193,13 @@ def _run_shards(
 ) -> tuple[int, list[dict[str, str]]]:
     """Featurize and write every batch as a shard, in this process or `jobs` workers."""
     computed, errors = 0, []
-    with tqdm(total=total, desc="cache features", unit="utt", disable=None) as progress:
+    with progress(total, "cache features", "utt") as bar:
         if jobs == 1:  # in this process, with its own torch thread settings
             results = (_featurize_shard(str(out_dir), spec, b, codec) for b in batches)
             for count, batch_errors in results:
                 computed += count
                 errors.extend(batch_errors)
-                progress.update(count + len(batch_errors))
+                bar.update(count + len(batch_errors))
             return computed, errors
         pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker)
         try:
@@ -208,7 +208,7 @@ def _run_shards(
                 count, batch_errors = future.result()
                 computed += count
                 errors.extend(batch_errors)
-                progress.update(count + len(batch_errors))
+                bar.update(count + len(batch_errors))
         except BaseException:  # Ctrl-C/SIGTERM: drop queued shards; running ones finish whole
             pool.shutdown(wait=False, cancel_futures=True)
             raise

@@ -316,6 +316,8 @@ def _evaluate(config: EvaluateConfig, out_dir: Path) -> EvaluateResult:
 
     rows = rescore_against(read_predictions(predictions), utterances)
     extra = {
+        "manifest": str(config.manifest),
+        "compare_hypotheses": str(config.compare) if config.compare else None,
         "failed": len(failed),
         "model": str(config.model),
         "adapter": str(config.adapter) if config.adapter else None,

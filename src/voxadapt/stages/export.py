@@ -1,4 +1,5 @@
-"""Export a trained projector: merged transformers checkpoint, or Mistral's consolidated format.
+"""Export a trained adapter (every part it trained merged into the base): a transformers
+checkpoint, or Mistral's consolidated format.
 
 The Mistral layout (`consolidated.safetensors`, `params.json`, `tekken.json`) is what vLLM's
 Voxtral loader reads (`vllm serve DIR --tokenizer-mode mistral --config-format mistral
@@ -30,8 +31,10 @@ from voxadapt.errors import ConfigError, VoxadaptError
 from voxadapt.manifest import atomic_write, honour_umask
 from voxadapt.model import (
     DTYPES,
+    adapter_parts,
     base_model_of,
     check_base_model,
+    is_peft_adapter,
     read_adapter_info,
     resolve_dtype,
     writing_weights,
@@ -242,7 +245,9 @@ def mistral_params(config: Any, projector_in: int) -> dict[str, Any]:
 def merged_model(
     model_id: str | Path, adapter: Path, *, dtype: torch.dtype = torch.float32
 ) -> torch.nn.Module:
-    """Base model in `dtype` (never quantized) with the adapter merged into the projector."""
+    """Base model in `dtype` (never quantized) with the adapter merged into every part it
+    trained (projector, LLM, encoder: each LoRA layer becomes W + alpha/r * B @ A, a full
+    projector replaces the base's)."""
     from voxadapt.model import apply_adapter, load_voxtral
 
     model = load_voxtral(model_id, quantization="none", device="cpu", dtype=dtype)
@@ -294,9 +299,9 @@ def check_adapter(adapter: Path) -> dict[str, Any]:
     """The adapter's info; ExportError unless every file its mode needs is there."""
     info = read_adapter_info(adapter)
     needed = (
-        ["projector.safetensors"]
-        if info.get("projector") == "full"
-        else ["adapter_config.json", "adapter_model.safetensors"]
+        ["adapter_config.json", "adapter_model.safetensors"]
+        if is_peft_adapter(info)
+        else ["projector.safetensors"]
     )
     missing = [name for name in needed if not (Path(adapter) / name).is_file()]
     if missing:
@@ -339,10 +344,12 @@ def export(config: ExportConfig) -> ExportResult:
         "export", out_dir, trees=[config.adapter, model_id if Path(model_id).is_dir() else None]
     )
     with claim:
-        return _export(config, model_id, claim.folder / out_dir.name)
+        return _export(config, model_id, claim.folder / out_dir.name, adapter_parts(info))
 
 
-def _export(config: ExportConfig, model_id: str, out_dir: Path) -> ExportResult:
+def _export(
+    config: ExportConfig, model_id: str, out_dir: Path, parts: tuple[str, ...]
+) -> ExportResult:
     staging = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)  # a dead run of this pid's number
     staging.mkdir()  # beside the claimed entry, in a folder the claim checked is writable
@@ -363,6 +370,7 @@ def _export(config: ExportConfig, model_id: str, out_dir: Path) -> ExportResult:
                     "adapter": str(config.adapter),
                     "format": config.format,
                     "dtype": config.dtype,
+                    "merged_parts": list(parts),  # what the adapter trained, now in the weights
                 },
                 handle,
                 indent=2,

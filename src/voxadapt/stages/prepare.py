@@ -36,6 +36,7 @@ from voxadapt.splits import (
     speaker_from_path,
     speaker_rule_problems,
     split_utterances,
+    stratum_of,
 )
 from voxadapt.text import (
     TEXT_MODES,
@@ -44,6 +45,7 @@ from voxadapt.text import (
     normalize_transcript,
     transcript_variants,
 )
+from voxadapt.units import percent
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ SPLIT_OUTPUT_SUFFIXES = (
     ".lhotse_recordings.jsonl.gz",
     ".lhotse_supervisions.jsonl.gz",
 )
+# A run that rejects more than this share of its input warns loudly (--max-rejected fails).
+HIGH_REJECTED_SHARE = 0.10
 REPORT_OUTPUTS = ("rejected.jsonl", "stats.json", "durations.png", "prepare_config.yaml")
 
 
@@ -130,12 +134,16 @@ class PrepareConfig(Config):
     )
     valid_size: float | None = option(
         None,
-        help="validation split: fraction (0.05) or count (500)",
+        help="validation split: fraction (0.05) or count (500); with --split-by speaker the "
+        "split takes whole speakers, so it lands near the target, not on it",
         metavar="X",
         group="splits",
     )
     test_size: float | None = option(
-        None, help="test split: fraction (0.05) or count (500)", metavar="X", group="splits"
+        None,
+        help="test split: fraction (0.05) or count (500), in whole speakers like --valid-size",
+        metavar="X",
+        group="splits",
     )
     split_by: str = option(
         "speaker",
@@ -144,6 +152,13 @@ class PrepareConfig(Config):
         group="splits",
     )
     seed: int = option(0, help="split seed", group="splits")
+    stratify: str | None = option(
+        None,
+        help="keep the shares of this metadata field's values (role, gender, region...) in "
+        "every split (speakers stay whole); the split table shows its counts per split",
+        metavar="FIELD",
+        group="splits",
+    )
     resplit: bool = option(
         False,
         help="ignore the splits the source brings (a Hugging Face dataset's train/validation/"
@@ -156,7 +171,15 @@ class PrepareConfig(Config):
         "(SPLIT.lhotse_recordings.jsonl.gz + SPLIT.lhotse_supervisions.jsonl.gz)",
         default_factory=list,
         metavar="FORMAT[,FORMAT...]",
-        group="splits",
+        group="outputs",
+    )
+    max_rejected: float | None = option(
+        None,
+        help="fail (exit 1, outputs untouched, the report in OUT/failed-run/) when more than "
+        f"this fraction of the input items is rejected (default: warn above "
+        f"{HIGH_REJECTED_SHARE:.0%})",
+        metavar="FRACTION",
+        group="outputs",
     )
     audio_column: str | None = option(
         None,
@@ -201,6 +224,10 @@ class PrepareConfig(Config):
             found.append("valid_size + test_size take every utterance: nothing left to train on")
         if self.jobs is not None and self.jobs < 1:
             found.append("jobs must be >= 1")
+        if self.max_rejected is not None and not 0 <= self.max_rejected <= 1:
+            found.append("max_rejected must be a fraction in [0, 1]")
+        if self.stratify is not None and not self.stratify.strip():
+            found.append("stratify needs a metadata field name")
         if not (math.isfinite(self.duration_tolerance_s) and self.duration_tolerance_s >= 0):
             found.append("duration_tolerance_s must be >= 0")
         if not self.max_chars_per_s > 0:
@@ -229,6 +256,7 @@ class PrepareResult:
     stats_path: Path
     plot_path: Path | None
     stats: dict[str, Any] = field(repr=False)
+    emitted: list[Path] = field(default_factory=list)  # --emit files (NeMo, Lhotse)
 
 
 def _rejection_record(rejection: SourceRejection) -> dict[str, Any]:
@@ -284,6 +312,11 @@ def _compute_stats(
                 "utterances": len(items),
                 "hours": sum(u.duration for u in items) / 3600,
                 "speakers": len({u.speaker for u in items if u.speaker}),
+                **(
+                    {f"by_{config.stratify}": _value_counts(items, config.stratify)}
+                    if config.stratify
+                    else {}
+                ),
             }
             for split, items in splits.items()
             if items or split == "train"
@@ -312,6 +345,11 @@ def _compute_stats(
     return stats
 
 
+def _value_counts(utterances: list[Utterance], field: str) -> dict[str, int]:
+    values = Counter(stratum_of(u, field) or "(none)" for u in utterances)
+    return dict(sorted(values.items()))
+
+
 def _id_from_path(audio: Path, root: Path, ambiguous_stems: set[str]) -> str:
     if audio.stem not in ambiguous_stems:
         return audio.stem
@@ -322,14 +360,17 @@ def _id_from_path(audio: Path, root: Path, ambiguous_stems: set[str]) -> str:
     return "_".join(relative.with_suffix("").parts)
 
 
-def _assign_speakers(items: list[SourceItem], rule: str | None) -> None:
+def _assign_speakers(items: list[SourceItem], rule: str | None, *, splitting: bool) -> None:
     """Speakers from paths for items whose source gave none; a warning when that still
-    leaves every utterance its own speaker (splits then cannot keep speakers apart)."""
+    leaves every utterance its own speaker and a speaker-disjoint split was asked for
+    (splits then cannot keep speakers apart)."""
     if rule is not None:
         for item in items:
             if item.speaker is None:
                 item.speaker = speaker_from_path(item.audio, rule)
     speakers = {item.speaker for item in items if item.speaker}
+    if not splitting:
+        return
     if len(items) > 1 and (not speakers or len(speakers) == len(items)):
         log.warning(
             "every utterance is its own speaker: the same speaker can land in train and test "
@@ -359,7 +400,8 @@ def _read_source(config: PrepareConfig) -> tuple[list[SourceItem], list[SourceRe
     items: list[SourceItem] = []
     for record in parser(source):
         (rejections if isinstance(record, SourceRejection) else items).append(record)
-    _assign_speakers(items, config.speaker_from)
+    splitting = bool(config.valid_size or config.test_size) and config.split_by == "speaker"
+    _assign_speakers(items, config.speaker_from, splitting=splitting)
     log.info(
         "read %d input items from %s (%d rejected while parsing)",
         len(items) + len(rejections),
@@ -653,24 +695,36 @@ def _prepare(config: PrepareConfig, out_dir: Path) -> PrepareResult:
         test_size=config.test_size,
         split_by=config.split_by,
         seed=config.seed,
+        stratify=config.stratify,
     )
     stats = _compute_stats(config, splits, rejections, input_items, probe_stats)
+    too_many_rejected = _check_rejected_share(config, stats)
     staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out_dir))
     staging.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700 folders
     try:
         names = _write_outputs(staging, config, splits, rejections, stats, probed_durations)
         failed = out_dir / "failed-run"
         shutil.rmtree(failed, ignore_errors=True)  # an earlier failure's report is stale now
-        if not kept or not splits["train"]:
+        if not kept or not splits["train"] or too_many_rejected:
             for name in names:  # keep only the report of what went wrong
                 if name not in ("rejected.jsonl", "stats.json"):
                     (staging / name).unlink()
             staging.rename(failed)
+            if too_many_rejected and kept and splits["train"]:
+                raise NothingKeptError(
+                    f"{too_many_rejected} (--max-rejected {config.max_rejected:g}); see "
+                    f"{failed / 'rejected.jsonl'}; earlier outputs in {out_dir} are untouched"
+                )
             raise _nothing_to_train(kept, stats, input_items, failed)
         _publish(staging, out_dir, names)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     manifests = {n[:-6]: out_dir / n for n in names if n.endswith(".jsonl") and n[:-6] in SPLITS}
+    emitted = [
+        out_dir / name
+        for name in names
+        if name not in REPORT_OUTPUTS and out_dir / name not in manifests.values()
+    ]
     return PrepareResult(
         out_dir,
         manifests,
@@ -678,7 +732,34 @@ def _prepare(config: PrepareConfig, out_dir: Path) -> PrepareResult:
         out_dir / "stats.json",
         out_dir / "durations.png",
         stats,
+        emitted,
     )
+
+
+def _check_rejected_share(config: PrepareConfig, stats: dict[str, Any]) -> str | None:
+    """Warn loudly when many input items were rejected; the message when --max-rejected
+    makes that a failure."""
+    if not stats["input_items"] or not stats["rejected"]:
+        return None
+    share = stats["rejected"] / stats["input_items"]
+    reasons = ", ".join(
+        f"{reason} {n}" for reason, n in list(stats["rejected_by_reason"].items())[:3]
+    )
+    message = (
+        f"{stats['rejected']} of {stats['input_items']} input items ({percent(share)}) were "
+        f"rejected ({reasons})"
+    )
+    if config.max_rejected is not None and share > config.max_rejected:
+        return message
+    if share > HIGH_REJECTED_SHARE:
+        log.warning(
+            "%s: see rejected.jsonl; the duration bounds are %g-%g s (--min-duration, "
+            "--max-duration); --max-rejected FRACTION fails the run instead",
+            ("MOST INPUT WAS REJECTED: " if share >= 0.5 else "") + message,
+            config.min_duration_s,
+            config.max_duration_s,
+        )
+    return None
 
 
 def _nothing_to_train(

@@ -145,7 +145,9 @@ def _score(
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     extra = {
+        "manifest": str(config.manifest),
         "hypotheses": str(config.hypotheses),
+        "compare_hypotheses": str(config.compare) if config.compare else None,
         "missing_hypotheses": len(missing),
         "unknown_hypotheses": len(unknown),
         "unknown_hypothesis_ids": unknown[:20],

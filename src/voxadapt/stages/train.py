@@ -16,7 +16,6 @@ import logging
 import math
 import random
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from voxadapt.config import load_yaml, save_config, to_jsonable
 from voxadapt.data import IGNORE_INDEX, Collator, PromptBuilder, TranscriptionDataset
 from voxadapt.decoding import (
     AudioItem,
+    AudioProgress,
     FeatureSource,
     Transcriber,
     ignore_stop_signals,
@@ -44,11 +44,11 @@ from voxadapt.manifest import (
     read_manifest,
 )
 from voxadapt.model import (
-    AdapterOptions,
-    attach_projector_adapter,
+    attach_adapter,
     autocast,
-    check_only_projector_trains,
+    check_trainable_parts,
     compute_dtype,
+    describe_parts,
     format_audit,
     input_dtype,
     load_voxtral,
@@ -59,6 +59,7 @@ from voxadapt.model import (
     writing_weights,
 )
 from voxadapt.outputs import OutputClaim, claim_outputs
+from voxadapt.progress import progress
 from voxadapt.scoring.rates import corpus_metrics, score_row
 from voxadapt.trackers import Trackers, missing_libraries
 from voxadapt.training import (
@@ -75,6 +76,7 @@ from voxadapt.training import (
     setup_distributed,
     trainable_state,
 )
+from voxadapt.units import percent
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,7 @@ class Trainer:
             "train_manifest": file_digest(config.train),
             "valid_manifest": file_digest(config.valid) if config.valid else None,
             "model": model_identity(config.model),
+            "train_modules": list(config.train_modules),  # the parts that learn
         }
         if config.resume:
             self._check_resume()
@@ -166,7 +169,13 @@ class Trainer:
         changed = resume_differences(load_yaml(saved_path), to_jsonable(self.config))
         saved_identity = read_identity(self.output_dir)
         if saved_identity is not None:  # the manifests' content and the model's revision
-            changed += changes(saved_identity, self.identity)
+            saved_identity.setdefault("train_modules", ["projector"])  # before the option
+            named = {change.split(":", 1)[0] for change in changed}  # once, from the config
+            changed += [
+                change
+                for change in changes(saved_identity, self.identity)
+                if change.split(":", 1)[0] not in named
+            ]
         if changed:
             raise ConfigError(
                 f"--resume: options differ from the checkpoint's ({'; '.join(changed)}); "
@@ -233,14 +242,14 @@ class Trainer:
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
         model.config.use_cache = False
-        self.adapter_options = AdapterOptions(
-            config.projector, config.lora_r, config.lora_alpha, config.lora_dropout
-        )
+        self.adapter_options = config.adapter_options()
         torch.manual_seed(config.seed)  # identical adapter init on every rank
-        self.model = attach_projector_adapter(model, self.adapter_options)
+        self.model = attach_adapter(model, self.adapter_options)
         if dist.main:
-            log.info("parameters:\n%s", format_audit(parameter_audit(self.model)))
-        self.n_trainable = check_only_projector_trains(self.model)
+            audit = format_audit(parameter_audit(self.model), describe_parts(self.adapter_options))
+            log.info("parameters:\n%s", audit)
+        # refuses to start if anything outside the chosen parts would train
+        self.n_trainable = check_trainable_parts(self.model, config.train_modules)
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.forward_model = torch.compile(self.model) if config.torch_compile else self.model
         self.transcriber = Transcriber(self.model, self.prompts, dist.device)
@@ -332,22 +341,29 @@ class Trainer:
 
     def fit(self) -> None:
         """Train to total_steps (or early stop); evaluate every eval_every steps and at the end."""
-        from tqdm.auto import tqdm
-
+        config, world = self.config, self.dist.world
+        if self.dist.main:
+            log.info(
+                "world size %d, global batch size %d = %d per device x %d accumulation x %d; "
+                "%d optimizer steps",
+                world,
+                config.batch_size * config.grad_accum * world,
+                config.batch_size,
+                config.grad_accum,
+                world,
+                self.total_steps,
+            )
         self.model.train()
-        self.progress = tqdm(
-            total=self.total_steps,
-            initial=self.state.step,
-            desc="train",
-            unit="step",
-            disable=not self.dist.main or None,
-        )
         self._reset_window()
         stop_early = False
-        with StopFlag() as stop:
+        with (
+            progress(
+                self.total_steps, "train", "step", initial=self.state.step, enabled=self.dist.main
+            ) as self.progress,
+            StopFlag() as stop,
+        ):
             while self.state.step < self.total_steps and not stop_early:
                 stop_early = self._train_epoch(stop)
-        self.progress.close()
         if not stop_early:
             stop_early = self.evaluate()
         self.save_checkpoint()
@@ -458,13 +474,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
         self.window["grad_norm"] = grad_norm
-        self.progress.update()
 
     def _after_step(self) -> bool:
         """Log, evaluate and checkpoint as scheduled; True if early stopping says stop."""
         step, config = self.state.step, self.config
         if step % config.logging_steps == 0 or step == self.total_steps:
             self._log_training(step)
+        self.progress.update()  # after the log record, so a progress line shows its loss
         if step % self.eval_every == 0 and step < self.total_steps:
             stop_early = self.evaluate()
             self.save_checkpoint()
@@ -476,7 +492,6 @@ class Trainer:
         flag = torch.tensor(float(stop.requested))
         if all_reduce_mean(flag, self.dist).item() > 0:  # every rank stops at the same step
             self.save_checkpoint()
-            self.progress.close()
             raise TrainingInterrupted(
                 f"interrupted at step {self.state.step}/{self.total_steps}; checkpoint saved "
                 f"in {self.last_dir}; continue with --resume"
@@ -500,20 +515,21 @@ class Trainer:
         loss_sum, tokens, samples = all_reduce_sum(totals, self.dist).tolist()
         loss_value = loss_sum / max(tokens, 1.0)
         elapsed = time.perf_counter() - self.window["start"]
-        self._log_record(
-            {
-                "step": step,
-                "epoch": self.state.epoch,
-                "loss": loss_value,
-                "learning_rate": self.scheduler.get_last_lr()[0],
-                "grad_norm": self.window["grad_norm"],
-                "samples": int(samples),  # examples trained on since the last record
-                "samples_per_second": samples / elapsed,
-            }
+        record = {
+            "step": step,
+            "epoch": self.state.epoch,
+            "loss": loss_value,
+            "learning_rate": self.scheduler.get_last_lr()[0],
+            "grad_norm": self.window["grad_norm"],
+            "samples": int(samples),  # examples trained on since the last record
+            "samples_per_second": samples / elapsed,
+        }
+        self._log_record(record)
+        # the bar's postfix on a terminal; the periodic progress line elsewhere
+        self.progress.note(
+            f"loss {loss_value:.4f}, lr {record['learning_rate']:.2e}, "
+            f"grad_norm {record['grad_norm']:.3f}, {record['samples_per_second']:.1f} samples/s"
         )
-        self.progress.set_postfix(loss=f"{loss_value:.4f}")
-        if self.dist.main and not sys.stderr.isatty():  # log files and SLURM: a line per log
-            log.info("step %d/%d: loss %.4f", step, self.total_steps, loss_value)
         self._reset_window()
 
     def _log_record(self, record: dict[str, Any]) -> None:
@@ -547,12 +563,13 @@ class Trainer:
         )
         if self.dist.main:
             log.info(
-                "step %d: eval CER %s WER %s (best %s at step %s)",
+                "step %d: eval CER %s, WER %s (best CER %s at step %s), %.0f s",
                 state.step,
-                _fmt(cer),
-                _fmt(metrics["eval_wer"]),
-                _fmt(state.best_cer),
+                percent(cer),
+                percent(metrics["eval_wer"]),
+                percent(state.best_cer),
                 state.best_step,
+                metrics["eval_seconds"],
             )
         patience = self.config.early_stopping_patience
         return bool(patience and state.evals_without_improvement >= patience)
@@ -567,12 +584,17 @@ class Trainer:
             items, self.spec, store=self.store, keys=[valid.keys[i] for i in mine]
         )
         rows, failed = [], 0
-        for batch in self.transcriber.transcribe(items, self.config.decode, source):
-            for item, result in batch:
-                if isinstance(result, AudioError):
-                    failed += 1
-                    continue
-                rows.append({"id": item.id, **score_row(item.record["text"], result.text)})
+        # rank 0 shows its share's decoding: below the training bar, or as log lines
+        desc = f"eval at step {self.state.step}"
+        with AudioProgress(items, desc, leave=False, enabled=self.dist.main) as bar:
+            decoded = self.transcriber.transcribe(items, self.config.decode, source, bar.token)
+            for batch in decoded:
+                for item, result in batch:
+                    if isinstance(result, AudioError):
+                        failed += 1
+                        continue
+                    rows.append({"id": item.id, **score_row(item.record["text"], result.text)})
+                bar.done([item for item, _ in batch])
         if self.dist.world > 1:
             gathered: list[Any] = [None] * self.dist.world
             torch.distributed.all_gather_object(gathered, (rows, failed))
@@ -642,10 +664,6 @@ class Trainer:
         finally:
             if self.claim is not None:
                 self.claim.release()
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
 
 
 def train(config: TrainConfig) -> TrainResult:

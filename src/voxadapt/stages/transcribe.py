@@ -1,15 +1,17 @@
-"""The transcribe stage: audio files, folders or manifests -> JSONL, `id<TAB>text` or SRT."""
+"""The transcribe stage: audio files, folders or manifests -> JSONL, `id<TAB>text`, plain
+text, SRT or WebVTT (several of them from one decode)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from voxadapt.decoding import (
     split_long_form,
     stitch,
 )
-from voxadapt.errors import VoxadaptError
+from voxadapt.errors import ConfigError, VoxadaptError
 from voxadapt.manifest import (
     Utterance,
     atomic_write,
@@ -38,13 +40,24 @@ from voxadapt.manifest import (
 from voxadapt.model import base_model_of
 from voxadapt.outputs import OutputClaim, claim_output_file, claim_outputs
 from voxadapt.scoring.rows import FAILED_MARK
-from voxadapt.subtitles import cue_file, cue_name, srt_names
+from voxadapt.subtitles import clip_stems, cue_file, transcript_text
 
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".oga", ".aiff", ".aif", ".w64"}
-OUTPUT_FORMATS = ("jsonl", "txt", "srt", "vtt")
-CUE_FORMATS = ("srt", "vtt")  # one cue file per input, one cue per segment
+# One file for all inputs: every field and flag (jsonl), or `id<TAB>text` lines (txt), which
+# `voxadapt score` reads back.
+FILE_FORMATS = ("jsonl", "txt")
+# One file per input: the transcript alone (text, whisper's txt) or subtitles (srt, vtt).
+CLIP_SUFFIXES = {"text": ".txt", "srt": ".srt", "vtt": ".vtt"}
+CUE_FORMATS = ("srt", "vtt")  # one cue per segment, wrapped by --max-line-width/-count
+OUTPUT_FORMATS = (*FILE_FORMATS, *CLIP_SUFFIXES)
+# With several formats --out is a folder; the one-file formats get these names in it.
+FOLDER_FILES = {"jsonl": "transcripts.jsonl", "txt": "transcripts.txt"}
+# The row field that names a clip's file of each per-input format (`text` is the transcript).
+CLIP_FILE_FIELDS = {"text": "text_file", "srt": "srt", "vtt": "vtt"}
+# Without --format, --out's suffix names the format (any other suffix: jsonl).
+SUFFIX_FORMATS = {".jsonl": "jsonl", ".txt": "txt", ".srt": "srt", ".vtt": "vtt"}
 
 
 @dataclass
@@ -59,14 +72,34 @@ class TranscribeConfig(ModelChoice):
     )
     out: Path | None = option(
         None,
-        help="output file (.jsonl / .txt) or folder (srt); default: text on stdout",
+        help="one format: the output file (x.jsonl, x.txt; x.srt, x.vtt or, with --format "
+        "text, x.txt for one input) or the folder of the per-input files; several formats: "
+        "a folder holding transcripts.jsonl, transcripts.txt and <clip>.txt/.srt/.vtt; "
+        "default: standard output",
         metavar="PATH",
     )
     format: str | None = option(
         None,
-        help="jsonl (all fields and flags), txt (id<TAB>text) or srt (one file per clip); "
-        "default from --out's suffix, txt on stdout",
-        choices=OUTPUT_FORMATS,
+        help="jsonl (every field and flag), txt (id<TAB>text lines, read by score), text (the "
+        "transcript only, one .txt per input), srt or vtt (subtitles, one file per input); "
+        "several separated by commas (srt,vtt,jsonl), or all; default: from --out's suffix "
+        "(.txt: txt, .srt, .vtt, else jsonl), txt on standard output",
+        metavar="FORMATS",
+    )
+    max_line_width: int | None = option(
+        None,
+        help="srt/vtt: at most N characters a line, broken at spaces (a longer word is cut); "
+        "default: no limit",
+        metavar="N",
+        group="subtitles",
+    )
+    max_line_count: int | None = option(
+        None,
+        help="srt/vtt: at most N lines a cue (with --max-line-width); a longer cue becomes "
+        "consecutive cues sharing its time in proportion to their characters; default: no "
+        "limit",
+        metavar="N",
+        group="subtitles",
     )
     decode: DecodeOptions = option(help="decoding options", default_factory=DecodeOptions)
 
@@ -74,9 +107,82 @@ class TranscribeConfig(ModelChoice):
         found = super().problems()
         if not self.inputs:
             found.append("give at least one audio file, folder or manifest")
-        if self.format in CUE_FORMATS and self.out is None:
-            found.append(f"--format {self.format} writes one file per input: give --out FOLDER")
+        unknown = parse_formats(self.format)[1]
+        if unknown:
+            found.append(
+                f"--format: {', '.join(map(repr, unknown))} is not a format; give one or more "
+                f"of {', '.join(OUTPUT_FORMATS)} separated by commas, or all"
+            )
+        formats = output_formats(self)
+        found += _output_problems(self.out, formats)
+        for flag, value in (
+            ("--max-line-width", self.max_line_width),
+            ("--max-line-count", self.max_line_count),
+        ):
+            if value is not None and value < 1:
+                found.append(f"{flag} must be >= 1, not {value}")
+        if self.max_line_count is not None and self.max_line_width is None:
+            found.append("--max-line-count counts the lines --max-line-width makes: give both")
+        if (self.max_line_width or self.max_line_count) and not set(CUE_FORMATS) & set(formats):
+            flag = "--max-line-width" if self.max_line_width else "--max-line-count"
+            found.append(f"{flag} shapes subtitle cues: add srt or vtt to --format")
         return found
+
+
+def parse_formats(text: str | None) -> tuple[list[str], list[str]]:
+    """The formats of a `--format` value (`srt,vtt,jsonl`, `all`) in the order given, without
+    repeats, and the names that are not formats."""
+    formats: list[str] = []
+    unknown: list[str] = []
+    if text is None:
+        return formats, unknown
+    for name in (part.strip().lower() for part in text.split(",")):
+        expanded = OUTPUT_FORMATS if name == "all" else (name,) if name else ()
+        for fmt in expanded:
+            if fmt not in OUTPUT_FORMATS:
+                unknown.append(fmt)
+            elif fmt not in formats:
+                formats.append(fmt)
+    if not formats and not unknown:  # "" or ","
+        unknown.append(text)
+    return formats, unknown
+
+
+def output_formats(config: TranscribeConfig) -> list[str]:
+    """The formats asked for, else the one --out's suffix names, else txt on standard output."""
+    formats, _ = parse_formats(config.format)
+    if formats:
+        return formats
+    if config.out is None or str(config.out) == "-":
+        return ["txt"]
+    return [SUFFIX_FORMATS.get(config.out.suffix.lower(), "jsonl")]
+
+
+def _output_problems(out: Path | None, formats: list[str]) -> list[str]:
+    """What --out cannot hold of these formats (the input count is checked by `plan_outputs`)."""
+    shown = ",".join(formats)
+    if out is None or str(out) == "-":
+        if len(formats) > 1:
+            return [f"--format {shown} writes several files: give --out FOLDER"]
+        if formats[0] in CUE_FORMATS:
+            return [
+                f"--format {shown} writes subtitle files: give --out FOLDER, or --out "
+                f"FILE{CLIP_SUFFIXES[shown]} for one input"
+            ]
+        return []
+    if out.suffix.lower() not in SUFFIX_FORMATS or out.is_dir():
+        return []  # a folder name
+    if len(formats) > 1:
+        return [
+            f"--out {out} is a file name, but --format {shown} writes several files: give a folder"
+        ]
+    if formats[0] in CLIP_SUFFIXES and out.suffix.lower() != CLIP_SUFFIXES[formats[0]]:
+        return [
+            f"--out {out} is a file name, but --format {shown} writes "
+            f"{CLIP_SUFFIXES[shown]} files: give a folder, or a {CLIP_SUFFIXES[shown]} file "
+            "for one input"
+        ]
+    return []
 
 
 @dataclass
@@ -169,29 +275,54 @@ def transcript_row(
     return row
 
 
-def output_format(config: TranscribeConfig) -> str:
-    """The format asked for, else guessed from --out (folder -> srt), else txt on stdout."""
-    if config.format:
-        return config.format
-    if config.out is None:
-        return "txt"
-    suffix = config.out.suffix.lower().lstrip(".")
-    return suffix if suffix in OUTPUT_FORMATS else "jsonl"
+@dataclass
+class OutputPlan:
+    """Where each format goes, decided before any decoding."""
+
+    formats: list[str]
+    to: str  # "stdout", "file" (--out is the one output file) or "folder"
+    files: dict[str, str] = field(default_factory=dict)  # jsonl/txt -> its file name
+    # text/srt/vtt -> one file name per audio item, in item order
+    clip_files: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        """Every file this run may write, in the order they are moved into place."""
+        clip_names = [name for names in self.clip_files.values() for name in names]
+        return [*clip_names, *self.files.values()]
 
 
-def _write_cue_folder(rows: list[dict[str, Any]], out: Path, fmt: str) -> None:
-    """Write the cue files into a temporary folder, then move them into `out` together."""
-    done = [row for row in rows if row.get("text") is not None]
-    staging = Path(tempfile.mkdtemp(prefix=f".{fmt}-", dir=out))
-    try:
-        names = srt_names([str(r["id"]) for r in done])
-        for row, name in zip(done, (cue_name(n, fmt) for n in names)):
-            row[fmt] = name
-            (staging / name).write_text(cue_file(row, fmt), "utf-8")
-        for name in (row[fmt] for row in done):
-            (staging / name).replace(out / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def plan_outputs(
+    config: TranscribeConfig, formats: list[str], items: list[AudioItem], n_inputs: int
+) -> OutputPlan:
+    """How --out holds the formats, for `n_inputs` inputs (failed ones included):
+
+    - no --out, or `-`: the one format on standard output;
+    - jsonl or txt alone: --out is that file;
+    - text, srt or vtt alone with --out named like its file (x.txt, x.srt, x.vtt): exactly
+      that file, for one input (several: ConfigError, give a folder);
+    - else --out is a folder: transcripts.jsonl, transcripts.txt and <clip>.txt|.srt|.vtt.
+    """
+    out = config.out
+    if out is None or str(out) == "-":
+        return OutputPlan(formats, "stdout")
+    if len(formats) == 1 and formats[0] in FILE_FORMATS:
+        return OutputPlan(formats, "file", files={formats[0]: out.name})
+    if len(formats) == 1 and out.suffix.lower() == CLIP_SUFFIXES[formats[0]] and not out.is_dir():
+        if n_inputs > 1:
+            raise ConfigError(
+                f"--out {out} names one file, but --format {formats[0]} writes one file per "
+                f"input and {n_inputs} inputs were given: give a folder, e.g. --out "
+                f"{out.parent / out.stem}/"
+            )
+        return OutputPlan(formats, "file", clip_files={formats[0]: [out.name]})
+    files = {fmt: FOLDER_FILES[fmt] for fmt in formats if fmt in FILE_FORMATS}
+    clip_formats = [fmt for fmt in formats if fmt in CLIP_SUFFIXES]
+    # A clip called `transcripts` must not get the name of transcripts.txt (it gets ~2).
+    reserved = [Path(FOLDER_FILES["txt"]).stem] if "txt" in files and "text" in clip_formats else []
+    stems = clip_stems([item.id for item in items], reserved)
+    clip_files = {fmt: [stem + CLIP_SUFFIXES[fmt] for stem in stems] for fmt in clip_formats}
+    return OutputPlan(formats, "folder", files, clip_files)
 
 
 def _text_line(row: dict[str, Any]) -> str:
@@ -214,42 +345,78 @@ def check_txt_ids(ids: Sequence[str]) -> None:
             )
 
 
-def write_transcripts(rows: list[dict[str, Any]], fmt: str, out: Path | None) -> None:
-    """Write rows as JSONL, `id<TAB>text` lines, or one SRT cue file per clip."""
-    if fmt in CUE_FORMATS:
-        assert out is not None
-        _write_cue_folder(rows, out, fmt)
-        return
+def render_transcripts(rows: list[dict[str, Any]], fmt: str) -> str:
+    """All rows as one file's text: JSONL (jsonl), `id<TAB>text` lines (txt), or the
+    transcripts alone, failed inputs left out (text)."""
     if fmt == "jsonl":
-        lines = [json.dumps(row, ensure_ascii=False) for row in rows]
-    else:
-        lines = [_text_line(row) for row in rows]
-    text = "".join(line + "\n" for line in lines)
-    if out is None:
-        sys.stdout.write(text)
+        return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    if fmt == "txt":
+        return "".join(_text_line(row) + "\n" for row in rows)
+    return "".join(transcript_text(row) for row in rows if row.get("text") is not None)
+
+
+def write_transcripts(
+    rows: list[dict[str, Any]],
+    item_rows: list[dict[str, Any]],
+    plan: OutputPlan,
+    claim: OutputClaim | None,
+    config: TranscribeConfig,
+) -> None:
+    """Write every format of `plan`: on standard output (no claim), or as files built in a
+    staging folder beside the outputs and then moved into place together, so a failed run
+    replaces nothing and leaves no half set. item_rows: the rows of the audio items, in
+    item order; each names its per-input files (`srt`, `vtt`, `text_file`)."""
+    for fmt, names in plan.clip_files.items():
+        for row, name in zip(item_rows, names, strict=True):
+            if row.get("text") is not None:
+                row[CLIP_FILE_FIELDS[fmt]] = name
+    if claim is None:
+        sys.stdout.write(render_transcripts(rows, plan.formats[0]))
         sys.stdout.flush()
         return
-    with atomic_write(out) as handle:
+    layout = {"max_line_width": config.max_line_width, "max_line_count": config.max_line_count}
+    staging = Path(tempfile.mkdtemp(prefix=".transcribe-", dir=claim.folder))
+    try:
+        written = []
+        for fmt, names in plan.clip_files.items():
+            for row, name in zip(item_rows, names):
+                if row.get("text") is None:
+                    continue  # a failed input has no file; its error is in the rows
+                text = transcript_text(row) if fmt == "text" else cue_file(row, fmt, **layout)
+                _write_text(staging / name, text)
+                written.append(name)
+        for fmt, name in plan.files.items():
+            _write_text(staging / name, render_transcripts(rows, fmt))
+            written.append(name)
+        for name in written:
+            os.replace(staging / name, claim.path(name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_write(path) as handle:  # synced, with the umask's mode
         handle.write(text)
 
 
-def _claim(config: TranscribeConfig, fmt: str, items: list[AudioItem]) -> OutputClaim | None:
-    """The output file, or the cue files in the --out folder, checked against every input
-    (None: standard output)."""
-    if config.out is None or str(config.out) == "-":
+def _claim(
+    config: TranscribeConfig, plan: OutputPlan, items: list[AudioItem]
+) -> OutputClaim | None:
+    """The output file, or the files in the --out folder, checked against every input (None:
+    standard output)."""
+    if plan.to == "stdout" or config.out is None:
         return None
     inputs = [*config.inputs, *(item.audio for item in items)]
-    if fmt in CUE_FORMATS:
-        names = [cue_name(name, fmt) for name in srt_names([item.id for item in items])]
-        return claim_outputs(
-            "transcribe", config.out, names=names, inputs=inputs, shared_folder=True
-        )
-    return claim_output_file("transcribe", config.out, inputs=inputs)
+    if plan.to == "file":
+        return claim_output_file("transcribe", config.out, inputs=inputs)
+    return claim_outputs(
+        "transcribe", config.out, names=plan.names, inputs=inputs, shared_folder=True
+    )
 
 
 def transcribe(config: TranscribeConfig) -> TranscribeResult:
     """Transcribe every input; bad files are reported in their rows, the rest transcribed."""
-    fmt = output_format(config)
+    formats = output_formats(config)
     config = replace(config, model=base_model_of(config.model, config.adapter))
     config.check_adapter_base()
     items, errors = collect_inputs(config.inputs)
@@ -257,16 +424,14 @@ def transcribe(config: TranscribeConfig) -> TranscribeResult:
         log.warning("%s: %s (%s)", row["id"], row["error"], row["detail"])
     if not items:
         raise VoxadaptError(f"nothing to transcribe: {len(errors)} inputs failed")
-    if fmt == "txt":  # before any decoding: a format that cannot hold the ids is refused
+    if "txt" in formats:  # before any decoding: a format that cannot hold the ids is refused
         check_txt_ids([str(row["id"]) for row in errors] + [item.id for item in items])
-    claim = _claim(config, fmt, items)  # before any decoding: a bad --out must not cost it
+    # Before any decoding: a bad --out must not cost it.
+    plan = plan_outputs(config, formats, items, n_inputs=len(items) + len(errors))
+    claim = _claim(config, plan, items)
     with claim or contextlib.nullcontext():
         rows = _transcribe(config, items, errors)
-        if claim is None:
-            write_transcripts(rows, fmt, None)
-        else:
-            cue_folder = fmt in CUE_FORMATS
-            write_transcripts(rows, fmt, claim.folder if cue_folder else claim.path(claim.names[0]))
+        write_transcripts(rows, rows[len(errors) :], plan, claim, config)
     n_errors = sum(1 for row in rows if row.get("text") is None)
     return TranscribeResult(rows, n_errors, None if claim is None else config.out)
 

@@ -1,0 +1,177 @@
+"""Cue files, line wrapping and cue splitting, plain-text transcripts, file names."""
+
+import unicodedata
+from itertools import pairwise
+
+import pytest
+
+from voxadapt.subtitles import (
+    clip_stems,
+    cue_file,
+    cues,
+    layout_cue,
+    srt_time,
+    text_width,
+    transcript_text,
+    wrap_lines,
+)
+
+
+def nfd(text: str) -> str:
+    return unicodedata.normalize("NFD", text)
+
+
+SHORT = {"text": "환자분, 오늘 아침에 혈압약은 드셨어요?", "duration": 4.2049}
+EMPTY = {"text": "", "duration": 0}
+LONG = {
+    "text": "x",
+    "segments": [
+        {"start": 1.91, "end": 6.4, "text": "환자분, 오늘 아침에 혈압약은 드셨어요?"},
+        {"start": 6.4, "end": 8.0, "text": ""},
+        {"start": 8.54, "end": 3723.3105, "text": "가슴 통증이  언제부터 시작되었나요?"},
+    ],
+}
+
+
+# Written by the implementation before line widths existed: without --max-line-width and
+# --max-line-count the files stay byte for byte what they were.
+@pytest.mark.parametrize(
+    ("row", "fmt", "expected"),
+    [
+        (
+            SHORT,
+            "srt",
+            "1\n00:00:00,000 --> 00:00:04,205\n환자분, 오늘 아침에 혈압약은 드셨어요?\n",
+        ),
+        (
+            SHORT,
+            "vtt",
+            "WEBVTT\n\n00:00:00.000 --> 00:00:04.205\n환자분, 오늘 아침에 혈압약은 드셨어요?\n\n",
+        ),
+        (EMPTY, "srt", "1\n00:00:00,000 --> 00:00:00,000\n\n"),
+        (EMPTY, "vtt", "WEBVTT\n\n00:00:00.000 --> 00:00:00.000\n\n\n"),
+        (
+            LONG,
+            "srt",
+            "1\n00:00:01,910 --> 00:00:06,400\n환자분, 오늘 아침에 혈압약은 드셨어요?\n\n"
+            "2\n00:00:08,540 --> 01:02:03,310\n가슴 통증이  언제부터 시작되었나요?\n",
+        ),
+        (
+            LONG,
+            "vtt",
+            "WEBVTT\n\n00:00:01.910 --> 00:00:06.400\n환자분, 오늘 아침에 혈압약은 드셨어요?\n\n"
+            "00:00:08.540 --> 01:02:03.310\n가슴 통증이  언제부터 시작되었나요?\n\n",
+        ),
+    ],
+)
+def test_cue_files_without_line_limits_are_unchanged(row, fmt, expected):
+    assert cue_file(row, fmt) == expected
+    assert cue_file(row, fmt, max_line_width=None, max_line_count=None) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "width", "lines"),
+    [
+        (
+            "환자분 오늘 아침에 혈압약은 드셨어요?",
+            8,
+            ["환자분 오늘", "아침에 혈압약은", "드셨어요?"],
+        ),
+        ("CT 촬영 결과는 정상입니다.", 6, ["CT 촬영", "결과는", "정상입니다."]),
+        ("ab cd", 5, ["ab cd"]),  # exactly the width fits
+        ("ab cd", 4, ["ab", "cd"]),
+        ("가나다라마바사", 3, ["가나다", "라마바", "사"]),  # one word longer than a line
+        ("a 가나다라마 b", 3, ["a", "가나다", "라마", "b"]),  # the cut word's tail starts a line
+        ("네 네", 1, ["네", "네"]),
+        ("  혈압을\t재요\n다시  ", 20, ["혈압을 재요 다시"]),  # any run of whitespace is one break
+        ("", 5, []),
+        (" \t\n", 5, []),
+        (nfd("한국 사람"), 5, [nfd("한국 사람")]),  # a decomposed syllable is one character
+        (nfd("한국사람"), 3, [nfd("한국사"), nfd("람")]),  # and is never cut apart
+        ("cafe\u0301s", 2, ["ca", "fe\u0301", "s"]),  # an accent stays on its letter
+    ],
+)
+def test_lines_wrap_at_spaces_and_cut_only_overlong_words(text, width, lines):
+    assert wrap_lines(text, width) == lines
+    assert all(text_width(line) <= width for line in lines)
+    assert "".join(lines).replace(" ", "") == "".join(text.split())  # nothing lost or added
+
+
+@pytest.mark.parametrize(
+    ("cue", "width", "count", "expected"),
+    [
+        ((0.0, 9.0, "가나 다라 마바"), 2, 2, [(0.0, 6.0, "가나\n다라"), (6.0, 9.0, "마바")]),
+        (
+            (0.0, 6.0, "가 나다 라마바"),
+            3,
+            1,
+            [(0.0, 1.0, "가"), (1.0, 3.0, "나다"), (3.0, 6.0, "라마바")],  # time by characters
+        ),
+        ((0.0, 3.0, "가나다 라마바"), 3, 1, [(0.0, 1.5, "가나다"), (1.5, 3.0, "라마바")]),
+        ((1.0, 3.0, "혈압을 재겠습니다"), 4, None, [(1.0, 3.0, "혈압을\n재겠습니\n다")]),
+        ((0.0, 2.0, "가. 나"), 2, 1, [(0.0, 4 / 3, "가."), (4 / 3, 2.0, "나")]),  # '.' counts
+        ((2.0, 4.0, "가나 다라"), 10, 1, [(2.0, 4.0, "가나 다라")]),  # fits: one cue
+        ((0.0, 1.0, ""), 4, 2, [(0.0, 1.0, "")]),  # nothing to wrap: the cue as it was
+        ((0.0, 1.0, "   "), 4, 2, [(0.0, 1.0, "   ")]),
+        ((3.0, 3.0, "가 나"), 1, 1, [(3.0, 3.0, "가"), (3.0, 3.0, "나")]),  # no time to share
+        ((0.0, 4.0, "가나다라"), None, None, [(0.0, 4.0, "가나다라")]),
+        ((0.0, 2.0, "a  b"), None, 3, [(0.0, 2.0, "a  b")]),  # a count alone changes nothing
+    ],
+)
+def test_long_cues_split_into_consecutive_cues(cue, width, count, expected):
+    laid_out = layout_cue(cue, width, count)
+    assert [text for _, _, text in laid_out] == [text for _, _, text in expected]
+    times = [t for start, end, _ in laid_out for t in (start, end)]
+    assert times == pytest.approx([t for start, end, _ in expected for t in (start, end)])
+    for (_, end, _), (start, _, _) in pairwise(laid_out):
+        assert end == start  # consecutive: no gap, no overlap
+
+
+def test_wrapped_cue_files_number_and_time_every_cue():
+    row = {"segments": LONG["segments"][:1], "text": "x"}
+    assert cue_file(row, "srt", max_line_width=8, max_line_count=1) == (
+        "1\n00:00:01,910 --> 00:00:03,407\n환자분, 오늘\n\n"
+        "2\n00:00:03,407 --> 00:00:05,153\n아침에 혈압약은\n\n"
+        "3\n00:00:05,153 --> 00:00:06,400\n드셨어요?\n"
+    )
+    assert cue_file(row, "vtt", max_line_width=8, max_line_count=2) == (
+        "WEBVTT\n\n00:00:01.910 --> 00:00:05.153\n환자분, 오늘\n아침에 혈압약은\n\n"
+        "00:00:05.153 --> 00:00:06.400\n드셨어요?\n\n"
+    )
+    laid_out = cues(LONG, max_line_width=5, max_line_count=1)
+    assert all(len(text.split("\n")) == 1 and text_width(text) <= 5 for _, _, text in laid_out)
+    assert [srt_time(a) for a, _, _ in laid_out] == sorted(srt_time(a) for a, _, _ in laid_out)
+
+
+@pytest.mark.parametrize(
+    ("row", "text"),
+    [
+        ({"text": "혈압을  재겠습니다\n네"}, "혈압을 재겠습니다 네\n"),
+        (LONG, "환자분, 오늘 아침에 혈압약은 드셨어요?\n가슴 통증이 언제부터 시작되었나요?\n"),
+        ({"text": ""}, ""),
+        ({"text": " ", "segments": [{"start": 0, "end": 1, "text": " "}]}, ""),
+    ],
+)
+def test_plain_text_is_the_transcript_a_line_per_segment(row, text):
+    assert transcript_text(row) == text
+
+
+@pytest.mark.parametrize(
+    ("ids", "reserved", "stems"),
+    [
+        (["/calls/u0.wav", "/other/u0.wav"], [], ["u0", "u0~2"]),
+        (["s1/u0.wav", "s2/u0.wav"], [], ["s1_u0", "s2_u0"]),
+        (["a.wav", "A.flac"], [], ["a", "A~2"]),  # case-insensitive file systems
+        (["transcripts.wav", "b.wav"], ["transcripts"], ["transcripts~2", "b"]),
+        (
+            ["Transcripts.wav", "transcripts~2.wav"],
+            ["transcripts"],
+            ["Transcripts~2", "transcripts_2"],
+        ),
+        (["../.hidden.wav"], [], ["hidden"]),
+        ([""], [], ["clip"]),
+        (["통화 1.wav"], [], ["통화_1"]),
+    ],
+)
+def test_clip_file_stems_never_collide(ids, reserved, stems):
+    assert clip_stems(ids, reserved) == stems
