@@ -17,6 +17,7 @@ from bench import (
     prepare_probe,
     scoring,
     serve,
+    train_modules,
 )
 from bench.common import RESULTS, write_result
 
@@ -31,6 +32,7 @@ BENCHMARKS = {
     "longform": (lambda: longform.run(3.0), lambda: longform.run(0.75)),
     "serve": (lambda: serve.run(200, 8), lambda: serve.run(24, 8)),
     "gpu": (lambda: gpu.run(), lambda: gpu.run(tiny=True, quick=True)),
+    "train_modules": (lambda: train_modules.run(4, 3), lambda: train_modules.run(1, 1)),
 }
 
 HEADLINES = {

@@ -1,10 +1,13 @@
 """Real-size Voxtral-Mini-3B on a GPU (random weights from the config: no download needed):
 training samples/s, peak memory and MFU over {bf16, nf4} x {lora, full} x {grad ckpt off,
-on} x micro-batch, the loss with logits at label positions only vs the full-logits loss, and
-inference RTFx for 5/15/25 s clips at batch 1/16/64 with 40 generated tokens.
+on} x micro-batch, the loss with logits at label positions only vs the full-logits loss,
+samples/s and peak memory for each choice of what learns (`train --train-modules`: projector,
++ LoRA on the 4-bit LLM, + LoRA on the encoder, the LLM alone), and inference RTFx for
+5/15/25 s clips at batch 1/16/64 with 40 generated tokens.
 
-python -m bench.gpu                 # needs CUDA; writes bench/results/gpu.json
-python -m bench.gpu --tiny          # the same code paths on a tiny model on CPU (CI smoke)
+python -m bench.gpu                        # needs CUDA; writes bench/results/gpu.json
+python -m bench.gpu --only train_modules   # just the what-learns grid
+python -m bench.gpu --tiny                 # the same code paths on a tiny model on CPU (CI smoke)
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from voxadapt.decoding import generate_batch
 from voxadapt.features import FeatureSpec, compute_features
 from voxadapt.model import (
     AdapterOptions,
+    attach_adapter,
     attach_projector_adapter,
     autocast,
+    check_trainable_parts,
     compute_dtype,
     input_dtype,
     load_voxtral,
@@ -34,6 +39,14 @@ from voxadapt.model import (
 from voxadapt.training import label_positions_loss
 
 TARGET_TOKENS = 40  # ~ a 10 s Korean utterance
+# The choices of `train --train-modules` (configs/ablation/), all on the nf4 base
+TRAIN_MODULES = {
+    "projector": ("projector",),
+    "projector+llm": ("projector", "llm"),
+    "projector+llm+encoder": ("projector", "llm", "encoder"),
+    "llm": ("llm",),
+}
+SECTIONS = ("training", "train_modules", "inference")
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}  # dense bf16
 
 
@@ -138,7 +151,63 @@ def inference_rtfx(model, prompts, spec, duration_s, batch_size, device):
     return duration_s * batch_size / (time.perf_counter() - started)
 
 
-def run(tiny: bool = False, quick: bool = False) -> dict[str, Any]:
+def inference_grid(model_dir, prompts, spec, device, tiny: bool, quick: bool) -> list[dict]:
+    """RTFx of batched greedy decoding for 5/15/25 s clips (unquantized model)."""
+    model = load_voxtral(
+        model_dir,
+        quantization="none",
+        device=device,
+        dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
+    )
+    model.eval()
+    batches = ([2] if quick else [1, 2]) if tiny else ([1, 16] if quick else [1, 16, 64])
+    return [
+        {
+            "clip_s": seconds,
+            "batch": batch_size,
+            "rtfx": inference_rtfx(model, prompts, spec, seconds, batch_size, device),
+        }
+        for seconds, batch_size in itertools.product((5, 15, 25), batches)
+    ]
+
+
+def train_modules_grid(model_dir, prompts, device, batches, steps, checkpointing_modes):
+    """Samples/s and peak memory of a training step for each choice of what learns (nf4 base,
+    label-position loss, as `voxadapt train` runs it)."""
+    rows = []
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    for (name, parts), checkpointing, batch_size in itertools.product(
+        TRAIN_MODULES.items(), checkpointing_modes, batches
+    ):
+        model = load_voxtral(model_dir, quantization="nf4", device=device, dtype=dtype)
+        if checkpointing:
+            model.gradient_checkpointing_enable({"use_reentrant": False})
+        model.config.use_cache = False
+        model = attach_adapter(model, AdapterOptions(train_modules=parts))
+        trainable = check_trainable_parts(model, parts)
+        try:
+            rate, memory = train_step_rate(
+                model, prompts, batch_size, device, steps, label_logits=True
+            )
+        except torch.OutOfMemoryError:
+            rate, memory = None, "OOM"
+        rows.append(
+            {
+                "train_modules": name, "gradient_checkpointing": checkpointing,
+                "micro_batch": batch_size, "trainable_parameters": trainable,
+                "samples_per_s": rate, "peak_memory_gib": memory,
+            }
+        )  # fmt: skip
+        del model
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def run(
+    tiny: bool = False, quick: bool = False, sections: tuple[str, ...] = SECTIONS
+) -> dict[str, Any]:
     from transformers import AutoProcessor, VoxtralForConditionalGeneration
 
     device = torch.device("cuda" if torch.cuda.is_available() and not tiny else "cpu")
@@ -172,7 +241,12 @@ def run(tiny: bool = False, quick: bool = False) -> dict[str, Any]:
         steps = 1 if tiny else 5
         training = []
         checkpointing_modes = (False,) if tiny and quick else (False, True)
-        grid = itertools.product(("bf16", "nf4"), ("lora", "full"), checkpointing_modes, batches)
+        grid = itertools.product(
+            ("bf16", "nf4") if "training" in sections else (),
+            ("lora", "full"),
+            checkpointing_modes,
+            batches,
+        )
         for base, projector, checkpointing, batch_size in grid:
             quantization = "none" if base == "bf16" else "nf4"
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -205,24 +279,19 @@ def run(tiny: bool = False, quick: bool = False) -> dict[str, Any]:
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-        inference = []
-        model = load_voxtral(
-            model_dir,
-            quantization="none",
-            device=device,
-            dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
-        )
-        model.eval()
-        for seconds, batch_size in itertools.product(
-            (5, 15, 25), ([2] if quick else [1, 2]) if tiny else ([1, 16] if quick else [1, 16, 64])
-        ):
-            inference.append(
-                {
-                    "clip_s": seconds,
-                    "batch": batch_size,
-                    "rtfx": inference_rtfx(model, prompts, spec, seconds, batch_size, device),
-                }
+        train_modules = []
+        if "train_modules" in sections:
+            train_modules = train_modules_grid(
+                model_dir,
+                prompts,
+                device,
+                [2] if tiny else ([4] if quick else [1, 4, 8]),
+                steps,
+                checkpointing_modes,
             )
+        inference = []
+        if "inference" in sections:
+            inference = inference_grid(model_dir, prompts, spec, device, tiny, quick)
         return {
             "device": name,
             "model": "tiny Voxtral (CPU smoke run)" if tiny else "Voxtral-Mini-3B config, random",
@@ -231,6 +300,7 @@ def run(tiny: bool = False, quick: bool = False) -> dict[str, Any]:
             "prompt_tokens": prompt_tokens,
             "target_tokens": TARGET_TOKENS,
             "training": training,
+            "train_modules": train_modules,
             "inference": inference,
             "goals": {"mfu_bf16": ">= 0.40", "nf4_peak_gib_at_mb4": "<= 8", "rtfx_b64": ">= 400"},
         }
@@ -241,9 +311,12 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny model on CPU (smoke run)")
     parser.add_argument("--quick", action="store_true", help="fewer batch sizes")
     parser.add_argument("--results-dir", type=Path)
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="a subset of the sections")
     args = parser.parse_args()
-    result = run(tiny=args.tiny, quick=args.quick)
+    result = run(tiny=args.tiny, quick=args.quick, sections=tuple(args.only or SECTIONS))
     name = "gpu_tiny_cpu" if args.tiny else "gpu"
+    if args.only:
+        name += "_" + "_".join(args.only)
     print(write_result(name, result, args.results_dir).read_text())
 
 

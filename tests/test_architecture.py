@@ -16,6 +16,7 @@ COMMANDS = {
     "export",
     "serve",
     "demo",
+    "doctor",
 }
 COMPOSERS = {"stages.demo", "cli"}  # compose stages by design
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.gpu import TRAIN_MODULES
+
 ROOT = Path(__file__).parents[1]
 
 
@@ -23,7 +25,7 @@ def test_quick_benchmarks_run_and_report_ratios(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     names = {"cache", "decoding", "scoring", "dataloading", "prepare", "padding", "longform"}
-    names |= {"serve", "gpu"}
+    names |= {"serve", "gpu", "train_modules"}
     assert {p.stem for p in tmp_path.glob("*.json")} == names
     cache = json.loads((tmp_path / "cache.json").read_text())
     assert cache["max_abs_feature_diff"] <= 1e-3 and cache["bytes_ratio"] < 1
@@ -34,6 +36,9 @@ def test_quick_benchmarks_run_and_report_ratios(tmp_path):
     assert gpu["training"] and all(row["samples_per_s"] for row in gpu["training"])
     assert {row["loss"] for row in gpu["training"]} == {"full_logits", "label_logits"}
     assert len(gpu["inference"]) == 3
+    assert [row["train_modules"] for row in gpu["train_modules"]] == list(TRAIN_MODULES)
+    choices = json.loads((tmp_path / "train_modules.json").read_text())["choices"]
+    assert choices["projector"]["ratio_vs_projector"] == 1.0 and len(choices) == 4
     padding = json.loads((tmp_path / "padding.json").read_text())["padding_per_real_token"]
     assert 0 <= padding["length_grouped"] < padding["random"]
     longform = json.loads((tmp_path / "longform.json").read_text())

@@ -78,7 +78,9 @@ def test_evaluate_writes_predictions_metrics_and_report(
     assert metrics["model"] == str(tiny_model)
     html = result.report.read_text()
     assert "<svg" in html and "Worst" in html
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)|<link|@import|url\((?!#)""", html)
+    assert not re.search(
+        r"""(src|href)\s*=\s*["']?(https?:|//)|<link|@import|url\((?!#|data:)""", html
+    )
 
     # a second run refuses to clobber, --compare pairs the two runs
     config = EvaluateConfig(

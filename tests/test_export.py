@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 from transformers import VoxtralForConditionalGeneration
 
 from voxadapt.cli import main
+from voxadapt.errors import ConfigError
 from voxadapt.model import load_for_inference
 from voxadapt.stages.export import (
     ExportConfig,
@@ -146,3 +147,35 @@ def test_export_cli(adapters, tmp_path, capsys):
     assert "vllm serve" in capsys.readouterr().out
     assert main(["export", "--adapter", str(adapters["full"]), "--out", str(out)]) == 1
     assert "not empty" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_only_an_earlier_export(adapters, tiny_model, tmp_path, capsys):
+    out = tmp_path / "hf"
+    config = ExportConfig(adapters["full"], out, str(tiny_model), format="hf", dtype="fp32")
+    export(config)
+    record = json.loads((out / "voxadapt_export.json").read_text())
+    # absolute paths: the record means the same thing from any working directory
+    assert record["adapter"] == str(adapters["full"].absolute())
+    assert record["base_model"] == str(tiny_model.absolute())
+    weights = (out / "model.safetensors").read_bytes()
+    (out / "stale.txt").write_text("from the earlier export")
+    with pytest.raises(ConfigError, match="--overwrite to replace an earlier export"):
+        export(config)
+    # a failing re-export (another base, refused) leaves the earlier export as it was
+    bad = ExportConfig(adapters["lora"], out, str(tmp_path / "nobase"), overwrite=True)
+    with pytest.raises(Exception):  # noqa: B017 - any refusal; the point is what stays
+        export(bad)
+    assert (out / "stale.txt").is_file() and (out / "model.safetensors").read_bytes() == weights
+    result = export(ExportConfig(**{**config.__dict__, "overwrite": True}))
+    assert not (out / "stale.txt").exists()  # replaced as a whole, not merged into
+    assert (out / "model.safetensors").read_bytes() == weights  # same inputs, same weights
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hf.")]  # no leftovers
+    assert result.out_dir == out.absolute()
+    # a folder voxadapt export did not write is never replaced, even with --overwrite
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert main(["export", "--adapter", str(adapters["full"]), "--out", str(mine),
+                 "--overwrite"]) == 1  # fmt: skip
+    assert "is not a voxadapt export" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "keep"

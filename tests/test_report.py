@@ -276,6 +276,7 @@ def test_compare_card_verdicts_and_given_intervals(tmp_path, interval, p_value, 
         "cer_multi_reference_ci95": [0.07, 0.11],
         "term_recall": {"terms": 2, "occurrences": 4, "hits": 3, "recall": 0.75},
         "compare": {"utterances": 10, "this": 0.1, "other": 0.13, "delta": -0.03},
+        "compare_hypotheses": "runs/eval-base/predictions.jsonl",
     }
     metrics["term_recall"]["ci95"] = [0.5, 1.0]
     if interval:
@@ -286,6 +287,7 @@ def test_compare_card_verdicts_and_given_intervals(tmp_path, interval, p_value, 
     assert "95% CI n/a" in cards["wer"].text  # no interval in metrics.json: said so
     card = cards["compare"]
     assert card.find(cls="value").text == "-3.00 points"
+    assert card.find(cls="label").text == "CER vs eval-base/predictions.jsonl"  # the run
     assert verdict in card.text
     assert "p n/a" not in card.text  # no interval: no CI line at all
     assert ({"better", "worse"} & card.classes()) == ({tone} if tone else set())

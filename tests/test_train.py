@@ -298,7 +298,9 @@ def test_cache_for_another_processor_is_refused(tiny_model, sample_manifest, spe
 
 
 def test_shipped_config_loads_and_validates(tmp_path):
-    for path in CONFIGS.glob("*.yaml"):
+    shipped = sorted(CONFIGS.rglob("*.yaml"))  # configs/ablation/ too
+    assert len(shipped) >= 6
+    for path in shipped:
         loaded = build_config(
             TrainConfig, path, train=tmp_path / "t.jsonl", valid=tmp_path / "v.jsonl"
         )

@@ -174,7 +174,10 @@ def _alpha_of(name: str, info: dict) -> int:
 
 def expected_merge(base: dict, adapter: Path) -> dict[str, torch.Tensor]:
     """The merged weights of every adapted layer, from the adapter's own files: W + alpha/r
-    B @ A per LoRA layer (r = A's rows, alpha = its part's), and a full projector's weights."""
+    B @ A per LoRA layer (r = A's rows, alpha = its part's), and a full projector's weights.
+    Names are `canonical_name`s (checkpoints on disk and models in memory name differently)."""
+    from voxadapt.stages.export import canonical_name
+
     info = json.loads((adapter / "voxadapt_adapter.json").read_text())
     weights = load_file(adapter / "adapter_model.safetensors")
     expected = {}
@@ -185,9 +188,10 @@ def expected_merge(base: dict, adapter: Path) -> dict[str, torch.Tensor]:
             lora_b = weights[key.replace(".lora_A.", ".lora_B.")].double()
             scale = _alpha_of(module, info) / tensor.shape[0]
             delta = scale * lora_b @ tensor.double()
-            expected[module + ".weight"] = (base[module + ".weight"].double() + delta).float()
+            weight = canonical_name(module + ".weight")
+            expected[weight] = (base[weight].double() + delta).float()
         elif ".lora_B." not in name:  # a full projector (modules_to_save)
-            expected[name] = tensor
+            expected[canonical_name(name)] = tensor
     return expected
 
 
@@ -199,8 +203,8 @@ def test_each_choice_exports_every_part_merged_and_reloads(trained, tiny_model, 
 
     adapter, out = trained["straight"].adapter_dir, trained["root"]
     hf = export(ExportConfig(adapter, out / "hf", str(tiny_model), format="hf", dtype="fp32"))
-    merged = load_file(hf.out_dir / "model.safetensors")
-    base = load_file(tiny_model / "model.safetensors")
+    merged = {canonical_name(n): t for n, t in load_file(hf.out_dir / "model.safetensors").items()}
+    base = {canonical_name(n): t for n, t in load_file(tiny_model / "model.safetensors").items()}
     expected = expected_merge(base, adapter)
     assert expected and set(expected) <= set(merged)
     for name, tensor in merged.items():
@@ -368,3 +372,25 @@ def test_a_choice_is_the_same_in_any_order(tmp_path):
     assert config.train_modules == ["projector", "llm"]
     assert config.adapter_options().train_modules == ("projector", "llm")
     assert build_config(TrainConfig, train=tmp_path / "t.jsonl").train_modules == ["projector"]
+
+
+def test_the_ablation_configs_differ_only_in_what_learns(tmp_path):
+    """configs/ablation/: one run per choice on the same data, seed, schedule and budget."""
+    folder = Path(__file__).parents[1] / "configs" / "ablation"
+    runs = {
+        path.stem: to_jsonable(
+            build_config(TrainConfig, path, train=tmp_path / "t.jsonl", valid=tmp_path / "v.jsonl")
+        )
+        for path in folder.glob("*.yaml")
+    }
+    assert {name: run["train_modules"] for name, run in runs.items()} == {
+        "-".join(parts): parts for parts, projector in CHOICES if projector == "lora"
+    }
+    for name, run in runs.items():
+        assert run["output_dir"] == f"runs/ablation/{name}"
+    shared = [
+        {k: v for k, v in run.items() if k not in ("train_modules", "output_dir")}
+        for run in runs.values()
+    ]
+    assert all(run == shared[0] for run in shared)
+    assert shared[0]["max_steps"] and shared[0]["early_stopping_patience"] is None

@@ -26,8 +26,8 @@ examples:
   voxadapt cache data/ko-med/*.jsonl --model mistralai/Voxtral-Mini-3B-2507 --out cache/ko-med
   voxadapt train --config configs/ko-medical-qlora.yaml --cache cache/ko-med \\
       --train data/ko-med/train.jsonl --valid data/ko-med/valid.jsonl
-  voxadapt evaluate data/ko-med/test.jsonl --adapter runs/voxadapt/adapter --out runs/eval
-  voxadapt export --adapter runs/voxadapt/adapter --out models/ko-med --format mistral
+  voxadapt evaluate data/ko-med/test.jsonl --adapter runs/ko-med/adapter --out runs/eval
+  voxadapt export --adapter runs/ko-med/adapter --out models/ko-med --format mistral
   voxadapt COMMAND --help
 """
 
@@ -63,9 +63,9 @@ transcripts.jsonl, transcripts.txt and the per-input files. No --out: standard o
 replaced, and the files of a run appear together at its end.
 
 examples:
-  voxadapt transcribe call.wav --adapter runs/voxadapt/adapter            # path<TAB>text
-  voxadapt transcribe call.wav --adapter runs/voxadapt/adapter --format text
-  voxadapt transcribe recordings/ --adapter runs/voxadapt/adapter --out out.jsonl --batch-size 32
+  voxadapt transcribe call.wav --adapter runs/ko-med/adapter            # path<TAB>text
+  voxadapt transcribe call.wav --adapter runs/ko-med/adapter --format text
+  voxadapt transcribe recordings/ --adapter runs/ko-med/adapter --out out.jsonl --batch-size 32
   voxadapt transcribe data/ko-med/test.jsonl --out subs/ --format srt
   voxadapt transcribe consult.wav --out consult.srt --max-line-width 20 --max-line-count 2
   voxadapt transcribe consult.wav --out subs/ --format all \\
@@ -80,9 +80,9 @@ with --resume decodes only what is missing. Metrics are defined in the README.
 
 examples:
   voxadapt evaluate data/ko-med/test.jsonl --out runs/eval-base          # zero-shot baseline
-  voxadapt evaluate data/ko-med/test.jsonl --adapter runs/voxadapt/adapter --out runs/eval \\
+  voxadapt evaluate data/ko-med/test.jsonl --adapter runs/ko-med/adapter --out runs/eval \\
       --terms configs/ko-medical-terms.txt --compare runs/eval-base/predictions.jsonl
-  voxadapt evaluate data/ko-med/test.jsonl --adapter runs/voxadapt/adapter --out runs/eval --resume
+  voxadapt evaluate data/ko-med/test.jsonl --adapter runs/ko-med/adapter --out runs/eval --resume
 """
 
 SCORE_EPILOG = """\
@@ -105,8 +105,8 @@ formats:
            vllm serve OUT --tokenizer-mode mistral --config-format mistral --load-format mistral
 
 examples:
-  voxadapt export --adapter runs/voxadapt/adapter --out models/ko-med-hf
-  voxadapt export --adapter runs/voxadapt/adapter --out models/ko-med-vllm --format mistral
+  voxadapt export --adapter runs/ko-med/adapter --out models/ko-med-hf
+  voxadapt export --adapter runs/ko-med/adapter --out models/ko-med-vllm --format mistral
 """
 
 SERVE_EPILOG = """\
@@ -224,10 +224,12 @@ def _cache_summary(result: Any) -> int:
 
 
 def _train_summary(result: Any) -> int:
+    from voxadapt.units import percent
+
     if int(os.environ.get("RANK", "0")) == 0:
         state = result.state
         best = (
-            f"best eval CER {state.best_cer:.4f} at step {state.best_step}"
+            f"best eval CER {percent(state.best_cer)} at step {state.best_step}"
             if state.best_cer is not None
             else "no validation set: adapter = last step"
         )
@@ -281,6 +283,22 @@ def _score_summary(result: Any) -> int:
     report = f"\nreport:      {result.report}" if result.report else ""
     print(f"\npredictions: {result.predictions}\nmetrics:     {result.metrics_path}{report}")
     return 0
+
+
+def _doctor_summary(result: Any) -> int:
+    import json
+
+    from voxadapt.report import format_table
+
+    if getattr(result, "as_json", False):
+        for check in result.checks:
+            print(json.dumps(check.__dict__, ensure_ascii=False))
+    else:
+        rows = [(check.name, check.state, check.detail) for check in result.checks]
+        print(format_table(rows, ("check", "state", "detail / what to do")))
+        if result.failed:
+            print(f"\n{len(result.failed)} problem(s) to fix before training: see FAIL above")
+    return 1 if result.failed else 0
 
 
 def _serve_summary(result: Any) -> int:
@@ -391,6 +409,19 @@ COMMANDS = (
         "Merge a trained projector adapter into the base model and save it.",
         EXPORT_EPILOG,
         _export_summary,
+    ),
+    Command(
+        "doctor",
+        "doctor",
+        "DoctorConfig",
+        "doctor",
+        "check this machine: Python, torch/CUDA, GPU memory, 4-bit, extras, fonts, disk",
+        "Check that this machine can run voxadapt: Python, torch and CUDA, GPU memory and "
+        "bf16, bitsandbytes NF4 (by running a 4-bit layer), flash-attention, the installed "
+        "extras, the Korean font plots use, ffmpeg and free disk space. One line per check: "
+        "ok, or what to do. Exits 1 when something required fails.",
+        "examples:\n  voxadapt doctor\n  voxadapt doctor --path /scratch/runs --json",
+        _doctor_summary,
     ),
     Command(
         "serve",

@@ -10,6 +10,7 @@ import io
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator
 from html import escape
 from pathlib import Path
@@ -182,15 +183,28 @@ def plot_durations(
     }
 
 
+def _width(text: str) -> int:
+    """Columns a string takes in a terminal: Hangul and other wide characters take two."""
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _numeric(text: str) -> bool:
+    return bool(re.fullmatch(r"[-+]?[\d.,]+%?|n/a|", text.strip()))
+
+
 def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
-    """Plain-text table with right-aligned numeric columns."""
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    """Plain-text table: numeric columns right-aligned, text left-aligned, Hangul counted
+    as two columns so that columns line up in a terminal."""
+    widths = [max(_width(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    right = [i > 0 and all(_numeric(str(row[i])) for row in rows) for i in range(len(header))]
 
     def line(row: tuple[str, ...]) -> str:
-        cells = [
-            str(c).ljust(w) if i == 0 else str(c).rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=False))
-        ]
+        cells = []
+        for i, (cell, width) in enumerate(zip(row, widths, strict=False)):
+            pad = " " * (width - _width(str(cell)))
+            cells.append(pad + str(cell) if right[i] else str(cell) + pad)
         return "  ".join(cells).rstrip()
 
     rule = "  ".join("-" * w for w in widths)

@@ -17,6 +17,7 @@ from voxadapt.stages.evaluate import EvaluateConfig, evaluate
 from voxadapt.stages.prepare import PrepareConfig, prepare
 from voxadapt.stages.train import TrainConfig, train
 from voxadapt.tiny import build_tiny_voxtral
+from voxadapt.units import percent
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +114,12 @@ def _run_demo(config: DemoConfig, out_dir: Path) -> dict[str, Path]:
     elapsed = time.perf_counter() - started
     print(
         f"\ndone in {elapsed:.0f} s. training loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
-        f"eval CER {result.state.best_cer:.3f} (best at step {result.state.best_step}); "
-        f"evaluate: CER {evaluation.metrics['cer']:.3f}"
+        f"eval CER {percent(result.state.best_cer)} (best at step {result.state.best_step}); "
+        f"evaluate: CER {percent(evaluation.metrics['cer'])}"
     )
     print(
         "A tiny random model does not transcribe: this run proves the pipeline, not accuracy.\n"
-        "Real results: voxadapt train --model mistralai/Voxtral-Mini-3B-2507 on a GPU."
+        "Real results: the README's tour with MODEL=mistralai/Voxtral-Mini-3B-2507 on a GPU."
     )
     paths = {
         "model": model_dir,

@@ -44,6 +44,8 @@ from voxadapt.outputs import claim_output_entry
 log = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("hf", "mistral")
+# What voxadapt export records beside the weights: base, adapter (absolute paths), format.
+EXPORT_RECORD = "voxadapt_export.json"
 _AUDIO = "mm_whisper_embeddings.whisper_encoder"
 _LAYER = _AUDIO + ".transformer.layers.{n}"
 
@@ -286,6 +288,11 @@ class ExportConfig(Config):
     force: bool = option(
         False, help="merge even if --model is not the base the adapter was trained on"
     )
+    overwrite: bool = option(
+        False,
+        help="replace an earlier export in --out (only a folder voxadapt export wrote; the "
+        "old one goes once the new one is complete)",
+    )
 
 
 @dataclass
@@ -331,12 +338,43 @@ def _save_mistral(model: torch.nn.Module, model_id: str, out_dir: Path) -> None:
     shutil.copyfile(_tokenizer_file(model_id), out_dir / "tekken.json")
 
 
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Move the finished export into place; an earlier export (--overwrite) is set aside
+    first and removed only once the new one is in place."""
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    if not any(out_dir.iterdir()):
+        out_dir.rmdir()
+        staging.rename(out_dir)
+        return
+    replaced = out_dir.with_name(f".{out_dir.name}.replaced-{os.getpid()}")
+    shutil.rmtree(replaced, ignore_errors=True)
+    out_dir.rename(replaced)
+    try:
+        staging.rename(out_dir)
+    except OSError:
+        replaced.rename(out_dir)  # put the earlier export back
+        raise
+    shutil.rmtree(replaced, ignore_errors=True)
+    log.info("replaced the earlier export in %s (--overwrite)", out_dir)
+
+
 def export(config: ExportConfig) -> ExportResult:
     """Merge the adapter into its base model and write it to a new folder, which appears
     complete or not at all (built under a temporary name, then renamed)."""
     out_dir = Path(config.out).absolute()
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ConfigError(f"{out_dir} is not empty (or not a folder); choose a new --out")
+        if not config.overwrite:
+            raise ConfigError(
+                f"{out_dir} is not empty (or not a folder); choose a new --out, or --overwrite "
+                "to replace an earlier export"
+            )
+        if not (out_dir / EXPORT_RECORD).is_file():
+            raise ConfigError(
+                f"--overwrite: {out_dir} is not a voxadapt export (no {EXPORT_RECORD}); it "
+                "stays as it is; choose a new --out"
+            )
     info = check_adapter(config.adapter)
     model_id = base_model_of(config.model, config.adapter)
     check_base_model(model_id, info, force=config.force)
@@ -363,11 +401,12 @@ def _export(
                 AutoProcessor.from_pretrained(str(model_id)).save_pretrained(str(staging))
             else:
                 _save_mistral(model, model_id, staging)
-        with atomic_write(staging / "voxadapt_export.json") as handle:
+        with atomic_write(staging / EXPORT_RECORD) as handle:
+            local_base = Path(model_id).is_dir()  # a hub id stays an id
             json.dump(
                 {
-                    "base_model": model_id,
-                    "adapter": str(config.adapter),
+                    "base_model": str(Path(model_id).absolute()) if local_base else model_id,
+                    "adapter": str(Path(config.adapter).absolute()),
                     "format": config.format,
                     "dtype": config.dtype,
                     "merged_parts": list(parts),  # what the adapter trained, now in the weights
@@ -376,9 +415,7 @@ def _export(
                 indent=2,
             )
         honour_umask(staging)
-        if out_dir.exists():
-            out_dir.rmdir()  # empty, checked above
-        staging.rename(out_dir)
+        _swap_in(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(out_dir, config.format, sorted(out_dir.iterdir()))

@@ -1,0 +1,61 @@
+"""`voxadapt doctor`: real checks of this machine, one line each."""
+
+import importlib.metadata
+import json
+
+import torch
+
+from voxadapt.stages.doctor import FAIL, OK, DoctorConfig, doctor
+
+from conftest import run_cli
+
+
+def test_doctor_checks_this_machine(tmp_path):
+    result = doctor(DoctorConfig(path=tmp_path / "not" / "yet"))  # a folder still to be made
+    checks = {check.name: check for check in result.checks}
+    assert checks["python"].state == OK
+    assert torch.__version__ in checks["torch"].detail
+    # the NF4 layer really ran (bitsandbytes runs 4-bit on CPU too)
+    assert (
+        checks["bitsandbytes 4-bit"].state == OK
+        and "NF4 works on" in checks["bitsandbytes 4-bit"].detail
+    )
+    assert checks["korean font (plots)"].state == OK
+    assert "GB free" in checks["disk"].detail and str(tmp_path) in checks["disk"].detail
+    if not torch.cuda.is_available():
+        assert checks["cuda"].state == "warn"
+    assert not result.failed
+
+
+def test_extras_report_what_to_install():
+    result = doctor(DoctorConfig())
+    extras = {
+        c.name.removeprefix("extra "): c for c in result.checks if c.name.startswith("extra ")
+    }
+    assert {"hf", "lhotse", "mlflow", "serve", "wandb", "trackio"} <= set(extras)
+    for name, check in extras.items():
+        requirements = [
+            r for r in importlib.metadata.requires("voxadapt") if f'extra == "{name}"' in r
+        ]
+        assert requirements
+        try:
+            for requirement in requirements:
+                importlib.metadata.version(requirement.split(">")[0].split("[")[0].strip())
+            installed = True
+        except importlib.metadata.PackageNotFoundError:
+            installed = False
+        assert (check.state == OK) == installed, check
+        if not installed:
+            assert f"pip install -e '.[{name}]'" in check.detail
+
+
+def test_doctor_cli_table_and_json():
+    table = run_cli("doctor")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:2] == ["check", "state"]
+    assert any(line.startswith("bitsandbytes 4-bit") and f" {OK} " in line for line in lines)
+    as_json = run_cli("doctor", "--json")
+    records = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert {"python", "torch", "disk"} <= {record["name"] for record in records}
+    assert all(record["state"] in (OK, "warn", "info", FAIL) for record in records)

@@ -1,0 +1,124 @@
+"""The README cannot drift from the code: its tour runs as written, and every other
+`voxadapt` command in it parses and reads only what an earlier command wrote."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from voxadapt.cli import _parse, build_parser
+
+ROOT = Path(__file__).parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def bash_blocks(text: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+
+
+def tour_block() -> str:
+    return re.search(r"<!-- tour -->\n```bash\n(.*?)```", README, flags=re.S).group(1)
+
+
+def commands(block: str) -> list[list[str]]:
+    """The `voxadapt` command lines of a bash block, continuations joined, comments removed."""
+    joined = block.replace("\\\n", " ")
+    found = []
+    for line in joined.splitlines():
+        words = shlex.split(line, comments=True)
+        if words and words[0] == "voxadapt":
+            found.append(words[1:])
+        elif words[:3] == ["torchrun", "--nproc_per_node=4", "-m"]:
+            found.append(words[4:])  # torchrun ... -m voxadapt.cli ARGS
+    return found
+
+
+ALL = [command for block in bash_blocks(README) for command in commands(block)]
+
+
+def option(command: list[str], flag: str) -> str | None:
+    return command[command.index(flag) + 1] if flag in command else None
+
+
+def test_the_tour_is_found_and_covers_every_stage():
+    stages = [command[0] for command in commands(tour_block())]
+    assert stages[:3] == ["prepare", "cache", "train"]
+    assert {"transcribe", "evaluate", "score", "export"} <= set(stages)
+
+
+@pytest.mark.parametrize("command", ALL, ids=[" ".join(c)[:60] for c in ALL])
+def test_every_readme_command_parses(command):
+    """A renamed or removed flag in the code fails here, naming the README line."""
+    words = [word.replace("${MODEL}", "m").replace("$MODEL", "m") for word in command]
+    args = _parse(build_parser(), words)
+    assert args.command.name == words[0]
+
+
+def test_readme_commands_read_what_earlier_commands_write():
+    """Adapters, compared predictions and prepared manifests named in the README are the
+    outputs of a train, evaluate/score or prepare command the README shows."""
+    trained = {"runs/demo/run"}
+    evaluated, prepared = set(), set()
+    for command in ALL:
+        if command[0] == "train":
+            out = option(command, "--output-dir")
+            if out is None and option(command, "--config"):
+                config = yaml.safe_load((ROOT / option(command, "--config")).read_text())
+                out = config.get("output_dir")
+            if out:
+                trained.add(out)
+        if command[0] in ("evaluate", "score"):
+            evaluated.add(option(command, "--out"))
+        if command[0] == "prepare":
+            prepared.add(option(command, "--out"))
+    for command in ALL:
+        adapter = option(command, "--adapter")
+        if adapter:
+            assert str(Path(adapter).parent) in trained, f"{adapter}: no train writes it"
+        compare = option(command, "--compare")
+        if compare:
+            assert str(Path(compare).parent) in evaluated, f"{compare}: no evaluate writes it"
+        for word in command:
+            if re.fullmatch(r"data/[\w-]+/(train|valid|test)\.jsonl", word):
+                assert str(Path(word).parent) in prepared, f"{word}: no prepare writes it"
+
+
+@pytest.mark.slow
+def test_the_tour_runs_as_written(tiny_model, tmp_path):
+    """The tour block through bash, in a copy of the repository's layout, with the tiny
+    model as MODEL (as the README tells laptop users to do)."""
+    voxadapt = shutil.which("voxadapt")
+    assert voxadapt, "the voxadapt console script is not installed"
+    for name in ("src", "configs"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    env = {**os.environ, "MODEL": str(tiny_model), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", tour_block()],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    # the first transcribe prints path<TAB>text on stdout, as its README comment says
+    first = result.stdout.splitlines()[0] if result.stdout else ""
+    assert first.split("\t")[0].endswith("ko_001.wav")
+    assert (tmp_path / "runs/tour/adapter/adapter_config.json").is_file()
+    test_ids = [line for line in (tmp_path / "data/tour/test.jsonl").read_text().splitlines()]
+    assert len(test_ids) == 2
+    assert len(list((tmp_path / "subs").glob("*.srt"))) == 2
+    assert len(list((tmp_path / "subs").glob("*.vtt"))) == 2
+    for run in ("runs/tour-base", "runs/tour-eval", "runs/tour-score"):
+        assert (tmp_path / run / "metrics.json").is_file() and (tmp_path / run / "report.html")
+    assert "compare" in (tmp_path / "runs/tour-eval/metrics.json").read_text()
+    assert (tmp_path / "models/tour/model.safetensors").is_file()
