@@ -17,17 +17,10 @@ from matplotlib import font_manager
 from matplotlib.text import Text
 
 from voxadapt import units
+from voxadapt.fonts import korean_font_file, plot_style
 from voxadapt.manifest import Utterance, write_jsonl
-from voxadapt.report import (
-    audio_link,
-    cer_bar_figure,
-    format_metrics_summary,
-    korean_font_file,
-    plot_cer_by_duration,
-    plot_cer_by_group,
-    plot_style,
-    write_report,
-)
+from voxadapt.plots import cer_bar_figure, plot_cer_by_duration, plot_cer_by_group
+from voxadapt.report import audio_link, format_metrics_summary, write_report
 from voxadapt.scoring.metrics import compute_metrics
 from voxadapt.scoring.rates import score_row
 from voxadapt.stages.score import ScoreConfig, score

@@ -99,8 +99,9 @@ examples:
 
 EXPORT_EPILOG = """\
 formats:
-  hf       LoRA merged into the projector; a complete transformers checkpoint with the
-           processor and tokenizer (VoxtralForConditionalGeneration.from_pretrained(OUT))
+  hf       every part the adapter trained (projector, LLM, encoder) merged in; a complete
+           transformers checkpoint with the processor and tokenizer
+           (VoxtralForConditionalGeneration.from_pretrained(OUT))
   mistral  consolidated.safetensors + params.json + tekken.json, the layout vLLM serves:
            vllm serve OUT --tokenizer-mode mistral --config-format mistral --load-format mistral
 
@@ -124,8 +125,11 @@ examples:
 """
 
 TRAIN_EPILOG = """\
-Only the audio->LLM projector trains; the LLM is quantized (nf4 by default, also on CPU via
-bitsandbytes), the audio tower, projector and LM head are not. Each evaluation transcribes the
+By default only the audio->LLM projector trains; --train-modules projector,llm adds LoRA on
+the language model, projector,llm,encoder also on the audio encoder, llm the language model
+alone (everything else frozen; the parameter audit refuses anything else). The LLM is quantized
+(nf4 by default, also on CPU via bitsandbytes), the audio tower, projector and LM head are not;
+LoRA on the LLM trains on its 4-bit layers (QLoRA). Each evaluation transcribes the
 valid set (greedy, KV cache) and keeps the adapter with the lowest CER in OUTPUT_DIR/adapter.
 Ctrl-C saves OUTPUT_DIR/checkpoint-last; --resume continues from it.
 Multi-GPU: torchrun --nproc_per_node=4 -m voxadapt.cli train ...  (or accelerate launch)
@@ -135,6 +139,8 @@ examples:
       --valid data/valid.jsonl --cache cache/ko-med --output-dir runs/ko-med
   voxadapt train --model mistralai/Voxtral-Mini-3B-2507 --train data/train.jsonl \\
       --projector full --quantization none --dtype bf16 --max-steps 2000 --eval-steps 250
+  voxadapt train --config configs/ablation/projector-llm.yaml --train data/train.jsonl \
+      --valid data/valid.jsonl --cache cache/ko-med
   voxadapt train --config runs/ko-med/config.yaml --resume
 """
 

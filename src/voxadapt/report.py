@@ -1,186 +1,24 @@
-"""Plots, printed summaries and the evaluation report (report.html)."""
+"""Printed summaries (tables) and the evaluation report (report.html)."""
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import functools
-import importlib.util
-import io
 import logging
 import math
 import os
 import re
-from collections.abc import Iterator
 from html import escape
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never a window
-import matplotlib.pyplot as plt
-import numpy as np
-from matplotlib import font_manager
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-
 from voxadapt import units
+from voxadapt.fonts import CSS_FONTS, CSS_MONOSPACE, embedded_font_css
 from voxadapt.manifest import atomic_write
+from voxadapt.plots import plot_cer_by_duration, plot_cer_by_group
 
 log = logging.getLogger(__name__)
 
-# ------------------------------------------------------------------------------------ fonts
-
-# koreanize-matplotlib ships NanumGothic (SIL Open Font License): plots draw Hangul with it on
-# machines without any Korean system font, and the report embeds the glyphs it uses.
-KOREAN_FONT_PACKAGE = "koreanize_matplotlib"
-KOREAN_FONT_FILE = "NanumGothic.ttf"
-_EMBEDDED_FAMILY = "voxadapt NanumGothic"  # the @font-face subset in report.html
-# Hangul (jamo, compatibility jamo, syllables), CJK punctuation and Hanja: what the embedded
-# font is used for (its unicode-range); Latin text keeps the system's font.
-_KOREAN_RANGES = (
-    (0x1100, 0x11FF),
-    (0x3000, 0x303F),
-    (0x3130, 0x318F),
-    (0xA960, 0xA97F),
-    (0xAC00, 0xD7FF),
-    (0x4E00, 0x9FFF),
-    (0xF900, 0xFAFF),
-)
-# The embedded subset comes first: Chromium (156) drew boxes for Hangul in runs mixing
-# digits and Hangul ("38도로") when the web font came after the system fonts. The Korean
-# system fonts follow for characters outside it (or a report without it).
-_KOREAN_FONTS = (
-    '"Apple SD Gothic Neo", "Malgun Gothic", "Noto Sans KR", "Noto Sans CJK KR", "NanumGothic"'
-)
-CSS_FONTS = (
-    f'"{_EMBEDDED_FAMILY}", system-ui, -apple-system, "Segoe UI", Roboto, {_KOREAN_FONTS}, '
-    "sans-serif"
-)
-CSS_MONOSPACE = (
-    f'"{_EMBEDDED_FAMILY}", ui-monospace, "SFMono-Regular", Menlo, Consolas, "D2Coding", '
-    f'"NanumGothicCoding", "Noto Sans Mono CJK KR", {_KOREAN_FONTS}, monospace'
-)
-
-
-def korean_font_file() -> Path | None:
-    """NanumGothic.ttf of koreanize-matplotlib, or None when it is not installed.
-
-    Found through the import system without importing the package: its import sets the
-    global rcParams and needs `distutils`, which Python 3.12 no longer ships.
-    """
-    spec = importlib.util.find_spec(KOREAN_FONT_PACKAGE)
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / "fonts" / KOREAN_FONT_FILE
-        if path.is_file():
-            return path
-    return None
-
-
-@functools.cache
-def korean_font_family() -> str | None:
-    """Register the Korean font with matplotlib (once); its family name, or None."""
-    path = korean_font_file()
-    if path is None:
-        log.warning(
-            "koreanize-matplotlib is not installed: Hangul in plots needs a Korean system font"
-        )
-        return None
-    font_manager.fontManager.addfont(str(path))
-    return font_manager.FontProperties(fname=path).get_name()
-
-
-@contextlib.contextmanager
-def plot_style() -> Iterator[None]:
-    """Draw plots inside this: the Korean font first, matplotlib's own fonts for any glyph it
-    lacks (matplotlib falls back per glyph). Global rcParams stay untouched."""
-    family = korean_font_family()
-    sans = [family] if family else []
-    rc = {"font.family": "sans-serif", "font.sans-serif": [*sans, *plt.rcParams["font.sans-serif"]]}
-    with matplotlib.rc_context(rc):
-        yield
-
-
-def embedded_font_css(text: str) -> str:
-    """An @font-face rule holding the Korean font cut down to the Korean characters of `text`
-    (WOFF, base64): the page shows Hangul even where no Korean font is installed, for a few
-    kilobytes per hundred syllables. Empty when there is nothing to embed."""
-    characters = "".join(
-        sorted({c for c in text if any(low <= ord(c) <= high for low, high in _KOREAN_RANGES)})
-    )
-    path = korean_font_file()
-    if not characters or path is None:
-        return ""
-    from fontTools import subset
-    from fontTools.ttLib import TTFont
-
-    options = subset.Options()
-    options.flavor = "woff"  # zlib; WOFF2 would need brotli
-    options.hinting = False
-    options.drop_tables += ["TSI0", "TSI1", "TSI2", "TSI3", "TSI5"]  # VTT sources, unused
-    font = TTFont(path, lazy=True)
-    subsetter = subset.Subsetter(options)
-    subsetter.populate(text=characters)
-    subsetter.subset(font)
-    buffer = io.BytesIO()
-    subset.save_font(font, buffer, options)
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    ranges = ",".join(f"U+{low:04X}-{high:04X}" for low, high in _KOREAN_RANGES)
-    return (
-        f'@font-face{{font-family:"{_EMBEDDED_FAMILY}";'
-        f'src:url(data:font/woff;base64,{data}) format("woff");unicode-range:{ranges}}}'
-    )
-
-
 # ------------------------------------------------------------------------------------ prepare
-
-
-def plot_durations(
-    probed_s: list[float],
-    kept_s: list[float],
-    path: Path,
-    *,
-    min_duration_s: float,
-    max_duration_s: float,
-    bins: int = 60,
-) -> dict[str, Any]:
-    """Histogram of every readable clip's duration, kept ones highlighted, bounds and mean marked.
-
-    Returns the histogram (edges, counts of all probed clips) for stats.json.
-    """
-    upper = max([max_duration_s * 1.1, *probed_s]) if probed_s else max_duration_s * 1.1
-    edges = np.linspace(0.0, upper, bins + 1)
-    all_counts, _ = np.histogram(probed_s, bins=edges)
-    kept_counts, _ = np.histogram(kept_s, bins=edges)
-    with plot_style():
-        figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100, layout="constrained")
-        axes.hist(
-            probed_s, bins=edges, color="#c8c8c8", label=f"all readable clips ({len(probed_s)})"
-        )
-        axes.hist(kept_s, bins=edges, color="#3b75af", label=f"kept ({len(kept_s)})")
-        for bound, name in ((min_duration_s, "min"), (max_duration_s, "max")):
-            axes.axvline(
-                bound, color="#d62728", linestyle="--", linewidth=1.5, label=f"{name} {bound:g} s"
-            )
-        if kept_s:
-            mean = float(np.mean(kept_s))
-            axes.axvline(mean, color="black", linewidth=1.5, label=f"mean (kept) {mean:.1f} s")
-        axes.set_xlabel("duration (s)")
-        axes.set_ylabel("clips")
-        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
-        hours = sum(kept_s) / 3600
-        axes.set_title(f"Clip durations: {len(kept_s)} kept, {hours:.2f} h")
-        axes.legend(loc="upper right", fontsize=8)
-        with atomic_write(path, "wb") as handle:
-            figure.savefig(handle, format="png")
-    plt.close(figure)
-    return {
-        "edges_s": [round(float(e), 4) for e in edges],
-        "all": all_counts.tolist(),
-        "kept": kept_counts.tolist(),
-    }
 
 
 def _width(text: str) -> int:
@@ -283,63 +121,6 @@ def format_metrics_summary(metrics: dict[str, Any]) -> str:
             f"on {compare.get('utterances', 0)} shared utterances"
         )
     return "\n\n".join(parts)
-
-
-# ------------------------------------------------------------------------------------ plots
-
-
-def _svg(figure: Figure) -> str:
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", metadata={"Date": None})
-    plt.close(figure)
-    svg = buffer.getvalue()
-    return svg[svg.index("<svg") :]  # drop the XML prolog and doctype: inline SVG
-
-
-def cer_bar_figure(groups: dict[str, dict[str, Any]], *, title: str, xlabel: str) -> Figure:
-    """Bar chart of CER per group in the given order (utterance counts on the bars; an empty
-    bar marked n/a where the group's references are empty). Long or many labels are slanted
-    and the layout is constrained, so every label stays inside the figure."""
-    labels = list(groups)
-    rates = [groups[label].get("cer") for label in labels]
-    counts = [groups[label].get("utterances", 0) for label in labels]
-    width = min(12.0, max(6.0, 1.6 + 0.55 * len(labels)))
-    figure, axes = plt.subplots(figsize=(width, 3.4), dpi=100, layout="constrained")
-    heights = [0.0 if r is None else 100 * r for r in rates]
-    bars = axes.bar(range(len(labels)), heights, color="#3b75af")
-    for bar, count, rate in zip(bars, counts, rates, strict=True):
-        axes.annotate(
-            f"n={count}" if rate is not None else f"n={count}, n/a",
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-            ha="center",
-            va="bottom",
-            fontsize=9,
-        )
-    axes.set_ylim(0, max([1.0, *heights]) * 1.18)  # headroom for the n= labels
-    axes.set_xticks(range(len(labels)), labels)
-    if len(labels) > 8 or max((len(label) for label in labels), default=0) > 10:
-        axes.tick_params(axis="x", labelrotation=35)
-        for label in axes.get_xticklabels():
-            label.set_horizontalalignment("right")
-            label.set_rotation_mode("anchor")
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel("CER (%)")
-    axes.set_title(title)
-    return figure
-
-
-def plot_cer_by_group(groups: dict[str, dict[str, Any]], *, title: str, xlabel: str) -> str:
-    """`cer_bar_figure` as inline SVG (text drawn as glyph paths: no font needed to view it)."""
-    with plot_style():
-        return _svg(cer_bar_figure(groups, title=title, xlabel=xlabel))
-
-
-def plot_cer_by_duration(by_duration: dict[str, dict[str, Any]]) -> str:
-    """CER per duration bucket, shortest first, as inline SVG."""
-    from voxadapt.scoring.breakdowns import group_order
-
-    ordered = {label: by_duration[label] for label in sorted(by_duration, key=group_order)}
-    return plot_cer_by_group(ordered, title="CER by clip duration", xlabel="clip duration")
 
 
 # ------------------------------------------------------------------------------ HTML report

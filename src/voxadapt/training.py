@@ -114,7 +114,7 @@ class TrainConfig(Config):
     train_modules: list[str] = option(
         help="the parts that learn, comma-separated: projector, llm (LoRA on the language "
         "model's 4-bit layers), encoder (LoRA on the audio encoder); everything else is "
-        "frozen and the parameter audit refuses to start otherwise",
+        "frozen and the parameter audit refuses to start otherwise (default: projector)",
         default_factory=lambda: ["projector"],
         metavar="PART[,PART...]",
         group="what trains",
@@ -123,7 +123,9 @@ class TrainConfig(Config):
     llm_lora_alpha: int = option(32, help="LoRA alpha of the language model", group="what trains")
     llm_lora_targets: list[str] = option(
         help="the language model's linear layers that get LoRA: leaf names (q_proj) or "
-        "dotted suffixes (mlp.down_proj), looked up inside the language model only",
+        "dotted suffixes (mlp.down_proj), looked up inside the language model only (default: "
+        + ",".join(LLM_LORA_TARGETS)
+        + ")",
         default_factory=lambda: list(LLM_LORA_TARGETS),
         metavar="NAME[,NAME...]",
         group="what trains",
@@ -134,7 +136,7 @@ class TrainConfig(Config):
     )
     encoder_lora_targets: list[str] = option(
         help="the audio encoder's linear layers that get LoRA (as --llm-lora-targets, looked "
-        "up inside the encoder only)",
+        "up inside the encoder only; default: " + ",".join(ENCODER_LORA_TARGETS) + ")",
         default_factory=lambda: list(ENCODER_LORA_TARGETS),
         metavar="NAME[,NAME...]",
         group="what trains",

@@ -169,7 +169,7 @@ def _extras() -> list[Check]:
 
 
 def _korean_font() -> Check:
-    from voxadapt.report import korean_font_file
+    from voxadapt.fonts import korean_font_file
 
     path = korean_font_file()
     if path is None:

@@ -584,7 +584,7 @@ def _write_outputs(
     probed_durations: list[float],
 ) -> list[str]:
     """Write every output file into `staging`; return their names."""
-    from voxadapt.report import plot_durations  # matplotlib import is slow; only here
+    from voxadapt.plots import plot_durations  # matplotlib import is slow; only here
 
     names = [
         f"{split}.jsonl"
