@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -201,3 +202,47 @@ def test_train_cli_reports_bad_options_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     result = run_cli("train", "--model", tmp_path / "nomodel", "--train", tmp_path / "t.jsonl")
     assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------ help text says what is true
+
+
+def help_text(*command):
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+
+
+def test_main_help_lists_each_command_once(capsys):
+    help_text()
+    out = capsys.readouterr().out
+    for name in ("demo", "prepare", "cache", "train", "transcribe", "evaluate", "score",
+                 "export", "serve", "doctor"):  # fmt: skip
+        listed = [line for line in out.splitlines() if line.split()[:1] == [name]]
+        assert len(listed) == 1, (name, listed)
+
+
+def test_train_help_names_train_flags(capsys):
+    help_text("train")
+    out = capsys.readouterr().out
+    # the decode section's flags are --eval-*: its help must not name the plain ones
+    for plain in ("--bias-weight", "--no-vad", "--long-form-threshold", "--batch-size-"):
+        assert not re.search(rf"(?<![\w-]){plain}(?![\w-])", out), plain
+    assert "--eval-bias-weight" in out and "--no-eval-vad" in out
+    assert out.count("\naugmentation:") == 1
+
+
+def test_demo_help_and_prepare_groups(capsys):
+    help_text("demo")
+    assert "--model" not in capsys.readouterr().out  # demo has no --model
+    help_text("prepare")
+    out = capsys.readouterr().out
+    outputs = out[out.index("\noutputs:") :]
+    assert "--emit" in outputs and "--max-rejected" in outputs
+    assert "--emit" not in out[out.index("\nsplits:") : out.index("\noutputs:")]
+
+
+def test_mistyped_option_shows_the_subcommand_usage_and_a_guess():
+    result = run_cli("evaluate", "m.jsonl", "--ot", "x")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: voxadapt evaluate")
+    assert "unrecognized arguments: --ot x (did you mean --out?)" in result.stderr

@@ -114,6 +114,18 @@ def test_resumed_work_counts_only_new_units_in_the_rate(caplog):
     assert rate < 40  # 1 step in >= 0.05 s, not 61
 
 
+def test_a_loop_ended_by_an_exception_says_where_it_stopped(caplog):
+    caplog.set_level(logging.INFO, logger="voxadapt.progress")
+    with (
+        pytest.raises(KeyboardInterrupt),
+        progress(16, "cache features", "utt", terminal=False, interval=3600) as bar,
+    ):
+        bar.update(3)
+        raise KeyboardInterrupt
+    [final] = [r.getMessage() for r in caplog.records]
+    assert re.fullmatch(r"cache features: 3/16 utt \(19%\), .+, stopped after 00:00", final)
+
+
 def test_disabled_or_empty_progress_says_nothing(caplog):
     caplog.set_level(logging.INFO, logger="voxadapt.progress")
     with progress(10, "eval", "s audio", enabled=False, terminal=False, interval=0) as bar:

@@ -435,3 +435,31 @@ def test_term_recall_with_variants(terms, pairs, occurrences, hits, most_missed)
 def test_term_recall_without_occurrences_is_undefined():
     result = term_recall(rows_from([("네 알겠습니다", "네")]), VARIANT_TERMS)
     assert result["recall"] is None and result["occurrences"] == 0
+
+
+def test_term_recall_and_multi_reference_rates_have_speaker_intervals():
+    from voxadapt.scoring.intervals import ratio_interval
+    from voxadapt.scoring.metrics import compute_metrics
+
+    pairs = [("고혈압이 있으시고 당뇨는 없으세요", "고혈압은 있고 당료는 없어요")] * 6
+    pairs += [("혈압을 재겠습니다", "혈압을 재겠습니다")] * 6
+    rows = rows_from(pairs, speakers=[f"s{i % 4}" for i in range(12)])
+    terms = [("고혈압",), ("당뇨",), ("혈압",)]
+    metrics = compute_metrics(rows, terms=terms, bootstrap=300, seed=2)
+    recall = metrics["term_recall"]
+    low, high = recall["ci95"]
+    assert 0 <= low <= recall["recall"] <= high <= 1
+    # the same numbers as the generic ratio bootstrap over (speaker, hits, occurrences)
+    items = []
+    for row in rows:
+        found = count_terms(row["reference_normalized"], terms)
+        got = count_terms(row["hypothesis_normalized"], terms)
+        hits = sum(min(n, got.get(t, 0)) for t, n in found.items())
+        items.append((f"spk:{row['speaker']}", hits, sum(found.values())))
+    assert ratio_interval(items, resamples=300, seed=2) == pytest.approx((low, high))
+    # no dual transcriptions: the multi-reference interval is the single-reference one
+    assert metrics["cer_multi_reference_ci95"] == metrics["cer_ci95"]
+    assert metrics["wer_multi_reference_ci95"] == metrics["wer_ci95"]
+    # perfect recall everywhere: a zero-width interval at 1
+    perfect = rows_from([(ref, ref) for ref, _ in pairs], speakers=[f"s{i % 4}" for i in range(12)])
+    assert term_recall(perfect, terms, bootstrap=100)["ci95"] == pytest.approx([1.0, 1.0])

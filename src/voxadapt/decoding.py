@@ -474,8 +474,8 @@ class AudioProgress:
     def __enter__(self) -> AudioProgress:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.bar.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.bar.close(stopped=exc_type is not None)
 
 
 def split_long_form(

@@ -115,25 +115,25 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix_str(text, refresh=False)
 
-    def close(self) -> None:
-        """End the bar, or log the final line."""
+    def close(self, *, stopped: bool = False) -> None:
+        """End the bar, or log the final line (`stopped`: the loop ended by an exception)."""
         if self.closed:
             return
         self.closed = True
         if self.bar is not None:
             self.bar.close()
         elif self.enabled:
-            log.info("%s", self.line(final=True))
+            log.info("%s", self.line(final="stopped after" if stopped else "in"))
 
-    def line(self, final: bool = False) -> str:
-        """`cache features: 120/400 utt (30%), 4.10 utt/s, ETA 00:56`; the final line
-        gives the time taken instead of the ETA."""
+    def line(self, final: str | None = None) -> str:
+        """`cache features: 120/400 utt (30%), 4.10 utt/s, ETA 00:56`; a final line gives
+        the time taken instead of the ETA, after `final` (`in 01:02`)."""
         elapsed = time.monotonic() - self.started
         rate = (self.n - self.initial) / elapsed if elapsed > 0 and self.n > self.initial else None
         done = f"{self.n:.{self.decimals}f}/{self.total:.{self.decimals}f} {self.unit}"
         share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
         if final:
-            when = f"in {format_duration(elapsed)}"
+            when = f"{final} {format_duration(elapsed)}"
         else:
             when = f"ETA {format_duration((self.total - self.n) / rate if rate else None)}"
         text = f", {self.text}" if self.text else ""
@@ -150,8 +150,8 @@ class Progress:
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.close(stopped=exc_type is not None)
 
 
 def progress(total: float, desc: str, unit: str = "it", **options: Any) -> Progress:

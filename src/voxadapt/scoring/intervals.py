@@ -4,7 +4,7 @@ of two systems on shared utterances."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,15 +14,33 @@ from voxadapt.scoring.edits import EditCounts
 log = logging.getLogger(__name__)
 
 
+def speaker_group(row: dict[str, Any]) -> str:
+    """The bootstrap's cluster of a row: its speaker; an utterance without one stands alone."""
+    speaker = row.get("speaker")
+    return f"spk:{speaker}" if speaker not in (None, "") else f"utt:{row['id']}"
+
+
+def edit_counts(row: dict[str, Any], key: str = "cer") -> tuple[int, int]:
+    """(errors, reference length) of a scored row; `cer_multi_reference` and
+    `wer_multi_reference` count against the row's closest reference."""
+    base = key.removesuffix("_multi_reference")
+    scores = row["scores"]
+    if key != base:
+        scores = (row.get("multi_reference") or {}).get("scores") or scores
+    counts = EditCounts(**scores[base])
+    return counts.errors, counts.reference_length
+
+
 def _speaker_totals(rows: Sequence[dict[str, Any]], key: str = "cer") -> dict[str, np.ndarray]:
     """Per speaker [errors, reference length]; utterances without a speaker stand alone."""
+    return _group_totals((speaker_group(row), *edit_counts(row, key)) for row in rows)
+
+
+def _group_totals(items: Iterable[tuple[str, int, int]]) -> dict[str, np.ndarray]:
     totals: dict[str, np.ndarray] = {}
-    for row in rows:
-        speaker = row.get("speaker")
-        group = f"spk:{speaker}" if speaker not in (None, "") else f"utt:{row['id']}"
-        counts = EditCounts(**row["scores"][key])
+    for group, numerator, denominator in items:
         totals.setdefault(group, np.zeros(2, dtype=np.int64))
-        totals[group] += (counts.errors, counts.reference_length)
+        totals[group] += (numerator, denominator)
     return totals
 
 
@@ -43,15 +61,29 @@ def bootstrap_interval(
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float] | None:
-    """CI of a corpus error rate, resampling speakers (all their utterances together),
-    since utterances of one speaker are not independent.
+    """CI of a corpus error rate (`cer`, `wer`, `cer_multi_reference`, ...), resampling
+    speakers (all their utterances together), since utterances of one speaker are not
+    independent. See `ratio_interval`."""
+    items = [(speaker_group(row), *edit_counts(row, key)) for row in rows]
+    return ratio_interval(items, resamples=resamples, seed=seed, level=level)
 
-    `scipy.stats.bootstrap` over the speakers' [errors, reference length] totals, the
-    statistic being the ratio of the sums: BCa, or the percentile interval with fewer than
-    `BCA_MIN_CLUSTERS` speakers or where BCa is degenerate (e.g. every resample gives the
-    same rate). None for fewer than 2 speakers or empty references.
+
+def ratio_interval(
+    items: Iterable[tuple[str, int, int]],
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float] | None:
+    """CI of Σ numerator / Σ denominator over (cluster, numerator, denominator) items
+    (errors / reference length; term hits / term occurrences), resampling clusters.
+
+    `scipy.stats.bootstrap` over the clusters' totals, the statistic being the ratio of the
+    sums: BCa, or the percentile interval with fewer than `BCA_MIN_CLUSTERS` clusters or
+    where BCa is degenerate (e.g. every resample gives the same rate). None for fewer than 2
+    clusters or a zero denominator.
     """
-    totals = np.array(list(_speaker_totals(rows, key).values()))
+    totals = np.array(list(_group_totals(items).values()))
     if len(totals) < 2 or resamples < 1 or totals[:, 1].sum() == 0:
         return None  # one group, or an undefined rate (empty references)
     result = _cluster_bootstrap(

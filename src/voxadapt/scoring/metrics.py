@@ -30,7 +30,7 @@ def compute_metrics(
         **corpus_metrics(rows),
     }
     if bootstrap:
-        for key in ("cer", "wer"):
+        for key in ("cer", "wer", "cer_multi_reference", "wer_multi_reference"):
             interval = bootstrap_interval(rows, key=key, resamples=bootstrap, seed=seed)
             if interval:
                 metrics[f"{key}_ci95"] = list(interval)
@@ -46,7 +46,7 @@ def compute_metrics(
     metrics["breakdowns"] = breakdowns(rows, fields)
     metrics["top_errors"] = top_errors(rows)
     if terms:
-        metrics["term_recall"] = term_recall(rows, terms)
+        metrics["term_recall"] = term_recall(rows, terms, bootstrap=bootstrap, seed=seed)
     if compare_rows is not None:
         metrics["compare"] = paired_bootstrap(
             rows, rescore(compare_rows), resamples=max(bootstrap, 1), seed=seed

@@ -96,34 +96,49 @@ def count_terms(text: str, terms: Sequence[str | Sequence[str]]) -> dict[str, in
 
 
 def term_recall(
-    rows: Sequence[dict[str, Any]], terms: Sequence[str | Sequence[str]], top: int = 20
+    rows: Sequence[dict[str, Any]],
+    terms: Sequence[str | Sequence[str]],
+    top: int = 20,
+    *,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> dict:
     """Share of reference term occurrences that the hypothesis reproduces (per utterance,
     min(reference count, hypothesis count); any spelling of a variant set reproduces any
-    other), and the most-missed terms by their first spelling.
+    other), and the most-missed terms by their first spelling; with `bootstrap` resamples,
+    its 95% CI (`ci95`), resampling speakers as the error rates' intervals do.
 
     `terms`: plain strings or variant sets (tuples of spellings), as `load_terms` returns.
     """
+    from voxadapt.scoring.intervals import ratio_interval, speaker_group
+
     occurrences: dict[str, int] = {}
     hits: dict[str, int] = {}
+    per_row: list[tuple[str, int, int]] = []  # (speaker, hits, occurrences) for the CI
     for row in rows:
         in_reference = count_terms(row["reference_normalized"], terms)
         if not in_reference:
             continue
         in_hypothesis = count_terms(row["hypothesis_normalized"], terms)
+        row_hits = 0
         for term, count in in_reference.items():
             occurrences[term] = occurrences.get(term, 0) + count
-            hits[term] = hits.get(term, 0) + min(count, in_hypothesis.get(term, 0))
+            hit = min(count, in_hypothesis.get(term, 0))
+            hits[term] = hits.get(term, 0) + hit
+            row_hits += hit
+        per_row.append((speaker_group(row), row_hits, sum(in_reference.values())))
     total = sum(occurrences.values())
     missed = sorted(
         ((t, occurrences[t] - hits[t], occurrences[t]) for t in occurrences),
         key=lambda item: (-item[1], -item[2], item[0]),
     )
+    interval = ratio_interval(per_row, resamples=bootstrap, seed=seed) if bootstrap else None
     return {
         "terms": len(terms),
         "occurrences": total,
         "hits": sum(hits.values()),
         "recall": sum(hits.values()) / total if total else None,
+        **({"ci95": list(interval)} if interval else {}),
         "most_missed": [
             {"term": t, "missed": m, "occurrences": o} for t, m, o in missed[:top] if m
         ],

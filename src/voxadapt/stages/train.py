@@ -1,6 +1,7 @@
-"""The training recipe: projector-only (Q)LoRA on Voxtral with CER-selected checkpoints.
+"""The training recipe: (Q)LoRA on the chosen parts of Voxtral (the projector by default, plus
+the 4-bit LLM and the audio encoder with `--train-modules`) with CER-selected checkpoints.
 
-Our own small loop rather than HF Trainer: only the projector trains, so gradients are
+Our own small loop rather than HF Trainer: only small adapters train, so gradients are
 all-reduced by hand across ranks (no DDP wrapper around a 4-bit model), and checkpoints hold
 only trainable weights. Evaluation decodes the valid set with the same engine
 (`decoding.Transcriber`) and scores it with the same functions (`scoring.rates.score_row`,
