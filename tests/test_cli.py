@@ -246,3 +246,29 @@ def test_mistyped_option_shows_the_subcommand_usage_and_a_guess():
     assert result.returncode == 2
     assert result.stderr.startswith("usage: voxadapt evaluate")
     assert "unrecognized arguments: --ot x (did you mean --out?)" in result.stderr
+
+
+def test_a_stop_swallowed_by_a_c_callback_is_still_an_interrupt(capfd):
+    """soundfile's I/O callbacks swallow a KeyboardInterrupt and raise AssertionError: after
+    SIGTERM that is the stop (exit 130, one line), not a bug with a traceback."""
+    import io
+    import signal
+
+    import numpy as np
+    import soundfile as sf
+
+    from voxadapt import cli
+
+    class Sink(io.BytesIO):
+        def write(self, data):
+            os.kill(os.getpid(), signal.SIGTERM)  # docker stop while a WAV is written
+            return super().write(data)
+
+    with cli.stop_signals(), pytest.raises(AssertionError) as info:
+        sf.write(Sink(), np.zeros(1600, dtype=np.float32), 16000, format="WAV")
+    assert "Exception ignored" not in capfd.readouterr().err  # no cffi traceback either
+    assert cli._exit_code(info.value) == 130
+    assert capfd.readouterr().err == "voxadapt: interrupted\n"
+    with cli.stop_signals():  # a new run: the same error without a stop is a bug
+        assert cli._exit_code(AssertionError()) is None
+    assert signal.getsignal(signal.SIGTERM) is not cli._stop_signal  # handlers restored

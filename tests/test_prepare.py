@@ -362,10 +362,11 @@ def test_emitted_files_are_in_the_result(messy_scp, tmp_path):
         PrepareConfig(messy_scp, "scp", tmp_path / "out", test_size=0.2, emit=["nemo", "lhotse"])
     )
     names = sorted(path.name for path in result.emitted)
+    kinds = ("recordings", "supervisions")
     assert names == sorted(
         [f"{split}.nemo.json" for split in ("train", "test")]
-        + [f"{s}.lhotse_{k}.jsonl.gz" for s in ("train", "test") for k in ("recordings", "supervisions")]
-    )  # fmt: skip
+        + [f"{split}.lhotse_{kind}.jsonl.gz" for split in ("train", "test") for kind in kinds]
+    )
     assert all(path.is_file() for path in result.emitted)
 
 

@@ -81,15 +81,15 @@ def test_lines_give_done_total_rate_and_eta_then_the_time_taken(caplog):
     with progress(3.3, "transcribe", "s audio", decimals=1, terminal=False, interval=0) as bar:
         for _ in range(3):
             time.sleep(0.01)
-            bar.note("7 token steps")
+            bar.note("7 tokens")
             bar.update(1.1)
     lines = [r.getMessage() for r in caplog.records if r.name == "voxadapt.progress"]
     assert len(lines) == 4
     assert lines[0].startswith("transcribe: 1.1/3.3 s audio (33%), ")
     assert all(PERIODIC.search(line) for line in lines[:3])
-    assert lines[0].endswith(", 7 token steps")
+    assert lines[0].endswith(", 7 tokens")
     assert re.fullmatch(
-        r"transcribe: 3\.3/3\.3 s audio \(100%\), [\d.]+ s audio/s, in 00:00, 7 token steps",
+        r"transcribe: 3\.3/3\.3 s audio \(100%\), [\d.]+ s audio/s, in 00:00, 7 tokens",
         lines[-1],
     )
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -541,8 +542,58 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(message.split("\n"))
 
 
-def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+# Set by a stop signal (SIGTERM, SIGINT): an error that surfaces after it is the stop, seen
+# through a library that swallowed the KeyboardInterrupt (soundfile's I/O callbacks turn it
+# into an AssertionError), not a bug to show as a traceback.
+_STOP_SIGNALLED = threading.Event()
+
+
+def _stop_signal(signum: int, frame: Any) -> None:
+    _STOP_SIGNALLED.set()
     raise KeyboardInterrupt
+
+
+def _unraisable(unraisable: Any) -> None:
+    """The interrupt a C callback swallowed is reported by the exit line, not a traceback."""
+    if _STOP_SIGNALLED.is_set() and isinstance(unraisable.exc_value, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """SIGTERM (docker stop, SLURM preemption) and SIGINT (Ctrl-C) stop the run alike."""
+    _STOP_SIGNALLED.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _stop_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous_hook
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _exit_code(exc: BaseException) -> int | None:
+    """Print the one line for an exception that ends a run, and return the exit code;
+    None for a bug (the caller re-raises it, traceback and all)."""
+    if isinstance(exc, StageInterrupted):  # train saved a checkpoint: say where, exit as ^C
+        print(f"voxadapt: {exc}", file=sys.stderr)
+        return 130
+    if isinstance(exc, KeyboardInterrupt) or _STOP_SIGNALLED.is_set():
+        print("voxadapt: interrupted", file=sys.stderr)
+        return 130
+    if isinstance(exc, VoxadaptError):
+        print(f"voxadapt: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    if isinstance(exc, OSError):  # the machine, not the code: a full disk, a vanished mount
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"voxadapt: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -568,24 +619,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").setLevel(logging.WARNING)
     _quiet_libraries(args.verbose)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # docker stop = Ctrl-C
     try:
-        with logging_redirect_tqdm():
+        with stop_signals(), logging_redirect_tqdm():
             return _run(args.command, args)
-    except StageInterrupted as exc:  # train saved a checkpoint: say where, exit as Ctrl-C
-        print(f"voxadapt: {exc}", file=sys.stderr)
-        return 130
-    except VoxadaptError as exc:
-        print(f"voxadapt: error: {_one_line(exc)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("voxadapt: interrupted", file=sys.stderr)
-        return 130
-    except OSError as exc:  # the machine, not the code: a full disk, a vanished mount
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"voxadapt: error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 1
+    except (Exception, KeyboardInterrupt) as exc:
+        code = _exit_code(exc)
+        if code is None:
+            raise
+        return code
     finally:
         logging.captureWarnings(False)
 

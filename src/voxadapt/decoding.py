@@ -464,8 +464,8 @@ class AudioProgress:
         self.tokens = 0
 
     def token(self) -> None:
-        self.tokens += 1
-        self.bar.note(f"{self.tokens} token steps")
+        self.tokens += 1  # generation steps: one token for every clip of the batch
+        self.bar.note(f"{self.tokens} tokens")
         self.bar.update(0)
 
     def done(self, items: Sequence[AudioItem]) -> None:
