@@ -40,7 +40,8 @@ ADAPTER_INFO = "voxadapt_adapter.json"
 
 
 class ModelError(VoxadaptError):
-    """The model cannot be used for projector training (no projector, wrong quantization...)."""
+    """The model or adapter cannot be used (no projector, wrong quantization, a LoRA target
+    that names no layer, a part that would train although not chosen...)."""
 
 
 @dataclass(frozen=True)
@@ -487,7 +488,10 @@ def adapter_parts(info: dict[str, Any]) -> tuple[str, ...]:
     it names none: every adapter before `--train-modules`, and the default since)."""
     parts = info.get("train_modules") or ["projector"]
     if not isinstance(parts, list) or not set(parts) <= set(TRAIN_PARTS):
-        raise ModelError(f"{ADAPTER_INFO}: train_modules must be a subset of {TRAIN_PARTS}")
+        raise ModelError(
+            f"{ADAPTER_INFO}: train_modules must list parts among {', '.join(TRAIN_PARTS)}, "
+            f"not {parts!r}"
+        )
     return tuple(parts)
 
 

@@ -456,7 +456,8 @@ def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     may change on resume (RESUMABLE_CHANGES). An option the checkpoint's config lacks was
     added since, and that run trained with its default (the projector alone, for
     `train_modules`)."""
-    saved = {**option_defaults(), **saved}
+    defaults = option_defaults()
+    saved = {**{key: defaults[key] for key in current if key in defaults}, **saved}
     changed = [
         f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
         for key in sorted(set(saved) | set(current))
