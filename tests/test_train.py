@@ -305,7 +305,7 @@ def test_shipped_config_loads_and_validates(tmp_path):
             TrainConfig, path, train=tmp_path / "t.jsonl", valid=tmp_path / "v.jsonl"
         )
         assert loaded.lora_r == 8 and loaded.quantization == "nf4"
-    with pytest.raises(VoxadaptError, match="train manifest is required"):
+    with pytest.raises(VoxadaptError, match=r"train \(--train\) is required"):
         build_config(TrainConfig, CONFIGS / "ko-medical-qlora.yaml")
 
 
@@ -351,13 +351,13 @@ def test_best_checkpoint_cer_equals_what_evaluate_reports(tiny_model, sample_man
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"lr": -1.0}, "lr must be >= 0"),
-        ({"weight_decay": -1.0}, "weight_decay must be >= 0"),
-        ({"lora_dropout": 2.0}, "lora_dropout must be in"),
-        ({"num_workers": -1}, "num_workers must be >= 0"),
-        ({"eval_samples": -1}, "eval_samples must be >= 1"),
+        ({"lr": -1.0}, "--lr must be >= 0"),
+        ({"weight_decay": -1.0}, "--weight-decay must be >= 0"),
+        ({"lora_dropout": 2.0}, "--lora-dropout must be in"),
+        ({"num_workers": -1}, "--num-workers must be >= 0"),
+        ({"eval_samples": -1}, "--eval-samples must be >= 1"),
         ({"decode.language": "xx"}, "not an ISO 639-1"),
-        ({"scheduler": "sometimes"}, "scheduler must be one of"),
+        ({"scheduler": "sometimes"}, "--scheduler must be one of"),
     ],
 )
 def test_bad_options_fail_before_any_model_loads(

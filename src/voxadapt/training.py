@@ -235,7 +235,7 @@ class TrainConfig(Config):
     def problems(self) -> list[str]:
         found = super().problems()
         if self.train is None:
-            found.append("train manifest is required (--train)")
+            found.append("train is required (the training manifest)")
         for name in (
             "batch_size",
             "grad_accum",
