@@ -368,8 +368,9 @@ COMMANDS = (
         "train",
         "TrainConfig",
         "train",
-        "train Voxtral's audio projector (LoRA or full) on manifests",
-        "Projector-only fine-tuning of Voxtral with a quantized LLM, evaluation by CER during "
+        "train Voxtral's audio projector (LoRA or full; optionally LLM/encoder LoRA)",
+        "Fine-tune Voxtral's projector (the default; --train-modules adds LoRA on the LLM and "
+        "the encoder) with a quantized LLM, evaluation by CER during "
         "training, best-checkpoint selection, TensorBoard logs and resumable checkpoints. "
         "Options may come from --config FILE.yaml; flags override it.",
         TRAIN_EPILOG,
