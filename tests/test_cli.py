@@ -272,3 +272,12 @@ def test_a_stop_swallowed_by_a_c_callback_is_still_an_interrupt(capfd):
     with cli.stop_signals():  # a new run: the same error without a stop is a bug
         assert cli._exit_code(AssertionError()) is None
     assert signal.getsignal(signal.SIGTERM) is not cli._stop_signal  # handlers restored
+
+
+def test_mistyped_command_and_abbreviated_options_are_refused():
+    result = run_cli("transcibe", "x.wav")
+    assert result.returncode == 2
+    assert "unknown command 'transcibe' (did you mean transcribe?)" in result.stderr
+    # argparse would take --min-dur for --min-duration: a typo must not pass silently
+    result = run_cli("prepare", "scp", "x.scp", "--out", "o", "--min-dur", "1")
+    assert result.returncode == 2 and "(did you mean --min-duration?)" in result.stderr

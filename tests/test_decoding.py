@@ -492,3 +492,21 @@ def test_bias_weight_zero_is_exactly_unbiased_and_a_large_one_writes_the_term(
     biased = run(bias_terms=terms, bias_weight=100.0)
     assert all("혈압" in text for text, _ in biased.values())
     assert not any("혈압" in text for text, _ in plain.values())
+
+
+def test_named_files_keep_their_names_and_hidden_files_are_skipped(
+    tiny_model, tmp_path, monkeypatch
+):
+    import shutil
+
+    monkeypatch.chdir(CLIPS[0].parents[2])  # a relative path, as a user types it
+    relative = CLIPS[0].relative_to(CLIPS[0].parents[2])
+    transcribe_clips(tiny_model, [relative], out=tmp_path / "subs", format="srt")
+    assert [p.name for p in (tmp_path / "subs").glob("*.srt")] == [f"{CLIPS[0].stem}.srt"]
+    folder = tmp_path / "rec"
+    (folder / ".cache").mkdir(parents=True)
+    shutil.copy(CLIPS[1], folder / "a.wav")
+    shutil.copy(CLIPS[1], folder / "._a.wav")  # a macOS resource fork beside it
+    shutil.copy(CLIPS[1], folder / ".cache" / "b.wav")
+    result = transcribe_clips(tiny_model, [folder], out=tmp_path / "f.jsonl")
+    assert [row["id"] for row in result.rows] == ["a.wav"]

@@ -21,10 +21,19 @@ def test_doctor_checks_this_machine(tmp_path):
         and "NF4 works on" in checks["bitsandbytes 4-bit"].detail
     )
     assert checks["korean font (plots)"].state == OK
-    assert "GB free" in checks["disk"].detail and str(tmp_path) in checks["disk"].detail
+    # a folder still to be made: the nearest existing folder is measured, and said so
+    assert checks["disk"].state == "warn" and "does not exist" in checks["disk"].detail
+    assert "GB free of" in checks["disk"].detail and f"at {tmp_path}" in checks["disk"].detail
+    (tmp_path / "afile").write_text("x")
+    disk = {c.name: c for c in doctor(DoctorConfig(path=tmp_path / "afile")).checks}["disk"]
+    assert disk.state == FAIL and "is a file, not a folder" in disk.detail
+    disk = {c.name: c for c in doctor(DoctorConfig(path=tmp_path)).checks}["disk"]
+    assert disk.state == OK
     if not torch.cuda.is_available():
         assert checks["cuda"].state == "warn"
     assert not result.failed
+    line = run_cli("doctor", "--path", "").stderr
+    assert "--path: '' is not a path" in line  # the flag, not the field name
 
 
 def test_extras_report_what_to_install():

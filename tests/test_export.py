@@ -166,8 +166,13 @@ def test_overwrite_replaces_only_an_earlier_export(adapters, tiny_model, tmp_pat
     with pytest.raises(Exception):  # noqa: B017 - any refusal; the point is what stays
         export(bad)
     assert (out / "stale.txt").is_file() and (out / "model.safetensors").read_bytes() == weights
-    result = export(ExportConfig(**{**config.__dict__, "overwrite": True}))
-    assert not (out / "stale.txt").exists()  # replaced as a whole, not merged into
+    again = ExportConfig(**{**config.__dict__, "overwrite": True})
+    with pytest.raises(ConfigError, match=r"holds files voxadapt export did not write \(stale"):
+        export(again)  # a file the user added (a model card, notes) is never deleted
+    (out / "stale.txt").unlink()
+    (out / "config.json").write_text("{}")  # export's own files are replaced
+    result = export(again)
+    assert json.loads((out / "config.json").read_text()) != {}
     assert (out / "model.safetensors").read_bytes() == weights  # same inputs, same weights
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hf.")]  # no leftovers
     assert result.out_dir == out.absolute()

@@ -100,3 +100,14 @@ def test_terms_files_split_on_newlines_only(tmp_path):
 )
 def test_invisible_characters_are_removed_before_scoring_not_word_breaks(raw, expected):
     assert normalize_for_scoring(raw) == expected
+
+
+def test_a_raw_jsonl_is_refused_with_the_command_that_prepares_it(tmp_path):
+    from voxadapt.errors import ManifestError
+    from voxadapt.manifest import read_manifest
+
+    raw = tmp_path / "clips.jsonl"
+    raw.write_text('{"audio": "a.wav", "text": "네"}\n', encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"clips.jsonl:1: not an utterance record .*"
+                       r"voxadapt prepare jsonl .*clips.jsonl --out DIR"):  # fmt: skip
+        read_manifest(raw)

@@ -408,10 +408,15 @@ def test_every_utterance_its_own_speaker_warns_only_when_splitting(tmp_path, spe
 
 
 def test_saved_config_is_enough_to_run_again(messy_scp, tmp_path):
-    first = run_cli("prepare", "scp", messy_scp, "--out", tmp_path / "a", "--test-size", "0.2")
+    assert messy_scp.parent == tmp_path
+    first = run_cli(
+        "prepare", "scp", messy_scp.name, "--out", "a", "--test-size", "0.2", cwd=tmp_path
+    )
     assert first.returncode == 0, first.stderr
     saved = tmp_path / "a" / "prepare_config.yaml"
-    again = run_cli("prepare", "--config", saved, "--out", tmp_path / "b")  # no FORMAT SOURCE
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()  # SOURCE is saved absolute: the config works from any folder
+    again = run_cli("prepare", "--config", saved, "--out", tmp_path / "b", cwd=elsewhere)
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "b" / "test.jsonl").read_text() == (
         tmp_path / "a" / "test.jsonl"
@@ -419,3 +424,19 @@ def test_saved_config_is_enough_to_run_again(messy_scp, tmp_path):
     missing = run_cli("prepare", "--out", tmp_path / "c")
     assert missing.returncode == 1
     assert "FORMAT is required (or `source_format:` in --config)" in missing.stderr
+
+
+def test_stratified_values_too_rare_for_a_split_are_named(caplog):
+    utterances = [
+        Utterance(f"{role}{spk}-{i}", f"/a/{role}{spk}/{i}.wav", "t", "t", 4.0, 16000, 1,
+                  speaker=f"{role}{spk}", metadata={"role": role})
+        for role, speakers in (("의사", 10), ("환자", 1))
+        for spk in range(speakers)
+        for i in range(2)
+    ]  # fmt: skip
+    with caplog.at_level("WARNING"):
+        splits = split_utterances(
+            utterances, valid_size=None, test_size=0.2, stratify="role", seed=0
+        )
+    assert len(splits["test"]) == 4 and {u.metadata["role"] for u in splits["test"]} == {"의사"}
+    assert "--stratify role: the test split has no 환자" in caplog.text

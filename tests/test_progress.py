@@ -63,8 +63,11 @@ def test_format_duration(seconds, text):
         ("", DEFAULT_INTERVAL_S),
         ("5", 5.0),
         ("0", 0.0),
-        ("-3", 0.0),
-        ("soon", DEFAULT_INTERVAL_S),  # warned about, not fatal
+        ("-3", DEFAULT_INTERVAL_S),  # each of these is warned about, not fatal
+        ("nan", DEFAULT_INTERVAL_S),
+        ("inf", DEFAULT_INTERVAL_S),
+        ("1e400", DEFAULT_INTERVAL_S),
+        ("soon", DEFAULT_INTERVAL_S),
     ],
 )
 def test_interval_from_the_environment(value, seconds, monkeypatch):
@@ -252,3 +255,20 @@ def test_terminal_training_logs_above_its_bars(tiny_model, sample_manifest, tmp_
     assert any(s.startswith("train:") and "loss " in s and "grad_norm " in s for s in segments)
     assert any(s.startswith("eval at step 2:") and "%|" in s for s in segments)  # its own bar
     assert_records_not_glued_to_bars(lines)
+
+
+@pytest.mark.parametrize(("columns", "bars"), [(0, False), (100, True)])
+def test_a_terminal_without_width_gets_lines(columns, bars):
+    """A pty reporting 0 columns (`script`, some CI runners) cannot show a bar."""
+    import subprocess
+    import sys
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    code = "from voxadapt.progress import on_terminal; print(on_terminal())"
+    result = subprocess.run(
+        [sys.executable, "-c", code], stderr=slave, stdout=subprocess.PIPE, text=True, check=True
+    )
+    os.close(slave)
+    os.close(master)
+    assert result.stdout.strip() == str(bars)

@@ -512,3 +512,15 @@ def test_report_in_headless_chromium_finds_its_clips_and_font(scored):
     assert segment == [pytest.approx(0.5)]  # the media fragment starts the segment
     assert fonts == [["voxadapt NanumGothic", "loaded"]]
     assert cards == 5
+
+
+def test_empty_duration_plot_draws_every_glyph(tmp_path):
+    """An all-rejected run plots an empty histogram whose axis has negative ticks: NanumGothic
+    has no U+2212 MINUS SIGN, so axes use the ASCII minus (no glyph warning leaks)."""
+    from voxadapt.plots import plot_durations
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plot_durations([], [], tmp_path / "d.png", min_duration_s=3, max_duration_s=25)
+    assert not [w for w in caught if "Glyph" in str(w.message)]
+    assert (tmp_path / "d.png").stat().st_size > 0

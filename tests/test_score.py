@@ -196,3 +196,29 @@ def test_score_refuses_unmatched_or_mixed_files_and_reads_tabs(manifest, tmp_pat
         score(ScoreConfig(manifest, mixed, tmp_path / "m"))
     again = score(ScoreConfig(manifest, result.predictions, tmp_path / "again", bootstrap=0))
     assert again.missing == ["u1"]  # a score run's own output keeps its missing count
+
+
+def test_score_flags_loops_and_truncation_as_evaluate_does(manifest, tmp_path):
+    looped = "혈압을 재겠습니다 " + "네네" * 10
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text(
+        json.dumps({"id": "u1", "text": "체온", "truncated": True}, ensure_ascii=False)
+        + "\n"
+        + json.dumps({"id": "u2", "text": looped}, ensure_ascii=False)
+        + "\n"
+        + json.dumps({"id": "u3", "text": "숨을 크게 쉬세요"}, ensure_ascii=False)
+        + "\n",
+        encoding="utf-8",
+    )
+    result = score(ScoreConfig(manifest, predictions, tmp_path / "o", bootstrap=0))
+    rows = {r["id"]: r for r in map(json.loads, result.predictions.read_text().splitlines())}
+    assert rows["u2"]["repetition_loop"] == "네" and rows["u1"]["repetition_loop"] is None
+    assert [rows[i]["truncated"] for i in ("u1", "u2", "u3")] == [True, False, False]
+    assert result.metrics["repetition_loop_rate"] == pytest.approx(1 / 3)
+    assert result.metrics["truncated_rate"] == pytest.approx(1 / 3)
+    # a Kaldi text file carries no flags: loops are still found in the text
+    kaldi = tmp_path / "text"
+    kaldi.write_text(f"u1 체온\nu2 {looped}\nu3 숨을\n", encoding="utf-8")
+    again = score(ScoreConfig(manifest, kaldi, tmp_path / "k", bootstrap=0))
+    assert again.metrics["repetition_loop_rate"] == pytest.approx(1 / 3)
+    assert again.metrics["truncated_rate"] == 0

@@ -463,3 +463,20 @@ def test_term_recall_and_multi_reference_rates_have_speaker_intervals():
     # perfect recall everywhere: a zero-width interval at 1
     perfect = rows_from([(ref, ref) for ref, _ in pairs], speakers=[f"s{i % 4}" for i in range(12)])
     assert term_recall(perfect, terms, bootstrap=100)["ci95"] == pytest.approx([1.0, 1.0])
+
+
+def test_paired_comparison_over_too_few_speakers_claims_nothing():
+    from voxadapt.scoring.intervals import COMPARE_MIN_CLUSTERS
+
+    references = ["혈압을 재겠습니다", "숨을 크게 쉬세요"] * 3
+    speakers = ["a", "b"] * 3
+    good = rows_from([(r, r) for r in references], speakers)
+    bad = rows_from([(r, r[:-2]) for r in references], speakers)
+    result = paired_bootstrap(good, bad, seed=0)
+    assert result["delta"] < 0  # the difference itself is reported
+    assert result["too_few_speakers"] == 2 < COMPARE_MIN_CLUSTERS
+    assert "ci" not in result and "p_value" not in result  # no p = 0 from 2 speakers
+    from voxadapt.report import format_metrics_summary
+
+    text = format_metrics_summary({"compare": result})
+    assert "only 2 speakers: no interval or p-value" in text and "p<" not in text

@@ -59,9 +59,9 @@ formats (--format, several separated by commas, or all; one decode writes them a
   vtt    one file per input: WebVTT subtitles, the same cues
 --out: jsonl or txt alone -> that file; text/srt/vtt alone -> a folder of <clip>.txt/.srt/.vtt,
 or exactly FILE.txt/.srt/.vtt for one input; several formats -> a folder with
-transcripts.jsonl, transcripts.txt and the per-input files. No --out: standard output
-(id<TAB>text lines; --format text: the transcripts alone). Nothing voxadapt did not write is
-replaced, and the files of a run appear together at its end.
+transcripts.jsonl and/or transcripts.txt (as asked) and the per-input files. No --out:
+standard output (id<TAB>text lines; --format text: the transcripts alone). Nothing voxadapt
+did not write is replaced, and the files of a run appear together at its end.
 
 examples:
   voxadapt transcribe call.wav --adapter runs/ko-med/adapter            # path<TAB>text
@@ -140,7 +140,7 @@ examples:
       --valid data/valid.jsonl --cache cache/ko-med --output-dir runs/ko-med
   voxadapt train --model mistralai/Voxtral-Mini-3B-2507 --train data/train.jsonl \\
       --projector full --quantization none --dtype bf16 --max-steps 2000 --eval-steps 250
-  voxadapt train --config configs/ablation/projector-llm.yaml --train data/train.jsonl \
+  voxadapt train --config configs/ablation/projector-llm.yaml --train data/train.jsonl \\
       --valid data/valid.jsonl --cache cache/ko-med
   voxadapt train --config runs/ko-med/config.yaml --resume
 """
@@ -460,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the audio projector with LoRA, transcribe and score.",
         epilog=MAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # --min-dur is a typo, not --min-duration
     )
     parser.add_argument("--version", action="version", version=f"voxadapt {__version__}")
     parser.add_argument(
@@ -477,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
             description=command.description,
             epilog=command.epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            allow_abbrev=False,
         )
         sub.add_argument(
             "--config",
@@ -495,6 +497,13 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
     option it has (`voxadapt train --lerning-rate` names train's usage and `--lr`...)."""
     import difflib
 
+    words = sys.argv[1:] if argv is None else list(argv)
+    names = [command.name for command in COMMANDS]
+    first = next((word for word in words if not word.startswith("-")), None)
+    if first is not None and first not in names:
+        close = difflib.get_close_matches(first, names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        parser.error(f"unknown command {first!r}{hint}; commands: {', '.join(names)}")
     args, extras = parser.parse_known_args(argv)
     if extras:
         target = getattr(args, "subparser", parser)
@@ -602,6 +611,17 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # Korean in a latin-1 locale: escaped, not a crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    try:  # stop signals count from the first moment: importing torch takes seconds
+        with stop_signals():
+            return _main(argv)
+    except (Exception, KeyboardInterrupt) as exc:
+        code = _exit_code(exc)
+        if code is None:
+            raise
+        return code
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = _parse(parser, argv)
     if not hasattr(args, "command"):
@@ -621,13 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("py.warnings").setLevel(logging.WARNING)
     _quiet_libraries(args.verbose)
     try:
-        with stop_signals(), logging_redirect_tqdm():
+        with logging_redirect_tqdm():
             return _run(args.command, args)
-    except (Exception, KeyboardInterrupt) as exc:
-        code = _exit_code(exc)
-        if code is None:
-            raise
-        return code
     finally:
         logging.captureWarnings(False)
 

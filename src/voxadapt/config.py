@@ -297,12 +297,12 @@ def _name_flags(problem: str, cls: type, *, keys: bool) -> str:
 
     names = flag_names(cls)
     for key in sorted(names, key=len, reverse=True):
-        if "_" not in key and "." not in key and not problem.startswith(key + " "):
+        if "_" not in key and "." not in key and not re.match(rf"{re.escape(key)}[ :]", problem):
             continue
         shown = f"{key} ({names[key]})" if keys else names[key]
         pattern = rf"(?<![\w.\-']){re.escape(key)}(?![\w'])"  # a 'quoted' key is a YAML key
         if "_" not in key and "." not in key:
-            pattern = rf"^{re.escape(key)}(?= )"
+            pattern = rf"^{re.escape(key)}(?=[ :])"
         problem = re.sub(pattern, lambda _, shown=shown: shown, problem)
     return problem
 

@@ -48,7 +48,7 @@ from voxadapt.model import (
     resolve_dtype,
 )
 from voxadapt.progress import progress
-from voxadapt.text import read_term_lines
+from voxadapt.text import read_term_lines, repetition_loop
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,6 @@ _LANG_PREFIX = re.compile(r"^\s*lang:\s*([A-Za-z]{2,3})\b[\s:]*")
 # Runaway loops on space-free text: a short unit (1-3 chars) 5+ times in a row spanning 8+
 # characters ("네 네 네 네 네 네 네 네"), or a phrase (4-60 chars) 3+ times in a row.
 # Digit runs ("1000000") are numbers, not loops.
-_SHORT_LOOP = re.compile(r"(.{1,3}?)\1{4,}")
-_PHRASE_LOOP = re.compile(r"(.{4,60}?)\1{2,}")
-_LOOP_MIN_CHARS = 8
 # Log-probability bonus per term token; 100 already forces any term it can start.
 MAX_BIAS_WEIGHT = 100.0
 
@@ -182,6 +179,7 @@ class AudioItem:
     language: str | None = None  # the record's language (used when language = manifest)
     record: dict[str, Any] = field(default_factory=dict)  # fields carried to the output
     offset: float | None = None  # a segment of `audio` starting here (duration = `duration`)
+    named_file: bool = False  # given by name (not found in a folder): outputs take its stem
 
     @classmethod
     def from_utterance(cls, utterance: Utterance) -> AudioItem:
@@ -202,18 +200,6 @@ def clean_transcript(text: str) -> tuple[str, str | None]:
     if not match:
         return text.strip(), None
     return text[match.end() :].strip(), match.group(1).lower()
-
-
-def repetition_loop(text: str) -> str | None:
-    """The repeated unit if `text` contains a runaway repetition loop, else None."""
-    compact = "".join(text.split())
-    for match in _SHORT_LOOP.finditer(compact):
-        if len(match.group(0)) >= _LOOP_MIN_CHARS and not match.group(1).isdigit():
-            return match.group(1)
-    for match in _PHRASE_LOOP.finditer(compact):
-        if not match.group(1).isdigit():
-            return match.group(1)
-    return None
 
 
 def decode_cap(duration_s: float, tokens_per_s: float) -> int:

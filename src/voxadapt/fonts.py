@@ -85,7 +85,11 @@ def plot_style() -> Iterator[None]:
     lacks (matplotlib falls back per glyph). Global rcParams stay untouched."""
     family = korean_font_family()
     sans = [family] if family else []
-    rc = {"font.family": "sans-serif", "font.sans-serif": [*sans, *plt.rcParams["font.sans-serif"]]}
+    rc = {
+        "font.family": "sans-serif",
+        "font.sans-serif": [*sans, *plt.rcParams["font.sans-serif"]],
+        "axes.unicode_minus": False,  # NanumGothic has no U+2212: an ASCII minus on the axes
+    }
     with matplotlib.rc_context(rc):
         yield
 

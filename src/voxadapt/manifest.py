@@ -257,6 +257,7 @@ def read_manifest(path: Path) -> list[Utterance]:
         except (KeyError, TypeError, ValueError) as exc:
             detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise ManifestError(
-                f"{path}:{line_number}: not an utterance record ({detail})"
+                f"{path}:{line_number}: not an utterance record ({detail}); a manifest "
+                f"comes from `voxadapt prepare` (e.g. voxadapt prepare jsonl {path} --out DIR)"
             ) from None
     return utterances

@@ -11,6 +11,7 @@ whatever log file the caller configured. The bar shows totals with the unit's de
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -30,17 +31,32 @@ def interval_s() -> float:
     if not value:
         return DEFAULT_INTERVAL_S
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):  # nan, inf, -1: not an interval
         log.warning(
-            "%s=%r is not a number of seconds; using %g", INTERVAL_ENV, value, DEFAULT_INTERVAL_S
+            "%s=%r is not a number of seconds >= 0; using %g",
+            INTERVAL_ENV,
+            value,
+            DEFAULT_INTERVAL_S,
         )
         return DEFAULT_INTERVAL_S
+    return seconds
 
 
 def on_terminal() -> bool:
-    """Whether bars can be drawn: stderr is a terminal, or a notebook shows tqdm's widgets."""
-    return sys.stderr.isatty() or "ipykernel" in sys.modules
+    """Whether bars can be drawn: stderr is a terminal with a width (a pty that reports 0
+    columns, as `script` or some CI runners make, cannot show a bar: lines instead), or a
+    notebook shows tqdm's widgets."""
+    if "ipykernel" in sys.modules:
+        return True
+    if not sys.stderr.isatty():
+        return False
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns > 0
+    except (OSError, ValueError):
+        return False
 
 
 def format_rate(rate: float | None, unit: str) -> str:

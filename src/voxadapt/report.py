@@ -15,6 +15,7 @@ from voxadapt import units
 from voxadapt.fonts import CSS_FONTS, CSS_MONOSPACE, embedded_font_css
 from voxadapt.manifest import atomic_write
 from voxadapt.plots import plot_cer_by_duration, plot_cer_by_group
+from voxadapt.scoring.intervals import COMPARE_MIN_CLUSTERS
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ def format_metrics_summary(metrics: dict[str, Any]) -> str:
     if compare:
         ci, p_value = compare.get("ci"), compare.get("p_value")
         ci_text = f", 95% CI {units.points_interval(ci)}" if ci else ""
+        if compare.get("too_few_speakers"):
+            ci_text = f" (only {compare['too_few_speakers']} speakers: no interval or p-value)"
         if p_value is not None:
             ci_text += f", {units.p_value(p_value)}"
         parts.append(
@@ -241,7 +244,9 @@ def _compare_card(metrics: dict[str, Any]) -> str:
     compare = metrics["compare"]
     ci, delta = compare.get("ci"), compare.get("delta")
     if not ci:
-        tone, verdict = "", "no CI (needs 2 speakers and --bootstrap)"
+        few = compare.get("too_few_speakers")
+        why = f"only {few} speakers; needs {COMPARE_MIN_CLUSTERS}" if few else "--bootstrap 0"
+        tone, verdict = "", f"no CI ({why})"
     elif ci[1] < 0:
         tone, verdict = "better", "lower CER than the other system (the CI excludes 0)"
     elif ci[0] > 0:

@@ -117,7 +117,15 @@ def split_utterances(
     for split, size in (("test", test_size), ("valid", valid_size)):
         target = _split_target(size, total)
         if size and taken_by_split[split] == 0:
-            log.warning("%s split is empty: no speaker group fits a target of %d", split, target)
+            why = (
+                f" (--stratify {stratify} splits each value on its own and none has enough "
+                "speakers; stratify by a field with fewer values, or leave it out)"
+                if stratify
+                else ""
+            )
+            log.warning(
+                "%s split is empty: no speaker group fits a target of %d%s", split, target, why
+            )
         elif size and split_by == "speaker":
             log.info(
                 "%s split: %d utterances (target %d; whole speakers)",
@@ -128,7 +136,34 @@ def split_utterances(
     result: dict[str, list[Utterance]] = {split: [] for split in SPLITS}
     for index, utterance in enumerate(utterances):
         result[assignment.get(index, "train")].append(utterance)
+    if stratify:
+        _warn_missing_values(
+            result, stratify, strata, sizes={"test": test_size, "valid": valid_size}
+        )
     return result
+
+
+def _warn_missing_values(
+    splits: dict[str, list[Utterance]],
+    field: str,
+    strata: dict[str, list[str]],
+    sizes: dict[str, float | None],
+) -> None:
+    """Name the --stratify values a requested, non-empty split ended up without (a value
+    whose few speakers cannot be shared out in whole speakers)."""
+    for split, size in sizes.items():
+        if not size or not splits[split]:
+            continue
+        present = {stratum_of(u, field) or "" for u in splits[split]}
+        absent = sorted(value or "(none)" for value in strata if value not in present)
+        if absent:
+            log.warning(
+                "--stratify %s: the %s split has no %s (too few speakers with %s)",
+                field,
+                split,
+                ", ".join(absent),
+                "that value" if len(absent) == 1 else "those values",
+            )
 
 
 def source_split(name: str) -> str | None:

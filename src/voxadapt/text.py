@@ -252,3 +252,22 @@ def normalize_for_scoring(text: str) -> str:
     text = _SCORING_PUNCTUATION.sub(" ", text)
     text = text.replace("_", " ").lower()
     return _WHITESPACE.sub(" ", text).strip()
+
+
+# Runaway repetition in a transcript: a unit of 1-3 characters 5+ times over 8+ characters,
+# or a 4-60 character phrase 3+ times (on space-free text; digit runs are numbers).
+_SHORT_LOOP = re.compile(r"(.{1,3}?)\1{4,}")
+_PHRASE_LOOP = re.compile(r"(.{4,60}?)\1{2,}")
+_LOOP_MIN_CHARS = 8
+
+
+def repetition_loop(text: str) -> str | None:
+    """The repeated unit if `text` contains a runaway repetition loop, else None."""
+    compact = "".join(text.split())
+    for match in _SHORT_LOOP.finditer(compact):
+        if len(match.group(0)) >= _LOOP_MIN_CHARS and not match.group(1).isdigit():
+            return match.group(1)
+    for match in _PHRASE_LOOP.finditer(compact):
+        if not match.group(1).isdigit():
+            return match.group(1)
+    return None

@@ -48,6 +48,9 @@ def _group_totals(items: Iterable[tuple[str, int, int]]) -> dict[str, np.ndarray
 # handful of distinct values; with fewer clusters than this its bias and acceleration
 # estimates are noise, so the plain percentile interval is used instead.
 BCA_MIN_CLUSTERS = 10
+# A paired comparison over fewer speakers than this gets no interval or p-value: with 2
+# speakers that both favour one system every resample agrees, and p would read 0.
+COMPARE_MIN_CLUSTERS = 5
 # Resampled clusters held in memory at once (scipy's `batch`): bounds memory for corpora
 # without speaker labels, where every utterance is its own cluster.
 _BOOTSTRAP_CELLS = 2_000_000
@@ -173,7 +176,9 @@ def paired_bootstrap(
         "other": _rate(totals_b.sum(0)),
         "delta": delta,
     }
-    if len(groups) >= 2 and resamples >= 1:
+    if len(groups) < COMPARE_MIN_CLUSTERS:
+        result["too_few_speakers"] = len(groups)
+    elif resamples >= 1:
         low, high, deltas = _cluster_bootstrap(
             (totals_a[:, 0], totals_a[:, 1], totals_b[:, 0], totals_b[:, 1]),
             _difference_of_ratios,

@@ -68,11 +68,15 @@ def scored_row(utterance: Utterance, hypothesis: str, **extra: Any) -> dict[str,
 
 
 def read_hypotheses(
-    path: Path, utterances: list[Utterance] | None = None, what: str = "hypotheses"
+    path: Path,
+    utterances: list[Utterance] | None = None,
+    what: str = "hypotheses",
+    truncated: set[str] | None = None,
 ) -> dict[str, str | None]:
     """id -> hypothesis from a predictions.jsonl (`hypothesis`), any JSONL with `id` and
     `text` or `hypothesis`, or a Kaldi `text` file (`id transcript` per line). A row whose
-    text is null (a failed decode) maps to None. Repeated ids are refused."""
+    text is null (a failed decode) maps to None. Repeated ids are refused. `truncated`, when
+    given, receives the ids whose JSONL row says the decoder's token cap cut them."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"hypotheses file not found: {path}")
@@ -85,6 +89,8 @@ def read_hypotheses(
         pairs, rows = _jsonl_pairs(path, lines)
         if utterances is not None:
             check_same_audio(path, rows, {u.id: u for u in utterances}, what)
+        if truncated is not None:
+            truncated.update(row["id"] for row in rows if row.get("truncated") is True)
     else:
         pairs = _text_pairs(path, lines)
     hypotheses: dict[str, str | None] = {}

@@ -183,12 +183,17 @@ def _korean_font() -> Check:
 
 
 def _disk(path: Path) -> Check:
-    target = Path(path)
+    given = Path(path).absolute()
+    if given.exists() and not given.is_dir():
+        return Check("disk", FAIL, f"--path {given} is a file, not a folder")
+    target = given
     while not target.exists() and target != target.parent:
         target = target.parent
     usage = shutil.disk_usage(target)
     free_gb = usage.free / 1e9
-    detail = f"{free_gb:.0f} GB free of {usage.total / 1e9:.0f} GB at {Path(path).absolute()}"
+    detail = f"{free_gb:.0f} GB free of {usage.total / 1e9:.0f} GB at {target}"
+    if target != given:  # a mistyped /scratch would report the root file system
+        return Check("disk", WARN, f"--path {given} does not exist; {detail}")
     if free_gb < LOW_DISK_GB:
         return Check(
             "disk",

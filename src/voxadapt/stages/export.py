@@ -360,6 +360,32 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
     log.info("replaced the earlier export in %s (--overwrite)", out_dir)
 
 
+def _check_replaceable(out_dir: Path) -> None:
+    """--overwrite replaces an earlier export only when it holds nothing but what export
+    wrote (listed in its record): a model card or notes added since stay, by refusing."""
+    record_path = out_dir / EXPORT_RECORD
+    if not out_dir.is_dir() or not record_path.is_file():
+        raise ConfigError(
+            f"--overwrite: {out_dir} is not a voxadapt export (no {EXPORT_RECORD}); it "
+            "stays as it is; choose a new --out"
+        )
+    try:
+        written = json.loads(record_path.read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        written = None
+    if not isinstance(written, list):
+        raise ConfigError(
+            f"--overwrite: {record_path} does not list the files export wrote (an older or "
+            "edited export); move the folder away or choose a new --out"
+        )
+    added = sorted(path.name for path in out_dir.iterdir() if path.name not in written)
+    if added:
+        raise ConfigError(
+            f"--overwrite: {out_dir} holds files voxadapt export did not write "
+            f"({', '.join(added[:5])}); move them out first, or choose a new --out"
+        )
+
+
 def export(config: ExportConfig) -> ExportResult:
     """Merge the adapter into its base model and write it to a new folder, which appears
     complete or not at all (built under a temporary name, then renamed)."""
@@ -370,11 +396,7 @@ def export(config: ExportConfig) -> ExportResult:
                 f"{out_dir} is not empty (or not a folder); choose a new --out, or --overwrite "
                 "to replace an earlier export"
             )
-        if not (out_dir / EXPORT_RECORD).is_file():
-            raise ConfigError(
-                f"--overwrite: {out_dir} is not a voxadapt export (no {EXPORT_RECORD}); it "
-                "stays as it is; choose a new --out"
-            )
+        _check_replaceable(out_dir)
     info = check_adapter(config.adapter)
     model_id = base_model_of(config.model, config.adapter)
     check_base_model(model_id, info, force=config.force)
@@ -401,6 +423,7 @@ def _export(
                 AutoProcessor.from_pretrained(str(model_id)).save_pretrained(str(staging))
             else:
                 _save_mistral(model, model_id, staging)
+        written = sorted([*(path.name for path in staging.iterdir()), EXPORT_RECORD])
         with atomic_write(staging / EXPORT_RECORD) as handle:
             local_base = Path(model_id).is_dir()  # a hub id stays an id
             json.dump(
@@ -410,6 +433,8 @@ def _export(
                     "format": config.format,
                     "dtype": config.dtype,
                     "merged_parts": list(parts),  # what the adapter trained, now in the weights
+                    # what --overwrite may replace later: these names and nothing else
+                    "files": written,
                 },
                 handle,
                 indent=2,

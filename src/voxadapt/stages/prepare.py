@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -615,7 +615,9 @@ def _write_outputs(
     )
     with atomic_write(staging / "stats.json") as handle:
         json.dump(stats, handle, ensure_ascii=False, indent=2)
-    save_config(config, staging / "prepare_config.yaml")
+    # SOURCE absolute: the saved config runs again from any folder (--config)
+    resolved = replace(config, source=Path(config.source).absolute())
+    save_config(resolved, staging / "prepare_config.yaml")
     return [*names, *REPORT_OUTPUTS]
 
 
@@ -698,7 +700,8 @@ def _prepare(config: PrepareConfig, out_dir: Path) -> PrepareResult:
         stratify=config.stratify,
     )
     stats = _compute_stats(config, splits, rejections, input_items, probe_stats)
-    too_many_rejected = _check_rejected_share(config, stats)
+    failing = not kept or not splits["train"]  # reported by _nothing_to_train instead
+    too_many_rejected = None if failing else _check_rejected_share(config, stats)
     staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out_dir))
     staging.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700 folders
     try:
@@ -752,12 +755,17 @@ def _check_rejected_share(config: PrepareConfig, stats: dict[str, Any]) -> str |
     if config.max_rejected is not None and share > config.max_rejected:
         return message
     if share > HIGH_REJECTED_SHARE:
+        hint = ""
+        if {"too_short", "too_long"} & set(stats["rejected_by_reason"]):
+            hint = (
+                f"; the duration bounds are {config.min_duration_s:g}-"
+                f"{config.max_duration_s:g} s (--min-duration, --max-duration)"
+            )
         log.warning(
-            "%s: see rejected.jsonl; the duration bounds are %g-%g s (--min-duration, "
-            "--max-duration); --max-rejected FRACTION fails the run instead",
+            "%s: see %s%s; --max-rejected FRACTION fails the run instead",
             ("MOST INPUT WAS REJECTED: " if share >= 0.5 else "") + message,
-            config.min_duration_s,
-            config.max_duration_s,
+            Path(config.out_dir) / "rejected.jsonl",
+            hint,
         )
     return None
 

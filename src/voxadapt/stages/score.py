@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from voxadapt.manifest import Utterance, atomic_write
 from voxadapt.outputs import claim_outputs
 from voxadapt.scoring.rows import read_hypotheses, read_references, scored_row, write_scored
 from voxadapt.scoring.terms import load_terms
+from voxadapt.text import repetition_loop
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +76,26 @@ class ScoreResult:
 
 
 def score_hypotheses(
-    utterances: list[Utterance], hypotheses: dict[str, str | None]
+    utterances: list[Utterance],
+    hypotheses: dict[str, str | None],
+    truncated: Collection[str] = (),
 ) -> tuple[list[dict[str, Any]], list[str], list[str]]:
     """Scored rows for every manifest utterance (a missing or failed hypothesis counts as
-    empty output), plus the missing ids and the ids the manifest does not know."""
+    empty output), plus the missing ids and the ids the manifest does not know. Each row is
+    flagged as `evaluate` flags it: a repetition loop found in the text (the same detector),
+    and `truncated` where the hypotheses file said so."""
     wanted = {u.id for u in utterances}
     missing = [u.id for u in utterances if hypotheses.get(u.id) is None]
     unknown = sorted(set(hypotheses) - wanted)
-    rows = [
-        scored_row(u, hypotheses.get(u.id) or "", missing_hypothesis=hypotheses.get(u.id) is None)
-        for u in utterances
-    ]
+    rows = []
+    for u in utterances:
+        text = hypotheses.get(u.id) or ""
+        flags = {
+            "missing_hypothesis": hypotheses.get(u.id) is None,
+            "repetition_loop": repetition_loop(text),
+            "truncated": u.id in truncated,
+        }
+        rows.append(scored_row(u, text, **flags))
     return rows, missing, unknown
 
 
@@ -98,7 +109,8 @@ def score(config: ScoreConfig) -> ScoreResult:
     )
     # every input is read and checked before --out is created
     utterances = read_references(config.manifest)
-    hypotheses = read_hypotheses(config.hypotheses, utterances)
+    truncated: set[str] = set()
+    hypotheses = read_hypotheses(config.hypotheses, utterances, truncated=truncated)
     other = (
         read_hypotheses(config.compare, utterances, "--compare")
         if config.compare is not None
@@ -111,18 +123,19 @@ def score(config: ScoreConfig) -> ScoreResult:
             f"{next(iter(hypotheses))!r} vs {utterances[0].id!r}): wrong file or manifest?"
         )
     with claim:
-        return _score(config, claim.folder, utterances, hypotheses, other, terms)
+        return _score(config, claim.folder, utterances, (hypotheses, truncated), other, terms)
 
 
 def _score(
     config: ScoreConfig,
     out_dir: Path,
     utterances: list[Utterance],
-    hypotheses: dict[str, str | None],
+    read: tuple[dict[str, str | None], set[str]],  # hypotheses, ids the file marks truncated
     other: dict[str, str | None] | None,
     terms: Any,
 ) -> ScoreResult:
-    rows, missing, unknown = score_hypotheses(utterances, hypotheses)
+    hypotheses, truncated = read
+    rows, missing, unknown = score_hypotheses(utterances, hypotheses, truncated)
     if missing:
         log.warning(
             "%d of %d utterances have no hypothesis (e.g. %s): scored as empty output",

@@ -202,7 +202,13 @@ def collect_inputs(inputs: Sequence[Path]) -> tuple[list[AudioItem], list[dict[s
     errors: list[dict[str, Any]] = []
     for path in map(Path, inputs):
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file())
+            # hidden files and folders (.git, macOS ._x.wav resource forks) are not audio
+            files = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
             found = [p for p in files if p.suffix.lower() in AUDIO_SUFFIXES]
             unsupported = [p for p in files if p.suffix.lower() in UNSUPPORTED_AUDIO_SUFFIXES]
             for other in unsupported:
@@ -215,7 +221,7 @@ def collect_inputs(inputs: Sequence[Path]) -> tuple[list[AudioItem], list[dict[s
         elif path.suffix.lower() in {".jsonl", ".json"} and path.is_file():
             _add_manifest(path, items, errors)
         else:
-            _add_audio_file(path, items, errors, ident=str(path))
+            _add_audio_file(path, items, errors, ident=str(path), named_file=True)
     return items, errors
 
 
@@ -235,7 +241,12 @@ def _error_row(ident: str, audio: str, reason: str, detail: str) -> dict[str, An
 
 
 def _add_audio_file(
-    path: Path, items: list[AudioItem], errors: list[dict[str, Any]], *, ident: str
+    path: Path,
+    items: list[AudioItem],
+    errors: list[dict[str, Any]],
+    *,
+    ident: str,
+    named_file: bool = False,
 ) -> None:
     if not path.exists():
         errors.append(_error_row(ident, str(path), "missing_audio", "no such file"))
@@ -245,7 +256,7 @@ def _add_audio_file(
     except AudioError as exc:
         errors.append(_error_row(ident, str(path.resolve()), exc.reason, exc.detail))
         return
-    items.append(AudioItem(ident, str(path.resolve()), info.duration))
+    items.append(AudioItem(ident, str(path.resolve()), info.duration, named_file=named_file))
 
 
 def transcript_row(
@@ -320,7 +331,10 @@ def plan_outputs(
     clip_formats = [fmt for fmt in formats if fmt in CLIP_SUFFIXES]
     # A clip called `transcripts` must not get the name of transcripts.txt (it gets ~2).
     reserved = [Path(FOLDER_FILES["txt"]).stem] if "txt" in files and "text" in clip_formats else []
-    stems = clip_stems([item.id for item in items], reserved)
+    # a file named on the command line is named by its file name (`clips/ko_001.wav` ->
+    # ko_001.srt); a folder's files by their path inside it; manifest rows by their id
+    named = [str(Path(item.id).absolute()) if item.named_file else item.id for item in items]
+    stems = clip_stems(named, reserved)
     clip_files = {fmt: [stem + CLIP_SUFFIXES[fmt] for stem in stems] for fmt in clip_formats}
     return OutputPlan(formats, "folder", files, clip_files)
 
