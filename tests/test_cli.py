@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import re
@@ -281,3 +282,21 @@ def test_mistyped_command_and_abbreviated_options_are_refused():
     # argparse would take --min-dur for --min-duration: a typo must not pass silently
     result = run_cli("prepare", "scp", "x.scp", "--out", "o", "--min-dur", "1")
     assert result.returncode == 2 and "(did you mean --min-duration?)" in result.stderr
+
+
+def test_a_stop_swallowed_whole_still_ends_the_run_as_interrupted(monkeypatch, capfd):
+    """A library that catches the KeyboardInterrupt and carries on (a C callback that ignores
+    it) must not turn SIGTERM into a normal exit 0."""
+    import signal
+
+    from voxadapt import cli
+
+    def work(argv):
+        # swallowed where we cannot see it; the work goes on to the end
+        with contextlib.suppress(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return 0
+
+    monkeypatch.setattr(cli, "_main", work)
+    assert cli.main([]) == 130
+    assert capfd.readouterr().err == "voxadapt: interrupted\n"

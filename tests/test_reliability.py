@@ -534,7 +534,7 @@ def test_yaml_typos_get_a_suggestion_and_readable_types(tmp_path):
         )
     message = str(info.value)
     assert "did you mean 'min_duration_s'" in message
-    assert "jobs: expected an integer, got True" in message
+    assert "jobs (--jobs): expected an integer, got True" in message  # key and flag
     section = tmp_path / "t.yaml"
     section.write_text("decode: 3\n")
     with pytest.raises(ConfigError, match="decode: expected a mapping"):

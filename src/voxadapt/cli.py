@@ -613,7 +613,10 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     try:  # stop signals count from the first moment: importing torch takes seconds
         with stop_signals():
-            return _main(argv)
+            code = _main(argv)
+            if _STOP_SIGNALLED.is_set():  # a library swallowed the stop and the run went on
+                return _exit_code(KeyboardInterrupt())
+            return code
     except (Exception, KeyboardInterrupt) as exc:
         code = _exit_code(exc)
         if code is None:
