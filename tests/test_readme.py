@@ -8,6 +8,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,11 +95,12 @@ def test_readme_commands_read_what_earlier_commands_write():
 def test_the_tour_runs_as_written(tiny_model, tmp_path):
     """The tour block through bash, in a copy of the repository's layout, with the tiny
     model as MODEL (as the README tells laptop users to do)."""
-    voxadapt = shutil.which("voxadapt")
-    assert voxadapt, "the voxadapt console script is not installed"
+    # the console script pip installed beside this interpreter comes first on PATH
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    assert shutil.which("voxadapt", path=path), "the voxadapt console script is not installed"
     for name in ("src", "configs"):
         (tmp_path / name).symlink_to(ROOT / name)
-    env = {**os.environ, "MODEL": str(tiny_model), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PATH": path, "MODEL": str(tiny_model), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", tour_block()],
         cwd=tmp_path,
