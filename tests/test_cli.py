@@ -9,15 +9,7 @@ import pytest
 
 from voxadapt.cli import build_parser, main
 
-
-def run_cli(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "voxadapt.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        check=False,
-    )
+from conftest import run_cli
 
 
 def test_help_lists_stages_with_examples(capsys):
