@@ -50,7 +50,7 @@ def test_every_dependency_is_pinned_within_its_bounds_for_this_python():
         if name == "torch":
             continue
         applicable = [p for p in pins.get(name, []) if p.marker is None or p.marker.evaluate()]
-        assert len(applicable) == 1, f"{name} is not pinned once for this Python: regenerate the lock"
+        assert len(applicable) == 1, f"{name}: not pinned once here; regenerate the lock"
         (pinned,) = applicable[0].specifier
         assert pinned.operator == "==", applicable[0]
         assert requirement.specifier.contains(pinned.version, prereleases=True), (
