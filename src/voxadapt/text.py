@@ -238,17 +238,36 @@ def decode_line(data: bytes) -> tuple[str, str]:
 # Scoring normalization: applied identically to reference and hypothesis before CER/WER.
 # ko-score-2: invisible format characters are removed, no longer word breaks.
 SCORING_NORMALIZATION_VERSION = "ko-score-2"
+# Named scoring policies (`--normalize`) and the version each writes into scored rows and
+# metrics.json. `numbers` also reads digits as Korean speech (voxadapt.numbers) on both sides.
+SCORING_POLICIES = {
+    "default": SCORING_NORMALIZATION_VERSION,
+    "numbers": f"{SCORING_NORMALIZATION_VERSION}+numbers-1",
+}
 # Punctuation removed for scoring; % and the decimal point inside numbers carry meaning.
 _SCORING_PUNCTUATION = re.compile(r"(?<!\d)[.,]|[.,](?!\d)|[^\w\s%.,]")
 
 
-def normalize_for_scoring(text: str) -> str:
+def scoring_version(policy: str = "default") -> str:
+    """The version string a scoring policy records (ValueError for an unknown policy)."""
+    if policy not in SCORING_POLICIES:
+        raise ValueError(f"scoring policy must be one of {', '.join(SCORING_POLICIES)}")
+    return SCORING_POLICIES[policy]
+
+
+def normalize_for_scoring(text: str, policy: str = "default") -> str:
     """Drop invisible characters (as training text does), NFKC, drop punctuation (keep %
-    and 38.5), lowercase Latin, collapse whitespace.
+    and 38.5), lowercase Latin, collapse whitespace. Policy `numbers` first reads digits,
+    unit symbols and telephone numbers as Korean (`voxadapt.numbers.read_numbers`).
 
     A zero-width space, joiner, soft hyphen or BOM inside a word is removed, not turned into
     a word break: "혈\u200b압" scores as "혈압"."""
+    scoring_version(policy)
     text = unicodedata.normalize("NFKC", _drop_invisible(text))
+    if policy == "numbers":
+        from voxadapt.numbers import read_numbers
+
+        text = read_numbers(text)
     text = _SCORING_PUNCTUATION.sub(" ", text)
     text = text.replace("_", " ").lower()
     return _WHITESPACE.sub(" ", text).strip()

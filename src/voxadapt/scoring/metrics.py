@@ -10,7 +10,7 @@ from voxadapt.scoring.breakdowns import breakdowns, top_errors
 from voxadapt.scoring.intervals import BCA_MIN_CLUSTERS, bootstrap_interval, paired_bootstrap
 from voxadapt.scoring.rates import corpus_metrics, rescore
 from voxadapt.scoring.terms import term_recall
-from voxadapt.text import SCORING_NORMALIZATION_VERSION
+from voxadapt.text import scoring_version
 
 
 def compute_metrics(
@@ -21,12 +21,14 @@ def compute_metrics(
     compare_rows: list[dict[str, Any]] | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
+    policy: str = "default",
 ) -> dict[str, Any]:
     """metrics.json content: headline numbers, CIs, breakdowns over `fields`, the most
     frequent errors, term recall (`terms` as `load_terms` returns them) and the paired
-    comparison with `compare_rows`."""
+    comparison with `compare_rows` (rescored under `policy` where it differs)."""
     metrics: dict[str, Any] = {
-        "scoring_normalization": SCORING_NORMALIZATION_VERSION,
+        "scoring_normalization": scoring_version(policy),
+        "scoring_policy": policy,
         **corpus_metrics(rows),
     }
     if bootstrap:
@@ -49,6 +51,6 @@ def compute_metrics(
         metrics["term_recall"] = term_recall(rows, terms, bootstrap=bootstrap, seed=seed)
     if compare_rows is not None:
         metrics["compare"] = paired_bootstrap(
-            rows, rescore(compare_rows), resamples=max(bootstrap, 1), seed=seed
+            rows, rescore(compare_rows, policy), resamples=max(bootstrap, 1), seed=seed
         )
     return metrics

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from voxadapt.scoring.edits import EditCounts, char_edits, pair_scores, word_edits
-from voxadapt.text import SCORING_NORMALIZATION_VERSION, normalize_for_scoring
+from voxadapt.text import normalize_for_scoring, scoring_version
 
 
 @dataclass
@@ -32,25 +32,31 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorRa
 
 
 def score_row(
-    reference: str, hypothesis: str, *, variants: Sequence[Any] | None = None
+    reference: str,
+    hypothesis: str,
+    *,
+    variants: Sequence[Any] | None = None,
+    policy: str = "default",
 ) -> dict[str, Any]:
     """Normalized forms and per-utterance edit counts of one reference/hypothesis pair.
 
     With `variants` (a dual transcription's pieces, see `references`), also the counts
     against the closest reference the label allows (`multi_reference`: which form each span
-    took, and that reference's cer/wer counts).
+    took, and that reference's cer/wer counts). `policy` names the scoring normalization
+    (`text.SCORING_POLICIES`).
     """
-    ref_norm, hyp_norm = normalize_for_scoring(reference), normalize_for_scoring(hypothesis)
+    ref_norm = normalize_for_scoring(reference, policy)
+    hyp_norm = normalize_for_scoring(hypothesis, policy)
     row = {
         "reference_normalized": ref_norm,
         "hypothesis_normalized": hyp_norm,
         "scores": pair_scores(ref_norm, hyp_norm),
-        "scoring": SCORING_NORMALIZATION_VERSION,
+        "scoring": scoring_version(policy),
     }
     if variants:
         from voxadapt.scoring.references import closest_reference
 
-        closest = closest_reference(variants, hyp_norm)
+        closest = closest_reference(variants, hyp_norm, policy=policy)
         counts = {
             "cer": asdict(char_edits(closest.text, hyp_norm)),
             "wer": asdict(word_edits(closest.text, hyp_norm)),
@@ -69,15 +75,16 @@ def score_row(
     return row
 
 
-def rescore(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Recompute scores of rows scored under another normalization version."""
+def rescore(rows: list[dict[str, Any]], policy: str = "default") -> list[dict[str, Any]]:
+    """Recompute scores of rows scored under another normalization version than `policy`'s."""
     for row in rows:
-        if row.get("scoring") != SCORING_NORMALIZATION_VERSION:
+        if row.get("scoring") != scoring_version(policy):
             row.update(
                 score_row(
                     row.get("reference") or "",
                     row.get("hypothesis") or "",
                     variants=row.get("text_variants"),
+                    policy=policy,
                 )
             )
     return rows

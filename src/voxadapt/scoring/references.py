@@ -63,14 +63,16 @@ def _entry_column(matrix: np.ndarray, piece: str, hypothesis: str, column: int) 
     return j
 
 
-def closest_reference(variants: Variants, hypothesis: str) -> ClosestReference:
+def closest_reference(
+    variants: Variants, hypothesis: str, *, policy: str = "default"
+) -> ClosestReference:
     """The combination of span forms whose reference has the fewest character edits to the
     (scoring-normalized) hypothesis, whitespace removed as in CER. `text` is the chosen
     transcript, scoring-normalized as a whole."""
     pieces = [
-        [normalize_for_scoring(piece)]
+        [normalize_for_scoring(piece, policy)]
         if isinstance(piece, str)
-        else [normalize_for_scoring(form) for form in piece]
+        else [normalize_for_scoring(form, policy) for form in piece]
         for piece in variants
     ]
     compact_hypothesis = "".join(hypothesis.split())
@@ -91,7 +93,7 @@ def closest_reference(variants: Variants, hypothesis: str) -> ClosestReference:
             choices.append(best)
     choices.reverse()
     return ClosestReference(
-        normalize_for_scoring(rebuild(variants, choices)), choices, int(row[-1])
+        normalize_for_scoring(rebuild(variants, choices), policy), choices, int(row[-1])
     )
 
 

@@ -52,9 +52,12 @@ def metadata_fields(utterances: list[Utterance]) -> list[str]:
     return sorted({"language", *(k for u in utterances for k in u.metadata)})
 
 
-def scored_row(utterance: Utterance, hypothesis: str, **extra: Any) -> dict[str, Any]:
+def scored_row(
+    utterance: Utterance, hypothesis: str, *, policy: str = "default", **extra: Any
+) -> dict[str, Any]:
     """One predictions.jsonl line: the record's metadata, reference, hypothesis, normalized
-    forms and edit counts (single and multi-reference), plus `extra` (decoding flags)."""
+    forms and edit counts (single and multi-reference, under scoring `policy`), plus `extra`
+    (decoding flags)."""
     record = utterance.to_dict()
     for name in _TEXT_FIELDS:
         record.pop(name, None)
@@ -62,7 +65,7 @@ def scored_row(utterance: Utterance, hypothesis: str, **extra: Any) -> dict[str,
         **record,
         "reference": utterance.text,
         "hypothesis": hypothesis,
-        **score_row(utterance.text, hypothesis, variants=utterance.text_variants),
+        **score_row(utterance.text, hypothesis, variants=utterance.text_variants, policy=policy),
         **extra,
     }
 
@@ -148,17 +151,19 @@ def _text_pairs(path: Path, lines: list[tuple[int, str]]) -> list[tuple[int, str
 
 
 def rescore_against(
-    rows: list[dict[str, Any]], utterances: list[Utterance]
+    rows: list[dict[str, Any]], utterances: list[Utterance], policy: str = "default"
 ) -> list[dict[str, Any]]:
     """`rows` (decoded earlier) of the utterances, in manifest order, scored against these
-    utterances' references: the metrics always reflect the manifest as it is now."""
+    utterances' references under scoring `policy`: the metrics always reflect the manifest
+    as it is now."""
     by_id = {row["id"]: row for row in rows}
     scored = []
     for utterance in utterances:
         row = by_id.get(utterance.id)
         if row is not None:
             flags = {k: v for k, v in row.items() if k not in _SCORED_FIELDS}
-            scored.append({**flags, **scored_row(utterance, row.get("hypothesis") or "")})
+            hypothesis = row.get("hypothesis") or ""
+            scored.append({**flags, **scored_row(utterance, hypothesis, policy=policy)})
     return scored
 
 
@@ -173,6 +178,7 @@ def write_scored(
     seed: int = 0,
     report: bool = True,
     extra: dict[str, Any] | None = None,
+    policy: str = "default",
 ) -> tuple[dict[str, Any], Path, Path | None]:
     """Compute the metrics of scored rows and write metrics.json (+ report.html)."""
     try:
@@ -183,6 +189,7 @@ def write_scored(
             compare_rows=compare_rows,
             bootstrap=bootstrap,
             seed=seed,
+            policy=policy,
         )
     except ValueError as exc:  # --compare shares nothing scoreable with these rows
         raise ConfigError(f"--compare: {exc}") from None

@@ -15,13 +15,15 @@ from voxadapt.text import normalize_for_scoring, read_term_lines
 log = logging.getLogger(__name__)
 
 
-def load_terms(path: Path) -> list[tuple[str, ...]]:
+def load_terms(path: Path, policy: str = "default") -> list[tuple[str, ...]]:
     """Term variant sets, one per line, scoring-normalized and space-free.
 
     A line holds one term (`고혈압`) or the spellings of one spoken term separated by `|`
     (`CT|씨티|시티`); the first spelling names the set in reports. `#` starts a comment;
     blank lines are skipped. A spelling already in an earlier set is dropped from later
-    ones (with a warning), so every spelling counts for exactly one set.
+    ones (with a warning), so every spelling counts for exactly one set. Spellings are
+    normalized under the scoring `policy` of the run (`20mg` reads as `이십밀리그램` under
+    `numbers`), as the transcripts they are counted in are.
     """
     variant_sets: list[tuple[str, ...]] = []
     seen: set[str] = set()
@@ -29,7 +31,7 @@ def load_terms(path: Path) -> list[tuple[str, ...]]:
     for number, line_spellings in lines:
         spellings = []
         for spelling in line_spellings:
-            spelling = "".join(normalize_for_scoring(spelling).split())
+            spelling = "".join(normalize_for_scoring(spelling, policy).split())
             if not spelling or spelling in spellings:
                 continue
             if spelling in seen:

@@ -58,6 +58,7 @@ from voxadapt.scoring.rows import (
     write_scored,
 )
 from voxadapt.scoring.terms import load_terms
+from voxadapt.text import SCORING_POLICIES
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,14 @@ class EvaluateConfig(ModelChoice):
     )
     bootstrap: int = option(1000, help="bootstrap resamples for 95% CIs (0 = off)", group="scoring")
     seed: int = option(0, help="bootstrap seed", group="scoring")
+    normalize: str = option(
+        "default",
+        help="scoring normalization: default, or numbers (digits read as Korean, so 3개 = "
+        "세 개 and 38.5도 = 삼십팔 점 오 도; recorded in metrics.json)",
+        choices=tuple(SCORING_POLICIES),
+        metavar="POLICY",
+        group="scoring",
+    )
     report: bool = option(True, help="write report.html")
 
     def problems(self) -> list[str]:
@@ -295,7 +304,7 @@ def _evaluate(config: EvaluateConfig, out_dir: Path) -> EvaluateResult:
     utterances = _read_utterances(config)
     wanted = {u.id for u in utterances}
     compare_rows = read_compare(config.compare, utterances)
-    terms = load_terms(config.terms) if config.terms else None
+    terms = load_terms(config.terms, config.normalize) if config.terms else None
     identity = run_identity(config, utterances)
     done_rows = _earlier_rows(config, out_dir, identity)
     predictions = out_dir / PREDICTIONS
@@ -314,7 +323,7 @@ def _evaluate(config: EvaluateConfig, out_dir: Path) -> EvaluateResult:
     if not todo:
         write_identity(out_dir, identity)  # only the references changed, if anything
 
-    rows = rescore_against(read_predictions(predictions), utterances)
+    rows = rescore_against(read_predictions(predictions), utterances, config.normalize)
     extra = {
         "manifest": str(config.manifest),
         "compare_hypotheses": str(config.compare) if config.compare else None,
@@ -333,5 +342,6 @@ def _evaluate(config: EvaluateConfig, out_dir: Path) -> EvaluateResult:
         seed=config.seed,
         report=config.report,
         extra=extra,
+        policy=config.normalize,
     )
     return EvaluateResult(metrics, predictions, metrics_path, report_path, len(todo), failed)

@@ -20,7 +20,7 @@ from voxadapt.manifest import Utterance, atomic_write
 from voxadapt.outputs import claim_outputs
 from voxadapt.scoring.rows import read_hypotheses, read_references, scored_row, write_scored
 from voxadapt.scoring.terms import load_terms
-from voxadapt.text import repetition_loop
+from voxadapt.text import SCORING_POLICIES, repetition_loop
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,13 @@ class ScoreConfig(Config):
     bootstrap: int = option(1000, help="bootstrap resamples for 95% CIs (0 = off)")
     seed: int = option(0, help="bootstrap seed")
     report: bool = option(True, help="write report.html")
+    normalize: str = option(
+        "default",
+        help="scoring normalization: default, or numbers (digits read as Korean, so 3개 = "
+        "세 개 and 38.5도 = 삼십팔 점 오 도; recorded in metrics.json)",
+        choices=tuple(SCORING_POLICIES),
+        metavar="POLICY",
+    )
 
     def problems(self) -> list[str]:
         found = super().problems()
@@ -79,6 +86,7 @@ def score_hypotheses(
     utterances: list[Utterance],
     hypotheses: dict[str, str | None],
     truncated: Collection[str] = (),
+    policy: str = "default",
 ) -> tuple[list[dict[str, Any]], list[str], list[str]]:
     """Scored rows for every manifest utterance (a missing or failed hypothesis counts as
     empty output), plus the missing ids and the ids the manifest does not know. Each row is
@@ -95,7 +103,7 @@ def score_hypotheses(
             "repetition_loop": repetition_loop(text),
             "truncated": u.id in truncated,
         }
-        rows.append(scored_row(u, text, **flags))
+        rows.append(scored_row(u, text, policy=policy, **flags))
     return rows, missing, unknown
 
 
@@ -116,7 +124,7 @@ def score(config: ScoreConfig) -> ScoreResult:
         if config.compare is not None
         else None
     )
-    terms = load_terms(config.terms) if config.terms else None
+    terms = load_terms(config.terms, config.normalize) if config.terms else None
     if not set(hypotheses) & {u.id for u in utterances}:
         raise ConfigError(
             f"no hypothesis in {config.hypotheses} has an id of {config.manifest} (e.g. "
@@ -135,7 +143,7 @@ def _score(
     terms: Any,
 ) -> ScoreResult:
     hypotheses, truncated = read
-    rows, missing, unknown = score_hypotheses(utterances, hypotheses, truncated)
+    rows, missing, unknown = score_hypotheses(utterances, hypotheses, truncated, config.normalize)
     if missing:
         log.warning(
             "%d of %d utterances have no hypothesis (e.g. %s): scored as empty output",
@@ -152,7 +160,7 @@ def _score(
     compare_rows = None
     if other is not None:  # the other system's own hypotheses only: never empty stand-ins
         shared = [u for u in utterances if other.get(u.id) is not None]
-        compare_rows = score_hypotheses(shared, other)[0]
+        compare_rows = score_hypotheses(shared, other, policy=config.normalize)[0]
     predictions = out_dir / "predictions.jsonl"
     with atomic_write(predictions) as handle:
         for row in rows:
@@ -175,6 +183,7 @@ def _score(
         seed=config.seed,
         report=config.report,
         extra=extra,
+        policy=config.normalize,
     )
     save_config(config, out_dir / "score_config.yaml")
     return ScoreResult(metrics, predictions, metrics_path, report_path, missing, unknown)
