@@ -15,10 +15,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench.common import make_clips, timed, tiny_model, workdir, write_result
-from voxadapt.data import Collator, PromptBuilder, TranscriptionDataset
-from voxadapt.features import FeatureSpec, FeatureStore
+from voxadapt.data import Collator, TranscriptionDataset
+from voxadapt.families import load_frontend
+from voxadapt.features import FeatureStore
 from voxadapt.manifest import read_manifest
-from voxadapt.model import AdapterOptions, attach_projector_adapter, load_voxtral
+from voxadapt.model import AdapterOptions, attach_projector_adapter, load_model
 from voxadapt.stages.cache import CacheConfig, build_cache
 
 # What the real model consumes on one H100 at the GPU benchmark's goal (bench/gpu.py).
@@ -26,16 +27,13 @@ GPU_GOAL_SAMPLES_PER_S = 35.0
 
 
 def run(clips: int = 64, repeats: int = 3, batch_size: int = 8, root=None) -> dict[str, Any]:
-    from transformers import AutoProcessor
-
     with workdir() as tmp:
         root = Path(root or tmp)
         model_dir = tiny_model(root)
         data = make_clips(root / "data", clips)
         utterances = read_manifest(data["manifest"])
-        processor = AutoProcessor.from_pretrained(model_dir)
-        spec = FeatureSpec.from_feature_extractor(processor.feature_extractor)
-        prompts = PromptBuilder(processor, spec)
+        frontend = load_frontend(model_dir)
+        spec, prompts = frontend.spec, frontend.prompts
         build_cache(
             CacheConfig(
                 [data["manifest"]], str(model_dir), root / "cache", jobs=os.cpu_count() or 1
@@ -57,7 +55,7 @@ def run(clips: int = 64, repeats: int = 3, batch_size: int = 8, root=None) -> di
                 rates[f"{source}_{workers}_workers"] = timing.rate(clips)
 
         model = attach_projector_adapter(
-            load_voxtral(model_dir, quantization="none"), AdapterOptions("lora")
+            load_model(model_dir, quantization="none"), AdapterOptions("lora")
         )
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
         batches = list(

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from bench.common import tiny_model, workdir, write_result
-from voxadapt.data import IGNORE_INDEX, PromptBuilder
+from voxadapt.data import IGNORE_INDEX
 from voxadapt.decoding import generate_batch
-from voxadapt.features import FeatureSpec, compute_features
+from voxadapt.families import Prompts, family_of, frontend_of
+from voxadapt.features import compute_features
 from voxadapt.model import (
     AdapterOptions,
     attach_adapter,
@@ -34,7 +35,7 @@ from voxadapt.model import (
     check_trainable_parts,
     compute_dtype,
     input_dtype,
-    load_voxtral,
+    load_model,
 )
 from voxadapt.training import label_positions_loss
 
@@ -85,7 +86,7 @@ def flops_per_sample(config, prompt_tokens: int, target_tokens: int) -> dict[str
     }
 
 
-def _batch(prompts: PromptBuilder, batch_size: int, device) -> dict[str, torch.Tensor]:
+def _batch(prompts: Prompts, batch_size: int, device) -> dict[str, torch.Tensor]:
     prompt = prompts.prompt(1, "ko")
     target = [*range(1000, 1000 + TARGET_TOKENS - 1), prompts.eos_id]
     ids = torch.tensor([prompt + target] * batch_size, device=device)
@@ -153,7 +154,7 @@ def inference_rtfx(model, prompts, spec, duration_s, batch_size, device):
 
 def inference_grid(model_dir, prompts, spec, device, tiny: bool, quick: bool) -> list[dict]:
     """RTFx of batched greedy decoding for 5/15/25 s clips (unquantized model)."""
-    model = load_voxtral(
+    model = load_model(
         model_dir,
         quantization="none",
         device=device,
@@ -179,7 +180,7 @@ def train_modules_grid(model_dir, prompts, device, batches, steps, checkpointing
     for (name, parts), checkpointing, batch_size in itertools.product(
         TRAIN_MODULES.items(), checkpointing_modes, batches
     ):
-        model = load_voxtral(model_dir, quantization="nf4", device=device, dtype=dtype)
+        model = load_model(model_dir, quantization="nf4", device=device, dtype=dtype)
         if checkpointing:
             model.gradient_checkpointing_enable({"use_reentrant": False})
         model.config.use_cache = False
@@ -217,8 +218,8 @@ def run(
         root = Path(tmp)
         tiny_dir = tiny_model(root)
         processor = AutoProcessor.from_pretrained(tiny_dir)  # same Tekken special tokens
-        spec = FeatureSpec.from_feature_extractor(processor.feature_extractor)
-        prompts = PromptBuilder(processor, spec)
+        frontend = frontend_of(family_of(tiny_dir), processor)
+        spec, prompts = frontend.spec, frontend.prompts
         if tiny:
             model_dir = tiny_dir
         else:  # real-size random weights on disk, loadable in bf16 and nf4
@@ -250,7 +251,7 @@ def run(
         for base, projector, checkpointing, batch_size in grid:
             quantization = "none" if base == "bf16" else "nf4"
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-            model = load_voxtral(model_dir, quantization=quantization, device=device, dtype=dtype)
+            model = load_model(model_dir, quantization=quantization, device=device, dtype=dtype)
             if checkpointing:
                 model.gradient_checkpointing_enable({"use_reentrant": False})
             model.config.use_cache = False

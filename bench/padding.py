@@ -20,16 +20,10 @@ from bench.common import SENTENCES, tiny_model, workdir
 def _rows(n: int, seed: int) -> list[int]:
     """Token count of n training rows: clips of 3-25 s (the prepare defaults), transcripts of
     ~7 syllables per second as in Korean conversational speech."""
-    from transformers import AutoProcessor
-
-    from voxadapt.data import PromptBuilder
-    from voxadapt.features import FeatureSpec
+    from voxadapt.families import load_frontend
 
     with workdir() as root:
-        processor = AutoProcessor.from_pretrained(tiny_model(Path(root)))
-    prompts = PromptBuilder(
-        processor, FeatureSpec.from_feature_extractor(processor.feature_extractor)
-    )
+        prompts = load_frontend(tiny_model(Path(root))).prompts
     generator = random.Random(seed)
     rows = []
     for _ in range(n):

@@ -20,14 +20,13 @@ import torch
 
 from bench.common import tiny_model, workdir, write_result
 from bench.gpu import TRAIN_MODULES, _batch
-from voxadapt.data import PromptBuilder
-from voxadapt.features import FeatureSpec
+from voxadapt.families import load_frontend
 from voxadapt.model import (
     AdapterOptions,
     attach_adapter,
     check_trainable_parts,
     input_dtype,
-    load_voxtral,
+    load_model,
 )
 from voxadapt.training import label_positions_loss
 
@@ -36,7 +35,7 @@ class StepRunner:
     """One choice's model, optimizer and fixed batch; `step()` is one optimizer step."""
 
     def __init__(self, model_dir: Path, parts: tuple[str, ...], prompts, batch_size: int):
-        model = load_voxtral(model_dir, quantization="nf4", device="cpu")
+        model = load_model(model_dir, quantization="nf4", device="cpu")
         model.config.use_cache = False
         torch.manual_seed(0)
         self.model = attach_adapter(model, AdapterOptions(train_modules=parts)).train()
@@ -53,14 +52,10 @@ class StepRunner:
 
 
 def run(steps: int = 4, repeats: int = 3, batch_size: int = 2) -> dict[str, Any]:
-    from transformers import AutoProcessor
-
     torch.manual_seed(0)
     with workdir() as tmp:
         model_dir = tiny_model(Path(tmp))
-        processor = AutoProcessor.from_pretrained(model_dir)
-        spec = FeatureSpec.from_feature_extractor(processor.feature_extractor)
-        prompts = PromptBuilder(processor, spec)
+        prompts = load_frontend(model_dir).prompts
         runners = {
             name: StepRunner(model_dir, parts, prompts, batch_size)
             for name, parts in TRAIN_MODULES.items()

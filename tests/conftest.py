@@ -81,6 +81,14 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory) -> Path:
+    """A tiny random Qwen3-ASR on disk (real special-token ids and chat template)."""
+    from voxadapt.families import QWEN3_ASR
+
+    return QWEN3_ASR.build_tiny(tmp_path_factory.mktemp("tiny-qwen3-asr"))
+
+
+@pytest.fixture(scope="session")
 def processor(tiny_model):
     from transformers import AutoProcessor
 
@@ -110,13 +118,13 @@ def adapters(tiny_model, tmp_path_factory) -> dict[str, Path]:
     saves them, marked as trained on an nf4 base."""
     import torch
 
-    from voxadapt.model import AdapterOptions, attach_projector_adapter, load_voxtral, save_adapter
+    from voxadapt.model import AdapterOptions, attach_projector_adapter, load_model, save_adapter
 
     out = tmp_path_factory.mktemp("adapters")
     result = {}
     for mode in ("lora", "full"):
         options = AdapterOptions(mode)
-        model = attach_projector_adapter(load_voxtral(tiny_model, quantization="none"), options)
+        model = attach_projector_adapter(load_model(tiny_model, quantization="none"), options)
         generator = torch.Generator().manual_seed(1)
         with torch.no_grad():
             for parameter in model.parameters():

@@ -91,7 +91,8 @@ def test_bad_options_are_refused(changes, message):
 def test_speed_perturbation_draws_one_cached_factor_per_clip_and_epoch(
     tiny_model, processor, spec, sample_manifest, tmp_path, caplog
 ):
-    from voxadapt.data import PromptBuilder, TranscriptionDataset
+    from voxadapt.data import TranscriptionDataset
+    from voxadapt.families.voxtral import VoxtralPrompts
     from voxadapt.features import FeatureStore, utterance_key
     from voxadapt.manifest import read_manifest
     from voxadapt.stages.cache import CacheConfig, build_cache
@@ -102,7 +103,7 @@ def test_speed_perturbation_draws_one_cached_factor_per_clip_and_epoch(
     utterances = read_manifest(sample_manifest)
     with caplog.at_level("WARNING"):
         dataset = TranscriptionDataset(
-            utterances, PromptBuilder(processor, spec), store=store, speeds=speeds, seed=3
+            utterances, VoxtralPrompts(processor, spec), store=store, speeds=speeds, seed=3
         )
     assert "not in the feature cache" not in caplog.text  # every factor came from the cache
     drawn = set()

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from voxadapt.data import IGNORE_INDEX, Collator, PromptBuilder, TranscriptionDataset
+from voxadapt.data import IGNORE_INDEX, Collator, TranscriptionDataset
 from voxadapt.errors import VoxadaptError
+from voxadapt.families.voxtral import VoxtralPrompts
 from voxadapt.manifest import Utterance, read_manifest
 
 from conftest import CLIPS, fit_duration, write_wav
@@ -10,7 +11,7 @@ from conftest import CLIPS, fit_duration, write_wav
 
 @pytest.fixture(scope="module")
 def prompts(processor, spec):
-    return PromptBuilder(processor, spec)
+    return VoxtralPrompts(processor, spec)
 
 
 @pytest.mark.parametrize("language", ["ko", "en", None])

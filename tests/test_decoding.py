@@ -11,10 +11,10 @@ from voxadapt.decoding import (
     AudioItem,
     DecodeOptions,
     Transcriber,
-    clean_transcript,
     repetition_loop,
 )
 from voxadapt.errors import ConfigError
+from voxadapt.families.voxtral import clean_transcript
 from voxadapt.model import load_for_inference
 from voxadapt.outputs import OutputConflict, read_ledger
 from voxadapt.scoring.rows import read_hypotheses

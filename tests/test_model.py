@@ -10,7 +10,7 @@ from voxadapt.model import (
     attach_projector_adapter,
     check_only_projector_trains,
     check_trainable_parts,
-    load_voxtral,
+    load_model,
     parameter_audit,
     quantization_config,
 )
@@ -22,7 +22,7 @@ def _by_group(rows):
 
 @pytest.fixture(scope="module")
 def nf4_model(tiny_model):
-    return load_voxtral(tiny_model, quantization="nf4")
+    return load_model(tiny_model, quantization="nf4")
 
 
 def test_nf4_quantizes_only_the_llm(nf4_model):
@@ -81,7 +81,7 @@ def test_audit_of_the_real_voxtral_mini_3b(mode, expected):
 
 def test_refuses_when_anything_else_trains(tiny_model):
     model = attach_projector_adapter(
-        load_voxtral(tiny_model, quantization="none"), AdapterOptions(mode="full")
+        load_model(tiny_model, quantization="none"), AdapterOptions(mode="full")
     )
     model.lm_head.weight.requires_grad_(True)
     with pytest.raises(ModelError, match="lm_head"):
@@ -100,8 +100,10 @@ def test_model_without_projector_is_a_clear_error(tmp_path):
             num_attention_heads=2,
         )
     ).save_pretrained(tmp_path)
-    with pytest.raises(ModelError, match="not Voxtral"):
-        load_voxtral(tmp_path, quantization="nf4")
+    with pytest.raises(
+        ModelError, match=r"a .llama. model, which voxadapt cannot adapt.*Qwen3-ASR"
+    ):
+        load_model(tmp_path, quantization="nf4")
 
 
 # ------------------------------------------------- what learns, on the real configurations

@@ -24,7 +24,7 @@ from voxadapt.model import (
     attach_adapter,
     check_trainable_parts,
     load_for_inference,
-    load_voxtral,
+    load_model,
     lora_target_names,
 )
 from voxadapt.stages.train import TrainConfig, train
@@ -302,7 +302,7 @@ def test_train_refuses_when_an_unchosen_part_would_train(
 
 def test_audit_names_the_part_that_should_not_train(tiny_model):
     model = attach_adapter(
-        load_voxtral(tiny_model, quantization="nf4"),
+        load_model(tiny_model, quantization="nf4"),
         AdapterOptions(train_modules=("projector", "llm")),
     )
     assert check_trainable_parts(model, ("projector", "llm")) == 3_584 + 32_768
@@ -313,7 +313,7 @@ def test_audit_names_the_part_that_should_not_train(tiny_model):
 
 
 def test_lora_targets_are_resolved_inside_their_part(tiny_model):
-    model = load_voxtral(tiny_model, quantization="nf4")
+    model = load_model(tiny_model, quantization="nf4")
     llm = lora_target_names(model, "llm", ["q_proj", "mlp.down_proj"])
     assert llm == [
         f"model.language_model.layers.{n}.{layer}"

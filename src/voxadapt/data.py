@@ -1,4 +1,5 @@
-"""Training examples: transcription prompt + target tokens, features from the cache or audio."""
+"""Training examples: the family's transcription prompt + target tokens, features from the cache
+or audio."""
 
 from __future__ import annotations
 
@@ -8,18 +9,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from voxadapt.audio import AudioError
 from voxadapt.augment import SpecAugmentOptions, augment_rng, spec_augment
 from voxadapt.errors import VoxadaptError
+from voxadapt.families.base import Prompts
 from voxadapt.features import (
     CacheEntryError,
     CompactFeatures,
     FeatureSpec,
     FeatureStore,
+    audio_inputs,
     utterance_features,
     utterance_key,
 )
@@ -42,60 +44,6 @@ def prompt_language(setting: str, item_language: str | None) -> str | None:
     return setting
 
 
-class PromptBuilder:
-    """Token ids of Voxtral's transcription prompt and of transcript targets.
-
-    The prompt `[BOS][INST][BEGIN_AUDIO][AUDIO]x375*chunks[/INST]lang:xx[TRANSCRIBE]` depends
-    only on the number of 30 s chunks and the language, so it is built once per pair by
-    mistral-common's own `encode_transcription` (the code the processor uses) and reused.
-    """
-
-    def __init__(self, processor: Any, spec: FeatureSpec) -> None:
-        self.mistral = processor.tokenizer.tokenizer  # mistral_common MistralTokenizer
-        self.tekken = self.mistral.instruct_tokenizer.tokenizer
-        self.spec = spec
-        self.eos_id = int(self.tekken.eos_id)
-        self.bos_id = int(self.tekken.bos_id)
-        self.pad_id = int(self.tekken.pad_id)
-        self.audio_token_id = int(self.tekken.get_special_token("[AUDIO]"))
-        self._prompts: dict[tuple[int, str | None], list[int]] = {}
-
-    def prompt(self, n_chunks: int, language: str | None) -> list[int]:
-        """Prompt ids for audio spanning `n_chunks` chunks; language None = auto-detect."""
-        key = (n_chunks, language)
-        if key not in self._prompts:
-            from mistral_common.protocol.transcription.request import TranscriptionRequest
-            from mistral_common.tokens.tokenizers.audio import Audio
-
-            silence = Audio(
-                audio_array=np.zeros(n_chunks * self.spec.chunk_samples, dtype=np.float32),
-                sampling_rate=self.spec.sampling_rate,
-                format="wav",
-            )
-            try:  # mistral-common >= 1.13 takes base64 audio directly
-                request = TranscriptionRequest(
-                    model="voxtral", audio=silence.to_base64("wav"), language=language
-                )
-            except (ValueError, TypeError):  # older releases want RawAudio
-                from mistral_common.protocol.instruct.chunk import RawAudio
-
-                request = TranscriptionRequest(
-                    model="voxtral", language=language, audio=RawAudio.from_audio(silence)
-                )
-            self._prompts[key] = list(self.mistral.encode_transcription(request).tokens)
-        return self._prompts[key]
-
-    def target(self, text: str) -> list[int]:
-        """Transcript tokens followed by EOS: what the model must generate."""
-        return [*self.tekken.encode(text, bos=False, eos=False), self.eos_id]
-
-    def decode(self, ids: list[int]) -> str:
-        """Text of generated ids, special tokens dropped."""
-        from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy
-
-        return self.tekken.decode(ids, special_token_policy=SpecialTokenPolicy.IGNORE)
-
-
 @dataclass
 class Example:
     input_ids: list[int]
@@ -110,7 +58,7 @@ class TranscriptionDataset(Dataset):
     def __init__(
         self,
         utterances: list[Utterance],
-        prompts: PromptBuilder,
+        prompts: Prompts,
         *,
         store: FeatureStore | None = None,
         language: str = "ko",
@@ -202,8 +150,10 @@ class TranscriptionDataset(Dataset):
             rng = augment_rng(self.seed, self.epoch, utterance.id)
             features = spec_augment(features, self.augment, rng)
         language = prompt_language(self.language, utterance.language)
-        prompt = self.prompts.prompt(features.n_chunks, language)
-        target = self.prompts.target(utterance.text)
+        prompt = self.prompts.prompt_for(features, language)
+        # unprompted, families that name the language first learn to name the record's
+        detected = utterance.language if language is None else None
+        target = self.prompts.target(utterance.text, detected)
         return Example(
             input_ids=prompt + target,
             labels=[IGNORE_INDEX] * len(prompt) + target,
@@ -213,7 +163,8 @@ class TranscriptionDataset(Dataset):
 
 
 class Collator:
-    """Right-pad ids/labels; stack every example's 30 s feature chunks in batch order."""
+    """Right-pad ids/labels; the batch's audio inputs in its family's layout, in batch order
+    (`features.audio_inputs`)."""
 
     def __init__(self, spec: FeatureSpec, pad_id: int) -> None:
         self.spec = spec
@@ -229,12 +180,10 @@ class Collator:
             input_ids[row, :n] = torch.tensor(example.input_ids)
             labels[row, :n] = torch.tensor(example.labels)
             attention_mask[row, :n] = 1
-        # Voxtral fills [AUDIO] positions in row-major order from the stacked chunks.
-        input_features = torch.cat([e.features.expand(self.spec) for e in examples])
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": labels,
-            "input_features": input_features,
+            **audio_inputs([e.features for e in examples], self.spec),
             "ids": [e.utterance.id for e in examples],  # for error messages
         }

@@ -2,9 +2,11 @@
 
 `transcribe`, `evaluate` and training's evaluation all decode through `Transcriber`, so the
 transcripts that select the best checkpoint are produced exactly as `voxadapt evaluate`
-produces them. The prompt depends only on (number of 30 s chunks, language), so clips are
-grouped by chunk count and sorted by duration: a batch's prompts have equal length and no
-padding enters the decoder. Features come from a pluggable source (audio files, or the
+produces them. Prompts, targets and the text of generated ids come from the model's family
+(`voxadapt.families`). Clips are grouped by chunk count and sorted by duration: for Voxtral the
+prompt depends only on (number of 30 s chunks, language), so a batch's prompts have equal
+length and no padding enters the decoder; Qwen3-ASR's prompts follow each clip's length and
+are left-padded under the attention mask. Features come from a pluggable source (audio files, or the
 feature cache) computed in DataLoader workers while the model decodes.
 """
 
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +24,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from voxadapt.audio import AudioError
 from voxadapt.config import Config, option
-from voxadapt.data import AUTO_LANGUAGE, MANIFEST_LANGUAGE, PromptBuilder, prompt_language
-from voxadapt.errors import ConfigError, VoxadaptError
+from voxadapt.data import AUTO_LANGUAGE, MANIFEST_LANGUAGE, prompt_language
+from voxadapt.errors import ConfigError
+from voxadapt.families import ModelFamily, Prompts, family_of, load_frontend
 from voxadapt.features import (
     CacheEntryError,
     CompactFeatures,
     FeatureSpec,
     FeatureStore,
+    audio_inputs,
     cache_key,
     features_for_file,
     n_chunks_for,
@@ -52,8 +55,6 @@ from voxadapt.text import read_term_lines, repetition_loop
 
 log = logging.getLogger(__name__)
 
-# Voxtral sometimes writes the language tag of its prompt ("lang:ko") into the transcript.
-_LANG_PREFIX = re.compile(r"^\s*lang:\s*([A-Za-z]{2,3})\b[\s:]*")
 # Runaway loops on space-free text: a short unit (1-3 chars) 5+ times in a row spanning 8+
 # characters ("네 네 네 네 네 네 네 네"), or a phrase (4-60 chars) 3+ times in a row.
 # Digit runs ("1000000") are numbers, not loops.
@@ -107,6 +108,13 @@ class DecodeOptions(Config):
         "them in one pass",
         group="long recordings",
     )
+    context: str | None = option(
+        None,
+        help="context prompt for bases that take one (Qwen3-ASR's system prompt: the topic, "
+        "terms, names, e.g. '내과 외래 진료: 고혈압, 메트포르민'); Voxtral has none",
+        metavar="TEXT",
+        group="decoding",
+    )
     long_form_threshold_s: float = option(
         30.0,
         help="files longer than this many seconds are long-form",
@@ -147,6 +155,20 @@ class DecodeOptions(Config):
             problem = language_problem(self.language)
             if problem:
                 found.append(problem + ", 'auto' or 'manifest'")
+        return found
+
+    def family_problems(self, family: ModelFamily) -> list[str]:
+        """What these options ask of a model of `family` that it cannot do."""
+        found = []
+        if self.context and not family.takes_context:
+            found.append(
+                f"--context: {family.title} has no context prompt (its transcription request "
+                "takes none); use --bias-terms to favour terms"
+            )
+        if self.language not in (AUTO_LANGUAGE, MANIFEST_LANGUAGE):
+            problem = family.language_problem(self.language)
+            if problem:
+                found.append(f"--language: {problem}")
         return found
 
     def prompt_language(self, item_language: str | None = None) -> str | None:
@@ -194,14 +216,6 @@ class AudioItem:
         )
 
 
-def clean_transcript(text: str) -> tuple[str, str | None]:
-    """Strip a leaked `lang:xx` prefix; return the text and the language it named."""
-    match = _LANG_PREFIX.match(text)
-    if not match:
-        return text.strip(), None
-    return text[match.end() :].strip(), match.group(1).lower()
-
-
 def decode_cap(duration_s: float, tokens_per_s: float) -> int:
     """Generous max_new_tokens for a clip: stops runaway loops without cutting real text."""
     return int(20 + tokens_per_s * duration_s)
@@ -210,7 +224,7 @@ def decode_cap(duration_s: float, tokens_per_s: float) -> int:
 @torch.no_grad()
 def generate_batch(
     model: torch.nn.Module,
-    prompts: PromptBuilder,
+    prompts: Prompts,
     features: Sequence[CompactFeatures],
     languages: Sequence[str | None],
     caps: Sequence[int],
@@ -220,21 +234,24 @@ def generate_batch(
     autocast_dtype: torch.dtype | None = None,
     on_token: Callable[[], None] | None = None,
     bias: TermBias | None = None,
+    context: str | None = None,
 ) -> list[Transcript]:
-    """Greedy KV-cached generation for clips of one chunk count (so prompts align);
-    `on_token` is called after every generation step (progress on long clips)."""
+    """Greedy KV-cached generation for clips of one chunk count (so Voxtral's prompts
+    align); `on_token` is called after every generation step (progress on long clips);
+    `context` is the family's context prompt (Qwen3-ASR: terms, names), if it has one."""
     n_chunks = {f.n_chunks for f in features}
     if len(n_chunks) != 1:
         raise ValueError("generate_batch takes clips of one chunk count")
-    prompt_rows = [prompts.prompt(features[0].n_chunks, lang) for lang in languages]
+    prompt_rows = [prompts.prompt_for(f, lang, context) for f, lang in zip(features, languages)]
     width = max(len(row) for row in prompt_rows)
     input_ids = torch.full((len(features), width), prompts.pad_id, dtype=torch.long)
     attention_mask = torch.zeros_like(input_ids)
     for row, ids in enumerate(prompt_rows):  # left-pad: generation appends on the right
         input_ids[row, width - len(ids) :] = torch.tensor(ids)
         attention_mask[row, width - len(ids) :] = 1
-    spec = prompts.spec
-    input_features = torch.cat([f.expand(spec) for f in features])
+    audio = audio_inputs(features, prompts.spec)
+    audio["input_features"] = audio["input_features"].to(device, dtype=input_dtype(model))
+    audio = {name: tensor.to(device) for name, tensor in audio.items()}
     kwargs: dict[str, Any] = {"min_new_tokens": min_new_tokens} if min_new_tokens else {}
     if on_token is not None:
         from transformers import StoppingCriteriaList
@@ -248,23 +265,24 @@ def generate_batch(
         output = model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
-            input_features=input_features.to(device, dtype=input_dtype(model)),
+            **audio,
             max_new_tokens=max(caps),
             do_sample=False,
             num_beams=1,
             use_cache=True,
             pad_token_id=prompts.pad_id,
-            eos_token_id=prompts.eos_id,
+            eos_token_id=prompts.eos_id if len(prompts.stop_ids) == 1 else list(prompts.stop_ids),
             **kwargs,
         )
     results = []
     for row, cap in zip(output[:, width:].tolist(), caps):
-        ended = prompts.eos_id in row
-        row = row[: row.index(prompts.eos_id)] if ended else row
+        end = next((i for i, token in enumerate(row) if token in prompts.stop_ids), None)
+        ended = end is not None
+        row = row[:end] if ended else row
         # a clip batched with longer ones may run past its own cap before its EOS
         truncated = len(row) > cap or (not ended and len(row) >= cap)
         row = row[:cap]
-        text, language = clean_transcript(prompts.decode(row))
+        text, language = prompts.transcript(row)
         results.append(Transcript(text, language, len(row), truncated, repetition_loop(text)))
     return results
 
@@ -289,20 +307,20 @@ class TermBias:
                 node = node.setdefault(token, {})
 
     @classmethod
-    def from_file(cls, path: Path, prompts: PromptBuilder, weight: float) -> TermBias:
+    def from_file(cls, path: Path, prompts: Prompts, weight: float) -> TermBias:
         """The bias of a terms file, tokenized by `prompts`' tokenizer."""
         return cls.from_terms([s for _, s in read_term_lines(path)], prompts, weight)
 
     @classmethod
     def from_terms(
-        cls, terms: Sequence[Sequence[str]], prompts: PromptBuilder, weight: float
+        cls, terms: Sequence[Sequence[str]], prompts: Prompts, weight: float
     ) -> TermBias:
         """The bias of term variant sets (each a list of spellings, as a terms file line)."""
         sequences = []
         for spellings in terms:
             for spelling in spellings:
                 for text in (spelling, " " + spelling):
-                    tokens = prompts.target(text)[:-1]  # without EOS
+                    tokens = prompts.text_tokens(text)
                     if tokens:
                         sequences.append(tokens)
         return cls(sequences, weight)
@@ -565,11 +583,17 @@ class ModelChoice(Config):
         return super().problems() + check_device(self.device)
 
     def check_adapter_base(self) -> None:
-        """ModelError if --adapter was trained on another base than --model (before any
-        weights load)."""
+        """ModelError if --adapter was trained on another base than --model, ConfigError if
+        the decoding options ask what the model's family cannot do (before any weights
+        load)."""
         if self.adapter is not None and self.model is not None:
             info = read_adapter_info(self.adapter)
             check_base_model(str(self.model), info, force=self.force)
+        decode = getattr(self, "decode", None)
+        if self.model is not None and isinstance(decode, DecodeOptions):
+            problems = decode.family_problems(family_of(self.model))
+            if problems:
+                raise ConfigError("; ".join(problems), problems)
 
     def load_transcriber(self) -> Transcriber:
         """The model and adapter these options name, ready to decode (stages call
@@ -586,9 +610,7 @@ class ModelChoice(Config):
 class Transcriber:
     """A loaded model + prompt builder that turns audio items into transcripts, batch by batch."""
 
-    def __init__(
-        self, model: torch.nn.Module, prompts: PromptBuilder, device: torch.device
-    ) -> None:
+    def __init__(self, model: torch.nn.Module, prompts: Prompts, device: torch.device) -> None:
         self.model = model
         self.prompts = prompts
         self.spec = prompts.spec
@@ -607,17 +629,11 @@ class Transcriber:
     ) -> Transcriber:
         """Load processor, base model and adapter (quantization as the adapter trained);
         dtype: bf16 | fp16 | fp32, None for the device's default."""
-        from transformers import AutoProcessor
-
-        try:
-            processor = AutoProcessor.from_pretrained(str(model_id))
-        except OSError as exc:
-            raise VoxadaptError(f"cannot load the processor of {model_id}: {exc}") from None
-        spec = FeatureSpec.from_feature_extractor(processor.feature_extractor)
+        frontend = load_frontend(model_id)
         model, _ = load_for_inference(
             model_id, adapter, quantization=quantization, device=device, dtype=resolve_dtype(dtype)
         )
-        return cls(model, PromptBuilder(processor, spec), next(model.parameters()).device)
+        return cls(model, frontend.prompts, next(model.parameters()).device)
 
     def transcribe(
         self,
@@ -633,6 +649,9 @@ class Transcriber:
         called after every generation step; `bias` replaces the bias of
         `options.bias_terms` (the server's terms plus a request's hotwords).
         """
+        problems = options.family_problems(self.prompts.family)
+        if problems:
+            raise ConfigError("; ".join(problems), problems)
         batches = plan_batches(items, self.spec, options.batch_size)
         loader = DataLoader(
             features if features is not None else FeatureSource(items, self.spec),
@@ -689,6 +708,7 @@ class Transcriber:
                 autocast_dtype=self.autocast_dtype,
                 on_token=on_token,
                 bias=bias,
+                context=options.context,
             )
             done.extend(zip(group_items, transcripts))
         return done

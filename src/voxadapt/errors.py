@@ -27,3 +27,9 @@ class StageInterrupted(VoxadaptError):
 
 class NothingKeptError(VoxadaptError):
     """Every input item was rejected."""
+
+
+class ModelError(VoxadaptError):
+    """The model or adapter cannot be used (no projector, wrong quantization, a LoRA target
+    that names no layer, a part that would train although not chosen, a model of no
+    supported family...)."""

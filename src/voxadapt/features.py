@@ -1,4 +1,16 @@
-"""Exact Voxtral log-mel features, stored compactly, and the sharded feature store.
+"""Exact log-mel features of each model family, stored compactly, and the sharded feature store.
+
+Two layouts, declared by the family (`FeatureSpec.layout`):
+
+- `chunked` (Voxtral): every clip is zero-padded to a multiple of 30 s and the model takes
+  (chunks, mels, 3000) with no mask.
+- `masked` (Qwen3-ASR): the log-mel of the clip itself (clips under `min_samples` zero-padded
+  to it first, as the processor does, without a mask), its time axis zero-padded to a
+  multiple of `frame_multiple` frames, with `input_features_mask` marking the clip's frames.
+  Features are those of the processor for the clip alone, so they do not depend on what else
+  is in a batch.
+
+The chunked layout in detail:
 
 Voxtral pads every clip with zeros to a multiple of 30 s (480000 samples at 16 kHz) and takes
 Whisper's log-mel of the padded signal: 128 mels x 3000 frames per chunk. A frame whose STFT
@@ -50,23 +62,33 @@ QUANT_STEP = 1.95e-3  # compact codec: max error QUANT_STEP / 2 = 9.75e-4 (toler
 _ZLIB_LEVEL = 6
 
 
+CHUNKED = "chunked"  # Voxtral: 30 s chunks, no mask
+MASKED = "masked"  # Qwen3-ASR: the clip's own frames + input_features_mask
+LAYOUTS = (CHUNKED, MASKED)
+
+
 class CacheMismatchError(VoxadaptError):
     """A feature cache was built with another feature extractor than the model's."""
 
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """The parameters of Voxtral's log-mel front end (from the processor's feature extractor)."""
+    """The parameters of a model's log-mel front end (from the processor's feature extractor)."""
 
     sampling_rate: int  # Hz; audio is resampled to this
     n_fft: int  # STFT window, samples
     hop_length: int  # samples between frames
     n_mels: int
-    chunk_samples: int  # 30 s of audio
+    chunk_samples: int  # 30 s of audio (chunked layout: the padding unit)
     mel_filters: np.ndarray  # (n_fft // 2 + 1, n_mels)
+    layout: str = CHUNKED  # CHUNKED or MASKED (see the module docstring)
+    min_samples: int = 0  # masked: shorter clips are zero-padded to this (Qwen3-ASR: 0.5 s)
+    frame_multiple: int = 0  # masked: the time axis is padded to a multiple of this
 
     @classmethod
-    def from_feature_extractor(cls, extractor: Any) -> FeatureSpec:
+    def from_feature_extractor(
+        cls, extractor: Any, *, layout: str = CHUNKED, min_samples: int = 0, frame_multiple: int = 0
+    ) -> FeatureSpec:
         if float(getattr(extractor, "dither", 0.0) or 0.0) != 0.0:
             raise VoxadaptError(
                 "feature extractors with dither are not deterministic; set dither=0"
@@ -78,18 +100,18 @@ class FeatureSpec:
             n_mels=int(extractor.feature_size),
             chunk_samples=int(extractor.n_samples),
             mel_filters=np.asarray(extractor.mel_filters, dtype=np.float32),
+            layout=layout,
+            min_samples=min_samples,
+            frame_multiple=frame_multiple,
         )
 
     @classmethod
     def from_model(cls, model: str | Path) -> FeatureSpec:
-        """Read the spec from a model's processor (hub id or local folder)."""
-        from transformers import WhisperFeatureExtractor
+        """Read the spec from a model's processor (hub id or local folder), as its family
+        declares it."""
+        from voxadapt.families import family_of
 
-        try:
-            extractor = WhisperFeatureExtractor.from_pretrained(str(model))
-        except OSError as exc:
-            raise VoxadaptError(f"cannot load the feature extractor of {model}: {exc}") from None
-        return cls.from_feature_extractor(extractor)
+        return family_of(model).feature_spec_of(model)
 
     @property
     def chunk_frames(self) -> int:
@@ -108,6 +130,12 @@ class FeatureSpec:
                     self.hop_length,
                     self.n_mels,
                     self.chunk_samples,
+                    # the chunked layout's fingerprint is unchanged from before layouts existed
+                    *(
+                        [self.layout, self.min_samples, self.frame_multiple]
+                        if self.layout != CHUNKED
+                        else []
+                    ),
                 ]
             ).encode()
         )
@@ -121,26 +149,60 @@ class CompactFeatures:
 
     frames: np.ndarray  # (n_mels, n_real_frames) float32, or float16 from an fp16 cache
     pad_value: float
-    n_chunks: int  # 30 s chunks the padded audio spans
+    # chunked: 30 s chunks the padded audio spans; masked: encoder chunks of frame_multiple
+    n_chunks: int
+
+    @property
+    def n_frames(self) -> int:
+        """Stored frames: the frames that touch real audio (masked: the mask's length)."""
+        return int(self.frames.shape[1])
 
     def expand(self, spec: FeatureSpec) -> torch.Tensor:
-        """The processor's tensor: (n_chunks, n_mels, chunk_frames) float32."""
-        total = self.n_chunks * spec.chunk_frames
+        """The processor's tensor: chunked (n_chunks, n_mels, chunk_frames); masked
+        (1, n_mels, n_chunks * frame_multiple). float32."""
+        unit = spec.chunk_frames if spec.layout == CHUNKED else spec.frame_multiple
+        total = self.n_chunks * unit
         full = torch.full((spec.n_mels, total), float(self.pad_value), dtype=torch.float32)
         full[:, : self.frames.shape[1]] = torch.from_numpy(self.frames.astype(np.float32))
+        if spec.layout == MASKED:
+            return full.unsqueeze(0)
         return full.reshape(spec.n_mels, self.n_chunks, spec.chunk_frames).transpose(0, 1)
 
 
+def audio_inputs(features: Sequence[CompactFeatures], spec: FeatureSpec) -> dict[str, torch.Tensor]:
+    """The model's audio inputs for a batch, in batch order: chunked, every clip's 30 s
+    chunks stacked (Voxtral fills [AUDIO] positions row-major from them); masked,
+    `input_features` (batch, n_mels, frames) zero-padded to the longest clip and
+    `input_features_mask` (batch, frames)."""
+    if spec.layout == CHUNKED:
+        return {"input_features": torch.cat([f.expand(spec) for f in features])}
+    width = max(f.n_chunks for f in features) * spec.frame_multiple
+    input_features = torch.zeros((len(features), spec.n_mels, width), dtype=torch.float32)
+    mask = torch.zeros((len(features), width), dtype=torch.long)
+    for row, item in enumerate(features):
+        expanded = item.expand(spec)[0]
+        input_features[row, :, : expanded.shape[1]] = expanded
+        mask[row, : item.n_frames] = 1
+    return {"input_features": input_features, "input_features_mask": mask}
+
+
 def n_chunks_for(n_samples: int, spec: FeatureSpec) -> int:
-    """Number of 30 s chunks Voxtral uses for `n_samples` of 16 kHz audio (each = 375 tokens)."""
+    """Number of 30 s chunks Voxtral uses for `n_samples` of 16 kHz audio (each = 375 tokens);
+    masked layout: encoder chunks of `frame_multiple` frames."""
+    if spec.layout == MASKED:
+        frames = max(n_samples, spec.min_samples) // spec.hop_length
+        return max(1, math.ceil(frames / spec.frame_multiple))
     return max(1, math.ceil(n_samples / spec.chunk_samples))
 
 
 def compute_features(audio: np.ndarray, spec: FeatureSpec) -> CompactFeatures:
-    """Whisper log-mel of `audio` (mono, spec.sampling_rate) as if zero-padded to 30 s chunks."""
+    """Log-mel of `audio` (mono, spec.sampling_rate) as the family's processor computes it:
+    chunked, as if zero-padded to 30 s chunks; masked, of the clip alone."""
     n_samples = len(audio)
     if n_samples == 0:
         raise AudioError("empty_audio", "no audio samples")
+    if spec.layout == MASKED:
+        return _masked_features(audio, spec)
     n_chunks = n_chunks_for(n_samples, spec)
     padded_len = n_chunks * spec.chunk_samples
     total_frames = padded_len // spec.hop_length
@@ -164,6 +226,26 @@ def compute_features(audio: np.ndarray, spec: FeatureSpec) -> CompactFeatures:
     log_spec = (torch.maximum(log_spec, floor) + 4.0) / 4.0
     pad_value = (max(-10.0, float(floor)) + 4.0) / 4.0
     return CompactFeatures(log_spec.numpy(), pad_value, n_chunks)
+
+
+def _masked_features(audio: np.ndarray, spec: FeatureSpec) -> CompactFeatures:
+    """Qwen3-ASR's log-mel of one clip: clips under `min_samples` zero-padded to it (the
+    processor pads them without a mask, as the original library does), a centered STFT whose
+    last frame is dropped (n // hop frames), per-clip floor (max - 8), (x + 4) / 4. The
+    frames past the clip, up to the next multiple of `frame_multiple`, are zeros (pad_value)."""
+    samples = np.asarray(audio, dtype=np.float32)
+    if len(samples) < spec.min_samples:
+        samples = np.pad(samples, (0, spec.min_samples - len(samples)))
+    waveform = torch.from_numpy(samples)
+    window = torch.hann_window(spec.n_fft)
+    stft = torch.stft(waveform, spec.n_fft, spec.hop_length, window=window, return_complex=True)
+    magnitudes = stft[..., :-1].abs() ** 2
+    mel = torch.from_numpy(spec.mel_filters).T @ magnitudes
+    log_spec = torch.clamp(mel, min=1e-10).log10()
+    log_spec = (torch.maximum(log_spec, log_spec.max() - 8.0) + 4.0) / 4.0
+    frames = log_spec.numpy()
+    n_chunks = max(1, math.ceil(frames.shape[1] / spec.frame_multiple))
+    return CompactFeatures(frames, 0.0, n_chunks)
 
 
 def encode_frames(frames: np.ndarray) -> tuple[bytes, float]:

@@ -1,5 +1,6 @@
-"""Load Voxtral (quantized LLM only), attach the adapter of the parts that learn, audit
-what trains."""
+"""Load a speech LLM of any supported family (quantized LLM only), attach the adapter of the
+parts that learn, audit what trains. The family (`voxadapt.families`) says which class loads
+a model; the parts are found by their module names, which every family shares."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from voxadapt.errors import ConfigError, VoxadaptError
+from voxadapt.errors import ConfigError, ModelError
+from voxadapt.families import VOXTRAL, family_of, load_config
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +31,13 @@ LANGUAGE_MODEL_NAME = "language_model"
 TRAIN_PARTS = ("projector", "llm", "encoder")
 # The parameter audit's group of each part (the LM head is never a part: it stays frozen).
 PART_GROUPS = {"projector": "projector", "llm": "language_model", "encoder": "audio_tower"}
-# LoRA on every attention and MLP projection of the language model, as QLoRA recipes do
-# (Dettmers et al. 2023 found LoRA on all linear layers needed to match full fine-tuning).
-LLM_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-# The Whisper-style encoder's attention and MLP projections.
-ENCODER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
-DEFAULT_MODEL = "mistralai/Voxtral-Mini-3B-2507"
+# Default LoRA targets per part: the same layer names in every supported family (each
+# family declares its own; a test keeps them equal), resolved inside the chosen part.
+LLM_LORA_TARGETS = VOXTRAL.llm_lora_targets
+ENCODER_LORA_TARGETS = VOXTRAL.encoder_lora_targets
+DEFAULT_MODEL = VOXTRAL.default_model
 # Written by `voxadapt train` beside every adapter: mode, LoRA shape, base model, quantization.
 ADAPTER_INFO = "voxadapt_adapter.json"
-
-
-class ModelError(VoxadaptError):
-    """The model or adapter cannot be used (no projector, wrong quantization, a LoRA target
-    that names no layer, a part that would train although not chosen...)."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +98,8 @@ def module_paths(model: nn.Module) -> dict[str, list[str]]:
             paths["lm_head"].append(name)
     if not paths["projector"]:
         raise ModelError(
-            f"the model has no `{PROJECTOR_NAME}`: voxadapt trains Voxtral's audio projector "
-            "(use a Voxtral checkpoint such as mistralai/Voxtral-Mini-3B-2507)"
+            f"the model has no `{PROJECTOR_NAME}`: voxadapt trains the audio projector of a "
+            "speech LLM (Voxtral, Qwen3-ASR)"
         )
     return paths
 
@@ -170,16 +166,8 @@ def lora_target_names(model: nn.Module, part: str, targets: Sequence[str]) -> li
 
 
 def _meta_model(model_id: str | Path) -> nn.Module:
-    from transformers import AutoConfig, VoxtralForConditionalGeneration
-
-    config = AutoConfig.from_pretrained(str(model_id))
-    if getattr(config, "model_type", None) != "voxtral":
-        raise ModelError(
-            f"{model_id} is a {config.model_type!r} model, not Voxtral: "
-            f"it has no `{PROJECTOR_NAME}` to train"
-        )
-    with torch.device("meta"):
-        return VoxtralForConditionalGeneration(config)
+    config = load_config(model_id)
+    return family_of(model_id).meta_model(config)
 
 
 def quantization_config(model_id: str | Path, quantization: str, compute_dtype: torch.dtype):
@@ -264,7 +252,7 @@ def attention_implementation(device: torch.device) -> str:
     return "sdpa"
 
 
-def load_voxtral(
+def load_model(
     model_id: str | Path,
     *,
     quantization: str = "nf4",
@@ -272,9 +260,8 @@ def load_voxtral(
     dtype: torch.dtype | None = None,
     attn_implementation: str | None = None,
 ) -> nn.Module:
-    """Load VoxtralForConditionalGeneration with only the LLM quantized; verify the result."""
-    from transformers import VoxtralForConditionalGeneration
-
+    """Load the model (its family's class) with only the LLM quantized; verify the result."""
+    model_class = family_of(model_id).model_class()
     device = torch.device(device)
     dtype = dtype or default_dtype(device)
     if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -288,7 +275,7 @@ def load_voxtral(
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": device}
     try:
-        model = VoxtralForConditionalGeneration.from_pretrained(str(model_id), **kwargs)
+        model = model_class.from_pretrained(str(model_id), **kwargs)
     except WEIGHT_ERRORS as exc:  # missing, truncated or corrupt weights, wrong shapes
         raise ModelError(f"cannot load {model_id}: {_first_line(exc)}") from None
     if quant is None:
@@ -609,6 +596,13 @@ def check_base_model(model_id: str, info: dict[str, Any], *, force: bool) -> Non
     """Refuse an adapter on another base than the one it was trained on: a base of equal
     shapes takes it silently and gives a model nobody trained. A copy of the same model
     under another path or id passes with --force (with a warning)."""
+    trained_family = info.get("family", VOXTRAL.name)  # adapters without one are Voxtral's
+    family = family_of(model_id).name
+    if trained_family != family:
+        message = f"the adapter is a {trained_family} adapter, and {model_id} is a {family} model"
+        if not force:
+            raise ModelError(f"{message}; give its base model (or --force)")
+        log.warning("--force: %s", message)
     recorded = info.get("base_model")
     if not recorded or str(recorded) == str(model_id):
         return
@@ -668,7 +662,7 @@ def load_for_inference(
     if quantization not in QUANTIZATIONS:
         raise ConfigError(f"quantization must be one of {', '.join(QUANTIZATIONS)}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = load_voxtral(model_id, quantization=quantization, device=device, dtype=dtype)
+    model = load_model(model_id, quantization=quantization, device=device, dtype=dtype)
     if adapter is not None:
         model = apply_adapter(model, adapter)
     model.eval()

@@ -232,6 +232,7 @@ def _write_cache_info(
                 "hop_length": spec.hop_length,
                 "n_mels": spec.n_mels,
                 "chunk_samples": spec.chunk_samples,
+                "layout": spec.layout,  # chunked (Voxtral) or masked (Qwen3-ASR)
                 "format_version": FEATURE_FORMAT_VERSION,
                 "codec": config.codec,
             },

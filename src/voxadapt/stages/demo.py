@@ -1,7 +1,9 @@
-"""`voxadapt demo`: the whole pipeline on a tiny random Voxtral, offline, on CPU."""
+"""`voxadapt demo`: the whole pipeline on a tiny random model of a family (Voxtral by default,
+or Qwen3-ASR), offline, on CPU."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -16,7 +18,7 @@ from voxadapt.stages.cache import CacheConfig, build_cache
 from voxadapt.stages.evaluate import EvaluateConfig, evaluate
 from voxadapt.stages.prepare import PrepareConfig, prepare
 from voxadapt.stages.train import TrainConfig, train
-from voxadapt.tiny import build_tiny_voxtral
+from voxadapt.families import FAMILIES, family_named
 from voxadapt.units import percent
 
 log = logging.getLogger(__name__)
@@ -27,8 +29,13 @@ def sample_scp() -> Path:
     return Path(str(resources.files("voxadapt") / "samples" / "train.scp"))
 
 
-# What the demo writes in --out, one folder per stage plus the tiny model.
-DEMO_OUTPUTS = ("tiny-voxtral", "data", "cache", "run", "eval")
+def tiny_dir_name(family: str) -> str:
+    """The folder of the demo's tiny model of `family` (tiny-voxtral, tiny-qwen3-asr)."""
+    return "tiny-" + family.replace("_", "-")
+
+
+# What the demo writes in --out, one folder per stage plus the tiny models.
+DEMO_OUTPUTS = (*(tiny_dir_name(name) for name in FAMILIES), "data", "cache", "run", "eval")
 
 
 @dataclass
@@ -37,6 +44,9 @@ class DemoConfig(Config):
 
     out: Path = option(Path("runs/demo"), help="where everything goes", metavar="DIR")
     steps: int = option(30, help="training steps")
+    family: str = option(
+        "voxtral", help="which tiny random base to build and adapt", choices=tuple(FAMILIES)
+    )
 
     def problems(self) -> list[str]:
         found = super().problems()
@@ -54,12 +64,13 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
 
 def _run_demo(config: DemoConfig, out_dir: Path) -> dict[str, Path]:
     started, steps = time.perf_counter(), config.steps
-    model_dir = out_dir / "tiny-voxtral"
+    family = family_named(config.family)
+    model_dir = out_dir / tiny_dir_name(family.name)
     if not (model_dir / "model.safetensors").is_file():
-        print(f"[1/5] building a tiny random Voxtral in {model_dir}", flush=True)
-        build_tiny_voxtral(model_dir)
+        print(f"[1/5] building a tiny random {family.title} in {model_dir}", flush=True)
+        family.build_tiny(model_dir)
     else:
-        print(f"[1/5] reusing the tiny Voxtral in {model_dir}", flush=True)
+        print(f"[1/5] reusing the tiny {family.title} in {model_dir}", flush=True)
     print("[2/5] preparing the bundled Korean sample clips", flush=True)
     prepared = prepare(PrepareConfig(sample_scp(), "scp", out_dir / "data", jobs=1))
     train_manifest = prepared.manifests["train"]
@@ -69,6 +80,9 @@ def _run_demo(config: DemoConfig, out_dir: Path) -> dict[str, Path]:
         flush=True,
     )
     print("[3/5] caching features", flush=True)
+    spec_file = out_dir / "cache" / "feature_spec.json"
+    if spec_file.is_file() and json.loads(spec_file.read_text()).get("model") != str(model_dir):
+        shutil.rmtree(out_dir / "cache")  # an earlier demo's features of another family
     cache = build_cache(CacheConfig([train_manifest], str(model_dir), out_dir / "cache", jobs=1))
     print(
         f"      {cache.computed} computed, {cache.reused} reused, "
@@ -119,7 +133,7 @@ def _run_demo(config: DemoConfig, out_dir: Path) -> dict[str, Path]:
     )
     print(
         "A tiny random model does not transcribe: this run proves the pipeline, not accuracy.\n"
-        "Real results: the README's tour with MODEL=mistralai/Voxtral-Mini-3B-2507 on a GPU."
+        f"Real results: the README's tour with MODEL={family.default_model} on a GPU."
     )
     paths = {
         "model": model_dir,

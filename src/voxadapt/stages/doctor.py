@@ -216,15 +216,43 @@ def _ffmpeg() -> Check:
     )
 
 
+def _families() -> list[Check]:
+    """One line per supported model family: can this transformers load it, which released
+    checkpoints, and whether Korean is among the languages its model card lists."""
+    import transformers
+
+    from voxadapt.families import FAMILIES
+
+    checks = []
+    for family in FAMILIES.values():
+        models = ", ".join(model.hub_id for model in family.known_models)
+        korean = "lists Korean" if "ko" in family.languages else "does not list Korean"
+        if not hasattr(transformers, family.architecture):
+            checks.append(
+                Check(
+                    f"family {family.name}",
+                    WARN,
+                    f"transformers {transformers.__version__} has no {family.architecture}: "
+                    "pip install -U transformers",
+                )
+            )
+        else:
+            detail = f"{models}; {len(family.languages)} languages, {korean}"
+            checks.append(Check(f"family {family.name}", OK, detail))
+    return checks
+
+
 def doctor(config: DoctorConfig) -> DoctorResult:
     """Check Python, torch/CUDA and GPU memory, bitsandbytes NF4, flash-attention, the
-    installed extras, the Korean plot font, ffmpeg and free disk space."""
+    installed extras, the model families this transformers can load, the Korean plot font,
+    ffmpeg and free disk space."""
     probes: list[Callable[[], Check | list[Check]]] = [
         _python,
         _torch,
         _bitsandbytes,
         _flash_attention,
         _extras,
+        _families,
         _korean_font,
         _ffmpeg,
         lambda: _disk(config.path),

@@ -28,6 +28,7 @@ import torch
 
 from voxadapt.config import Config, option
 from voxadapt.errors import ConfigError, VoxadaptError
+from voxadapt.families import family_of
 from voxadapt.manifest import atomic_write, honour_umask
 from voxadapt.model import (
     DTYPES,
@@ -250,9 +251,9 @@ def merged_model(
     """Base model in `dtype` (never quantized) with the adapter merged into every part it
     trained (projector, LLM, encoder: each LoRA layer becomes W + alpha/r * B @ A, a full
     projector replaces the base's)."""
-    from voxadapt.model import apply_adapter, load_voxtral
+    from voxadapt.model import apply_adapter, load_model
 
-    model = load_voxtral(model_id, quantization="none", device="cpu", dtype=dtype)
+    model = load_model(model_id, quantization="none", device="cpu", dtype=dtype)
     model = apply_adapter(model, adapter)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
@@ -400,6 +401,12 @@ def export(config: ExportConfig) -> ExportResult:
     info = check_adapter(config.adapter)
     model_id = base_model_of(config.model, config.adapter)
     check_base_model(model_id, info, force=config.force)
+    family = family_of(model_id)
+    if config.format not in family.export_formats:
+        raise ConfigError(
+            f"{model_id} is a {family.title} model, which --format {config.format} cannot hold "
+            f"(Mistral's layout is Voxtral's): use --format {' or '.join(family.export_formats)}"
+        )
     claim = claim_output_entry(
         "export", out_dir, trees=[config.adapter, model_id if Path(model_id).is_dir() else None]
     )

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from voxadapt.audio import AudioError
 from voxadapt.config import load_yaml, save_config, to_jsonable
-from voxadapt.data import IGNORE_INDEX, Collator, PromptBuilder, TranscriptionDataset
+from voxadapt.data import IGNORE_INDEX, Collator, TranscriptionDataset
 from voxadapt.decoding import (
     AudioItem,
     AudioProgress,
@@ -36,7 +36,8 @@ from voxadapt.decoding import (
     ignore_stop_signals,
 )
 from voxadapt.errors import ConfigError, VoxadaptError
-from voxadapt.features import FeatureSpec, FeatureStore
+from voxadapt.families import VOXTRAL, load_frontend
+from voxadapt.features import FeatureStore
 from voxadapt.identity import changes, file_digest, model_identity, read_identity, write_identity
 from voxadapt.manifest import (
     Utterance,
@@ -52,7 +53,7 @@ from voxadapt.model import (
     describe_parts,
     format_audit,
     input_dtype,
-    load_voxtral,
+    load_model,
     load_weights,
     parameter_audit,
     resolve_dtype,
@@ -184,8 +185,6 @@ class Trainer:
             )
 
     def _setup_data(self) -> None:
-        from transformers import AutoProcessor
-
         config = self.config
         train_utts = read_manifest(config.train)
         if not train_utts:
@@ -195,12 +194,10 @@ class Trainer:
             raise VoxadaptError(f"the validation manifest {config.valid} is empty")
         if config.eval_samples and len(valid_utts) > config.eval_samples:
             valid_utts = random.Random(config.seed).sample(valid_utts, config.eval_samples)
-        try:
-            processor = AutoProcessor.from_pretrained(config.model)
-        except OSError as exc:
-            raise VoxadaptError(f"cannot load the processor of {config.model}: {exc}") from None
-        self.spec = FeatureSpec.from_feature_extractor(processor.feature_extractor)
-        self.prompts = PromptBuilder(processor, self.spec)
+        frontend = load_frontend(config.model)
+        self.family = frontend.family
+        self.spec = frontend.spec
+        self.prompts = frontend.prompts
         self.store = FeatureStore(config.cache, self.spec) if config.cache else None
         language = config.decode.language
         self.train_set = TranscriptionDataset(
@@ -221,7 +218,7 @@ class Trainer:
 
     def _setup_model(self) -> None:
         config, dist = self.config, self.dist
-        model = load_voxtral(
+        model = load_model(
             config.model,
             quantization=config.quantization,
             device=dist.device,
@@ -618,6 +615,8 @@ class Trainer:
             "language": self.config.decode.language,
             "step": self.state.step,
         }
+        if self.family is not VOXTRAL:  # adapters without a family are Voxtral's (as before)
+            info["family"] = self.family.name
         if self.state.best_step == self.state.step and self.state.best_cer is not None:
             info["eval_cer"] = self.state.best_cer
         save_adapter(self.model, self.adapter_dir, self.adapter_options, info)
