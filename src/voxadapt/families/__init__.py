@@ -87,7 +87,12 @@ def load_config(model: str | Path) -> Any:
 
 
 def family_of(model: str | Path) -> ModelFamily:
-    """The family of the model at a hub id or local folder."""
+    """The family of the model at a hub id or local folder. A released checkpoint's hub id
+    is known without reading its config (so options are checked offline, before a
+    download)."""
+    for family in FAMILIES.values():
+        if str(model) in {family.default_model, *(m.hub_id for m in family.known_models)}:
+            return family
     return family_for_config(load_config(model), model)
 
 
