@@ -13,12 +13,12 @@ from pathlib import Path
 
 from voxadapt.config import Config, option
 from voxadapt.decoding import DecodeOptions
+from voxadapt.families import FAMILIES, family_named
 from voxadapt.outputs import claim_outputs
 from voxadapt.stages.cache import CacheConfig, build_cache
 from voxadapt.stages.evaluate import EvaluateConfig, evaluate
 from voxadapt.stages.prepare import PrepareConfig, prepare
 from voxadapt.stages.train import TrainConfig, train
-from voxadapt.families import FAMILIES, family_named
 from voxadapt.units import percent
 
 log = logging.getLogger(__name__)
