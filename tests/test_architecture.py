@@ -13,6 +13,7 @@ COMMANDS = {
     "transcribe",
     "evaluate",
     "score",
+    "compare",
     "export",
     "serve",
     "demo",

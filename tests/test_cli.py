@@ -145,6 +145,27 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert (tmp_path / "eval" / "report.html").is_file()
 
 
+@pytest.mark.slow
+def test_demo_of_qwen3_asr_after_a_voxtral_demo_in_the_same_folder(tmp_path):
+    def demo(*extra):
+        return subprocess.run(
+            [sys.executable, "-m", "voxadapt.cli", "demo", "--out", str(tmp_path),
+             "--steps", "2", *extra],
+            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            timeout=600,
+        )  # fmt: skip
+
+    assert demo().returncode == 0
+    result = demo("--family", "qwen3_asr")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tiny random Qwen3-ASR" in result.stdout and "Qwen/Qwen3-ASR-1.7B-hf" in result.stdout
+    info = json.loads((tmp_path / "run" / "adapter" / "voxadapt_adapter.json").read_text())
+    assert info["family"] == "qwen3_asr"
+    spec = json.loads((tmp_path / "cache" / "feature_spec.json").read_text())
+    assert spec["layout"] == "masked"  # the Voxtral demo's cache was replaced, not misread
+    assert (tmp_path / "tiny-voxtral").is_dir() and (tmp_path / "tiny-qwen3-asr").is_dir()
+
+
 def test_cache_cli_smoke(tmp_path, tiny_model, sample_manifest, capsys):
     assert (
         main(

@@ -68,3 +68,14 @@ def test_doctor_cli_table_and_json():
     records = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert {"python", "torch", "disk"} <= {record["name"] for record in records}
     assert all(record["state"] in (OK, "warn", "info", FAIL) for record in records)
+
+
+def test_doctor_lists_the_model_families():
+    from voxadapt.stages.doctor import DoctorConfig, doctor
+
+    checks = {check.name: check for check in doctor(DoctorConfig()).checks}
+    assert checks["family voxtral"].state == "ok"
+    assert "does not list Korean" in checks["family voxtral"].detail
+    assert checks["family qwen3_asr"].state == "ok"
+    assert "Qwen/Qwen3-ASR-1.7B-hf" in checks["family qwen3_asr"].detail
+    assert "lists Korean" in checks["family qwen3_asr"].detail

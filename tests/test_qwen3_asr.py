@@ -358,3 +358,72 @@ def test_serve_answers_as_transcribe_does(trained, tmp_path):
 def test_the_family_of_each_tiny_model(tiny_model, tiny_qwen):
     assert family_of(tiny_model) is VOXTRAL
     assert family_of(tiny_qwen) is QWEN3_ASR
+
+
+def lora_parameters(rank, shapes):
+    return sum(rank * (fan_in + fan_out) for fan_in, fan_out in shapes)
+
+
+def expected_trainable(config, parts, mode):
+    """Trainable parameters per part, from the configuration's sizes."""
+    audio, text = config.audio_config, config.text_config
+    h, ff = text.hidden_size, text.intermediate_size
+    q, kv = text.num_attention_heads * text.head_dim, text.num_key_value_heads * text.head_dim
+    llm_layer = [(h, q), (h, kv), (h, kv), (q, h), (h, ff), (h, ff), (ff, h)]
+    d, encoder_ff = audio.d_model, audio.encoder_ffn_dim
+    encoder_layer = [(d, d)] * 4 + [(d, encoder_ff), (encoder_ff, d)]
+    projector = [(d, d), (d, audio.output_dim)]  # linear_1, then to the LLM's width
+    counts = dict.fromkeys(("audio_tower", "projector", "language_model", "lm_head"), 0)
+    if "projector" in parts:
+        full = sum(fan_in * fan_out + fan_out for fan_in, fan_out in projector)  # with biases
+        counts["projector"] = lora_parameters(8, projector) if mode == "lora" else full
+    if "llm" in parts:
+        counts["language_model"] = lora_parameters(16, llm_layer * text.num_hidden_layers)
+    if "encoder" in parts:
+        counts["audio_tower"] = lora_parameters(16, encoder_layer * audio.encoder_layers)
+    return counts
+
+
+# what `voxadapt train --train-modules ...` trains on the released Qwen3-ASR (README table)
+QWEN_SIZES = {
+    ("0.6B", ("projector",), "lora"): 29_696,
+    ("0.6B", ("projector",), "full"): 1_722_240,
+    ("0.6B", ("projector", "llm"), "lora"): 10_122_240,
+    ("0.6B", ("projector", "llm", "encoder"), "lora"): 14_767_104,
+    ("0.6B", ("llm",), "lora"): 10_092_544,
+    ("1.7B", ("projector",), "lora"): 40_960,
+    ("1.7B", ("projector",), "full"): 3_148_800,
+    ("1.7B", ("projector", "llm"), "lora"): 17_473_536,
+    ("1.7B", ("projector", "llm", "encoder"), "lora"): 24_551_424,
+    ("1.7B", ("llm",), "lora"): 17_432_576,
+}
+
+
+@pytest.mark.parametrize(("size", "parts", "mode"), list(QWEN_SIZES))
+def test_what_learns_on_the_real_qwen3_asr(size, parts, mode):
+    """The audit of each `--train-modules` choice on the released 0.6B and 1.7B
+    configurations, on the meta device: trainable parameters per part equal the counts from
+    the configuration's sizes (LoRA targets resolved inside each part: q_proj is in both the
+    encoder and the LLM), and nothing else trains."""
+    from voxadapt.families.qwen3_asr_checkpoint import real_config
+    from voxadapt.model import (
+        AdapterOptions,
+        attach_adapter,
+        check_trainable_parts,
+        parameter_audit,
+    )
+
+    config = real_config(f"Qwen/Qwen3-ASR-{size}-hf")
+    model = QWEN3_ASR.meta_model(config)
+    with torch.device("meta"):
+        model = attach_adapter(model, AdapterOptions(mode, train_modules=parts))
+    expected = expected_trainable(config, parts, mode)
+    rows = {row.group: row for row in parameter_audit(model)}
+    assert {group: row.trainable for group, row in rows.items()} == expected
+    assert (
+        check_trainable_parts(model, parts)
+        == sum(expected.values())
+        == QWEN_SIZES[(size, parts, mode)]
+    )
+    frozen_llm = rows["language_model"].total - rows["language_model"].trainable
+    assert (0.55e9 < frozen_llm < 0.65e9) if size == "0.6B" else (1.65e9 < frozen_llm < 1.8e9)

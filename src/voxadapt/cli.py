@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import json
 import logging
 import os
 import signal
@@ -29,18 +30,27 @@ examples:
       --train data/ko-med/train.jsonl --valid data/ko-med/valid.jsonl
   voxadapt evaluate data/ko-med/test.jsonl --adapter runs/ko-med/adapter --out runs/eval
   voxadapt export --adapter runs/ko-med/adapter --out models/ko-med --format mistral
+  voxadapt compare data/ko-med/test.jsonl --out runs/which-base \
+      --system mistralai/Voxtral-Mini-3B-2507 --system Qwen/Qwen3-ASR-1.7B-hf
   voxadapt COMMAND --help
+
+model families (--model, any stage): Voxtral (mistralai/Voxtral-Mini-3B-2507,
+Voxtral-Small-24B-2507; does not list Korean) and Qwen3-ASR (Qwen/Qwen3-ASR-0.6B-hf,
+Qwen/Qwen3-ASR-1.7B-hf; lists Korean). Measure which suits your data: voxadapt compare.
 """
 
 CACHE_EPILOG = """\
 The cache holds log-mel frames that touch real audio (compact codec or fp16) plus one padding
-value per clip, in safetensors shards; `voxadapt train --cache DIR` rebuilds Voxtral's 30 s
-inputs (within 1e-3 of the processor's).
+value per clip, in safetensors shards; `voxadapt train --cache DIR` rebuilds the model's inputs
+(Voxtral's 30 s chunks, Qwen3-ASR's frames and mask) within 1e-3 of its processor's. The
+features are the model family's: a cache is read only by models of the same front end.
 Re-running computes only new or changed clips; killing it never corrupts the cache.
 
 examples:
   voxadapt cache data/ko-med/train.jsonl data/ko-med/valid.jsonl \\
       --model mistralai/Voxtral-Mini-3B-2507 --out cache/ko-med --jobs 16
+  voxadapt cache data/ko-med/train.jsonl data/ko-med/valid.jsonl \
+      --model Qwen/Qwen3-ASR-1.7B-hf --out cache/ko-med-qwen
 """
 
 TRANSCRIBE_EPILOG = """\
@@ -86,6 +96,20 @@ examples:
   voxadapt evaluate data/ko-med/test.jsonl --adapter runs/ko-med/adapter --out runs/eval --resume
 """
 
+COMPARE_EPILOG = """\
+Each --system is a hub id, a model folder or an adapter folder (which implies its base), with
+an optional NAME= prefix; any mix of families (Voxtral, Qwen3-ASR). Outputs in --out:
+compare.json, report.html, compare_config.yaml and systems/NAME/ (each system's evaluate
+outputs). Run the same command again to resume: systems already decoded are not decoded again.
+
+examples:
+  voxadapt compare data/ko-med/test.jsonl --out runs/which-base \
+      --system mistralai/Voxtral-Mini-3B-2507 --system Qwen/Qwen3-ASR-1.7B-hf
+  voxadapt compare data/ko-med/test.jsonl --out runs/which-adapter --normalize numbers \
+      --system base=Qwen/Qwen3-ASR-1.7B-hf --system tuned=runs/ko-med-qwen/adapter \
+      --terms configs/ko-medical-terms.txt
+"""
+
 SCORE_EPILOG = """\
 HYPOTHESES: a predictions.jsonl (evaluate), the JSONL of transcribe (id + text), any JSONL with
 id and text or hypothesis, or a Kaldi-style text file (`id transcript` per line). Manifest rows
@@ -102,8 +126,9 @@ EXPORT_EPILOG = """\
 formats:
   hf       every part the adapter trained (projector, LLM, encoder) merged in; a complete
            transformers checkpoint with the processor and tokenizer
-           (VoxtralForConditionalGeneration.from_pretrained(OUT))
-  mistral  consolidated.safetensors + params.json + tekken.json, the layout vLLM serves:
+           (AutoModelForMultimodalLM / the family's class .from_pretrained(OUT))
+  mistral  (Voxtral only) consolidated.safetensors + params.json + tekken.json, the layout
+           vLLM serves:
            vllm serve OUT --tokenizer-mode mistral --config-format mistral --load-format mistral
 
 examples:
@@ -143,6 +168,8 @@ examples:
   voxadapt train --config configs/ablation/projector-llm.yaml --train data/train.jsonl \\
       --valid data/valid.jsonl --cache cache/ko-med
   voxadapt train --config runs/ko-med/config.yaml --resume
+  voxadapt train --config configs/ko-medical-qlora.yaml --model Qwen/Qwen3-ASR-1.7B-hf \
+      --train data/train.jsonl --valid data/valid.jsonl --output-dir runs/ko-med-qwen
 """
 
 PREPARE_EPILOG = """\
@@ -279,6 +306,21 @@ def _evaluate_summary(result: Any) -> int:
     return 0
 
 
+def _compare_summary(result: Any) -> int:
+    from voxadapt.report import compare_table_rows, format_table
+
+    summary = json.loads(result.compare_json.read_text(encoding="utf-8"))
+    header, rows = compare_table_rows(summary)
+    print(format_table([tuple(row) for row in rows], tuple(header)))
+    print()
+    for verdict in result.verdicts:
+        print(verdict)
+    decoded = ", ".join(f"{name} {count}" for name, count in result.decoded.items())
+    report = f"\nreport:  {result.report}" if result.report else ""
+    print(f"\ndecoded now: {decoded}\ncompare: {result.compare_json}{report}")
+    return 0
+
+
 def _score_summary(result: Any) -> int:
     from voxadapt.report import format_metrics_summary
 
@@ -331,13 +373,14 @@ COMMANDS = (
         "demo",
         "DemoConfig",
         "run_demo",
-        "run the whole pipeline on a tiny random Voxtral (offline, CPU)",
-        "Build a tiny random Voxtral, prepare the bundled Korean sample clips, cache features, "
-        "train the projector for a few dozen steps and evaluate. It proves the pipeline works "
-        "on this machine; a random model does not transcribe. Real results: run the stages "
-        "(prepare, cache, train, evaluate) with mistralai/Voxtral-Mini-3B-2507 on a GPU, as "
-        "in the README's tour.",
-        "example:\n  voxadapt demo --out runs/demo",
+        "run the whole pipeline on a tiny random model (offline, CPU)",
+        "Build a tiny random Voxtral (or Qwen3-ASR: --family qwen3_asr), prepare the bundled "
+        "Korean sample clips, cache features, train the projector for a few dozen steps and "
+        "evaluate. It proves the pipeline works on this machine; a random model does not "
+        "transcribe. Real results: run the stages (prepare, cache, train, evaluate) with a real "
+        "base on a GPU, as in the README's tour.",
+        "examples:\n  voxadapt demo --out runs/demo\n"
+        "  voxadapt demo --out runs/demo-qwen --family qwen3_asr",
         _demo_summary,
     ),
     Command(
@@ -368,9 +411,9 @@ COMMANDS = (
         "train",
         "TrainConfig",
         "train",
-        "train Voxtral's audio projector (LoRA or full; optionally LLM/encoder LoRA)",
-        "Fine-tune Voxtral's projector (the default; --train-modules adds LoRA on the LLM and "
-        "the encoder) with a quantized LLM, evaluation by CER during "
+        "train a speech LLM's audio projector (LoRA or full; optionally LLM/encoder LoRA)",
+        "Fine-tune the projector of a Voxtral or Qwen3-ASR base (the default; --train-modules "
+        "adds LoRA on the LLM and the encoder) with a quantized LLM, evaluation by CER during "
         "training, best-checkpoint selection, TensorBoard logs and resumable checkpoints. "
         "Options may come from --config FILE.yaml; flags override it.",
         TRAIN_EPILOG,
@@ -382,7 +425,8 @@ COMMANDS = (
         "TranscribeConfig",
         "transcribe",
         "transcribe audio files, folders or manifests",
-        "Batched greedy transcription with Voxtral (optionally with a trained projector adapter).",
+        "Batched greedy transcription with a Voxtral or Qwen3-ASR base (optionally with a trained "
+        "adapter).",
         TRANSCRIBE_EPILOG,
         _transcribe_summary,
     ),
@@ -395,6 +439,19 @@ COMMANDS = (
         "Evaluate a base model or an adapter on a manifest with references.",
         EVALUATE_EPILOG,
         _evaluate_summary,
+    ),
+    Command(
+        "compare",
+        "compare",
+        "CompareConfig",
+        "compare",
+        "evaluate several bases/adapters on one manifest and pick the best",
+        "Evaluate each --system (Voxtral or Qwen3-ASR base, or an adapter) on the same "
+        "manifest, one model in memory at a time, and compare them: CER, multi-reference CER, "
+        "WER and term recall with 95% CIs, real-time factor and memory, and each system's "
+        "paired difference against the best.",
+        COMPARE_EPILOG,
+        _compare_summary,
     ),
     Command(
         "score",
@@ -437,7 +494,7 @@ COMMANDS = (
         "ServeConfig",
         "serve",
         "serve an adapter behind an OpenAI-compatible transcription API",
-        "Load Voxtral (with a trained adapter) once and answer OpenAI-style transcription "
+        "Load the base (with a trained adapter) once and answer OpenAI-style transcription "
         "requests with dynamic batching, term biasing, long-form segments with real times, "
         "and a page to try it in a browser.",
         SERVE_EPILOG,
@@ -456,8 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="voxadapt",
-        description="Adapt Mistral's Voxtral to Korean (medical) speech: prepare data, train "
-        "the audio projector with LoRA, transcribe and score.",
+        description="Adapt a speech LLM (Mistral's Voxtral or Qwen3-ASR) to Korean (medical) "
+        "speech: prepare data, train the audio projector with LoRA, transcribe, score and "
+        "compare bases.",
         epilog=MAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # --min-dur is a typo, not --min-duration

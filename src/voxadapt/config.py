@@ -42,6 +42,7 @@ def option(
     flag_prefix: str | None = None,
     shared: bool = False,
     cli: bool = True,
+    repeatable: bool = False,
 ) -> Any:
     """A config field with its CLI declaration (help, choices, flag name, argument group).
 
@@ -58,6 +59,8 @@ def option(
         "position": position,
         "flag_prefix": flag_prefix,
         "shared": shared,
+        # a list flag given several times adds up (`--system A --system B`)
+        "repeatable": repeatable,
         "cli": cli,
     }
     if default_factory is not _MISSING:
@@ -430,6 +433,8 @@ def add_config_arguments(
             kwargs["type"] = kind
             if many:
                 kwargs["nargs"] = "+"
+                if item.metadata.get("repeatable"):
+                    kwargs["action"] = "extend"
         target.add_argument(flag, dest=prefix + item.name, default=None, **kwargs)
 
 

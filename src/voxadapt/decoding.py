@@ -548,8 +548,8 @@ class ModelChoice(Config):
 
     model: str | None = option(
         None,
-        help="base model: hub id or folder (default: the adapter's base model, else "
-        "mistralai/Voxtral-Mini-3B-2507)",
+        help="base model, Voxtral or Qwen3-ASR: hub id or folder (default: the adapter's base "
+        "model, else mistralai/Voxtral-Mini-3B-2507)",
         group="model",
     )
     adapter: Path | None = option(

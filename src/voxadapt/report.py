@@ -640,3 +640,79 @@ def write_report(
     with atomic_write(path) as handle:
         handle.write("\n".join(page))
     return path
+
+
+def compare_table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The compare table for people (terminal and report.html): one row per system, best
+    first; rates in percent with their 95% CIs, differences against the best in points."""
+    with_terms = any("term_recall" in row for row in summary["systems"])
+    header = ["system", "CER", "95% CI", "multi-ref CER", "WER"]
+    header += ["term recall"] if with_terms else []
+    header += ["vs best", "95% CI", "p", "RTF", "weights GiB", "peak GiB"]
+    rows = []
+    for row in summary["systems"]:
+        versus = row.get("versus_best") or {}
+        cells = [
+            row["name"],
+            units.percent(row["cer"]),
+            units.percent_interval(row.get("cer_ci95")),
+            units.percent(row.get("cer_multi_reference")),
+            units.percent(row.get("wer")),
+        ]
+        if with_terms:
+            cells.append(units.percent(row.get("term_recall")))
+        if versus:
+            cells += [
+                units.points(versus["difference"]),
+                units.points_interval(versus.get("ci95")),
+                units.p_value(versus["p_value"]) if "p_value" in versus else "n/a",
+            ]
+        else:
+            cells += ["best", "", ""]
+        cells += [
+            "n/a" if row.get("rtf") is None else f"{row['rtf']:.3f}",
+            "n/a" if row.get("weights_gib") is None else f"{row['weights_gib']:.2f}",
+            "n/a (CPU)" if row.get("peak_gib") is None else f"{row['peak_gib']:.2f}",
+        ]
+        rows.append(cells)
+    return header, rows
+
+
+def write_compare_report(path: Path, summary: dict[str, Any]) -> Path:
+    """report.html of `voxadapt compare`: the verdicts, the table, and each system's own
+    report one click away. Self-contained, no network assets."""
+    header, rows = compare_table_rows(summary)
+    numeric = tuple(range(1, len(header)))
+    systems = "".join(
+        f"<li><a href='systems/{quote(row['name'])}/report.html'>{escape(row['name'])}</a>: "
+        f"{escape(row['model'])}"
+        + (f" + adapter {escape(row['adapter'])}" if row.get("adapter") else "")
+        + f" ({escape(row['family'])})</li>"
+        for row in summary["systems"]
+    )
+    body = [
+        "<h1>Which system transcribes this data best?</h1>",
+        f"<p>{summary['utterances']} utterances of {escape(summary['manifest'])}; scoring "
+        f"policy {escape(summary['scoring_policy'])}. Best: <b>{escape(summary['best'])}</b>"
+        " (lowest CER).</p>",
+        "<ul class='verdicts'>"
+        + "".join(f"<li>{escape(v)}</li>" for v in summary["verdicts"])
+        + "</ul>",
+        _table(header, rows, numeric, "compare"),
+        "<p>Differences are CER(system) - CER(best) on the shared utterances, with a "
+        "speaker-level paired bootstrap: positive means the best is better. RTF: decoding "
+        "seconds per second of audio on the device it ran on.</p>",
+        f"<h2>Systems</h2><ul>{systems}</ul>",
+    ]
+    text = "\n".join(body)
+    page = [
+        "<!DOCTYPE html><html lang='ko'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>voxadapt compare</title><style>{embedded_font_css(text)}{_STYLE}</style>",
+        "</head><body>",
+        text,
+        "</body></html>",
+    ]
+    with atomic_write(path) as handle:
+        handle.write("\n".join(page))
+    return path
