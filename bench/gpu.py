@@ -8,6 +8,12 @@ samples/s and peak memory for each choice of what learns (`train --train-modules
 python -m bench.gpu                        # needs CUDA; writes bench/results/gpu.json
 python -m bench.gpu --only train_modules   # just the what-learns grid
 python -m bench.gpu --tiny                 # the same code paths on a tiny model on CPU (CI smoke)
+python -m bench.gpu --family qwen3_asr     # Qwen3-ASR-1.7B's configuration instead (--size 0.6B)
+
+Everything goes through the model-family interface (`voxadapt.families`): the family's tiny
+builder supplies the tokenizer and processor, its prompt builder the prompts, its feature
+layout the audio inputs. MFU is computed for Voxtral only (its FLOP count is written out
+below); other families report samples/s and memory.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import torch
 from bench.common import tiny_model, workdir, write_result
 from voxadapt.data import IGNORE_INDEX
 from voxadapt.decoding import generate_batch
-from voxadapt.families import Prompts, family_of, frontend_of
+from voxadapt.families import FAMILIES, Prompts, family_named, load_config, load_frontend
 from voxadapt.features import compute_features
 from voxadapt.model import (
     AdapterOptions,
@@ -51,7 +57,13 @@ SECTIONS = ("training", "train_modules", "inference")
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}  # dense bf16
 
 
-def real_config():
+def real_config(family: str = "voxtral", size: str = "1.7B"):
+    """The released configuration to measure (random weights): Voxtral-Mini-3B, or
+    Qwen3-ASR of `size`."""
+    if family == "qwen3_asr":
+        from voxadapt.families.qwen3_asr_checkpoint import real_config as qwen_config
+
+        return qwen_config(f"Qwen/Qwen3-ASR-{size}-hf")
     from transformers import VoxtralConfig
 
     config = VoxtralConfig(audio_token_id=24)  # transformers' defaults are Voxtral-Mini-3B
@@ -86,17 +98,26 @@ def flops_per_sample(config, prompt_tokens: int, target_tokens: int) -> dict[str
     }
 
 
+def _clip_features(prompts: Prompts, seconds: float = 30.0):
+    """Features of `seconds` of noise in the family's layout (30 s: one Voxtral chunk)."""
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal(int(seconds * 16000)) * 0.1).astype(np.float32)
+    return compute_features(audio, prompts.spec)
+
+
 def _batch(prompts: Prompts, batch_size: int, device) -> dict[str, torch.Tensor]:
-    prompt = prompts.prompt(1, "ko")
+    features = _clip_features(prompts)
+    prompt = prompts.prompt_for(features, "ko")
     target = [*range(1000, 1000 + TARGET_TOKENS - 1), prompts.eos_id]
     ids = torch.tensor([prompt + target] * batch_size, device=device)
     labels = ids.clone()
     labels[:, : len(prompt)] = IGNORE_INDEX
+    audio = prompts.family.audio_inputs([features] * batch_size, prompts.spec)
     return {
         "input_ids": ids,
         "attention_mask": torch.ones_like(ids),
         "labels": labels,
-        "input_features": torch.randn(batch_size, 128, 3000, device=device),
+        **{name: tensor.to(device) for name, tensor in audio.items()},
     }
 
 
@@ -207,35 +228,43 @@ def train_modules_grid(model_dir, prompts, device, batches, steps, checkpointing
 
 
 def run(
-    tiny: bool = False, quick: bool = False, sections: tuple[str, ...] = SECTIONS
+    tiny: bool = False,
+    quick: bool = False,
+    sections: tuple[str, ...] = SECTIONS,
+    family_name: str = "voxtral",
+    size: str = "1.7B",
 ) -> dict[str, Any]:
-    from transformers import AutoProcessor, VoxtralForConditionalGeneration
+    family = family_named(family_name)
 
     device = torch.device("cuda" if torch.cuda.is_available() and not tiny else "cpu")
     if device.type != "cuda" and not tiny:
         return {"skipped": "no CUDA device (use --tiny for the CPU smoke run)"}
     with workdir() as tmp:
         root = Path(tmp)
-        tiny_dir = tiny_model(root)
-        processor = AutoProcessor.from_pretrained(tiny_dir)  # same Tekken special tokens
-        frontend = frontend_of(family_of(tiny_dir), processor)
+        # the family's tiny checkpoint: the real special tokens, processor and template
+        tiny_dir = tiny_model(root) if family.name == "voxtral" else family.build_tiny(root / "t")
+        frontend = load_frontend(tiny_dir)
         spec, prompts = frontend.spec, frontend.prompts
+        config = load_config(tiny_dir) if tiny else None
         if tiny:
             model_dir = tiny_dir
         else:  # real-size random weights on disk, loadable in bf16 and nf4
-            model_dir = root / "voxtral-mini-random"
+            config = real_config(family.name, size)
+            model_dir = root / f"{family.name}-random"
             with torch.device("cuda"):
-                model = VoxtralForConditionalGeneration(real_config()).to(torch.bfloat16)
+                model = family.model_class()(config).to(torch.bfloat16)
             model.save_pretrained(model_dir)
-            processor.save_pretrained(model_dir)
+            frontend.processor.save_pretrained(model_dir)
             del model
             gc.collect()
             torch.cuda.empty_cache()
-        from voxadapt.tiny import tiny_config
-
-        config = tiny_config() if tiny else real_config()
-        prompt_tokens = len(prompts.prompt(1, "ko"))
-        flops = flops_per_sample(config, prompt_tokens, TARGET_TOKENS)
+        prompt_tokens = len(prompts.prompt_for(_clip_features(prompts), "ko"))
+        # the FLOP count is written out for Voxtral's architecture only
+        flops = (
+            flops_per_sample(config, prompt_tokens, TARGET_TOKENS)
+            if family.name == "voxtral"
+            else None
+        )
         name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
         peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
         batches = ([2] if quick else [1, 2]) if tiny else ([1, 4] if quick else [1, 4, 8, 16])
@@ -266,14 +295,14 @@ def run(
                 total = flops["encoder_forward"] + flops["projector"] + flops[
                     "llm_forward_backward_label_logits" if label_logits
                     else "llm_forward_backward_full_logits"
-                ]  # fmt: skip
+                ] if flops else None  # fmt: skip
                 training.append(
                     {
                         "base": base, "projector": projector,
                         "gradient_checkpointing": checkpointing, "micro_batch": batch_size,
                         "loss": "label_logits" if label_logits else "full_logits",
                         "samples_per_s": rate, "peak_memory_gib": memory,
-                        "mfu": rate * total / (peak * 1e12) if rate and peak else None,
+                        "mfu": rate * total / (peak * 1e12) if rate and peak and total else None,
                     }
                 )  # fmt: skip
             del model
@@ -295,8 +324,11 @@ def run(
             inference = inference_grid(model_dir, prompts, spec, device, tiny, quick)
         return {
             "device": name,
-            "model": "tiny Voxtral (CPU smoke run)" if tiny else "Voxtral-Mini-3B config, random",
-            "tflop_per_sample": {k: v / 1e12 for k, v in flops.items()},
+            "family": family.name,
+            "model": f"tiny {family.title} (CPU smoke run)"
+            if tiny
+            else f"{family.title} {size if family.name != 'voxtral' else 'Mini-3B'} config, random",
+            "tflop_per_sample": {k: v / 1e12 for k, v in flops.items()} if flops else None,
             "peak_tflops_bf16": peak,
             "prompt_tokens": prompt_tokens,
             "target_tokens": TARGET_TOKENS,
@@ -313,9 +345,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer batch sizes")
     parser.add_argument("--results-dir", type=Path)
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="a subset of the sections")
+    parser.add_argument("--family", choices=tuple(FAMILIES), default="voxtral")
+    parser.add_argument("--size", choices=("0.6B", "1.7B"), default="1.7B", help="Qwen3-ASR size")
     args = parser.parse_args()
-    result = run(tiny=args.tiny, quick=args.quick, sections=tuple(args.only or SECTIONS))
+    result = run(
+        tiny=args.tiny,
+        quick=args.quick,
+        sections=tuple(args.only or SECTIONS),
+        family_name=args.family,
+        size=args.size,
+    )
     name = "gpu_tiny_cpu" if args.tiny else "gpu"
+    if args.family != "voxtral":
+        name += f"_{args.family}_{args.size}" if not args.tiny else f"_{args.family}"
     if args.only:
         name += "_" + "_".join(args.only)
     print(write_result(name, result, args.results_dir).read_text())
