@@ -92,6 +92,43 @@ def test_cli_takes_repeated_system_flags(tiny_model, sample_manifest, tmp_path):
         "--out", tmp_path / "out",
     )  # fmt: skip
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("voxadapt: error: model folder")
+    last = result.stderr.strip().splitlines()[-1]
+    assert (
+        last
+        == f"voxadapt: error: --system x={missing}: the model: model folder not found: {missing}"
+    )
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_path_holding_an_equals_sign_is_a_path_and_an_empty_value_is_refused(
+    tiny_model, tiny_qwen, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m=1").symlink_to(tiny_model)
+    systems = resolve_systems(["m=1", str(tiny_qwen)])
+    assert systems[0].name == "m_1" and systems[0].model == "m=1"
+    with pytest.raises(ConfigError, match="give a model or adapter after a="):
+        resolve_systems(["a=", str(tiny_qwen)])
+
+
+@pytest.mark.slow
+def test_references_empty_after_normalization_are_reported_not_a_crash(
+    tiny_model, tiny_qwen, sample_manifest, tmp_path
+):
+    from voxadapt.manifest import read_manifest, write_jsonl
+
+    rows = [
+        {**u.to_dict(), "text": "...", "raw_text": "..."} for u in read_manifest(sample_manifest)
+    ]
+    manifest = tmp_path / "dots.jsonl"
+    write_jsonl(manifest, rows)
+    result = compare(
+        CompareConfig(
+            manifest=manifest, systems=[str(tiny_model), str(tiny_qwen)], out_dir=tmp_path / "o",
+            quantization="none", decode=FAST, bootstrap=20,
+        )
+    )  # fmt: skip
+    assert result.table[1]["versus_best"]["difference"] is None
+    assert "cannot be compared" in result.verdicts[0]
+    assert (tmp_path / "o" / "compare.json").is_file()

@@ -24,7 +24,7 @@ def write_config(folder, **fields):
     [
         (
             {"model_type": "qwen3_asr", "architectures": [ALIGNER_ARCHITECTURE]},
-            "a Qwen3 forced aligner .* not a speech recognizer",
+            "a Qwen3 forced aligner .* not a speech recognizer.* Qwen/Qwen3-ASR-1.7B-hf",
         ),
         (
             {"model_type": "qwen3_asr", "architectures": ["Qwen3ASRForConditionalGeneration"],
@@ -101,3 +101,27 @@ def test_each_family_frontend(tiny_model, tiny_qwen):
     assert not VOXTRAL.takes_context and QWEN3_ASR.takes_context
     assert "mistral" in VOXTRAL.export_formats and "mistral" not in QWEN3_ASR.export_formats
     assert torch.nn.Module in QWEN3_ASR.model_class().__mro__
+
+
+def test_an_adapter_naming_an_unknown_family_is_refused(tiny_model):
+    from voxadapt.model import check_base_model
+
+    for family in ("bogus", 5, None):
+        with pytest.raises(ModelError, match=r"names the model family .* which voxadapt does not"):
+            check_base_model(str(tiny_model), {"family": family}, force=True)
+    check_base_model(str(tiny_model), {}, force=False)  # no family: a Voxtral adapter
+
+
+def test_new_weights_in_the_same_model_folder_are_another_model(tiny_model, tmp_path):
+    import os
+    import shutil
+
+    from voxadapt.identity import model_identity
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    before = model_identity(folder)
+    weights = folder / "model.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # same size, rewritten
+    assert model_identity(folder) != before

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from voxadapt.decoding import DecodeOptions
-from voxadapt.errors import ConfigError, ModelError
+from voxadapt.errors import ConfigError, ModelError, VoxadaptError
 from voxadapt.families import QWEN3_ASR, VOXTRAL, family_of, load_frontend
 from voxadapt.features import MASKED, FeatureStore, audio_inputs, compute_features
 from voxadapt.manifest import read_manifest
@@ -427,3 +427,54 @@ def test_what_learns_on_the_real_qwen3_asr(size, parts, mode):
     )
     frozen_llm = rows["language_model"].total - rows["language_model"].trainable
     assert (0.55e9 < frozen_llm < 0.65e9) if size == "0.6B" else (1.65e9 < frozen_llm < 1.8e9)
+
+
+@pytest.mark.slow
+def test_a_record_language_qwen_cannot_name_is_one_line_before_decoding(
+    tiny_qwen, sample_manifest, tmp_path
+):
+    from voxadapt.manifest import read_manifest, write_jsonl
+
+    rows = [{**u.to_dict(), "language": "sw"} for u in read_manifest(sample_manifest)]
+    manifest = tmp_path / "sw.jsonl"
+    write_jsonl(manifest, rows)
+    options = DecodeOptions(language="manifest", max_new_tokens=4, num_workers=0)
+    with pytest.raises(VoxadaptError, match="Qwen3-ASR cannot be told to transcribe 'sw'"):
+        evaluate(
+            EvaluateConfig(manifest=manifest, model=str(tiny_qwen), out_dir=tmp_path / "e",
+                           decode=options)
+        )  # fmt: skip
+    assert not (tmp_path / "e" / "predictions.jsonl").exists()
+    with pytest.raises(VoxadaptError, match=r"utterance .*: Qwen3-ASR cannot be told"):
+        train(run_config(tiny_qwen, manifest, tmp_path / "t", decode=options))
+
+
+def test_codes_only_qwen_can_force_pass_the_options_and_are_refused_for_voxtral(tiny_model):
+    assert DecodeOptions(language="yue").language == "yue"  # Cantonese: not ISO 639-1
+    assert DecodeOptions(language="yue").family_problems(QWEN3_ASR) == []
+    assert "not an ISO 639-1 code" in DecodeOptions(language="yue").family_problems(VOXTRAL)[0]
+    with pytest.raises(ConfigError, match="not an ISO 639-1 code"):
+        DecodeOptions(language="xx")
+
+
+@pytest.mark.slow
+def test_serve_answers_400_for_a_language_qwen_cannot_name(trained):
+    pytest.importorskip("openai")
+    from test_serve import Running, free_port, post
+
+    from voxadapt.stages.serve import ServeConfig
+
+    server = Running(
+        ServeConfig(adapter=trained["result"].adapter_dir, quantization="none", port=free_port(),
+                    served_model_name="q", decode=FAST)
+    )  # fmt: skip
+    try:
+        server.wait_ready()
+        status, _, body = post(
+            f"{server.url}/v1/audio/transcriptions", {"model": "q", "language": "sw"}, CLIPS[0]
+        )
+        ok, _, _ = post(f"{server.url}/v1/audio/transcriptions", {"model": "q"}, CLIPS[0])
+    finally:
+        server.stop()
+    assert status == 400 and b"cannot be told to transcribe 'sw'" in body
+    assert ok == 200

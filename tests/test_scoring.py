@@ -480,3 +480,16 @@ def test_paired_comparison_over_too_few_speakers_claims_nothing():
 
     text = format_metrics_summary({"compare": result})
     assert "only 2 speakers: no interval or p-value" in text and "p<" not in text
+
+
+def test_a_bootstrap_p_value_is_never_below_one_over_the_resamples():
+    from voxadapt.scoring.intervals import paired_bootstrap
+
+    def row(index, errors):
+        counts = {"substitutions": errors, "deletions": 0, "insertions": 0, "reference_length": 10}
+        return {"id": f"u{index}", "speaker": f"s{index}", "scores": {"cer": counts}}
+
+    better = [row(i, 0) for i in range(8)]
+    worse = [row(i, 5) for i in range(8)]
+    result = paired_bootstrap(better, worse, resamples=10, seed=0)
+    assert result["delta"] < 0 and result["p_value"] >= 1 / 11

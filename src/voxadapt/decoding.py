@@ -26,7 +26,7 @@ from voxadapt.audio import AudioError
 from voxadapt.config import Config, option
 from voxadapt.data import AUTO_LANGUAGE, MANIFEST_LANGUAGE, prompt_language
 from voxadapt.errors import ConfigError
-from voxadapt.families import ModelFamily, Prompts, family_of, load_frontend
+from voxadapt.families import FAMILIES, ModelFamily, Prompts, family_of, load_frontend
 from voxadapt.features import (
     CacheEntryError,
     CompactFeatures,
@@ -151,10 +151,12 @@ class DecodeOptions(Config):
                 read_term_lines(self.bias_terms)
             except ConfigError as exc:
                 found.append(f"bias_terms: {exc}")
-        if self.language not in (AUTO_LANGUAGE, MANIFEST_LANGUAGE):
-            problem = language_problem(self.language)
-            if problem:
-                found.append(problem + ", 'auto' or 'manifest'")
+        # any family's code (Qwen3-ASR forces yue, fil); the model's family is checked once
+        # it is known (`family_problems`)
+        if self.language not in (AUTO_LANGUAGE, MANIFEST_LANGUAGE) and all(
+            f.language_problem(self.language) for f in FAMILIES.values()
+        ):
+            found.append(language_problem(self.language) + ", 'auto' or 'manifest'")
         return found
 
     def family_problems(self, family: ModelFamily) -> list[str]:
@@ -649,7 +651,14 @@ class Transcriber:
         called after every generation step; `bias` replaces the bias of
         `options.bias_terms` (the server's terms plus a request's hotwords).
         """
-        problems = options.family_problems(self.prompts.family)
+        family = self.prompts.family
+        problems = options.family_problems(family)
+        for item in items:  # --language manifest: each record's own language
+            language = options.prompt_language(item.language)
+            problem = language and family.language_problem(language)
+            if problem:
+                problems.append(f"{item.id}: {problem}")
+                break
         if problems:
             raise ConfigError("; ".join(problems), problems)
         batches = plan_batches(items, self.spec, options.batch_size)

@@ -32,6 +32,7 @@ from voxadapt.decoding import (
     stitch,
 )
 from voxadapt.errors import ConfigError, VoxadaptError
+from voxadapt.families import family_of
 from voxadapt.features import FeatureStore
 from voxadapt.identity import (
     IDENTITY_FILE,
@@ -44,11 +45,7 @@ from voxadapt.identity import (
     reference_identity,
     write_identity,
 )
-from voxadapt.manifest import (
-    Utterance,
-    atomic_write,
-    language_problem,
-)
+from voxadapt.manifest import Utterance, atomic_write
 from voxadapt.scoring.rows import (
     read_compare,
     read_predictions,
@@ -187,11 +184,12 @@ def prediction_row(utterance: Utterance, result: Transcript | AudioError) -> dic
 
 def _read_utterances(config: EvaluateConfig) -> list[Utterance]:
     """The manifest's records (first --limit); their languages checked for --language
-    manifest."""
+    manifest (against what the model's family can be told, before the model loads)."""
     utterances = read_references(config.manifest, config.limit)
     if config.decode.language == MANIFEST_LANGUAGE:
+        family = family_of(config.model)
         for utterance in utterances:
-            problem = language_problem(utterance.language)
+            problem = utterance.language and family.language_problem(utterance.language)
             if problem:
                 raise VoxadaptError(f"{config.manifest}: utterance {utterance.id}: {problem}")
     return utterances

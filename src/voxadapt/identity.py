@@ -63,12 +63,16 @@ def model_identity(model: str | Path) -> str:
     """A model as its hub id at a revision or a local folder's config: `id@revision`.
 
     For a hub id the revision is the snapshot that is cached locally (what loading it
-    offline would use); for a local folder, the hash of its config.json and the sizes of
-    its weight files."""
+    offline would use); for a local folder, the hash of its config.json and the size and
+    modification time of its weight files (new weights of the same shapes, a retrained
+    export into the same folder, are another model)."""
     folder = Path(model)
     if folder.is_dir():
         parts = [file_digest(folder / "config.json")] if (folder / "config.json").is_file() else []
-        parts += [(p.name, p.stat().st_size) for p in sorted(folder.glob("*.safetensors"))]
+        parts += [
+            (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.glob("*.safetensors"))
+        ]
         return f"{folder.resolve()}@{_digest_of(parts)}"
     try:
         from huggingface_hub import try_to_load_from_cache

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from voxadapt.errors import ConfigError, ModelError
-from voxadapt.families import VOXTRAL, family_of, load_config
+from voxadapt.families import FAMILIES, VOXTRAL, family_of, load_config
 
 log = logging.getLogger(__name__)
 
@@ -597,6 +597,11 @@ def check_base_model(model_id: str, info: dict[str, Any], *, force: bool) -> Non
     shapes takes it silently and gives a model nobody trained. A copy of the same model
     under another path or id passes with --force (with a warning)."""
     trained_family = info.get("family", VOXTRAL.name)  # adapters without one are Voxtral's
+    if trained_family not in FAMILIES:
+        raise ModelError(
+            f"the adapter's {ADAPTER_INFO} names the model family {str(trained_family)[:40]!r}, "
+            f"which voxadapt does not know ({', '.join(FAMILIES)})"
+        )
     family = family_of(model_id).name
     if trained_family != family:
         message = f"the adapter is a {trained_family} adapter, and {model_id} is a {family} model"

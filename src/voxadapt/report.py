@@ -661,7 +661,9 @@ def compare_table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[st
         ]
         if with_terms:
             cells.append(units.percent(row.get("term_recall")))
-        if versus:
+        if versus and versus["difference"] is None:
+            cells += ["n/a", "", ""]
+        elif versus:
             cells += [
                 units.points(versus["difference"]),
                 units.points_interval(versus.get("ci95")),

@@ -126,8 +126,13 @@ class ModelFamily:
         return None
 
     def language_problem(self, language: str) -> str | None:
-        """Why `language` cannot be named in this family's prompt, or None."""
-        if self.prompt_languages is not None and language not in self.prompt_languages:
+        """Why `language` cannot be named in this family's prompt, or None: a code outside
+        the family's list, or, for families that take any code, not ISO 639-1."""
+        if self.prompt_languages is None:
+            from voxadapt.manifest import language_problem
+
+            return language_problem(language)
+        if language not in self.prompt_languages:
             return (
                 f"{self.title} cannot be told to transcribe {language!r}: it names "
                 f"{', '.join(self.prompt_languages)} (or use --language auto)"

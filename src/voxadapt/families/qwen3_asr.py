@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from voxadapt.errors import VoxadaptError
 from voxadapt.families.base import KnownModel, ModelFamily, Prompts
 from voxadapt.features import MASKED, CompactFeatures, FeatureSpec
 
@@ -73,6 +74,9 @@ class Qwen3ASRPrompts(Prompts):
     ) -> list[int]:
         key = (self.n_audio_tokens(features.n_frames), language, context or None)
         if key not in self._prompts:
+            problem = language and self.family.language_problem(language)
+            if problem:  # checked earlier by every stage; a library caller gets one line too
+                raise VoxadaptError(problem)
             # silence of the clip's length gives the clip's placeholder count
             silence = np.zeros(features.n_frames * self.spec.hop_length, dtype=np.float32)
             inputs = self.processor.apply_transcription_request(
@@ -161,7 +165,7 @@ QWEN3_ASR = Qwen3ASRFamily(
     refused_architectures={
         ALIGNER_ARCHITECTURE: (
             "a Qwen3 forced aligner (Qwen3ASRForTokenClassification), not a speech recognizer: "
-            "it aligns transcripts to audio; give a Qwen3-ASR model such as Qwen/Qwen3-ASR-1.7B"
+            "it aligns transcripts to audio; give a Qwen3-ASR model such as Qwen/Qwen3-ASR-1.7B-hf"
         )
     },
     prompt_languages=LANGUAGES,

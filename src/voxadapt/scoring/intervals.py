@@ -188,7 +188,10 @@ def paired_bootstrap(
         )
         deltas = deltas[np.isfinite(deltas)]
         opposite = (deltas >= 0).mean() if delta < 0 else (deltas <= 0).mean()
-        result.update(ci=[low, high], p_value=float(min(1.0, 2 * opposite)))
+        # a bootstrap p-value is never below 1 / (resamples + 1): with 10 resamples and
+        # no sign change it is 0.09, not "p<0.001"
+        p = max(2 * opposite, 1 / (len(deltas) + 1))
+        result.update(ci=[low, high], p_value=float(min(1.0, p)))
     return result
 
 

@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voxadapt.audio import AudioError, probe_audio
 from voxadapt.decoding import MAX_BIAS_WEIGHT, AudioItem, DecodeOptions, Transcriber
+from voxadapt.families import ModelFamily
 from voxadapt.manifest import language_problem
 from voxadapt.serving.engine import BatchingEngine, EngineStopped, Job, QueueFull
 from voxadapt.serving.page import PAGE
@@ -61,6 +62,7 @@ class ServerSettings:
     api_key: str | None
     bias_terms: list[list[str]]  # the server's --bias-terms, as variant sets
     default_language: str = "ko"
+    family: ModelFamily | None = None  # the served model's: which languages it can be told
 
 
 class ApiError(Exception):
@@ -390,7 +392,12 @@ def _parse_fields(form: Any, settings: ServerSettings) -> dict[str, Any]:
             400, f"unknown timestamp granularity {unknown[0]!r}", param="timestamp_granularities"
         )
     language = _field(form, "language") or settings.default_language
-    problem = language_problem(language[:40]) or (len(language) > 40 and "language is too long")
+    if len(language) > 40:
+        problem: str | None = "language is too long"
+    elif settings.family is not None:
+        problem = settings.family.language_problem(language)
+    else:
+        problem = language_problem(language)
     if problem:
         raise ApiError(400, problem, param="language")
     weight = _field(form, "bias_weight")

@@ -21,9 +21,9 @@ from typing import Any
 
 from voxadapt.config import Config, option, save_config
 from voxadapt.decoding import DecodeOptions
-from voxadapt.errors import ConfigError
+from voxadapt.errors import ConfigError, ModelError
 from voxadapt.evaluation import DecodeUsage, EvaluateConfig, run_evaluation
-from voxadapt.families import family_of
+from voxadapt.families import family_of, load_config
 from voxadapt.manifest import atomic_write
 from voxadapt.model import (
     ADAPTER_INFO,
@@ -116,6 +116,7 @@ class System:
     model: str
     adapter: Path | None
     family: str
+    quantization: str  # of its LLM: what it runs with, recorded in the table
 
 
 @dataclass
@@ -128,27 +129,36 @@ class CompareResult:
 
 
 def _default_name(model: str, adapter: Path | None) -> str:
+    """The model folder's or hub id's last part (+ the adapter's run), made a safe folder
+    name: `Qwen3-ASR-1.7B-hf`, `Voxtral-Mini-3B-2507+ko-med`."""
     base = Path(model.rstrip("/")).name or model
-    if adapter is None:
-        return base
-    run = adapter.parent.name if adapter.name == "adapter" else adapter.name
-    return f"{base}+{run}"
+    if adapter is not None:
+        run = adapter.parent.name if adapter.name == "adapter" else adapter.name
+        base = f"{base}+{run}"
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", base).lstrip("._+-")[:64] or "system"
 
 
-def resolve_systems(specs: list[str]) -> list[System]:
+def resolve_systems(specs: list[str], quantization: str | None = None) -> list[System]:
     """[NAME=]MODEL_OR_ADAPTER specs as systems, each checked (readable config, a supported
     family, an adapter on its own base) before anything loads."""
     systems: list[System] = []
     for spec in specs:
         name, sep, value = spec.partition("=")
-        if not sep or ("/" in name or not name):  # no NAME= prefix (a path may hold '=')
+        # no NAME= prefix: none given, or the whole spec is a path that holds '='
+        if not sep or "/" in name or not name or Path(spec).expanduser().exists():
             name, value = "", spec
+        if not value:
+            raise ConfigError(f"--system {spec}: give a model or adapter after {name}=")
         path = Path(value).expanduser()
         adapter = path if (path / ADAPTER_INFO).is_file() else None
         model = base_model_of(None, adapter) if adapter is not None else value
-        if adapter is not None:
-            read_adapter_info(adapter)
-        family = family_of(model)
+        info = read_adapter_info(adapter) if adapter is not None else {}
+        try:
+            load_config(model)  # every base readable (and a hub id cached) before decoding
+            family = family_of(model)
+        except ModelError as exc:
+            whose = f"the base of the adapter {adapter}" if adapter else "the model"
+            raise ModelError(f"--system {spec}: {whose}: {exc}") from None
         name = name or _default_name(model, adapter)
         if not _NAME.match(name):
             raise ConfigError(
@@ -157,7 +167,8 @@ def resolve_systems(specs: list[str]) -> list[System]:
             )
         if any(s.name == name for s in systems):
             raise ConfigError(f"--system {spec}: two systems are named {name!r}; use NAME=...")
-        systems.append(System(name, model, adapter, family.name))
+        trained = info.get("quantization", "nf4")
+        systems.append(System(name, model, adapter, family.name, quantization or trained))
     return systems
 
 
@@ -168,7 +179,7 @@ def _evaluation(config: CompareConfig, system: System, out_dir: Path) -> Evaluat
         out_dir=folder,
         model=system.model,
         adapter=system.adapter,
-        quantization=config.quantization,
+        quantization=system.quantization,
         dtype=config.dtype,
         device=config.device,
         decode=config.decode,
@@ -185,7 +196,7 @@ def _evaluation(config: CompareConfig, system: System, out_dir: Path) -> Evaluat
 
 def compare(config: CompareConfig) -> CompareResult:
     """Evaluate every system on `config.manifest` and compare them; see CompareConfig."""
-    systems = resolve_systems(config.systems)
+    systems = resolve_systems(config.systems, config.quantization)
     evaluations = [_evaluation(config, s, Path(config.out_dir)) for s in systems]
     for evaluation in evaluations:  # adapter bases and what each family can do, first
         evaluation.check_adapter_base()
@@ -207,7 +218,12 @@ def _compare(config: CompareConfig, out_dir: Path, systems: list[System]) -> Com
         log.info("system %d/%d: %s", index, len(systems), system.name)
         evaluation = _evaluation(config, system, out_dir)
         (out_dir / SYSTEMS).mkdir(exist_ok=True)
-        result = run_evaluation(evaluation, evaluation.out_dir)
+        try:
+            result = run_evaluation(evaluation, evaluation.out_dir)
+        except ConfigError as exc:  # an earlier run of this system with other options
+            raise ConfigError(
+                f"system {system.name}: {exc} (compare: --overwrite decodes every system again)"
+            ) from None
         _release_memory()
         decoded[system.name] = result.decoded
         usage[system.name] = _usage(evaluation.out_dir, result.usage)
@@ -273,6 +289,7 @@ def _row(system: System, metrics: dict[str, Any], usage: dict[str, Any] | None) 
         "family": system.family,
         "model": system.model,
         "adapter": str(system.adapter) if system.adapter else None,
+        "quantization": system.quantization,
         "utterances": metrics.get("utterances"),
     }
     for key in HEADLINE:
@@ -295,7 +312,10 @@ def _difference(
 ) -> dict[str, Any]:
     """CER(other) - CER(best) on their shared utterances, speaker-paired: positive means the
     best is better by that many (fractions; points for people)."""
-    paired = paired_bootstrap(other, best, resamples=max(config.bootstrap, 1), seed=config.seed)
+    try:
+        paired = paired_bootstrap(other, best, resamples=max(config.bootstrap, 1), seed=config.seed)
+    except ValueError as exc:  # nothing shared to compare (references empty once normalized)
+        return {"difference": None, "reason": str(exc)}
     result = {"utterances": paired["utterances"], "difference": paired["delta"]}
     if "ci" in paired and config.bootstrap:
         result["ci95"] = paired["ci"]
@@ -308,6 +328,8 @@ def _difference(
 def _verdict(best: str, row: dict[str, Any]) -> str:
     """One plain sentence about the best system against another."""
     versus = row["versus_best"]
+    if versus["difference"] is None:
+        return f"{best} and {row['name']} cannot be compared: {versus['reason']}"
     size = f"{100 * abs(versus['difference']):.2f} points"
     if versus["difference"] == 0 and "ci95" not in versus:
         return f"{best} and {row['name']} have the same CER ({percent(row['cer'])})"

@@ -24,6 +24,7 @@ from pathlib import Path
 from voxadapt.config import option
 from voxadapt.decoding import DecodeOptions, ModelChoice
 from voxadapt.errors import ConfigError
+from voxadapt.families import family_of
 from voxadapt.model import base_model_of
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,7 @@ def build_server(config: ServeConfig):
         max_audio_s=config.max_audio_s,
         api_key=_api_key(config.api_key_file),
         bias_terms=read_bias_terms(config.decode.bias_terms),
+        family=family_of(config.model),
     )
     return build_app(settings, config.load_transcriber, config.grace_s), served
 

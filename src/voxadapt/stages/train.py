@@ -29,6 +29,7 @@ from voxadapt.audio import AudioError
 from voxadapt.config import load_yaml, save_config, to_jsonable
 from voxadapt.data import IGNORE_INDEX, Collator, TranscriptionDataset
 from voxadapt.decoding import (
+    MANIFEST_LANGUAGE,
     AudioItem,
     AudioProgress,
     FeatureSource,
@@ -196,6 +197,11 @@ class Trainer:
             valid_utts = random.Random(config.seed).sample(valid_utts, config.eval_samples)
         frontend = load_frontend(config.model)
         self.family = frontend.family
+        if config.decode.language == MANIFEST_LANGUAGE:  # each record names its prompt's
+            for utterance in [*train_utts, *valid_utts]:
+                problem = utterance.language and self.family.language_problem(utterance.language)
+                if problem:
+                    raise VoxadaptError(f"utterance {utterance.id}: {problem}")
         self.spec = frontend.spec
         self.prompts = frontend.prompts
         self.store = FeatureStore(config.cache, self.spec) if config.cache else None
