@@ -478,3 +478,28 @@ def test_serve_answers_400_for_a_language_qwen_cannot_name(trained):
         server.stop()
     assert status == 400 and b"cannot be told to transcribe 'sw'" in body
     assert ok == 200
+
+
+@pytest.mark.slow
+def test_long_form_term_biasing_and_context_with_qwen(tiny_qwen, tmp_path):
+    """A recording past the long-form threshold is split at pauses and its segments decoded
+    in batches; term biasing (our shallow fusion) and the family's context prompt run in the
+    same pass; the transcript never holds the chat markup."""
+    parts = []
+    for clip_path in CLIPS * 3:
+        samples, rate = sf.read(clip_path, dtype="float32")
+        parts += [np.zeros(int(1.5 * rate), dtype=np.float32), samples]
+    long = tmp_path / "consult.wav"
+    sf.write(long, np.concatenate([*parts, np.zeros(16000, dtype=np.float32)]), 16000)
+    terms = tmp_path / "terms.txt"
+    terms.write_text("고혈압\nCT|씨티\n", encoding="utf-8")
+    options = DecodeOptions(
+        max_new_tokens=4, num_workers=0, bias_terms=terms, bias_weight=5.0,
+        context="내과 외래 진료: 고혈압", long_form_threshold_s=10.0,
+    )  # fmt: skip
+    row = transcribe(
+        TranscribeConfig(inputs=[long], model=str(tiny_qwen), quantization="none", decode=options)
+    ).rows[0]
+    assert len(row["segments"]) >= 6
+    assert all(a["end"] <= b["start"] for a, b in zip(row["segments"], row["segments"][1:]))
+    assert "<asr_text>" not in row["text"] and "<|" not in row["text"]
