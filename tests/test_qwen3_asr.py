@@ -503,3 +503,32 @@ def test_long_form_term_biasing_and_context_with_qwen(tiny_qwen, tmp_path):
     assert len(row["segments"]) >= 6
     assert all(a["end"] <= b["start"] for a, b in zip(row["segments"], row["segments"][1:]))
     assert "<asr_text>" not in row["text"] and "<|" not in row["text"]
+
+
+def test_left_padded_prompts_of_different_lengths_give_each_clip_its_own_logits(
+    tiny_qwen, frontend
+):
+    """Qwen3-ASR's prompts follow each clip's length, so a decoding batch left-pads them
+    under the attention mask: every row must score as that clip alone."""
+    from voxadapt.model import load_for_inference
+
+    model, _ = load_for_inference(tiny_qwen, quantization="none", device="cpu")
+    features = [compute_features(clip(seconds, i), frontend.spec) for i, seconds in
+                enumerate((1.0, 2.5, 4.0))]  # fmt: skip
+    prompts = [frontend.prompts.prompt_for(f, "ko") for f in features]
+    assert len({len(p) for p in prompts}) == 3
+
+    def last_logits(batch_features, batch_prompts):
+        width = max(map(len, batch_prompts))
+        ids = torch.full((len(batch_prompts), width), frontend.prompts.pad_id)
+        mask = torch.zeros_like(ids)
+        for row, prompt in enumerate(batch_prompts):
+            ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = 1
+        with torch.no_grad():
+            inputs = audio_inputs(batch_features, frontend.spec)
+            return model(input_ids=ids, attention_mask=mask, **inputs).logits[:, -1]
+
+    batched = last_logits(features, prompts)
+    for row, (one, prompt) in enumerate(zip(features, prompts)):
+        torch.testing.assert_close(batched[row], last_logits([one], [prompt])[0], atol=1e-5, rtol=0)
