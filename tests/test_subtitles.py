@@ -175,3 +175,29 @@ def test_plain_text_is_the_transcript_a_line_per_segment(row, text):
 )
 def test_clip_file_stems_never_collide(ids, reserved, stems):
     assert clip_stems(ids, reserved) == stems
+
+
+@pytest.mark.parametrize("fmt", ["srt", "vtt"])
+def test_line_breaks_in_a_transcript_never_split_a_cue(fmt):
+    """A model (or a hand-edited row) may put line breaks, blank lines or `-->` in its text:
+    every cue must still be one block, or players and ffmpeg drop the cues after it."""
+    from voxadapt.subtitles import cue_file
+
+    row = {
+        "text": "unused",
+        "segments": [
+            {"start": 0.0, "end": 1.5, "text": "첫 줄\n\n둘째 줄"},
+            {"start": 1.5, "end": 3.0, "text": "혈압 --> 130\r\n"},
+            {"start": 3.0, "end": 4.0, "text": " \n "},
+            {"start": 4.0, "end": 5.0, "text": "끝\u2028입니다"},
+        ],
+    }
+    text = cue_file(row, fmt)
+    body = text.removeprefix("WEBVTT\n\n")
+    blocks = [block for block in body.split("\n\n") if block.strip()]
+    assert len(blocks) == 3  # the blank segment is no cue
+    for block in blocks:
+        lines = block.strip("\n").split("\n")
+        timing = [line for line in lines if "-->" in line]
+        assert len(timing) == 1 and all(line.strip() for line in lines)
+    assert "첫 줄 둘째 줄" in text and "혈압 -> 130" in text and "끝 입니다" in text

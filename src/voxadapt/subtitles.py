@@ -130,10 +130,27 @@ def cues(
     """(start, end, text) cues of a transcript row: one per long-form segment, else one;
     laid out to the line width and count when given (see `layout_cue`)."""
     if row.get("segments"):
-        found = [(s["start"], s["end"], s["text"]) for s in row["segments"] if s["text"]]
+        found = [
+            (s["start"], s["end"], _cue_text(s["text"]))
+            for s in row["segments"]
+            if s["text"] and s["text"].strip()
+        ]
     else:
-        found = [(0.0, float(row.get("duration") or 0), row["text"])]
+        found = [(0.0, float(row.get("duration") or 0), _cue_text(row["text"]))]
     return [part for cue in found for part in layout_cue(cue, max_line_width, max_line_count)]
+
+
+# Line breaks, with the spaces around them: inside a cue, a blank line ends it early (players
+# and ffmpeg then drop the cues after it), so a transcript's breaks become single spaces.
+_LINE_BREAKS = re.compile(r"[ \t]*[\r\n\v\f\x85\u2028\u2029]+[ \t]*")
+
+
+def _cue_text(text: str | None) -> str:
+    """A transcript as cue text: on one line, and without `-->`, which WebVTT reserves for
+    cue timings; other spacing is kept as transcribed."""
+    if not text:
+        return text or ""
+    return _LINE_BREAKS.sub(" ", text).strip(" \t").replace("-->", "->")
 
 
 def cue_file(
