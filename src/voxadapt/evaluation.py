@@ -141,6 +141,8 @@ class EvaluateResult:
     decoded: int  # utterances decoded in this run (the rest came from a previous run)
     failed: list[dict[str, Any]] = field(default_factory=list)
     usage: DecodeUsage | None = None  # time and memory of this run's decoding (None: none)
+    # the scored rows the metrics were computed from, in manifest order
+    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -362,4 +364,6 @@ def run_evaluation(config: EvaluateConfig, out_dir: Path) -> EvaluateResult:
         extra=extra,
         policy=config.normalize,
     )
-    return EvaluateResult(metrics, predictions, metrics_path, report_path, len(todo), failed, usage)
+    return EvaluateResult(
+        metrics, predictions, metrics_path, report_path, len(todo), failed, usage, rows
+    )

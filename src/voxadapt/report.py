@@ -628,6 +628,12 @@ def write_report(
         "<h2>All metrics</h2>",
         f"<pre>{escape(format_metrics_summary(metrics))}</pre>",
     ]
+    return _write_page(path, title, body)
+
+
+def _write_page(path: Path, title: str, body: list[str]) -> Path:
+    """A self-contained HTML page (the Korean font subset embedded, no network assets),
+    written atomically."""
     text = "\n".join(body)
     page = [
         "<!DOCTYPE html><html lang='ko'><head><meta charset='utf-8'>",
@@ -706,15 +712,4 @@ def write_compare_report(path: Path, summary: dict[str, Any]) -> Path:
         "seconds per second of audio on the device it ran on.</p>",
         f"<h2>Systems</h2><ul>{systems}</ul>",
     ]
-    text = "\n".join(body)
-    page = [
-        "<!DOCTYPE html><html lang='ko'><head><meta charset='utf-8'>",
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>voxadapt compare</title><style>{embedded_font_css(text)}{_STYLE}</style>",
-        "</head><body>",
-        text,
-        "</body></html>",
-    ]
-    with atomic_write(path) as handle:
-        handle.write("\n".join(page))
-    return path
+    return _write_page(path, "voxadapt compare", body)

@@ -35,7 +35,7 @@ from voxadapt.model import (
 )
 from voxadapt.outputs import claim_outputs
 from voxadapt.scoring.intervals import paired_bootstrap
-from voxadapt.scoring.rows import read_predictions, read_references, rescore_against
+from voxadapt.scoring.rows import read_references
 from voxadapt.text import SCORING_POLICIES
 from voxadapt.units import p_value, percent
 
@@ -205,7 +205,8 @@ def compare(config: CompareConfig) -> CompareResult:
         config.out_dir,
         names=OUTPUTS,
         inputs=[config.manifest, config.terms],
-        trees=[s.adapter for s in systems],
+        # never inside an adapter or a model folder of a system
+        trees=[path for s in systems for path in (s.adapter, s.model) if Path(path or "").is_dir()],
     )
     with claim:
         return _compare(config, claim.folder, systems)
@@ -228,9 +229,7 @@ def _compare(config: CompareConfig, out_dir: Path, systems: list[System]) -> Com
         decoded[system.name] = result.decoded
         usage[system.name] = _usage(evaluation.out_dir, result.usage)
         metrics[system.name] = result.metrics
-        rows[system.name] = rescore_against(
-            read_predictions(result.predictions), utterances, config.normalize
-        )
+        rows[system.name] = result.rows  # scored under config.normalize already
     table = sorted(
         (_row(s, metrics[s.name], usage[s.name]) for s in systems),
         key=lambda r: (r["cer"] is None, r["cer"] if r["cer"] is not None else 0.0),
