@@ -344,10 +344,13 @@ def test_auth_and_nothing_of_a_request_in_the_logs(tiny_model, tmp_path, caplog)
         url = f"{running.url}/v1/audio/transcriptions"
         assert post(url, {"model": "ko-med"}, CLIPS[0])[0] == 401
         assert post(url, {"model": "ko-med"}, CLIPS[0], {"Authorization": "Bearer nope"})[0] == 401
-        for path in ("/v1/models", "/metrics", "/"):
+        for path in ("/v1/models", "/v1/models/ko-med", "/metrics"):
             with pytest.raises(urllib.error.HTTPError) as info:
                 urllib.request.urlopen(f"{running.url}{path}")
             assert info.value.code == 401
+        # the page opens without the key (it is typed on the page and sent as a header)
+        with urllib.request.urlopen(f"{running.url}/") as page:
+            assert page.status == 200 and "s3cret" not in page.read().decode()
         with CLIPS[0].open("rb") as audio:
             text = (
                 running.client("s3cret-key")
@@ -435,13 +438,18 @@ def test_fields_shared_with_openai_and_vllm_mean_the_same(server):
     assert shared | {"timestamp_granularities"} <= set(
         TranscriptionCreateParamsBase.__annotations__
     )
-    fields = {"model": "ko-med", "language": "ko", "prompt": "진료 기록", "temperature": "0"}
+    fields = {"model": "ko-med", "language": "ko", "prompt": "", "temperature": "0"}
     fields["response_format"] = "verbose_json"
     status, _, body = post(f"{server.url}/v1/audio/transcriptions", fields, CLIPS[0])
     assert status == 200
     verbose = json.loads(body)
     assert set(verbose) - {"task"} <= set(TranscriptionVerbose.model_fields)
     assert set(verbose["segments"][0]) <= set(TranscriptionSegment.model_fields)
+    # Voxtral takes no context prompt: a real one is refused, never ignored
+    status, _, body = post(
+        f"{server.url}/v1/audio/transcriptions", {**fields, "prompt": "진료 기록"}, CLIPS[0]
+    )
+    assert status == 400 and json.loads(body)["error"]["param"] == "prompt"
 
 
 def test_the_page_transcribes_a_clip_in_headless_chromium(server, tmp_path):

@@ -620,9 +620,10 @@ def check_base_model(model_id: str, info: dict[str, Any], *, force: bool) -> Non
     )
 
 
-def apply_adapter(model: nn.Module, adapter_dir: Path) -> nn.Module:
+def apply_adapter(model: nn.Module, adapter_dir: Path, name: str = "default") -> nn.Module:
     """Put a trained adapter onto a loaded base model: a PEFT adapter (any parts), or a full
-    projector's weights."""
+    projector's weights. On a model that has PEFT adapters already, a PEFT adapter is added
+    beside them under `name` (select it with `set_adapter(name)`)."""
     info = read_adapter_info(adapter_dir)
     if not is_peft_adapter(info):
         weights = load_weights(Path(adapter_dir) / "projector.safetensors")
@@ -645,7 +646,12 @@ def apply_adapter(model: nn.Module, adapter_dir: Path) -> nn.Module:
     with warnings.catch_warnings():  # peft probes a deprecated transformers attribute
         warnings.simplefilter("ignore", FutureWarning)
         try:
-            return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+            if isinstance(model, PeftModel):
+                model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
+                return model
+            return PeftModel.from_pretrained(
+                model, str(adapter_dir), adapter_name=name, is_trainable=False
+            )
         except WEIGHT_ERRORS as exc:
             raise ModelError(
                 f"cannot apply the adapter {adapter_dir}: {_first_line(exc)}"

@@ -44,6 +44,7 @@ class Prompts:
     pad_id: int
     eos_id: int  # the end token a target ends with
     stop_ids: tuple[int, ...]  # generation stops at any of these
+    audio_token_id: int  # the audio placeholder in prompts
     takes_context: bool = False  # a free-text context prompt (terms, names) is part of it
 
     def prompt_for(
@@ -64,6 +65,19 @@ class Prompts:
 
     def transcript(self, ids: list[int]) -> tuple[str, str | None]:
         """(text, language the model named or None) of generated ids, up to the end token."""
+        raise NotImplementedError
+
+    def partial_text(self, ids: list[int]) -> str | None:
+        """The transcript so far of ids still being generated, or None while the model is
+        still writing a header that is not transcript (streaming)."""
+        return self.transcript(ids)[0]
+
+    def text_start(self, ids: list[int]) -> int:
+        """Where the transcript's own tokens begin in generated `ids` (after any header)."""
+        return 0
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token stands for (a token may hold part of a UTF-8 character)."""
         raise NotImplementedError
 
 

@@ -87,6 +87,9 @@ class VoxtralPrompts(Prompts):
     def transcript(self, ids: list[int]) -> tuple[str, str | None]:
         return clean_transcript(self.decode(ids))
 
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.tekken.id_to_byte_piece(token_id)
+
 
 class VoxtralFamily(ModelFamily):
     def feature_spec(self, extractor: Any) -> FeatureSpec:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import html
+import json
 import logging
 import os
 import re
@@ -19,8 +21,8 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +30,35 @@ from typing import Any
 # installed; FastAPI resolves the handlers' annotations from these module-level names.
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voxadapt.audio import AudioError, probe_audio
-from voxadapt.decoding import MAX_BIAS_WEIGHT, AudioItem, DecodeOptions, Transcriber
+from voxadapt.data import AUTO_LANGUAGE
+from voxadapt.decoding import AudioItem, DecodeOptions, Transcriber
 from voxadapt.families import ModelFamily
-from voxadapt.manifest import language_problem
 from voxadapt.serving.engine import BatchingEngine, EngineStopped, Job, QueueFull
+from voxadapt.serving.fields import FieldError, RequestFields, parse_fields
 from voxadapt.serving.page import PAGE
+from voxadapt.serving.responses import (
+    event,
+    logprobs,
+    reported_language,
+    usage,
+    verbose_segments,
+)
 from voxadapt.subtitles import cue_file
-from voxadapt.text import read_term_lines, term_spellings
+from voxadapt.text import read_term_lines
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("voxadapt.access")
 
-RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 _CHUNK = 1 << 20
 _SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
 
@@ -52,7 +67,7 @@ _SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
 class ServerSettings:
     """What the app needs from `ServeConfig`, resolved."""
 
-    served_model: str  # the id clients pass as `model`
+    served_model: str  # the id clients pass as `model` (the first, with several adapters)
     options: DecodeOptions
     max_batch: int
     max_wait_ms: float
@@ -63,6 +78,13 @@ class ServerSettings:
     bias_terms: list[list[str]]  # the server's --bias-terms, as variant sets
     default_language: str = "ko"
     family: ModelFamily | None = None  # the served model's: which languages it can be told
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API
+    # served id -> the adapter's name inside the model (None: the base or the only adapter)
+    models: dict[str, str | None] = field(default_factory=dict)
+    words: bool = False  # an aligner is loaded: word timestamps can be asked for
+
+    def __post_init__(self) -> None:
+        self.models = self.models or {self.served_model: None}
 
 
 class ApiError(Exception):
@@ -143,6 +165,7 @@ class ServerState:
                 max_wait_ms=s.max_wait_ms,
                 max_queue=s.max_queue,
                 on_batch=self.batch_size.observe,
+                select_adapter=transcriber.use_adapter if len(s.models) > 1 else None,
             )
             log.info("model loaded: serving %s", s.served_model)
         except Exception as exc:  # reported by /health and every request
@@ -188,19 +211,23 @@ def build_app(settings: ServerSettings, load: Callable[[], Transcriber], grace_s
             return JSONResponse({"status": "loading"}, status_code=503)
         return JSONResponse({"status": "ok", "model": settings.served_model})
 
+    def model_card(name: str) -> dict[str, Any]:
+        return {
+            "id": name,
+            "object": "model",
+            "created": int(state_started),
+            "owned_by": "voxadapt",
+        }
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [
-                {
-                    "id": settings.served_model,
-                    "object": "model",
-                    "created": int(state_started),
-                    "owned_by": "voxadapt",
-                }
-            ],
-        }
+        return {"object": "list", "data": [model_card(name) for name in settings.models]}
+
+    @app.get("/v1/models/{name:path}")
+    async def model(name: str) -> dict[str, Any]:
+        if name not in settings.models:
+            raise _unknown_model(name, settings)
+        return model_card(name)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -210,14 +237,39 @@ def build_app(settings: ServerSettings, load: Callable[[], Transcriber], grace_s
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
-        return PAGE.replace("{{MODEL}}", settings.served_model)
+        return render_page(settings)
 
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(request: Request) -> Response:
         return await _transcribe(request, state)
 
     state_started = time.time()
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Retry-After", "X-Voxadapt-Unused-Fields"],
+            max_age=600,
+        )
     return Guard(app, state)
+
+
+def render_page(settings: ServerSettings) -> str:
+    """The page, with what it needs to know about this server as JSON (HTML-safe)."""
+    config = {
+        "model": settings.served_model,
+        "models": list(settings.models),
+        "words": settings.words,
+    }
+    # "<" escaped: no value can close the page's <script> element or open a comment in it
+    blob = json.dumps(config, ensure_ascii=False).replace("<", "\\u003c")
+    # one pass, so a model id that contains a placeholder is never substituted again
+    values = {"{{CONFIG}}": blob, "{{MODEL}}": html.escape(settings.served_model)}
+    return re.sub(r"\{\{(?:CONFIG|MODEL)\}\}", lambda found: values[found.group()], PAGE)
 
 
 class Guard:
@@ -256,7 +308,7 @@ class Guard:
             await self.app(scope, receive, sending)
         finally:
             seconds = time.perf_counter() - started
-            if scope["path"] == "/v1/audio/transcriptions":
+            if route_path(scope) == "/v1/audio/transcriptions":
                 self.serving.requests.labels(status=str(status[0])).inc()
                 self.serving.latency.observe(seconds)
             access_log.info(
@@ -269,13 +321,29 @@ class Guard:
             )
 
 
+def route_path(scope: dict) -> str:
+    """The request's path inside the app: behind a proxy at a sub-path (`--root-path /asr`)
+    uvicorn's path holds the prefix; routes are matched without it."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root) :] or "/"
+    return path
+
+
 def _code_of(status: int) -> str | None:
     return {404: "not_found", 405: "method_not_allowed"}.get(status)
 
 
+# Open without a key: the health probe, and the page itself (a browser cannot send a header
+# when it loads a page; the key is typed on the page and sent with each API request).
+# CORS preflights carry no credentials by design; the request that follows is checked.
+_OPEN_PATHS = {("GET", "/health"), ("GET", "/"), ("HEAD", "/")}
+
+
 def _check_auth(request: Any, api_key: str | None) -> None:
-    """Every endpoint but /health needs `Authorization: Bearer <key>` when a key is set."""
-    if api_key is None or request.url.path == "/health":
+    """Every API endpoint needs `Authorization: Bearer <key>` when a key is set."""
+    path = route_path(request.scope)
+    if api_key is None or (request.method, path) in _OPEN_PATHS or request.method == "OPTIONS":
         return
     given = request.headers.get("authorization", "")
     expected = f"Bearer {api_key}"
@@ -299,123 +367,148 @@ async def _form(request: Any) -> Any:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise ApiError(400, "the body must be multipart/form-data (file, model, ...)")
     try:
-        return await request.form(max_files=1, max_fields=64, max_part_size=1 << 20)
+        return await request.form(max_files=1, max_fields=256, max_part_size=1 << 20)
     except Exception as exc:  # malformed multipart, too many parts
         raise ApiError(400, f"the request is not a valid multipart form: {exc}") from None
-
-
-def _field(form: Any, name: str, default: str | None = None) -> str | None:
-    value = form.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise ApiError(400, f"{name} must be a text field", param=name)
-    return value
 
 
 async def _transcribe(request: Any, state: ServerState) -> Any:
     settings = state.settings
     form = await _form(request)
-    request_fields = _parse_fields(form, settings)
+    try:
+        fields = parse_fields(form, settings)
+    except FieldError as exc:
+        raise ApiError(exc.status, exc.message, param=exc.param, code=exc.code) from None
     engine = _engine(state)
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         raise ApiError(400, "the field `file` (an audio file) is required", param="file")
     path = await _save_upload(upload, state.uploads, settings.max_upload_bytes)
+    streaming = False
     try:
         info = await asyncio.to_thread(_probe, path, settings.max_audio_s)
         request.state.audio_s = info.duration
-        item = AudioItem("request", str(path), info.duration, language=request_fields["language"])
-        job = Job(item, request_fields["bias_terms"], request_fields["bias_weight"])
-        try:
-            future = await asyncio.to_thread(engine.submit, job)
-        except QueueFull:
-            raise ApiError(
-                503,
-                "the server is busy: too many requests are waiting",
-                code="queue_full",
-                kind="server_error",
-                headers={"Retry-After": "1"},
-            ) from None
-        except EngineStopped:
-            raise ApiError(503, "the server is shutting down", kind="server_error") from None
+        language = None if fields.language == AUTO_LANGUAGE else fields.language
+        item = AudioItem("request", str(path), info.duration, language=language)
+        job = Job(
+            item,
+            fields.bias_terms,
+            fields.bias_weight,
+            adapter=fields.adapter,
+            context=fields.context,
+            vad=fields.vad,
+            words=fields.words,
+        )
+        deltas: asyncio.Queue | None = None
+        if fields.stream:
+            deltas = asyncio.Queue()
+            loop = asyncio.get_running_loop()
+            job.on_delta = lambda text: loop.call_soon_threadsafe(deltas.put_nowait, text)
+        future = await asyncio.to_thread(_submit, engine, job)
+        if deltas is not None:
+            streaming = True  # the stream owns the upload from here
+            stream = _stream(state, job, future, deltas, path, info.duration, fields)
+            return StreamingResponse(stream, media_type="text/event-stream", headers=_NO_CACHE)
         result = await _wait(request, job, future)
     finally:
-        path.unlink(missing_ok=True)  # nothing of a request is kept
+        if not streaming:
+            path.unlink(missing_ok=True)  # nothing of a request is kept
+    _check_result(result)
+    state.audio_seconds.inc(info.duration)
+    return _response(result, info.duration, fields, engine.transcriber.prompts)
+
+
+_NO_CACHE = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # nginx: do not buffer
+
+
+def _submit(engine: BatchingEngine, job: Job) -> Any:
+    try:
+        return engine.submit(job)
+    except QueueFull:
+        raise ApiError(
+            503,
+            "the server is busy: too many requests are waiting",
+            code="queue_full",
+            kind="server_error",
+            headers={"Retry-After": str(engine.retry_after_s())},
+        ) from None
+    except EngineStopped:
+        raise ApiError(503, "the server is shutting down", kind="server_error") from None
+
+
+def _check_result(result: Any) -> None:
     if isinstance(result.transcript, AudioError):
         raise ApiError(400, f"the audio cannot be read: {result.transcript.reason}", param="file")
-    state.audio_seconds.inc(info.duration)
-    return _response(result, info.duration, request_fields)
 
 
-def _parse_fields(form: Any, settings: ServerSettings) -> dict[str, Any]:
-    model = _field(form, "model")
-    if not model:
-        raise ApiError(400, "the field `model` is required", param="model")
-    if model != settings.served_model:
-        raise ApiError(
-            404,
-            f"the model `{model[:80]}` does not exist; this server serves "
-            f"`{settings.served_model}`",
-            param="model",
-            code="model_not_found",
-        )
-    response_format = _field(form, "response_format", "json")
-    if response_format not in RESPONSE_FORMATS:
-        raise ApiError(
-            400,
-            f"response_format must be one of {', '.join(RESPONSE_FORMATS)}",
-            param="response_format",
-        )
-    temperature = _field(form, "temperature", "0")
+async def _stream(
+    state: ServerState,
+    job: Job,
+    future: Any,
+    deltas: asyncio.Queue,
+    path: Path,
+    duration: float,
+    fields: RequestFields,
+) -> AsyncIterator[bytes]:
+    """OpenAI's transcription stream: `transcript.text.delta` events as text is decoded,
+    then one `transcript.text.done` holding the whole text (equal to the unstreamed
+    answer's) and the usage; an error mid-way is an error event. A client that goes away
+    cancels the job (its rows stop at the next generation step)."""
+    finished = asyncio.wrap_future(future)
     try:
-        temperature_value = float(temperature)
-    except ValueError:
-        raise ApiError(400, "temperature must be a number", param="temperature") from None
-    if temperature_value != 0:
-        raise ApiError(
-            400,
-            "this server decodes greedily: temperature must be 0",
-            param="temperature",
-        )
-    granularities = [g for g in form.getlist("timestamp_granularities[]") if isinstance(g, str)]
-    granularities += [g for g in form.getlist("timestamp_granularities") if isinstance(g, str)]
-    if "word" in granularities:
-        raise ApiError(
-            400,
-            "word timestamps are not available yet; use timestamp_granularities[]=segment",
-            param="timestamp_granularities",
-        )
-    unknown = [g for g in granularities if g != "segment"]
-    if unknown:
-        raise ApiError(
-            400, f"unknown timestamp granularity {unknown[0]!r}", param="timestamp_granularities"
-        )
-    language = _field(form, "language") or settings.default_language
-    if len(language) > 40:
-        problem: str | None = "language is too long"
-    elif settings.family is not None:
-        problem = settings.family.language_problem(language)
-    else:
-        problem = language_problem(language)
-    if problem:
-        raise ApiError(400, problem, param="language")
-    weight = _field(form, "bias_weight")
-    try:
-        bias_weight = settings.options.bias_weight if weight is None else float(weight)
-    except ValueError:
-        raise ApiError(400, "bias_weight must be a number", param="bias_weight") from None
-    if not 0 <= bias_weight <= MAX_BIAS_WEIGHT:
-        raise ApiError(400, f"bias_weight must be in [0, {MAX_BIAS_WEIGHT:g}]", param="bias_weight")
-    hotwords = [term_spellings(term) for term in (_field(form, "hotwords") or "").split(",")]
-    terms = [*settings.bias_terms, *(t for t in hotwords if t)]
-    _field(form, "prompt")  # accepted; Voxtral's transcription request takes no prompt
-    return {
-        "response_format": response_format,
-        "language": language,
-        "bias_terms": tuple(tuple(t) for t in terms) if bias_weight > 0 else (),
-        "bias_weight": bias_weight,
-    }
+        while True:
+            getting = asyncio.ensure_future(deltas.get())
+            done, _ = await asyncio.wait({getting, finished}, return_when=asyncio.FIRST_COMPLETED)
+            if getting in done:
+                yield event({"type": "transcript.text.delta", "delta": getting.result()})
+                continue
+            getting.cancel()
+            while not deltas.empty():  # pieces sent just before the end
+                yield event({"type": "transcript.text.delta", "delta": deltas.get_nowait()})
+            try:
+                result = finished.result()
+                _check_result(result)
+            except ApiError as exc:
+                yield event(exc.body())
+                return
+            except (Exception, asyncio.CancelledError) as exc:  # batch failed, server stopping
+                yield event(ApiError(500, _failure(exc), kind="server_error").body())
+                return
+            state.audio_seconds.inc(duration)
+            done_event = {
+                "type": "transcript.text.done",
+                "text": result.transcript.text,
+                "usage": usage(result.transcript),
+            }
+            if fields.logprobs:
+                done_event["logprobs"] = logprobs(result.pieces, _prompts(state))
+            yield event(done_event)
+            return
+    finally:
+        if not future.done():
+            job.cancelled.set()
+        path.unlink(missing_ok=True)
+
+
+def _prompts(state: ServerState) -> Any:
+    assert state.engine is not None
+    return state.engine.transcriber.prompts
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, EngineStopped):
+        return "the server is shutting down"
+    return f"decoding failed: {type(exc).__name__}"
+
+
+def _unknown_model(name: str, settings: ServerSettings) -> ApiError:
+    served = ", ".join(f"`{model}`" for model in settings.models)
+    return ApiError(
+        404,
+        f"the model `{name[:80]}` does not exist; this server serves {served}",
+        param="model",
+        code="model_not_found",
+    )
 
 
 def _engine(state: ServerState) -> BatchingEngine:
@@ -488,38 +581,41 @@ async def _wait(request: Any, job: Job, future: Any) -> Any:
             except asyncio.CancelledError:
                 raise ApiError(499, "the client closed the request") from None
             except Exception as exc:  # this request's batch failed; the server goes on
-                raise ApiError(
-                    500, f"decoding failed: {type(exc).__name__}", kind="server_error"
-                ) from None
+                raise ApiError(500, _failure(exc), kind="server_error") from None
         if await request.is_disconnected():
             job.cancelled.set()
             raise ApiError(499, "the client closed the request")
 
 
-def _response(result: Any, duration: float, fields: dict[str, Any]) -> Any:
-    text = result.transcript.text
-    fmt = fields["response_format"]
+def _response(result: Any, duration: float, fields: RequestFields, prompts: Any) -> Any:
+    transcript = result.transcript
+    text = transcript.text
+    language = reported_language(fields.language, transcript, result.pieces)
+    headers = {"Content-Language": language} if language else {}
+    fmt = fields.response_format
     if fmt == "text":
-        return PlainTextResponse(text)
+        return PlainTextResponse(text, headers=headers)
     if fmt in ("srt", "vtt"):
-        row = {"text": text, "duration": duration, "segments": result.segments}
+        row: dict[str, Any] = {"text": text, "duration": duration, "segments": result.segments}
+        if result.words is not None:
+            row["words"] = result.words
         media = "text/vtt" if fmt == "vtt" else "application/x-subrip"
-        return PlainTextResponse(cue_file(row, fmt), media_type=media)
+        return PlainTextResponse(cue_file(row, fmt), media_type=media, headers=headers)
+    body: dict[str, Any] = {"text": text}
     if fmt == "verbose_json":
-        segments = [
-            {"id": index, "start": s["start"], "end": s["end"], "text": s["text"]}
-            for index, s in enumerate(result.segments)
-        ]
-        return JSONResponse(
-            {
-                "task": "transcribe",
-                "language": fields["language"],
-                "duration": round(duration, 3),
-                "text": text,
-                "segments": segments,
-            }
-        )
-    return JSONResponse({"text": text})
+        body = {
+            "task": "transcribe",
+            "language": language,
+            "duration": round(duration, 3),
+            "text": text,
+            "segments": verbose_segments(result.segments, result.pieces, prompts),
+        }
+        if fields.words:
+            body["words"] = result.words or []
+    if fields.logprobs:
+        body["logprobs"] = logprobs(result.pieces, prompts)
+    body["usage"] = usage(transcript)
+    return JSONResponse(body, headers=headers)
 
 
 def read_bias_terms(path: Path | None) -> list[list[str]]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,6 +30,7 @@ from voxadapt.decoding import (
     split_long_form,
     stitch,
 )
+from voxadapt.vad import VadOptions
 
 log = logging.getLogger(__name__)
 
@@ -43,28 +45,45 @@ class EngineStopped(Exception):
 
 @dataclass
 class Job:
-    """One request: the audio to decode and where its result goes."""
+    """One request: the audio to decode, how, and where its result goes."""
 
     item: AudioItem  # the whole recording (its language is the request's)
     bias_terms: tuple[tuple[str, ...], ...]  # the server's terms plus the request's hotwords
     bias_weight: float
+    adapter: str | None = None  # the adapter that decodes it (None: the only one or none)
+    context: str | None = None  # the family's context prompt (the request's `prompt`)
+    vad: VadOptions | None = None  # how a long recording is cut (`chunking_strategy`)
+    words: bool = False  # word timestamps wanted (the engine has an aligner)
+    # streaming: called on the engine's thread with each new piece of text, in order;
+    # the pieces joined equal the final transcript
+    on_delta: Callable[[str], None] | None = None
     units: list[AudioItem] = field(default_factory=list)  # what is decoded: segments or item
     parts: list[tuple[AudioItem, float, float]] | None = None  # long-form segments
     results: dict[int, Transcript | AudioError] = field(default_factory=dict)
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    streamed: str = ""  # the text sent through on_delta so far
+    next_part: int = 0  # long-form streaming: the first segment not yet sent
 
     @property
     def bias_key(self) -> tuple:
         return (self.bias_terms, self.bias_weight) if self.bias_terms else ()
 
+    @property
+    def batch_key(self) -> tuple:
+        """Jobs share a batch only if they decode with the same adapter, context and bias."""
+        return (self.adapter, self.context, self.bias_key)
+
 
 @dataclass
 class EngineResult:
-    """A finished request: its transcript and, for every recording, its segments."""
+    """A finished request: its transcript and, for every recording, its segments (with the
+    transcript of each in `pieces`, in the same order)."""
 
     transcript: Transcript | AudioError
     segments: list[dict[str, Any]]
+    pieces: list[Transcript] = field(default_factory=list)
+    words: list[dict[str, Any]] | None = None  # [{"word", "start", "end"}] when asked for
 
 
 class BatchingEngine:
@@ -79,6 +98,7 @@ class BatchingEngine:
         max_wait_ms: float,
         max_queue: int,
         on_batch: Callable[[int], None] | None = None,
+        select_adapter: Callable[[str | None], None] | None = None,
     ) -> None:
         # Every item carries its request's language ("manifest" reads it per item), so
         # requests in different languages still share a batch.
@@ -90,8 +110,15 @@ class BatchingEngine:
         self.max_wait_s = max_wait_ms / 1000
         self.max_queue = max_queue
         self.on_batch = on_batch
+        self.select_adapter = select_adapter
         self._queue: queue.Queue[Job] = queue.Queue()
         self._waiting: list[Job] = []  # taken from the queue, not yet in a batch
+        # jobs submitted and not yet in a batch: counted under a lock, so concurrent
+        # submissions never take the depth past max_queue
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._seconds_per_job = 0.0  # recent decoding time per request (moving average)
+        self.stopped_rows = 0  # clips stopped mid-generation because their client left
         self._stopping = threading.Event()
         self._biases: dict[tuple, TermBias] = {}
         self._thread = threading.Thread(target=self._run, name="voxadapt-engine", daemon=True)
@@ -100,23 +127,43 @@ class BatchingEngine:
     # ------------------------------------------------------------------ requests
 
     def depth(self) -> int:
-        """Requests waiting for a batch."""
-        return self._queue.qsize() + len(self._waiting)
+        """Requests waiting for a batch (never more than max_queue)."""
+        return self._pending
+
+    def retry_after_s(self) -> int:
+        """When a refused client should try again: the queue's length at the recent pace
+        (one batch of max_batch requests at a time), 1 s at least, 10 min at most."""
+        if self._seconds_per_job <= 0:
+            return 1
+        batches = math.ceil(max(self.depth(), 1) / self.max_batch)
+        return max(1, min(600, math.ceil(batches * self._seconds_per_job * self.max_batch)))
 
     def submit(self, job: Job) -> concurrent.futures.Future:
         """Queue `job` (its long recording cut into segments first); QueueFull when full."""
         if self._stopping.is_set():
             raise EngineStopped("the server is shutting down")
-        if self.depth() >= self.max_queue:
-            raise QueueFull(f"{self.depth()} requests are waiting")
-        units, parts = split_long_form([job.item], self.options)
+        with self._lock:  # claim a place before the (slow) segmentation
+            if self._pending >= self.max_queue:
+                raise QueueFull(f"{self._pending} requests are waiting")
+            self._pending += 1
+        try:
+            options = self.options if job.vad is None else replace(self.options, vad=True)
+            units, parts = split_long_form([job.item], options, vad=job.vad)
+        except BaseException:
+            self._taken()
+            raise
         job.parts = parts.get(id(job.item))
         job.units = units
         if job.parts is not None and not job.parts:  # no speech at all
+            self._taken()
             job.future.set_result(EngineResult(Transcript("", None, 0, False, None), []))
             return job.future
         self._queue.put(job)
         return job.future
+
+    def _taken(self, count: int = 1) -> None:
+        with self._lock:
+            self._pending -= count
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Finish the jobs already queued, then stop the worker."""
@@ -155,6 +202,7 @@ class BatchingEngine:
                     return None
             if job is _STOP or not job.cancelled.is_set():
                 return job
+            self._taken()
             job.future.cancel()
 
     def _gather(self, first: Job) -> list[Job]:
@@ -171,26 +219,92 @@ class BatchingEngine:
             if job is _STOP or units + len(job.units) > self.max_batch:
                 set_aside.append(job)
                 break
-            if job.bias_key != first.bias_key:
+            if job.batch_key != first.batch_key:
                 set_aside.append(job)
                 continue
             batch.append(job)
             units += len(job.units)
         self._waiting[:0] = set_aside
+        self._taken(len(batch))
         return batch
 
     def _decode(self, batch: list[Job]) -> None:
+        started = time.monotonic()
         items = [unit for job in batch for unit in job.units]
         owner = {id(unit): job for job in batch for unit in job.units}
         if self.on_batch:
             self.on_batch(len(items))
+        if self.select_adapter is not None:
+            self.select_adapter(batch[0].adapter)
+        options = replace(self.options, context=batch[0].context)
         bias = self._bias(batch[0])
-        for done in self.transcriber.transcribe(items, self.options, bias=bias):
+
+        stopped: set[int] = set()
+
+        def watch(decoding: Sequence[AudioItem], rows: list[list[int]]) -> list[bool]:
+            flags = []
+            for unit, ids in zip(decoding, rows):
+                job = owner[id(unit)]
+                if job.cancelled.is_set():  # the client went away: stop its rows
+                    if id(unit) not in stopped:
+                        stopped.add(id(unit))
+                        self.stopped_rows += 1
+                elif job.on_delta is not None and job.parts is None:
+                    self._stream_tokens(job, ids)
+                flags.append(job.cancelled.is_set())
+            return flags
+
+        for done in self.transcriber.transcribe(items, options, bias=bias, watch=watch):
             for unit, result in done:
                 job = owner[id(unit)]
                 job.results[id(unit)] = result
+                if job.on_delta is not None:
+                    self._stream_result(job)
                 if len(job.results) == len(job.units) and not job.future.done():
                     job.future.set_result(self._finish(job))
+        seconds = (time.monotonic() - started) / len(batch)
+        self._seconds_per_job = (
+            seconds if not self._seconds_per_job else (0.7 * self._seconds_per_job + 0.3 * seconds)
+        )
+
+    # ----------------------------------------------------------------- streaming
+
+    def _stream_tokens(self, job: Job, ids: list[int]) -> None:
+        """Send what is certain of a clip still being decoded: the text up to its last
+        space (the last word and the last token, maybe part of a character, can change)."""
+        prompts = self.transcriber.prompts
+        if any(token in prompts.stop_ids for token in ids):
+            return  # finished: the rest comes with its result
+        text = prompts.partial_text(ids[:-1])
+        if not text:
+            return
+        cut = max(text.rfind(" "), text.rfind("\n"))
+        self._send(job, text[:cut] if cut > 0 else "")
+
+    def _stream_result(self, job: Job) -> None:
+        """Send the rest of a finished clip, or of a long recording's segments in order."""
+        if job.parts is None:
+            result = job.results.get(id(job.item))
+            if isinstance(result, Transcript):
+                self._send(job, result.text)
+            return
+        while job.next_part < len(job.parts):
+            result = job.results.get(id(job.parts[job.next_part][0]))
+            if not isinstance(result, Transcript):
+                return  # not decoded yet, or an error (the request fails as a whole)
+            job.next_part += 1
+            if result.text:
+                self._send(job, f"{job.streamed} {result.text}" if job.streamed else result.text)
+
+    @staticmethod
+    def _send(job: Job, text: str) -> None:
+        if job.on_delta is None or len(text) <= len(job.streamed):
+            return
+        if not text.startswith(job.streamed):  # cleaning changed earlier text: wait
+            log.warning("a streamed transcript changed after it was sent; the rest is held")
+            return
+        delta, job.streamed = text[len(job.streamed) :], text
+        job.on_delta(delta)
 
     def _bias(self, job: Job) -> TermBias | None:
         if not job.bias_key:
@@ -210,9 +324,13 @@ class BatchingEngine:
             if isinstance(result, AudioError):
                 return EngineResult(result, [])
             duration = round(job.item.duration, 3)
-            return EngineResult(result, [{"start": 0.0, "end": duration, "text": result.text}])
+            segment = {"start": 0.0, "end": duration, "text": result.text}
+            return EngineResult(result, [segment], [result])
         transcript, segments = stitch(job.parts, job.results)
-        return EngineResult(transcript, segments or [])
+        if segments is None:
+            return EngineResult(transcript, [])
+        pieces = [job.results[id(part)] for part, _, _ in job.parts]
+        return EngineResult(transcript, segments, pieces)  # type: ignore[arg-type]
 
     def _fail_waiting(self) -> None:
         for job in self._waiting:

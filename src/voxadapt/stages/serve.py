@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import signal
 import socket
 import threading
@@ -22,10 +23,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from voxadapt.config import option
-from voxadapt.decoding import DecodeOptions, ModelChoice
+from voxadapt.decoding import DecodeOptions, ModelChoice, Transcriber
 from voxadapt.errors import ConfigError
 from voxadapt.families import family_of
-from voxadapt.model import base_model_of
+from voxadapt.model import base_model_of, check_base_model, is_peft_adapter, read_adapter_info
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,16 @@ INSTALL = 'pip install "voxadapt[serve]"'
 @dataclass
 class ServeConfig(ModelChoice):
     """Options of `voxadapt serve`."""
+
+    adapter: list[str] = option(  # type: ignore[assignment]  # several, unlike other stages
+        help="adapter from `voxadapt train`, as [NAME=]DIR (NAME: the id clients pass as "
+        "`model`, default the folder's name); repeat to serve several LoRA adapters of one "
+        "base from one copy of it",
+        default_factory=list,
+        metavar="[NAME=]DIR",
+        repeatable=True,
+        group="model",
+    )
 
     host: str = option(
         "127.0.0.1",
@@ -57,6 +68,21 @@ class ServeConfig(ModelChoice):
         metavar="FILE",
         group="server",
     )
+    root_path: str = option(
+        "",
+        help="the sub-path a reverse proxy serves this server under, e.g. /asr (see the "
+        "README on nginx/Caddy with TLS)",
+        metavar="PATH",
+        group="server",
+    )
+    cors_origin: list[str] = option(
+        default_factory=list,
+        help="a browser origin allowed to call the API from its own pages, e.g. "
+        "https://emr.example.org (repeatable; none by default)",
+        metavar="ORIGIN",
+        repeatable=True,
+        group="server",
+    )
     max_batch: int = option(8, help="segments decoded together at most", group="server")
     max_wait_ms: float = option(
         30.0, help="how long a request waits for others to share its batch", group="server"
@@ -73,8 +99,89 @@ class ServeConfig(ModelChoice):
     )
     decode: DecodeOptions = option(help="decoding options", default_factory=DecodeOptions)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.adapter, (str, Path)):  # one adapter, as other stages take it
+            self.adapter = [str(self.adapter)]
+        super().__post_init__()
+
+    def adapters(self) -> dict[str, Path]:
+        """The adapters to serve by the id clients pass as `model`, in the order given."""
+        named: dict[str, Path] = {}
+        for spec in self.adapter:
+            name, sep, folder = str(spec).partition("=")
+            if not sep or "/" in name or not name:  # a plain folder (which may hold '=')
+                name, folder = Path(spec).name, spec
+            if len(self.adapter) == 1 and self.served_model_name:
+                name = self.served_model_name
+            if name in named:
+                raise ConfigError(
+                    f"two adapters would be served as {name!r}: name them, e.g. "
+                    f"--adapter ko-med={folder}"
+                )
+            named[name] = Path(folder)
+        return named
+
+    def check_adapter_base(self) -> None:
+        """Every adapter was trained on the base being served, with one quantization, and
+        several are all LoRA (ModelError/ConfigError otherwise), before anything loads."""
+        adapters = self.adapters()
+        infos = {name: read_adapter_info(folder) for name, folder in adapters.items()}
+        for info in infos.values():
+            check_base_model(str(self.model), info, force=self.force)
+        if len(infos) > 1:
+            full = [name for name, info in infos.items() if not is_peft_adapter(info)]
+            if full:
+                raise ConfigError(
+                    f"adapter {full[0]!r} replaces the projector's weights (a full-projector "
+                    "adapter), so it cannot share a base with others: serve it alone"
+                )
+            trained = {str(info.get("quantization", "nf4")) for info in infos.values()}
+            if len(trained) > 1 and self.quantization is None:
+                raise ConfigError(
+                    f"the adapters were trained on {' and '.join(sorted(trained))} bases; "
+                    "they share one copy of the base: choose it with --quantization"
+                )
+        problems = self.decode.family_problems(family_of(self.model))
+        if problems:
+            raise ConfigError("; ".join(problems), problems)
+
+    def load_transcriber(self) -> Transcriber:
+        """The base with every adapter loaded (the first as PEFT's `default`, the others
+        under internal names `adapter1`, ...; `adapter_names` maps served ids to them)."""
+        folders = list(self.adapters().values())
+        transcriber = Transcriber.load(
+            self.model,
+            folders[0] if folders else None,
+            quantization=self.quantization,
+            device=self.device,
+            dtype=self.dtype,
+        )
+        for index, folder in enumerate(folders[1:], 1):
+            transcriber.add_adapter(f"adapter{index}", folder)
+        return transcriber
+
+    def adapter_names(self) -> dict[str, str | None]:
+        """Served model id -> the adapter's name inside the model (None: the base alone)."""
+        names = list(self.adapters())
+        if not names:
+            return {self.served_model_name or str(self.model): None}
+        return {name: ("default" if i == 0 else f"adapter{i}") for i, name in enumerate(names)}
+
     def problems(self) -> list[str]:
         found = super().problems()
+        try:
+            adapters = self.adapters()
+        except ConfigError as exc:
+            found.append(str(exc))
+        else:
+            if len(adapters) > 1 and self.served_model_name:
+                found.append(
+                    "served_model_name names the only adapter; with several, name each: "
+                    "--adapter NAME=DIR"
+                )
+            for folder in adapters.values():
+                if not folder.is_dir():
+                    found.append(f"adapter {folder}: folder not found")
         if not 0 < self.port < 65536:
             found.append("port must be in 1..65535")
         for name in ("max_batch", "max_queue"):
@@ -86,6 +193,14 @@ class ServeConfig(ModelChoice):
         for name in ("max_upload_mb", "max_audio_s"):
             if not getattr(self, name) > 0:
                 found.append(f"{name} must be > 0")
+        root = self.root_path
+        if root and (not root.startswith("/") or root.endswith("/") or "//" in root):
+            found.append("root_path must start with / and not end with / (e.g. /asr)")
+        for origin in self.cors_origin:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                found.append(
+                    f"cors_origin {origin!r} must be a scheme and host (https://host[:port]) or *"
+                )
         if self.api_key_file is not None and not Path(self.api_key_file).is_file():
             found.append(f"api_key_file {self.api_key_file} is not a file")
         return found
@@ -141,13 +256,14 @@ def build_server(config: ServeConfig):
     from voxadapt.serving.app import ServerSettings, build_app, read_bias_terms
 
     _require_extra()
-    config = replace(config, model=base_model_of(config.model, config.adapter))
+    folders = list(config.adapters().values())
+    config = replace(config, model=base_model_of(config.model, folders[0] if folders else None))
     config.check_adapter_base()
-    served = config.served_model_name or (
-        Path(config.adapter).name if config.adapter else str(config.model)
-    )
+    models = config.adapter_names()
+    served = next(iter(models))
     settings = ServerSettings(
         served_model=served,
+        models=models,
         options=config.decode,
         max_batch=config.max_batch,
         max_wait_ms=config.max_wait_ms,
@@ -157,6 +273,7 @@ def build_server(config: ServeConfig):
         api_key=_api_key(config.api_key_file),
         bias_terms=read_bias_terms(config.decode.bias_terms),
         family=family_of(config.model),
+        cors_origins=tuple(config.cors_origin),
     )
     return build_app(settings, config.load_transcriber, config.grace_s), served
 
@@ -178,6 +295,7 @@ def serve(config: ServeConfig) -> ServeResult:
             log_level="warning",
             timeout_graceful_shutdown=max(1, math.ceil(config.grace_s)),
             lifespan="on",
+            root_path=config.root_path,
         )
     )
     # uvicorn handles SIGTERM (stop accepting, finish the requests in flight) and then
