@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from bench import (
+    align,
     cache,
     dataloading,
     decoding,
@@ -33,6 +34,7 @@ BENCHMARKS = {
     "serve": (lambda: serve.run(200, 8), lambda: serve.run(24, 8)),
     "gpu": (lambda: gpu.run(), lambda: gpu.run(tiny=True, quick=True)),
     "train_modules": (lambda: train_modules.run(4, 3), lambda: train_modules.run(1, 1)),
+    "align": (lambda: align.run(24, 40, 3), lambda: align.run(4, 8, 1, batch_size=4)),
 }
 
 HEADLINES = {
@@ -47,6 +49,7 @@ HEADLINES = {
     "padding": [("decoder_tokens_saved_by_grouping", "decoder tokens saved by grouping")],
     "longform": [("speedup", "x long-form vs --no-vad")],
     "serve": [("throughput_ratio", "x requests/s, 8 clients vs 1"), ("errors", "errors")],
+    "align": [("aligner_vs_decoding", "aligner s / decoding s, same audio")],
     "prepare": [("speedup_all_cores", "x all cores vs 1"),
                 ("probe_vs_seed_all_cores", "x vs seed loop")],
 }  # fmt: skip

@@ -135,3 +135,11 @@ def adapters(tiny_model, tmp_path_factory) -> dict[str, Path]:
         save_adapter(model, out / mode, options, info)
         result[mode] = out / mode
     return result
+
+
+@pytest.fixture(scope="session")
+def tiny_aligner(tmp_path_factory) -> Path:
+    """A tiny random Qwen3 forced aligner on disk (real token ids, the aligner's prompt)."""
+    from voxadapt.families.qwen3_asr_checkpoint import build_tiny_qwen3_aligner
+
+    return build_tiny_qwen3_aligner(tmp_path_factory.mktemp("tiny-qwen3-aligner"))

@@ -164,11 +164,13 @@ def test_phone_recordings_are_listed_not_skipped_in_silence(tmp_path):
     (folder / "c.webm").write_bytes(b"\x1a\x45\xdf\xa3")
     items, errors = collect_inputs([folder])
     assert [item.id for item in items] == ["a.wav"]
+    # read through PyAV now (tests/test_containers.py); these two are broken: one line each
     assert [(e["id"], e["error"]) for e in errors] == [
-        ("b.m4a", "unsupported_audio_format"),
-        ("c.webm", "unsupported_audio_format"),
+        ("b.m4a", "unreadable_audio"),
+        ("c.webm", "unreadable_audio"),
     ]
-    assert "ffmpeg -i b.m4a b.wav" in errors[0]["detail"]
+    assert all(e["detail"].startswith(f"{folder / e['id']}: ") for e in errors)
+    assert all("\n" not in e["detail"] for e in errors)
 
 
 def test_a_second_claim_in_the_same_process_is_refused_too(tmp_path):

@@ -370,3 +370,53 @@ def test_the_queue_never_exceeds_its_limit_and_retry_after_follows_the_pace(tiny
         engine._pending = 0
     finally:
         engine.close()
+
+
+# ---------------------------------------------------------------------- word times
+
+
+@pytest.mark.slow
+def test_word_timestamps_with_an_aligner(tiny_model, tiny_aligner, tmp_path):
+    running = Running(
+        config(
+            tiny_model,
+            aligner=str(tiny_aligner),
+            decode=DecodeOptions(max_new_tokens=12, num_workers=0),
+        )
+    )
+    try:
+        running.wait_ready()
+        client = running.client()
+        for path in (CLIPS[0], long_recording(tmp_path)):
+            with path.open("rb") as audio:
+                verbose = client.audio.transcriptions.create(
+                    model="ko-med",
+                    file=audio,
+                    response_format="verbose_json",
+                    timestamp_granularities=["word", "segment"],
+                )
+            words = verbose.words
+            assert words and " ".join(w.word for w in words) == " ".join(verbose.text.split())
+            ends = [0.0] + [w.end for w in words]
+            assert all(w.start >= ends[i] and w.end >= w.start for i, w in enumerate(words))
+            spoken = [s for s in verbose.segments if s.text]
+            inside = [any(s.start <= w.start and w.end <= s.end for s in spoken) for w in words]
+            assert all(inside) and words[-1].end <= verbose.duration
+        # word-timed cues: srt with words asked for parses, one cue per line of words
+        status, _, body = post(
+            running.url + URL,
+            {"model": "ko-med", "response_format": "srt", "timestamp_granularities[]": "word"},
+            CLIPS[0],
+        )
+        assert status == 200 and body.decode().startswith("1\n")
+        # words need a format that carries them
+        status, error = error_of(
+            post(
+                running.url + URL,
+                {"model": "ko-med", "timestamp_granularities[]": "word"},
+                CLIPS[0],
+            )
+        )
+        assert status == 400 and error["param"] == "timestamp_granularities"
+    finally:
+        running.stop()

@@ -201,3 +201,105 @@ def test_line_breaks_in_a_transcript_never_split_a_cue(fmt):
         timing = [line for line in lines if "-->" in line]
         assert len(timing) == 1 and all(line.strip() for line in lines)
     assert "첫 줄 둘째 줄" in text and "혈압 -> 130" in text and "끝 입니다" in text
+
+
+HOSTILE = [
+    "첫 줄\n\n둘째 줄",
+    "혈압 --> 130\r\n",
+    "1\n\n00:00:01,000 --> 00:00:02,000\n가짜 큐",
+    "WEBVTT\n\nNOTE 주석처럼 보이는 말",
+    "a <b>굵게</b> & 그리고 &amp; <c.x>태그</c>",
+    "  \t 앞뒤 공백과\u2028줄\u2029나눔\x85끝\v\f ",
+    "🩺 이모지 👩‍⚕️ 와 결합문자 cafe\u0301 " + unicodedata.normalize("NFD", "한국어"),
+    "-->-->--> ->",
+    "가" * 45,
+    "",
+    "   ",
+]
+
+
+def _parsed_texts(text: str, fmt: str) -> list[tuple[float, float, str]]:
+    """Every cue of a file as the `srt` or `webvtt-py` library reads it: (start, end, text)."""
+    import io
+
+    import srt
+    import webvtt
+
+    if fmt == "srt":
+        return [
+            (c.start.total_seconds(), c.end.total_seconds(), c.content)
+            for c in srt.parse(text, ignore_errors=False)
+        ]
+    return [(c.start_in_seconds + c.start_time.milliseconds / 1000, 0.0, c.raw_text)
+            for c in webvtt.from_buffer(io.StringIO(text))]  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["srt", "vtt"])
+@pytest.mark.parametrize(("width", "count"), [(None, None), (12, None), (12, 1), (5, 2)])
+def test_hostile_transcripts_give_cue_files_the_parsers_read_back(fmt, width, count):
+    """Item 7 of issue 27: whatever a model writes, the srt and webvtt libraries read every
+    cue back, with its text on at most --max-line-count lines of at most --max-line-width
+    characters, no blank line inside, and the words in order."""
+    import html
+
+    segments = [
+        {"start": float(i), "end": float(i) + 0.9, "text": text} for i, text in enumerate(HOSTILE)
+    ]
+    row = {"text": "x", "segments": segments}
+    text = cue_file(row, fmt, max_line_width=width, max_line_count=count)
+    parsed = _parsed_texts(text, fmt)
+    laid_out = cues(row, max_line_width=width, max_line_count=count)
+    assert len(parsed) == len(laid_out) > 0
+    for (_, _, read), (_, _, written) in zip(parsed, laid_out):
+        shown = html.unescape(read) if fmt == "vtt" else read  # what a player shows
+        assert shown == written
+        lines = shown.split("\n")
+        assert all(line.strip() for line in lines)  # no blank line inside a cue
+        assert "-->" not in read
+        if width is not None:
+            assert all(text_width(line) <= width for line in lines)
+        if count is not None:
+            assert len(lines) <= count
+    spoken = [_cue_text_words(s["text"]) for s in segments if s["text"].strip()]
+    assert "".join(w for _, _, t in laid_out for w in t.split()) == "".join(spoken)
+
+
+def _cue_text_words(text: str) -> str:
+    return "".join(" ".join(text.split()).replace("-->", "->").split())
+
+
+def test_word_times_split_long_cues_where_the_words_are_spoken():
+    words = [
+        {"word": "환자분,", "start": 1.0, "end": 1.5},
+        {"word": "오늘 -", "start": 1.6, "end": 2.0},  # punctuation joined to a word
+        {"word": "아침에", "start": 4.0, "end": 4.4},
+        {"word": "혈압약은", "start": 4.5, "end": 5.2},
+    ]
+    cue = (0.5, 6.0, "환자분, 오늘 - 아침에 혈압약은")
+    assert layout_cue(cue, 9, 1, words) == [
+        (0.5, 4.0, "환자분, 오늘 -"),  # until the next cue's first word starts
+        (4.0, 6.0, "아침에 혈압약은"),
+    ]
+    assert layout_cue(cue, 4, 1, words) == [
+        (0.5, 1.6, "환자분,"),
+        (1.6, 4.0, "오늘 -"),
+        (4.0, 4.5, "아침에"),
+        (4.5, 6.0, "혈압약은"),
+    ]
+    # a word cut across lines: the cut falls between its start and end by characters
+    assert layout_cue(
+        (0.0, 3.0, "가나다라"), 2, 1, [{"word": "가나다라", "start": 1.0, "end": 3.0}]
+    ) == [
+        (0.0, 2.0, "가나"),
+        (2.0, 3.0, "다라"),
+    ]
+    # words of another text (edited by hand): character proportions, as without words
+    assert layout_cue((0.0, 2.0, "가 나"), 1, 1, [{"word": "다", "start": 0.0, "end": 0.1}]) == [
+        (0.0, 1.0, "가"),
+        (1.0, 2.0, "나"),
+    ]
+    words = [{"word": "가나", "start": 0.2, "end": 0.9}, {"word": "다라", "start": 3.0, "end": 3.5}]
+    row = {"text": "가나 다라", "duration": 4.0, "words": words}
+    assert cue_file(row, "srt", max_line_width=2, max_line_count=1) == (
+        "1\n00:00:00,000 --> 00:00:03,000\n가나\n\n2\n00:00:03,000 --> 00:00:04,000\n다라\n"
+    )

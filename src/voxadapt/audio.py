@@ -1,13 +1,21 @@
-"""Audio probing, validation and loading (soundfile for I/O, soxr for resampling)."""
+"""Audio probing, validation and loading: one loader for every stage.
+
+soundfile (libsndfile) reads WAV, FLAC, OGG, MP3 and the other formats the model processor
+itself reads. PyAV (the `av` wheel bundles FFmpeg's demuxers and decoders; no system ffmpeg)
+reads the phone and browser containers libsndfile cannot: M4A/AAC, MP4, WebM and Matroska
+(Opus, Vorbis), 3GP/AMR, WMA. soxr resamples both.
+"""
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -21,6 +29,22 @@ from voxadapt.progress import progress
 _HEADER_TRUSTED_FORMATS = {"WAV", "WAVEX", "FLAC", "AIFF", "W64", "RF64", "CAF"}
 _FLOAT_SUBTYPES = {"FLOAT", "DOUBLE"}
 _DECODE_BLOCK_FRAMES = 1 << 16
+
+# Read with libsndfile first, as the model processor reads them (a file it cannot open, such
+# as AAC in a .caf or a misnamed .wav, is then tried with PyAV).
+SOUNDFILE_AUDIO_SUFFIXES = frozenset(
+    {".wav", ".flac", ".mp3", ".ogg", ".opus", ".oga", ".aiff", ".aif", ".w64", ".caf"}
+)
+# Phone and browser containers libsndfile cannot open: read with PyAV straight away.
+CONTAINER_AUDIO_SUFFIXES = frozenset(
+    {".m4a", ".m4b", ".aac", ".mp4", ".mov", ".3gp", ".webm", ".mkv", ".mka", ".wma", ".amr"}
+)
+# What a folder of recordings is searched for.
+AUDIO_SUFFIXES = SOUNDFILE_AUDIO_SUFFIXES | CONTAINER_AUDIO_SUFFIXES
+# FFmpeg demuxers whose duration comes from the container's index (MP4's sample table and
+# edit list, Matroska's Duration element, ASF's file header). For raw streams (ADTS AAC, AMR)
+# FFmpeg only estimates it from the bit rate, so those are decoded to count their samples.
+_INDEXED_DEMUXERS = {"mov": "MP4", "matroska": "MATROSKA", "asf": "ASF"}
 
 
 class AudioError(Exception):
@@ -42,8 +66,8 @@ class AudioInfo:
     sample_rate: int  # Hz
     channels: int
     frames: int  # samples per channel
-    format: str  # soundfile container, e.g. "WAV"
-    subtype: str  # soundfile sample format, e.g. "PCM_16"
+    format: str  # container: soundfile's name ("WAV", "FLAC") or PyAV's ("MP4", "WEBM")
+    subtype: str  # soundfile's sample format ("PCM_16") or the codec ("AAC", "OPUS")
     decoded: bool  # True if the samples were read to validate the file
 
     @property
@@ -52,35 +76,22 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
-# Audio formats libsndfile cannot decode (AAC/ALAC in MP4 containers, WebM/Opus in Matroska,
-# WMA, AMR): phone and browser recordings often come as these. They are listed with this
-# reason, never skipped in silence.
-UNSUPPORTED_AUDIO_SUFFIXES = frozenset(
-    {".m4a", ".aac", ".mp4", ".m4b", ".webm", ".mkv", ".wma", ".amr", ".3gp", ".caf"}
-)
-
-
-def unsupported_audio_detail(path: Path) -> str:
-    """Why `path` is not read, and how to make it readable."""
-    return (
-        f"{Path(path).suffix} audio is not supported; convert it first, e.g. "
-        f"ffmpeg -i {Path(path).name} {Path(path).with_suffix('.wav').name}"
-    )
-
-
 def probe_audio(path: Path, *, full_decode: bool = False) -> AudioInfo:
     """Read the header of `path` and decode it only where the header cannot be trusted.
 
-    Raises AudioError with reason ``missing_audio``, ``unreadable_audio``, ``empty_audio``
-    or ``non_finite_samples``.
+    Raises AudioError with reason ``missing_audio``, ``unreadable_audio``, ``empty_audio``,
+    ``non_finite_samples``, ``no_audio_stream`` (a video or data file without sound) or
+    ``unsupported_audio_format`` (a codec this FFmpeg build cannot decode).
     """
     path = Path(path)
     if not path.is_file():
         raise AudioError("missing_audio", f"audio file not found: {path}")
+    if path.suffix.lower() in CONTAINER_AUDIO_SUFFIXES:
+        return _probe_container(path, full_decode)
     try:
         info = sf.info(str(path))
     except Exception as exc:  # libsndfile raises LibsndfileError/RuntimeError with its own text
-        raise AudioError("unreadable_audio", f"{path}: {exc}") from None
+        return _or_soundfile_error(lambda: _probe_container(path, full_decode), path, exc)
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioError("unreadable_audio", f"{path}: invalid header")
     frames = int(info.frames)
@@ -175,9 +186,24 @@ def load_audio(
     and re-encodes the result in the file's own format with its default sample format
     (16-bit PCM for WAV/FLAC) before featurizing. We do the same steps in the same order,
     so cached training features equal the features the stock inference path computes.
+
+    Containers libsndfile cannot open (M4A, MP4, WebM...) are decoded with PyAV to float32
+    at the file's rate, then resampled and averaged the same way. The processor cannot read
+    them through soundfile (it needs torchcodec), and a lossy codec has no file format of
+    its own to re-encode into, so no re-encoding step follows: the decoded waveform is the
+    reference, and features computed from it match whatever reads the same decoder output.
     """
+    path = Path(path)
+    if path.suffix.lower() in CONTAINER_AUDIO_SUFFIXES:
+        return _load_container(path, sample_rate, speed, offset, duration)
     try:
-        with sf.SoundFile(str(path)) as handle:
+        handle = sf.SoundFile(str(path))
+    except Exception as exc:
+        return _or_soundfile_error(
+            lambda: _load_container(path, sample_rate, speed, offset, duration), path, exc
+        )
+    try:
+        with handle:
             file_rate, file_format, subtype = handle.samplerate, handle.format, handle.subtype
             frames = -1
             if offset is not None:
@@ -201,3 +227,281 @@ def load_audio(
         buffer.seek(0)
         mono, _ = sf.read(buffer, dtype="float32")
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def read_blocks(
+    path: Path, block_s: float, *, offset: float | None = None, duration: float | None = None
+) -> Iterator[tuple[np.ndarray, int]]:
+    """`path` (or its span `offset`..`offset + duration`, seconds) as (block, rate) pairs.
+
+    Each block is float32 (frames, channels) of about `block_s` seconds at the file's own
+    rate `rate`, so memory does not grow with the recording's length. Raises AudioError
+    (while iterating) if the file cannot be read.
+    """
+    path = Path(path)
+    if path.suffix.lower() in CONTAINER_AUDIO_SUFFIXES:
+        yield from _container_blocks(path, block_s, offset, duration)
+        return
+    try:
+        handle = sf.SoundFile(str(path))
+    except Exception as exc:
+        blocks = _container_blocks(path, block_s, offset, duration)
+        yield from _blocks_or_soundfile_error(blocks, path, exc)
+        return
+    with handle:
+        rate = handle.samplerate
+        try:
+            if offset is not None:
+                handle.seek(min(round(offset * rate), handle.frames))
+            left = round(duration * rate) if duration is not None else handle.frames
+            while left > 0:
+                block = handle.read(
+                    min(round(block_s * rate), left), dtype="float32", always_2d=True
+                )
+                if len(block) == 0:
+                    break
+                left -= len(block)
+                yield block, rate
+        except (RuntimeError, ValueError, OSError) as exc:  # LibsndfileError is a RuntimeError
+            raise AudioError("unreadable_audio", f"{path}: {exc}") from None
+
+
+def _or_soundfile_error(read_with_pyav: Any, path: Path, soundfile_error: Exception) -> Any:
+    """`read_with_pyav()` for a file libsndfile could not open; if FFmpeg cannot read it
+    either, libsndfile's own message (a WAV that is broken is best described by it)."""
+    try:
+        return read_with_pyav()
+    except AudioError as exc:
+        if exc.reason != "unreadable_audio":  # e.g. a misnamed video without sound
+            raise
+    raise AudioError("unreadable_audio", f"{path}: {soundfile_error}") from None
+
+
+def _blocks_or_soundfile_error(
+    blocks: Iterator[tuple[np.ndarray, int]], path: Path, soundfile_error: Exception
+) -> Iterator[tuple[np.ndarray, int]]:
+    """`_or_soundfile_error` for PyAV's `blocks`: FFmpeg opens the file at the first one."""
+    first = _or_soundfile_error(lambda: next(blocks, None), path, soundfile_error)
+    if first is not None:
+        yield first
+        yield from blocks
+
+
+# ---- containers libsndfile cannot read, through PyAV (FFmpeg) ----------------------------
+
+
+@contextmanager
+def _open_container(path: Path, data: bytes | None = None) -> Iterator[tuple[Any, Any]]:
+    """(container, its first audio stream) of `path` (or of `data`, named `path` in messages);
+    AudioError if FFmpeg cannot open it, it holds no audio stream or this FFmpeg build has no
+    decoder for the stream's codec."""
+    import av  # FFmpeg's libraries load only when a container is read
+
+    try:
+        source = str(path) if data is None else io.BytesIO(data)
+        container = av.open(source, metadata_errors="ignore")
+    except av.error.EOFError:  # a header and no packets: a recording stopped at once
+        raise AudioError("empty_audio", f"{path}: the file ends before any audio") from None
+    except Exception as exc:  # av.error.InvalidDataError, FileNotFoundError, ...
+        empty = data == b"" or (data is None and path.is_file() and path.stat().st_size == 0)
+        detail = f"{path}: empty file (0 bytes)" if empty else _ffmpeg_detail(path, exc)
+        raise AudioError("unreadable_audio", detail) from None
+    with container:
+        if not container.streams:  # FFmpeg drops an MP4 track without samples
+            raise AudioError("empty_audio", f"{path}: no audio samples (no tracks)")
+        if not container.streams.audio:
+            kinds = ", ".join(sorted({stream.type for stream in container.streams}))
+            raise AudioError("no_audio_stream", f"{path}: no audio stream (holds {kinds})")
+        stream = container.streams.audio[0]
+        if stream.codec_context is None or stream.codec_context.codec is None:
+            raise AudioError(
+                "unsupported_audio_format",
+                f"{path}: FFmpeg has no decoder for its {stream.codec_context} audio",
+            )
+        yield container, stream
+
+
+def _ffmpeg_detail(path: Path, exc: Exception) -> str:
+    """One line: the path and FFmpeg's message without its errno and repeated file name."""
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return f"{path}: {' '.join(str(text).split())}"
+
+
+def _decoded_frames(container: Any, stream: Any, path: Path) -> Iterator[tuple[np.ndarray, int]]:
+    """Every decoded frame of `stream` as float32 (channels, frames) and its rate."""
+    import av
+
+    # sample format only (rate and layout stay): integer samples scale exactly to float
+    converter = av.AudioResampler(format="fltp")
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets, None)
+            frames = (
+                converter.resample(None)
+                if packet is None
+                else [
+                    converted
+                    for frame in packet.decode()
+                    for converted in converter.resample(frame)
+                ]
+            )
+        except Exception as exc:  # a corrupt or truncated packet, a decoder that fails
+            raise AudioError("unreadable_audio", _ffmpeg_detail(path, exc)) from None
+        for frame in frames:
+            yield frame.to_ndarray(), int(frame.sample_rate)
+        if packet is None:
+            return
+
+
+def _demuxer(container: Any) -> str:
+    """FFmpeg's demuxer: "mov" (MP4, M4A, 3GP), "matroska" (also WebM), "asf", "aac"..."""
+    return container.format.name.split(",")[0]
+
+
+def _stated_frames(container: Any, stream: Any, rate: int) -> int | None:
+    """The length the container's index states, in frames at `rate`; None where it has no
+    index (raw AAC/AMR streams, whose duration FFmpeg only estimates) or states nothing."""
+    if _demuxer(container) not in _INDEXED_DEMUXERS:
+        return None
+    if stream.duration and stream.time_base:  # MP4: the sample table less the edit list
+        return round(stream.duration * stream.time_base * rate)
+    if container.duration:  # Matroska/WebM: the Duration element (microseconds)
+        return round(container.duration * rate / 1_000_000)
+    return None  # a browser's live-written WebM has no duration
+
+
+def _trim_frames(container: Any, stream: Any, rate: int) -> int | None:
+    """Where decoding stops: an MP4 edit list cuts the encoder's padding off the last frame
+    (AAC decodes in 1024-sample frames); other containers end where the decoder does."""
+    if _demuxer(container) == "mov" and stream.duration and stream.time_base:
+        return round(stream.duration * stream.time_base * rate)
+    return None
+
+
+def _container_format(container: Any, path: Path) -> str:
+    demuxer = _demuxer(container)
+    if demuxer == "matroska" and path.suffix.lower() == ".webm":
+        return "WEBM"
+    return _INDEXED_DEMUXERS.get(demuxer, demuxer.upper())
+
+
+def _container_blocks(
+    path: Path, block_s: float, offset: float | None, duration: float | None
+) -> Iterator[tuple[np.ndarray, int]]:
+    """`read_blocks` for a container: decoded from the start, samples counted exactly.
+
+    Seeking would land on packet boundaries with millisecond timestamps (WebM) and leave
+    the decoder without its pre-roll, so the segment would not be the samples a full
+    decode gives; decoding (not keeping) what comes before the offset costs time instead.
+    """
+    with _open_container(path) as (container, stream):
+        position, rate, start, stop = 0, 0, 0, None
+        pending: list[np.ndarray] = []
+        pending_frames = 0
+        for planes, frame_rate in _decoded_frames(container, stream, path):
+            if not rate:
+                rate = frame_rate
+                start = round(offset * rate) if offset is not None else 0
+                ends = [_trim_frames(container, stream, rate)]
+                ends.append(start + round(duration * rate) if duration is not None else None)
+                stop = min((limit for limit in ends if limit is not None), default=None)
+            elif frame_rate != rate:
+                raise AudioError(
+                    "unreadable_audio",
+                    f"{path}: the sample rate changes mid-stream ({rate} -> {frame_rate} Hz)",
+                )
+            if pending and planes.shape[0] != pending[0].shape[1]:
+                raise AudioError("unreadable_audio", f"{path}: channel count changes mid-stream")
+            begin, end = position, position + planes.shape[1]
+            position = end
+            last = end if stop is None else min(end, stop)
+            keep = planes[:, max(start - begin, 0) : max(last - begin, 0)]
+            if keep.shape[1] > 0:
+                pending.append(keep.T)
+                pending_frames += keep.shape[1]
+            if pending_frames >= block_s * rate:
+                yield np.concatenate(pending), rate
+                pending, pending_frames = [], 0
+            if stop is not None and position >= stop:
+                break
+        if pending:
+            yield np.concatenate(pending), rate
+
+
+def _load_container(
+    path: Path, sample_rate: int, speed: float, offset: float | None, duration: float | None
+) -> np.ndarray:
+    blocks, rates = [], []
+    for block, rate in _container_blocks(path, 30.0, offset, duration):
+        blocks.append(block)
+        rates.append(rate)
+    if not blocks:
+        raise AudioError("empty_audio", f"{path}: no audio samples")
+    samples, file_rate = np.concatenate(blocks), rates[0]
+    target_rate = sample_rate / speed
+    if file_rate != target_rate:
+        samples = soxr.resample(samples, file_rate, target_rate, quality="HQ")
+    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _probe_container(path: Path, full_decode: bool) -> AudioInfo:
+    """Probe a container: its index gives the length where it has one (the first frame is
+    decoded to prove the codec and learn the true rate: HE-AAC doubles the header's);
+    otherwise, or with `full_decode`, every sample is decoded, counted and checked."""
+    with _open_container(path) as (container, stream):
+        frames, rate, channels, decoded, trim = 0, 0, 0, True, None
+        for planes, frame_rate in _decoded_frames(container, stream, path):
+            if not rate:
+                rate, channels = frame_rate, planes.shape[0]
+                stated = None if full_decode else _stated_frames(container, stream, rate)
+                if stated:
+                    frames, decoded = stated, False
+                    break
+                trim = _trim_frames(container, stream, rate)
+            if not np.isfinite(planes).all():
+                raise AudioError("non_finite_samples", f"{path}: contains NaN or infinite samples")
+            frames += planes.shape[1]
+            if trim is not None and frames >= trim:
+                frames = trim
+                break
+        if frames <= 0:
+            raise AudioError("empty_audio", f"{path}: no audio samples")
+        return AudioInfo(
+            sample_rate=rate,
+            channels=channels,
+            frames=frames,
+            format=_container_format(container, path),
+            subtype=stream.codec_context.name.upper(),
+            decoded=decoded,
+        )
+
+
+# Suffixes for audio bytes that only PyAV reads, stored byte for byte (Hugging Face datasets),
+# so that `load_audio` sends the stored file straight to PyAV.
+_STORED_CONTAINER_SUFFIXES = {
+    "mov": ".m4a",
+    "matroska": ".mka",
+    "asf": ".wma",
+    "aac": ".aac",
+    "amr": ".amr",
+}
+
+
+def container_suffix(data: bytes) -> str:
+    """The suffix to store audio bytes that only PyAV reads under (".m4a", ".mka", ...),
+    after decoding them whole to prove them intact. Raises AudioError if they are not."""
+    label = Path("audio bytes")
+    with _open_container(label, data) as (container, stream):
+        frames = 0
+        for planes, _ in _decoded_frames(container, stream, label):
+            if not np.isfinite(planes).all():
+                raise AudioError("non_finite_samples", f"{label}: contain NaN or infinite samples")
+            frames += planes.shape[1]
+        demuxer = _demuxer(container)
+    if frames == 0:
+        raise AudioError("empty_audio", f"{label}: no audio samples")
+    if demuxer not in _STORED_CONTAINER_SUFFIXES:
+        raise AudioError("unsupported_audio_format", f"{label}: a {demuxer} stream, not stored")
+    return _STORED_CONTAINER_SUFFIXES[demuxer]

@@ -483,8 +483,8 @@ COMMANDS = (
         "check this machine: Python, torch/CUDA, GPU memory, 4-bit, extras, fonts, disk",
         "Check that this machine can run voxadapt: Python, torch and CUDA, GPU memory and "
         "bf16, bitsandbytes NF4 (by running a 4-bit layer), flash-attention, the installed "
-        "extras, the Korean font plots use, ffmpeg and free disk space. One line per check: "
-        "ok, or what to do. Exits 1 when something required fails.",
+        "extras, the Korean font plots use, PyAV's audio decoders and free disk space. One "
+        "line per check: ok, or what to do. Exits 1 when something required fails.",
         "examples:\n  voxadapt doctor\n  voxadapt doctor --path /scratch/runs --json",
         _doctor_summary,
     ),

@@ -12,12 +12,13 @@ feature cache) computed in DataLoader workers while the model decodes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -52,6 +53,10 @@ from voxadapt.model import (
 )
 from voxadapt.progress import progress
 from voxadapt.text import read_term_lines, repetition_loop
+
+if TYPE_CHECKING:
+    from voxadapt.alignment import Aligner
+from voxadapt.vad import VadOptions
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +196,12 @@ class Transcript:
     n_tokens: int
     truncated: bool  # hit max_new_tokens before EOS
     repetition_loop: str | None  # repeated unit of a detected loop
+    token_ids: list[int] = field(default_factory=list)  # generated ids, stop token excluded
+    # log-probability of each generated id under the scores it was chosen from (after term
+    # biasing: what the decoder acted on)
+    token_logprobs: list[float] = field(default_factory=list)
+    prompt_tokens: int = 0  # the prompt's length (audio placeholders included)
+    audio_tokens: int = 0  # audio placeholders in the prompt
 
 
 @dataclass
@@ -237,10 +248,13 @@ def generate_batch(
     on_token: Callable[[], None] | None = None,
     bias: TermBias | None = None,
     context: str | None = None,
+    watch: Callable[[list[list[int]]], Sequence[bool] | None] | None = None,
 ) -> list[Transcript]:
     """Greedy KV-cached generation for clips of one chunk count (so Voxtral's prompts
     align); `on_token` is called after every generation step (progress on long clips);
-    `context` is the family's context prompt (Qwen3-ASR: terms, names), if it has one."""
+    `context` is the family's context prompt (Qwen3-ASR: terms, names), if it has one;
+    `watch` sees every row's generated ids after each step (streaming) and may return a
+    flag per row to stop it (a client that went away)."""
     n_chunks = {f.n_chunks for f in features}
     if len(n_chunks) != 1:
         raise ValueError("generate_batch takes clips of one chunk count")
@@ -255,14 +269,16 @@ def generate_batch(
     audio["input_features"] = audio["input_features"].to(device, dtype=input_dtype(model))
     audio = {name: tensor.to(device) for name, tensor in audio.items()}
     kwargs: dict[str, Any] = {"min_new_tokens": min_new_tokens} if min_new_tokens else {}
-    if on_token is not None:
+    if on_token is not None or watch is not None:
         from transformers import StoppingCriteriaList
 
-        kwargs["stopping_criteria"] = StoppingCriteriaList([_StepCallback(on_token)])
-    if bias is not None:
-        from transformers import LogitsProcessorList
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_StepCallback(on_token, watch, width)])
+    from transformers import LogitsProcessorList
 
-        kwargs["logits_processor"] = LogitsProcessorList([bias.processor(width)])
+    recorder = _LogprobRecorder()  # last: it sees the scores the greedy choice is made from
+    kwargs["logits_processor"] = LogitsProcessorList(
+        [bias.processor(width), recorder] if bias is not None else [recorder]
+    )
     with autocast(device, autocast_dtype):
         output = model.generate(
             input_ids=input_ids.to(device),
@@ -276,8 +292,10 @@ def generate_batch(
             eos_token_id=prompts.eos_id if len(prompts.stop_ids) == 1 else list(prompts.stop_ids),
             **kwargs,
         )
+    logprobs = recorder.rows()
+    audio_id = prompts.audio_token_id
     results = []
-    for row, cap in zip(output[:, width:].tolist(), caps):
+    for index, (row, cap) in enumerate(zip(output[:, width:].tolist(), caps)):
         end = next((i for i, token in enumerate(row) if token in prompts.stop_ids), None)
         ended = end is not None
         row = row[:end] if ended else row
@@ -285,8 +303,30 @@ def generate_batch(
         truncated = len(row) > cap or (not ended and len(row) >= cap)
         row = row[:cap]
         text, language = prompts.transcript(row)
-        results.append(Transcript(text, language, len(row), truncated, repetition_loop(text)))
+        transcript = Transcript(text, language, len(row), truncated, repetition_loop(text))
+        transcript.token_ids = row
+        transcript.token_logprobs = logprobs[index][: len(row)]
+        transcript.prompt_tokens = len(prompt_rows[index])
+        transcript.audio_tokens = prompt_rows[index].count(audio_id)
+        results.append(transcript)
     return results
+
+
+class _LogprobRecorder:
+    """A logits processor that changes nothing and records, per step, the log-probability
+    of the token greedy decoding picks (the argmax of the final scores)."""
+
+    def __init__(self) -> None:
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.steps.append(torch.log_softmax(scores.float(), dim=-1).max(dim=-1).values)
+        return scores
+
+    def rows(self) -> list[list[float]]:
+        if not self.steps:
+            return []
+        return torch.stack(self.steps, dim=1).cpu().tolist()  # one device sync at the end
 
 
 class TermBias:
@@ -365,14 +405,26 @@ class TermBias:
 
 
 class _StepCallback:
-    """A stopping criterion that never stops: it reports each generation step."""
+    """A stopping criterion that reports each generation step (`on_token`) and shows the
+    rows generated so far to `watch`, which may stop rows (the others go on)."""
 
-    def __init__(self, callback: Callable[[], None]) -> None:
-        self.callback = callback
+    def __init__(
+        self,
+        on_token: Callable[[], None] | None,
+        watch: Callable[[list[list[int]]], Sequence[bool] | None] | None,
+        prompt_width: int,
+    ) -> None:
+        self.on_token, self.watch, self.prompt_width = on_token, watch, prompt_width
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-        self.callback()
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if self.on_token is not None:
+            self.on_token()
+        stop = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if self.watch is not None:
+            flags = self.watch(input_ids[:, self.prompt_width :].tolist())
+            if flags is not None and any(flags):
+                stop |= torch.tensor(list(flags), dtype=torch.bool, device=input_ids.device)
+        return stop
 
 
 class FeatureSource(Dataset):
@@ -485,11 +537,12 @@ class AudioProgress:
 
 
 def split_long_form(
-    items: Sequence[AudioItem], options: DecodeOptions
+    items: Sequence[AudioItem], options: DecodeOptions, *, vad: VadOptions | None = None
 ) -> tuple[list[AudioItem], dict[int, list[tuple[AudioItem, float, float]]]]:
     """The items to decode: short ones as they are; ones longer than
-    `options.long_form_threshold_s` (with `options.vad`) as their speech segments. Also,
-    per long item, its (segment item, start, end) in order."""
+    `options.long_form_threshold_s` (with `options.vad`) as their speech segments, cut as
+    `vad` says (default: `VadOptions()`). Also, per long item, its (segment item, start,
+    end) in order."""
     from voxadapt.vad import speech_segments_of_file
 
     decoded: list[AudioItem] = []
@@ -500,7 +553,9 @@ def split_long_form(
             continue
         try:
             duration = item.duration if item.offset is not None else None
-            spans = speech_segments_of_file(Path(item.audio), offset=item.offset, duration=duration)
+            spans = speech_segments_of_file(
+                Path(item.audio), offset=item.offset, duration=duration, options=vad
+            )
         except AudioError:  # reported when the engine reads it
             decoded.append(item)
             continue
@@ -536,6 +591,10 @@ def stitch(
         sum(t.n_tokens for t, _, _ in done),
         any(t.truncated for t, _, _ in done),
         next((t.repetition_loop for t, _, _ in done if t.repetition_loop), None),
+        token_ids=[i for t, _, _ in done for i in t.token_ids],
+        token_logprobs=[p for t, _, _ in done for p in t.token_logprobs],
+        prompt_tokens=sum(t.prompt_tokens for t, _, _ in done),
+        audio_tokens=sum(t.audio_tokens for t, _, _ in done),
     )
     segments = [
         {"start": round(start, 3), "end": round(end, 3), "text": t.text} for t, start, end in done
@@ -580,9 +639,30 @@ class ModelChoice(Config):
         help="use --adapter with a --model other than the base it was trained on",
         group="model",
     )
+    aligner: str | None = option(
+        None,
+        help="word timestamps: Qwen3 forced aligner, hub id (Qwen/Qwen3-ForcedAligner-0.6B-hf) "
+        "or folder",
+        metavar="MODEL",
+        group="model",
+    )
 
     def problems(self) -> list[str]:
-        return super().problems() + check_device(self.device)
+        found = super().problems() + check_device(self.device)
+        if self.aligner is not None:
+            from voxadapt.alignment import AlignmentError, check_aligner, language_problem
+
+            try:  # a missing folder or another model must not wait until decoding is done
+                check_aligner(self.aligner)
+            except AlignmentError as exc:
+                found.append(str(exc))
+            decode = getattr(self, "decode", None)
+            language = getattr(decode, "language", None)
+            if language not in (None, AUTO_LANGUAGE, MANIFEST_LANGUAGE):
+                problem = language_problem(language)
+                if problem:
+                    found.append(f"--aligner: {problem}")
+        return found
 
     def check_adapter_base(self) -> None:
         """ModelError if --adapter was trained on another base than --model, ConfigError if
@@ -607,6 +687,15 @@ class ModelChoice(Config):
             device=self.device,
             dtype=self.dtype,
         )
+
+    def load_aligner(self) -> Aligner | None:
+        """The forced aligner of --aligner on the same device and dtype (None: no word
+        timestamps)."""
+        if self.aligner is None:
+            return None
+        from voxadapt.alignment import Aligner
+
+        return Aligner.load(self.aligner, device=self.device, dtype=self.dtype)
 
 
 class Transcriber:
@@ -637,6 +726,26 @@ class Transcriber:
         )
         return cls(model, frontend.prompts, next(model.parameters()).device)
 
+    def add_adapter(self, name: str, adapter_dir: Path) -> None:
+        """Load another PEFT adapter beside the loaded one(s): several adapters of one base
+        served from one copy of its weights (`use_adapter` picks one per batch)."""
+        from voxadapt.model import apply_adapter, is_peft_adapter
+
+        if not is_peft_adapter(read_adapter_info(adapter_dir)) or not hasattr(
+            self.model, "set_adapter"
+        ):
+            raise ConfigError(
+                f"{adapter_dir}: only LoRA adapters can be served side by side (a full-"
+                "projector adapter replaces the base's weights); serve it alone"
+            )
+        self.model = apply_adapter(self.model, adapter_dir, name)
+        self.model.eval()
+
+    def use_adapter(self, name: str) -> None:
+        """Decode with the adapter loaded under `name` (see `add_adapter`)."""
+        if getattr(self.model, "active_adapter", name) != name:
+            self.model.set_adapter(name)
+
     def transcribe(
         self,
         items: Sequence[AudioItem],
@@ -644,12 +753,16 @@ class Transcriber:
         features: FeatureSource | None = None,
         on_token: Callable[[], None] | None = None,
         bias: TermBias | None = None,
+        watch: Callable[[Sequence[AudioItem], list[list[int]]], Sequence[bool] | None]
+        | None = None,
     ) -> Iterator[list[tuple[AudioItem, Transcript | AudioError]]]:
         """Yield (item, transcript or error) per finished batch, in batch order.
 
         `features` defaults to computing them from the items' audio files; `on_token` is
         called after every generation step; `bias` replaces the bias of
-        `options.bias_terms` (the server's terms plus a request's hotwords).
+        `options.bias_terms` (the server's terms plus a request's hotwords); `watch` sees
+        the items being decoded and their generated ids after every step (streaming) and
+        may stop some (see `generate_batch`).
         """
         family = self.prompts.family
         problems = options.family_problems(family)
@@ -674,7 +787,7 @@ class Transcriber:
         self.model.eval()
         try:
             for batch in loader:
-                yield self._decode_batch(items, batch, options, on_token, bias)
+                yield self._decode_batch(items, batch, options, on_token, bias, watch)
         finally:
             self.model.train(was_training)
 
@@ -695,6 +808,8 @@ class Transcriber:
         options: DecodeOptions,
         on_token: Callable[[], None] | None = None,
         bias: TermBias | None = None,
+        watch: Callable[[Sequence[AudioItem], list[list[int]]], Sequence[bool] | None]
+        | None = None,
     ) -> list[tuple[AudioItem, Transcript | AudioError]]:
         done: list[tuple[AudioItem, Transcript | AudioError]] = []
         bias = bias or self._bias(options)
@@ -718,6 +833,7 @@ class Transcriber:
                 on_token=on_token,
                 bias=bias,
                 context=options.context,
+                watch=functools.partial(watch, group_items) if watch is not None else None,
             )
             done.extend(zip(group_items, transcripts))
         return done

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voxadapt.alignment import add_words
 from voxadapt.audio import AudioError
 from voxadapt.config import option, save_config, to_jsonable
 from voxadapt.decoding import (
@@ -206,6 +207,8 @@ def run_identity(config: EvaluateConfig, utterances: list[Utterance]) -> dict[st
         "adapter": adapter_identity(config.adapter),
         "quantization": config.quantization,
         **decode_identity(to_jsonable(config.decode)),
+        # only when set: the identities of runs without word timestamps stay as they were
+        **({"aligner": model_identity(config.aligner)} if config.aligner else {}),
     }
 
 
@@ -261,6 +264,7 @@ def _decode(
     import torch
 
     transcriber = config.load_transcriber()
+    aligner = config.load_aligner()
     device = transcriber.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -291,6 +295,7 @@ def _decode(
                     finished.append((item, result, None))
                 elif all(id(p) in results for p, _, _ in long_items[id(whole_item)]):
                     finished.append((whole_item, *stitch(long_items[id(whole_item)], results)))
+            scored = []
             for item, result, segments in finished:
                 row = prediction_row(by_id[item.id], result)
                 if isinstance(result, AudioError):
@@ -298,6 +303,17 @@ def _decode(
                     continue
                 if segments is not None:
                     row["segments"] = segments
+                scored.append((item, row))
+            if aligner is not None:  # word timestamps of the batch's finished recordings
+                add_words(
+                    aligner,
+                    [row for _, row in scored],
+                    [item for item, _ in scored],
+                    [config.decode.prompt_language(item.language) for item, _ in scored],
+                    config.decode.batch_size,
+                    text_field="hypothesis",
+                )
+            for _, row in scored:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -307,7 +323,9 @@ def _decode(
         with predictions.open("a", encoding="utf-8") as handle:
             for item in silent:
                 row = prediction_row(by_id[item.id], Transcript("", None, 0, False, None))
-                handle.write(json.dumps({**row, "segments": []}, ensure_ascii=False) + "\n")
+                words = {"words": []} if aligner is not None else {}
+                row = {**row, "segments": [], **words}
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     usage = DecodeUsage(
         decode_s=time.perf_counter() - started,
         audio_s=sum(u.duration for u in todo),

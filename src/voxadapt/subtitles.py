@@ -98,12 +98,17 @@ def wrap_lines(text: str, max_line_width: int) -> list[str]:
 
 
 def layout_cue(
-    cue: Cue, max_line_width: int | None = None, max_line_count: int | None = None
+    cue: Cue,
+    max_line_width: int | None = None,
+    max_line_count: int | None = None,
+    words: Sequence[dict[str, Any]] | None = None,
 ) -> list[Cue]:
     """One cue wrapped to `max_line_width` characters a line and, when it needs more than
-    `max_line_count` lines, split into consecutive cues that divide its time in proportion
-    to their characters (spaces not counted). Without a width the cue is returned as it is:
-    the line count applies to the lines the width makes, as in whisper."""
+    `max_line_count` lines, split into consecutive cues. With `words` (the cue's words with
+    times, from `--aligner`) a cue after the first starts when its first word starts;
+    without them the cues divide the time in proportion to their characters (spaces not
+    counted). Without a width the cue is returned as it is: the line count applies to the
+    lines the width makes, as in whisper."""
     start, end, text = cue
     if max_line_width is None:
         return [cue]
@@ -112,32 +117,61 @@ def layout_cue(
         return [cue]
     per_cue = max_line_count or len(lines)
     groups = [lines[i : i + per_cue] for i in range(0, len(lines), per_cue)]
-    weights = [sum(text_width(line.replace(" ", "")) for line in group) for group in groups]
+    weights = [sum(len(_characters(line.replace(" ", ""))) for line in group) for group in groups]
+    word_times = _character_times(text, words)
     total, done = sum(weights), 0
     laid_out, begin = [], start
     for number, (group, weight) in enumerate(zip(groups, weights), start=1):
         done += weight
         # The last cue ends exactly at the segment's end; shared bounds never overlap.
-        finish = end if number == len(groups) else start + (end - start) * done / total
+        if number == len(groups):
+            finish = end
+        elif word_times is not None and done < len(word_times):  # at its first word's start
+            finish = min(max(word_times[done], begin), end)
+        else:
+            finish = start + (end - start) * done / total
         laid_out.append((begin, finish, "\n".join(group)))
         begin = finish
     return laid_out
+
+
+def _character_times(text: str, words: Sequence[dict[str, Any]] | None) -> list[float] | None:
+    """When each character of `text` (spaces left out, as `wrap_lines` counts them) is
+    spoken: its word's start, or within a word cut across lines, in proportion between the
+    word's start and end. None without words, or words that are not this text's."""
+    if not words:
+        return None
+    timed: list[tuple[str, float, float]] = []
+    for word in words:  # a word may hold several tokens (punctuation joined to a word)
+        timed += [(token, word["start"], word["end"]) for token in _cue_text(word["word"]).split()]
+    if [token for token, _, _ in timed] != text.split():
+        return None
+    times: list[float] = []
+    for token, begin, finish in timed:
+        count = len(_characters(token))
+        times += [begin + (finish - begin) * i / count for i in range(count)]
+    return times
 
 
 def cues(
     row: dict[str, Any], *, max_line_width: int | None = None, max_line_count: int | None = None
 ) -> list[Cue]:
     """(start, end, text) cues of a transcript row: one per long-form segment, else one;
-    laid out to the line width and count when given (see `layout_cue`)."""
+    laid out to the line width and count when given (see `layout_cue`), split at word times
+    where the row has `words` (`--aligner`)."""
     if row.get("segments"):
         found = [
-            (s["start"], s["end"], _cue_text(s["text"]))
+            ((s["start"], s["end"], _cue_text(s["text"])), s.get("words"))
             for s in row["segments"]
             if s["text"] and s["text"].strip()
         ]
     else:
-        found = [(0.0, float(row.get("duration") or 0), _cue_text(row["text"]))]
-    return [part for cue in found for part in layout_cue(cue, max_line_width, max_line_count)]
+        found = [((0.0, float(row.get("duration") or 0), _cue_text(row["text"])), row.get("words"))]
+    return [
+        part
+        for cue, words in found
+        for part in layout_cue(cue, max_line_width, max_line_count, words)
+    ]
 
 
 # Line breaks, with the spaces around them: inside a cue, a blank line ends it early (players
@@ -153,6 +187,12 @@ def _cue_text(text: str | None) -> str:
     return _LINE_BREAKS.sub(" ", text).strip(" \t").replace("-->", "->")
 
 
+def vtt_escape(text: str) -> str:
+    """Cue text as WebVTT needs it: `&` and `<` start entities and tags there, so a
+    transcript's own are written as `&amp;` and `&lt;` (SRT has no escapes)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;")
+
+
 def cue_file(
     row: dict[str, Any],
     fmt: str,
@@ -165,7 +205,8 @@ def cue_file(
     laid_out = cues(row, max_line_width=max_line_width, max_line_count=max_line_count)
     if fmt == "vtt":  # WebVTT: a header, '.' before the milliseconds, no cue numbers needed
         blocks = [
-            f"{srt_time(a).replace(',', '.')} --> {srt_time(b).replace(',', '.')}\n{text}"
+            f"{srt_time(a).replace(',', '.')} --> {srt_time(b).replace(',', '.')}\n"
+            f"{vtt_escape(text)}"
             for a, b, text in laid_out
         ]
         return "WEBVTT\n\n" + "".join(block + "\n\n" for block in blocks)

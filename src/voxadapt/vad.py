@@ -148,42 +148,35 @@ def speech_segments_of_file(
     """`speech_segments` of an audio file (or its span `offset`..`offset + duration`),
     read and resampled block by block: memory does not grow with the recording's length.
     Raises AudioError if the file cannot be read."""
-    import soundfile as sf
     import soxr
 
-    from voxadapt.audio import AudioError
+    from voxadapt.audio import read_blocks
 
     options = options or VadOptions()
     vad = _detector(options.aggressiveness)
     frame = int(FRAME_S * SAMPLE_RATE)
     flags, energies, total = [], [], 0
     carry = np.zeros(0, dtype=np.float32)
-    try:
-        with sf.SoundFile(str(path)) as handle:
-            rate = handle.samplerate
-            if offset is not None:
-                handle.seek(min(round(offset * rate), handle.frames))
-            left = round(duration * rate) if duration is not None else handle.frames
+    stream = None  # a soxr stream, made once the file's rate is known
+
+    def add(resampled: np.ndarray) -> None:
+        nonlocal carry, total
+        total += len(resampled)
+        carry = np.concatenate([carry, resampled])
+        whole = len(carry) // frame * frame
+        block_flags, block_energy = _frame_flags(vad, carry[:whole])
+        flags.append(block_flags)
+        energies.append(block_energy)
+        carry = carry[whole:]
+
+    for block, rate in read_blocks(path, BLOCK_S, offset=offset, duration=duration):
+        mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+        if rate != SAMPLE_RATE and stream is None:
             stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
-            while True:
-                block = handle.read(
-                    min(round(BLOCK_S * rate), left), dtype="float32", always_2d=True
-                )
-                left -= len(block)
-                last = len(block) == 0 or left <= 0
-                mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
-                resampled = stream.resample_chunk(mono, last=last) if rate != SAMPLE_RATE else mono
-                total += len(resampled)
-                carry = np.concatenate([carry, resampled])
-                whole = len(carry) // frame * frame
-                block_flags, block_energy = _frame_flags(vad, carry[:whole])
-                flags.append(block_flags)
-                energies.append(block_energy)
-                carry = carry[whole:]
-                if last:
-                    break
-    except (RuntimeError, ValueError, OSError) as exc:  # sf.LibsndfileError is a RuntimeError
-        raise AudioError("unreadable_audio", f"{path}: {exc}") from None
+        add(stream.resample_chunk(mono) if stream is not None else mono)
+    # the resampler's tail (its filter delay); with no audio at all, empty flags
+    tail = np.zeros(0, dtype=np.float32)
+    add(stream.resample_chunk(tail, last=True) if stream is not None else tail)
     return _segments(np.concatenate(flags), np.concatenate(energies), total / SAMPLE_RATE, options)
 
 

@@ -32,6 +32,7 @@ LANGUAGES = (
     "it", "ja", "ko", "mk", "ms", "fa", "pl", "pt", "ro", "ru", "es", "sv", "th", "tr", "vi",
 )  # fmt: skip
 _ASR_TEXT = "<asr_text>"
+_HEADER = "language "
 _IM_END = "<|im_end|>"
 _END_OF_TEXT = "<|endoftext|>"
 
@@ -62,6 +63,7 @@ class Qwen3ASRPrompts(Prompts):
         self.names = _language_names()
         self.codes = {name.lower(): code for code, name in self.names.items()}
         self._prompts: dict[tuple[int, str | None, str | None], list[int]] = {}
+        self._byte_of: dict[str, int] | None = None
 
     def n_audio_tokens(self, n_frames: int) -> int:
         """Audio placeholders for a clip of `n_frames` mel frames (the processor's count)."""
@@ -113,6 +115,29 @@ class Qwen3ASRPrompts(Prompts):
                 language = None if language == "none" else language
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         return text.replace(_ASR_TEXT, "").strip(), language
+
+    def partial_text(self, ids: list[int]) -> str | None:
+        if self.asr_text_id in ids:
+            return self.transcript(ids)[0]
+        # unforced, the model writes "language Korean<asr_text>" first; a forced prompt
+        # ends with <asr_text> and what follows is transcript (never "language ...")
+        head = self.tokenizer.decode(ids, skip_special_tokens=True).lstrip()
+        if head.startswith(_HEADER[: len(head)]) or head.startswith(_HEADER):
+            return None
+        return self.transcript(ids)[0]
+
+    def text_start(self, ids: list[int]) -> int:
+        return ids.index(self.asr_text_id) + 1 if self.asr_text_id in ids else 0
+
+    def token_bytes(self, token_id: int) -> bytes:
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        if self._byte_of is None:  # byte-level BPE: each byte is written as one character
+            self._byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+        token = self.tokenizer.convert_ids_to_tokens(token_id)
+        if token_id in self.tokenizer.all_special_ids or any(c not in self._byte_of for c in token):
+            return token.encode("utf-8")
+        return bytes(self._byte_of[char] for char in token)
 
 
 class Qwen3ASRFamily(ModelFamily):

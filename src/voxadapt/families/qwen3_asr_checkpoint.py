@@ -205,6 +205,25 @@ ALIGNER_LANGUAGES: tuple[str, ...] = (
     "zh", "en", "yue", "fr", "de", "it", "ja", "ko", "pt", "ru", "es",
 )  # fmt: skip
 
+# The forced aligner's prompt ([ORIG] qwen_asr/inference/qwen3_forced_aligner.py,
+# `encode_timestamp`): no chat turns, the audio placeholder, then every word followed by two
+# `<timestamp>` slots (its start and end), e.g. `<|audio_start|><|audio_pad|><|audio_end|>
+# 환자분<timestamp><timestamp>오늘<timestamp><timestamp>`. [TF]'s
+# `prepare_forced_aligner_inputs` renders one user message of [audio, word, word, ...] through
+# the aligner repo's template; this template (written here) renders that message the same way.
+ALIGNER_PROMPT_SLOTS = TIMESTAMP_TOKEN + TIMESTAMP_TOKEN
+ALIGNER_CHAT_TEMPLATE = (
+    "{%- for message in messages if message.role == 'user' -%}\n"
+    "  {%- for part in message.content -%}\n"
+    "    {%- if part.type == 'audio' or 'audio' in part or 'audio_url' in part -%}\n"
+    "      {{- '<|audio_start|><|audio_pad|><|audio_end|>' -}}\n"
+    "    {%- elif part.type == 'text' -%}\n"
+    "      {{- part.text + '<timestamp><timestamp>' -}}\n"
+    "    {%- endif -%}\n"
+    "  {%- endfor -%}\n"
+    "{%- endfor -%}"
+)
+
 # --------------------------------------------------------------------------------------------
 # Configs
 # --------------------------------------------------------------------------------------------
@@ -485,6 +504,52 @@ def build_tiny_qwen3_asr(out_dir: Path, *, seed: int = 0) -> Path:
         feature_extractor=Qwen3ASRFeatureExtractor(),
         tokenizer=_tiny_tokenizer(),
         chat_template=CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(out_dir)
+    from voxadapt.manifest import honour_umask
+
+    honour_umask(out_dir)
+    return out_dir
+
+
+def tiny_aligner_config() -> Qwen3ASRConfig:
+    """The forced aligner's Qwen3ASRConfig with toy widths: the ASR tiny model's structure,
+    the aligner's architecture, untied embeddings and its 5000 timestamp classes."""
+    from transformers import Qwen3ASRConfig
+
+    config = tiny_config().to_dict()
+    for key in ("num_labels", "tie_word_embeddings", "architectures"):
+        config[key] = copy.deepcopy(ALIGNER_CONFIG[key])
+    config["text_config"]["tie_word_embeddings"] = False
+    config.pop("id2label", None)
+    config.pop("label2id", None)
+    return Qwen3ASRConfig(**config)
+
+
+def build_tiny_qwen3_aligner(out_dir: Path, *, seed: int = 0) -> Path:
+    """Write a random tiny Qwen3 forced aligner (Qwen3ASRForTokenClassification, processor,
+    tokenizer with `<timestamp>` on its real id, the aligner's prompt template) to `out_dir`.
+
+    Loadable with HF_HUB_OFFLINE=1 by Qwen3ASRForTokenClassification and AutoProcessor; its
+    random head predicts arbitrary timestamp classes (often one class for every slot).
+    """
+    import torch
+    from transformers import (
+        Qwen3ASRFeatureExtractor,
+        Qwen3ASRForTokenClassification,
+        Qwen3ASRProcessor,
+    )
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = Qwen3ASRForTokenClassification(tiny_aligner_config())
+    model.save_pretrained(out_dir)
+    processor = Qwen3ASRProcessor(
+        feature_extractor=Qwen3ASRFeatureExtractor(),
+        tokenizer=_tiny_tokenizer(),
+        chat_template=ALIGNER_CHAT_TEMPLATE,
+        timestamp_segment_time=ALIGNER_TIMESTAMP_SEGMENT_MS,
     )
     processor.save_pretrained(out_dir)
     from voxadapt.manifest import honour_umask

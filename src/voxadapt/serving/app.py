@@ -118,7 +118,12 @@ class ApiError(Exception):
 class ServerState:
     """The model (loaded in the background), the engine, the metrics and the uploads."""
 
-    def __init__(self, settings: ServerSettings, load: Callable[[], Transcriber]) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        load: Callable[[], Transcriber],
+        load_aligner: Callable[[], Any] | None = None,
+    ) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.settings = settings
@@ -151,12 +156,15 @@ class ServerState:
             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
             registry=self.registry,
         )
-        self._loader = threading.Thread(target=self._load, args=(load,), daemon=True)
+        self._loader = threading.Thread(target=self._load, args=(load, load_aligner), daemon=True)
         self._loader.start()
 
-    def _load(self, load: Callable[[], Transcriber]) -> None:
+    def _load(
+        self, load: Callable[[], Transcriber], load_aligner: Callable[[], Any] | None
+    ) -> None:
         try:
             transcriber = load()
+            aligner = load_aligner() if load_aligner is not None else None
             s = self.settings
             self.engine = BatchingEngine(
                 transcriber,
@@ -166,6 +174,7 @@ class ServerState:
                 max_queue=s.max_queue,
                 on_batch=self.batch_size.observe,
                 select_adapter=transcriber.use_adapter if len(s.models) > 1 else None,
+                aligner=aligner,
             )
             log.info("model loaded: serving %s", s.served_model)
         except Exception as exc:  # reported by /health and every request
@@ -178,9 +187,15 @@ class ServerState:
         shutil.rmtree(self.uploads, ignore_errors=True)
 
 
-def build_app(settings: ServerSettings, load: Callable[[], Transcriber], grace_s: float = 30.0):
-    """The FastAPI app; `load` builds the Transcriber (called once, in the background)."""
-    state = ServerState(settings, load)
+def build_app(
+    settings: ServerSettings,
+    load: Callable[[], Transcriber],
+    grace_s: float = 30.0,
+    load_aligner: Callable[[], Any] | None = None,
+):
+    """The FastAPI app; `load` builds the Transcriber and `load_aligner` the word aligner
+    (called once, in the background)."""
+    state = ServerState(settings, load, load_aligner)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any):
@@ -597,7 +612,7 @@ def _response(result: Any, duration: float, fields: RequestFields, prompts: Any)
         return PlainTextResponse(text, headers=headers)
     if fmt in ("srt", "vtt"):
         row: dict[str, Any] = {"text": text, "duration": duration, "segments": result.segments}
-        if result.words is not None:
+        if fields.words and result.words is not None:
             row["words"] = result.words
         media = "text/vtt" if fmt == "vtt" else "application/x-subrip"
         return PlainTextResponse(cue_file(row, fmt), media_type=media, headers=headers)
@@ -612,6 +627,8 @@ def _response(result: Any, duration: float, fields: RequestFields, prompts: Any)
         }
         if fields.words:
             body["words"] = result.words or []
+            if result.words_error:  # the transcript stands; its words could not be timed
+                body["words_error"] = result.words_error
     if fields.logprobs:
         body["logprobs"] = logprobs(result.pieces, prompts)
     body["usage"] = usage(transcript)

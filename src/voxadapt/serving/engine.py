@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voxadapt.audio import AudioError
 from voxadapt.decoding import (
@@ -31,6 +31,9 @@ from voxadapt.decoding import (
     stitch,
 )
 from voxadapt.vad import VadOptions
+
+if TYPE_CHECKING:
+    from voxadapt.alignment import Aligner
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,7 @@ class EngineResult:
     segments: list[dict[str, Any]]
     pieces: list[Transcript] = field(default_factory=list)
     words: list[dict[str, Any]] | None = None  # [{"word", "start", "end"}] when asked for
+    words_error: str | None = None  # why the words could not be timed
 
 
 class BatchingEngine:
@@ -99,6 +103,7 @@ class BatchingEngine:
         max_queue: int,
         on_batch: Callable[[int], None] | None = None,
         select_adapter: Callable[[str | None], None] | None = None,
+        aligner: Aligner | None = None,
     ) -> None:
         # Every item carries its request's language ("manifest" reads it per item), so
         # requests in different languages still share a batch.
@@ -111,6 +116,7 @@ class BatchingEngine:
         self.max_queue = max_queue
         self.on_batch = on_batch
         self.select_adapter = select_adapter
+        self.aligner = aligner
         self._queue: queue.Queue[Job] = queue.Queue()
         self._waiting: list[Job] = []  # taken from the queue, not yet in a batch
         # jobs submitted and not yet in a batch: counted under a lock, so concurrent
@@ -254,6 +260,7 @@ class BatchingEngine:
                 flags.append(job.cancelled.is_set())
             return flags
 
+        timed: list[tuple[Job, EngineResult]] = []  # finished, waiting for word times
         for done in self.transcriber.transcribe(items, options, bias=bias, watch=watch):
             for unit, result in done:
                 job = owner[id(unit)]
@@ -261,11 +268,37 @@ class BatchingEngine:
                 if job.on_delta is not None:
                     self._stream_result(job)
                 if len(job.results) == len(job.units) and not job.future.done():
-                    job.future.set_result(self._finish(job))
+                    finished = self._finish(job)
+                    if job.words and self.aligner is not None and finished.pieces:
+                        timed.append((job, finished))
+                    else:
+                        job.future.set_result(finished)
+        if timed:
+            self._time_words(timed)
         seconds = (time.monotonic() - started) / len(batch)
         self._seconds_per_job = (
             seconds if not self._seconds_per_job else (0.7 * self._seconds_per_job + 0.3 * seconds)
         )
+
+    def _time_words(self, timed: list[tuple[Job, EngineResult]]) -> None:
+        """Word times of the batch's finished requests, aligned together (each segment of a
+        long recording on its own); a request whose alignment fails keeps its transcript
+        and says why in `words_error`."""
+        from voxadapt.alignment import add_words
+
+        rows = []
+        for job, finished in timed:
+            row: dict[str, Any] = {"text": finished.transcript.text}  # type: ignore[union-attr]
+            if job.parts is not None:
+                row["segments"] = [dict(segment) for segment in finished.segments]
+            rows.append(row)
+        languages = [job.item.language or _named(finished) for job, finished in timed]
+        assert self.aligner is not None
+        add_words(self.aligner, rows, [job.item for job, _ in timed], languages)
+        for (job, finished), row in zip(timed, rows):
+            finished.words = row.get("words")
+            finished.words_error = row.get("words_error")
+            job.future.set_result(finished)
 
     # ----------------------------------------------------------------- streaming
 
@@ -336,6 +369,11 @@ class BatchingEngine:
         for job in self._waiting:
             if not job.future.done():
                 job.future.set_exception(EngineStopped("the server is shutting down"))
+
+
+def _named(finished: EngineResult) -> str | None:
+    """The language the model named for a transcript it detected the language of."""
+    return next((piece.language for piece in finished.pieces if piece.language), None)
 
 
 _STOP: Any = object()

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from voxadapt.audio import UNSUPPORTED_AUDIO_SUFFIXES, unsupported_audio_detail
+from voxadapt.audio import CONTAINER_AUDIO_SUFFIXES
 from voxadapt.errors import SourceError
 from voxadapt.sources.base import (
     Origin,
@@ -69,8 +69,8 @@ def _scan(root: Path) -> tuple[list[Path], dict[str, list[Path]]]:
             path = Path(folder) / name
             if name.endswith(".json"):
                 labels.append(path)
-            elif name.endswith(AUDIO_SUFFIXES) or path.suffix.lower() in UNSUPPORTED_AUDIO_SUFFIXES:
-                audio_by_stem[path.stem].append(path)  # unsupported ones: rejected by name
+            elif name.endswith(AUDIO_SUFFIXES) or path.suffix.lower() in CONTAINER_AUDIO_SUFFIXES:
+                audio_by_stem[path.stem].append(path)  # phone recordings (.m4a) read with PyAV
     labels.sort()
     return labels, audio_by_stem
 
@@ -180,15 +180,6 @@ def _label_record(label: Path, audio: Path | None, root: Path) -> SourceRecord:
             origin,
             "missing_audio",
             f"no audio file named {label.stem}.wav under {root}",
-            item.raw_text,
-            audio=audio_path,
-            id=item.id,
-        )
-    if audio.suffix.lower() in UNSUPPORTED_AUDIO_SUFFIXES:
-        return SourceRejection(
-            origin,
-            "unsupported_audio_format",
-            unsupported_audio_detail(audio),
             item.raw_text,
             audio=audio_path,
             id=item.id,

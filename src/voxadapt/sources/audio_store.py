@@ -3,7 +3,8 @@
 Every stored file decodes to exactly the samples of the bytes it came from: integer PCM of up
 to 24 bits is compressed to FLAC (sample-identical); FLAC is kept as it is; everything FLAC
 cannot hold exactly (32-bit integers, float samples, which may peak above full scale or hold
-NaN, and lossy codecs) is kept byte for byte under the extension of its format. Nothing is
+NaN, and lossy codecs) is kept byte for byte under the extension of its format; so are the
+phone and browser containers only PyAV reads (M4A, WebM), once decoded whole. Nothing is
 clipped or requantized; audio that later fails the probe (NaN, silence) is rejected there with
 its reason.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from voxadapt.audio import AudioError, container_suffix
 from voxadapt.errors import SourceError
 from voxadapt.sources.base import display_path
 
@@ -27,7 +29,7 @@ _EXTENSIONS = {"WAV": ".wav", "WAVEX": ".wav", "FLAC": ".flac", "OGG": ".ogg", "
 
 
 class UnstorableAudio(Exception):
-    """Bytes that are not audio soundfile can read (a rejection reason, not a stage error)."""
+    """Bytes that are not audio voxadapt reads (a rejection reason, not a stage error)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
@@ -73,6 +75,9 @@ def lossless_form(data: bytes) -> tuple[bytes, str]:
     """(bytes to store, extension): FLAC for integer PCM up to 24 bits, else `data` itself."""
     try:
         info = sf.info(io.BytesIO(data))
+    except (RuntimeError, ValueError, TypeError) as exc:  # sf.LibsndfileError is a RuntimeError
+        return data, _container_suffix(data, exc)
+    try:
         if info.frames == 0:
             raise UnstorableAudio("unreadable_audio", "audio has no samples")
         if info.format == "FLAC" or info.subtype not in _FLAC_EXACT:
@@ -89,3 +94,15 @@ def lossless_form(data: bytes) -> tuple[bytes, str]:
             "unreadable_audio", f"audio bytes cannot be read as audio: {exc}"
         ) from None
     return buffer.getvalue(), ".flac"
+
+
+def _container_suffix(data: bytes, soundfile_error: Exception) -> str:
+    """The suffix for bytes only PyAV reads (M4A, WebM...), kept byte for byte."""
+    try:
+        return container_suffix(data)
+    except AudioError as exc:
+        if exc.reason != "unreadable_audio":  # e.g. a video without sound
+            raise UnstorableAudio(exc.reason, exc.detail) from None
+    raise UnstorableAudio(
+        "unreadable_audio", f"audio bytes cannot be read as audio: {soundfile_error}"
+    ) from None

@@ -204,15 +204,17 @@ def _disk(path: Path) -> Check:
     return Check("disk", OK, detail)
 
 
-def _ffmpeg() -> Check:
-    if shutil.which("ffmpeg"):
-        return Check(
-            "ffmpeg", OK, "found (converts m4a/aac/webm/wma/amr, which libsndfile cannot read)"
-        )
+def _audio_decoders() -> Check:
+    """PyAV: the FFmpeg decoders that read phone and browser audio (M4A, WebM, MP4)."""
+    try:
+        import av
+    except ImportError as exc:
+        return Check("audio decoders (PyAV)", FAIL, f"{exc}: pip install av")
     return Check(
-        "ffmpeg",
-        INFO,
-        "not found: only needed to convert phone/browser audio (m4a, aac, webm) to WAV/FLAC",
+        "audio decoders (PyAV)",
+        OK,
+        f"PyAV {av.__version__}, FFmpeg {av.ffmpeg_version_info}: reads M4A/AAC, WebM/Opus, "
+        "MP4 and other containers libsndfile cannot",
     )
 
 
@@ -245,7 +247,7 @@ def _families() -> list[Check]:
 def doctor(config: DoctorConfig) -> DoctorResult:
     """Check Python, torch/CUDA and GPU memory, bitsandbytes NF4, flash-attention, the
     installed extras, the model families this transformers can load, the Korean plot font,
-    ffmpeg and free disk space."""
+    the audio decoders (PyAV) and free disk space."""
     probes: list[Callable[[], Check | list[Check]]] = [
         _python,
         _torch,
@@ -254,7 +256,7 @@ def doctor(config: DoctorConfig) -> DoctorResult:
         _extras,
         _families,
         _korean_font,
-        _ffmpeg,
+        _audio_decoders,
         lambda: _disk(config.path),
     ]
     result = DoctorResult(as_json=config.json)

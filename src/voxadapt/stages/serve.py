@@ -274,8 +274,10 @@ def build_server(config: ServeConfig):
         bias_terms=read_bias_terms(config.decode.bias_terms),
         family=family_of(config.model),
         cors_origins=tuple(config.cors_origin),
+        words=config.aligner is not None,
     )
-    return build_app(settings, config.load_transcriber, config.grace_s), served
+    load_aligner = config.load_aligner if config.aligner is not None else None
+    return build_app(settings, config.load_transcriber, config.grace_s, load_aligner), served
 
 
 def serve(config: ServeConfig) -> ServeResult:

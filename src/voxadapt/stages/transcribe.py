@@ -15,12 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from voxadapt.audio import (
-    UNSUPPORTED_AUDIO_SUFFIXES,
-    AudioError,
-    probe_audio,
-    unsupported_audio_detail,
-)
+from voxadapt.alignment import add_words
+from voxadapt.audio import AUDIO_SUFFIXES, AudioError, probe_audio
 from voxadapt.config import option
 from voxadapt.decoding import (
     AudioItem,
@@ -44,7 +40,6 @@ from voxadapt.subtitles import clip_stems, cue_file, transcript_text
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".oga", ".aiff", ".aif", ".w64"}
 # One file for all inputs: every field and flag (jsonl), or `id<TAB>text` lines (txt), which
 # `voxadapt score` reads back.
 FILE_FORMATS = ("jsonl", "txt")
@@ -210,11 +205,7 @@ def collect_inputs(inputs: Sequence[Path]) -> tuple[list[AudioItem], list[dict[s
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
             found = [p for p in files if p.suffix.lower() in AUDIO_SUFFIXES]
-            unsupported = [p for p in files if p.suffix.lower() in UNSUPPORTED_AUDIO_SUFFIXES]
-            for other in unsupported:
-                ident, detail = str(other.relative_to(path)), unsupported_audio_detail(other)
-                errors.append(_error_row(ident, str(other), "unsupported_audio_format", detail))
-            if not found and not unsupported:
+            if not found:
                 errors.append(_error_row(str(path), str(path), "no_audio", "no audio files"))
             for audio in found:
                 _add_audio_file(audio, items, errors, ident=str(audio.relative_to(path)))
@@ -454,6 +445,7 @@ def _transcribe(
     config: TranscribeConfig, items: list[AudioItem], errors: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     transcriber = config.load_transcriber()
+    aligner = config.load_aligner()  # before decoding: a bad --aligner must not cost it
     decoded, segments = split_long_form(items, config.decode)
     results: dict[int, Transcript | AudioError] = {}
     with AudioProgress(decoded, "transcribe") as progress:
@@ -463,9 +455,13 @@ def _transcribe(
                 if isinstance(result, AudioError):
                     log.warning("%s: %s (%s)", item.id, result.reason, result.detail)
             progress.done([item for item, _ in batch])
-    return errors + [
+    rows = [
         transcript_row(item, *stitch(segments[id(item)], results))
         if id(item) in segments
         else transcript_row(item, results[id(item)])
         for item in items
     ]
+    if aligner is not None:  # word timestamps, batched over every recording's segments
+        languages = [config.decode.prompt_language(item.language) for item in items]
+        add_words(aligner, rows, items, languages, config.decode.batch_size)
+    return errors + rows
