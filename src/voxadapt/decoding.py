@@ -249,12 +249,15 @@ def generate_batch(
     bias: TermBias | None = None,
     context: str | None = None,
     watch: Callable[[list[list[int]]], Sequence[bool] | None] | None = None,
+    logprobs: bool = False,
 ) -> list[Transcript]:
     """Greedy KV-cached generation for clips of one chunk count (so Voxtral's prompts
     align); `on_token` is called after every generation step (progress on long clips);
     `context` is the family's context prompt (Qwen3-ASR: terms, names), if it has one;
     `watch` sees every row's generated ids after each step (streaming) and may return a
-    flag per row to stop it (a client that went away)."""
+    flag per row to stop it (a client that went away); `logprobs` records each generated
+    token's log-probability (a softmax over the vocabulary per step: on a small model that
+    costs as much as the step itself, so only when asked)."""
     n_chunks = {f.n_chunks for f in features}
     if len(n_chunks) != 1:
         raise ValueError("generate_batch takes clips of one chunk count")
@@ -276,9 +279,11 @@ def generate_batch(
     from transformers import LogitsProcessorList
 
     recorder = _LogprobRecorder()  # last: it sees the scores the greedy choice is made from
-    kwargs["logits_processor"] = LogitsProcessorList(
-        [bias.processor(width), recorder] if bias is not None else [recorder]
-    )
+    processors = [bias.processor(width)] if bias is not None else []
+    if logprobs:
+        processors.append(recorder)
+    if processors:
+        kwargs["logits_processor"] = LogitsProcessorList(processors)
     with autocast(device, autocast_dtype):
         output = model.generate(
             input_ids=input_ids.to(device),
@@ -292,7 +297,7 @@ def generate_batch(
             eos_token_id=prompts.eos_id if len(prompts.stop_ids) == 1 else list(prompts.stop_ids),
             **kwargs,
         )
-    logprobs = recorder.rows()
+    scored = recorder.rows()
     audio_id = prompts.audio_token_id
     results = []
     for index, (row, cap) in enumerate(zip(output[:, width:].tolist(), caps)):
@@ -305,7 +310,7 @@ def generate_batch(
         text, language = prompts.transcript(row)
         transcript = Transcript(text, language, len(row), truncated, repetition_loop(text))
         transcript.token_ids = row
-        transcript.token_logprobs = logprobs[index][: len(row)]
+        transcript.token_logprobs = scored[index][: len(row)] if scored else []
         transcript.prompt_tokens = len(prompt_rows[index])
         transcript.audio_tokens = prompt_rows[index].count(audio_id)
         results.append(transcript)
@@ -755,6 +760,7 @@ class Transcriber:
         bias: TermBias | None = None,
         watch: Callable[[Sequence[AudioItem], list[list[int]]], Sequence[bool] | None]
         | None = None,
+        logprobs: bool = False,
     ) -> Iterator[list[tuple[AudioItem, Transcript | AudioError]]]:
         """Yield (item, transcript or error) per finished batch, in batch order.
 
@@ -762,7 +768,7 @@ class Transcriber:
         called after every generation step; `bias` replaces the bias of
         `options.bias_terms` (the server's terms plus a request's hotwords); `watch` sees
         the items being decoded and their generated ids after every step (streaming) and
-        may stop some (see `generate_batch`).
+        may stop some (see `generate_batch`); `logprobs`: record token log-probabilities.
         """
         family = self.prompts.family
         problems = options.family_problems(family)
@@ -787,7 +793,7 @@ class Transcriber:
         self.model.eval()
         try:
             for batch in loader:
-                yield self._decode_batch(items, batch, options, on_token, bias, watch)
+                yield self._decode_batch(items, batch, options, on_token, bias, watch, logprobs)
         finally:
             self.model.train(was_training)
 
@@ -810,6 +816,7 @@ class Transcriber:
         bias: TermBias | None = None,
         watch: Callable[[Sequence[AudioItem], list[list[int]]], Sequence[bool] | None]
         | None = None,
+        logprobs: bool = False,
     ) -> list[tuple[AudioItem, Transcript | AudioError]]:
         done: list[tuple[AudioItem, Transcript | AudioError]] = []
         bias = bias or self._bias(options)
@@ -834,6 +841,7 @@ class Transcriber:
                 bias=bias,
                 context=options.context,
                 watch=functools.partial(watch, group_items) if watch is not None else None,
+                logprobs=logprobs,
             )
             done.extend(zip(group_items, transcripts))
         return done

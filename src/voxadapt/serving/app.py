@@ -413,6 +413,7 @@ async def _transcribe(request: Any, state: ServerState) -> Any:
             context=fields.context,
             vad=fields.vad,
             words=fields.words,
+            logprobs=fields.logprobs or fields.response_format == "verbose_json",
         )
         deltas: asyncio.Queue | None = None
         if fields.stream:

@@ -57,6 +57,7 @@ class Job:
     context: str | None = None  # the family's context prompt (the request's `prompt`)
     vad: VadOptions | None = None  # how a long recording is cut (`chunking_strategy`)
     words: bool = False  # word timestamps wanted (the engine has an aligner)
+    logprobs: bool = False  # token log-probabilities wanted (logprobs, avg_logprob)
     # streaming: called on the engine's thread with each new piece of text, in order;
     # the pieces joined equal the final transcript
     on_delta: Callable[[str], None] | None = None
@@ -261,7 +262,11 @@ class BatchingEngine:
             return flags
 
         timed: list[tuple[Job, EngineResult]] = []  # finished, waiting for word times
-        for done in self.transcriber.transcribe(items, options, bias=bias, watch=watch):
+        scored = any(job.logprobs for job in batch)
+        decoding = self.transcriber.transcribe(
+            items, options, bias=bias, watch=watch, logprobs=scored
+        )
+        for done in decoding:
             for unit, result in done:
                 job = owner[id(unit)]
                 job.results[id(unit)] = result
