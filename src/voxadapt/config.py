@@ -43,11 +43,15 @@ def option(
     shared: bool = False,
     cli: bool = True,
     repeatable: bool = False,
+    model_reference: bool = False,
+    invocation: bool = False,
 ) -> Any:
     """A config field with its CLI declaration (help, choices, flag name, argument group).
 
     For a nested section, `flag_prefix` prefixes its flags (train's `decode:` section gives
     `--eval-batch-size`); a `shared` field of a section keeps its plain flag (`--language`).
+    A `model_reference` (a hub id or a local folder) is kept as the folder's absolute path
+    when it names one, so what a run records names the same model from any directory.
     """
     metadata = {
         "help": help,
@@ -62,6 +66,9 @@ def option(
         # a list flag given several times adds up (`--system A --system B`)
         "repeatable": repeatable,
         "cli": cli,
+        "model_reference": model_reference,
+        # how this invocation treats earlier outputs (resume, overwrite): not saved with a run
+        "invocation": invocation,
     }
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
@@ -85,9 +92,28 @@ class Config:
         return found
 
     def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, item.name)
+            if item.metadata.get("model_reference") and isinstance(value, (str, Path)):
+                setattr(self, item.name, model_reference(value))
         found = self.problems()
         if found:
             raise ConfigError("invalid configuration: " + "; ".join(found), found)
+
+
+def looks_like_path(text: str) -> bool:
+    """A model named by a path (not a hub id `namespace/name`)."""
+    return text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
+
+
+def model_reference(model: str | Path) -> str:
+    """A hub id as written; a local folder as its absolute path (`~` expanded), so an
+    adapter records a base that it finds again from any working directory."""
+    text = str(model)
+    path = Path(text).expanduser()
+    if path.exists() or looks_like_path(text):
+        return str(path.absolute() if not path.exists() else path.resolve())
+    return text
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -142,12 +168,12 @@ def _coerce(value: Any, annotation: Any) -> Any:
                 for part in (item.split(",") if isinstance(item, str) else [item])
             ]
         return [_coerce(item, item_type) for item in items]
-    if annotation is Path:
+    if annotation is Path:  # every path option, from flags and files alike: `~` is home
         if isinstance(value, Path):
-            return value
+            return value.expanduser()
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{_shown(value)} is not a path")
-        return Path(value)
+        return Path(value).expanduser()
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -315,10 +341,26 @@ def to_jsonable(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
 
 
+def run_description(config: Any) -> dict[str, Any]:
+    """The config as a run's record: every option but those that only say how this
+    invocation treats earlier outputs (`resume`, `overwrite`), so the saved file passed back
+    with --config starts the same run afresh instead of silently resuming it."""
+
+    def describe(node: Any) -> dict[str, Any]:
+        return {
+            item.name: describe(value) if dataclasses.is_dataclass(value) else value
+            for item in dataclasses.fields(node)
+            if not item.metadata.get("invocation")
+            for value in [getattr(node, item.name)]
+        }
+
+    return json.loads(json.dumps(describe(config), default=str))
+
+
 def save_config(config: Any, path: Path) -> None:
     """Write the resolved config as YAML (it can be passed back with --config)."""
     with atomic_write(path) as handle:
-        yaml.safe_dump(to_jsonable(config), handle, allow_unicode=True, sort_keys=False)
+        yaml.safe_dump(run_description(config), handle, allow_unicode=True, sort_keys=False)
 
 
 # ----------------------------------------------------------------- argparse from dataclasses

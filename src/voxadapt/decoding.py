@@ -614,6 +614,7 @@ class ModelChoice(Config):
 
     model: str | None = option(
         None,
+        model_reference=True,
         help="base model, Voxtral or Qwen3-ASR: hub id or folder (default: the adapter's base "
         "model, else mistralai/Voxtral-Mini-3B-2507)",
         group="model",

@@ -88,8 +88,8 @@ class EvaluateConfig(ModelChoice):
     )
     decode: DecodeOptions = option(help="decoding options", default_factory=DecodeOptions)
     limit: int | None = option(None, help="only the first N utterances", group="scoring")
-    resume: bool = option(False, help="continue an interrupted run in --out")
-    overwrite: bool = option(False, help="discard earlier predictions in --out")
+    resume: bool = option(False, help="continue an interrupted run in --out", invocation=True)
+    overwrite: bool = option(False, help="discard earlier predictions in --out", invocation=True)
     terms: Path | None = option(
         None,
         help="medical terms, one per line, for term recall",

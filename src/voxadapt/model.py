@@ -5,6 +5,7 @@ a model; the parts are found by their module names, which every family shares.""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from voxadapt.config import model_reference
 from voxadapt.errors import ConfigError, ModelError
 from voxadapt.families import FAMILIES, VOXTRAL, family_of, load_config
 
@@ -592,6 +594,21 @@ def writing_weights(path: Path) -> Iterator[None]:
         raise ModelError(f"cannot write {path}: {detail}") from None
 
 
+def model_fingerprint(model: str | Path) -> str | None:
+    """What identifies a local model folder's content wherever it lies: its config and the
+    names and sizes of its weight files (None for a hub id). Cheap: no weights are read."""
+    folder = Path(str(model)).expanduser()
+    config = folder / "config.json"
+    if not config.is_file():
+        return None
+    digest = hashlib.sha256(config.read_bytes())
+    for path in sorted(folder.glob("*.safetensors*")) + sorted(folder.glob("*.bin")):
+        digest.update(f"{path.name}:{path.stat().st_size}".encode())
+        if path.name.endswith(".index.json"):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def check_base_model(model_id: str, info: dict[str, Any], *, force: bool) -> None:
     """Refuse an adapter on another base than the one it was trained on: a base of equal
     shapes takes it silently and gives a model nobody trained. A copy of the same model
@@ -609,7 +626,16 @@ def check_base_model(model_id: str, info: dict[str, Any], *, force: bool) -> Non
             raise ModelError(f"{message}; give its base model (or --force)")
         log.warning("--force: %s", message)
     recorded = info.get("base_model")
-    if not recorded or str(recorded) == str(model_id):
+    if not recorded or model_reference(recorded) == model_reference(model_id):
+        return
+    fingerprint = info.get("base_model_fingerprint")
+    if fingerprint and fingerprint == model_fingerprint(model_id):
+        log.warning(
+            "the adapter was trained on %s; %s holds the same config and weight files (a moved "
+            "or copied base): using it",
+            recorded,
+            model_id,
+        )
         return
     if force:
         log.warning("--force: using an adapter trained on %s with %s", recorded, model_id)

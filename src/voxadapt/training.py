@@ -71,7 +71,9 @@ class NonFiniteError(VoxadaptError):
 class TrainConfig(Config):
     """Options of `voxadapt train` (the YAML keys of `--config`). Defaults follow the seed."""
 
-    model: str = option(DEFAULT_MODEL, help="hub id or local folder", group="data and model")
+    model: str = option(
+        DEFAULT_MODEL, help="hub id or local folder", group="data and model", model_reference=True
+    )
     train: Path | None = option(
         None,
         help="training manifest (JSONL from `voxadapt prepare`)",
@@ -182,7 +184,7 @@ class TrainConfig(Config):
         help="stop after N evaluations without a better CER",
         group="logging and evaluation",
     )
-    resume: bool = option(False, help="continue from OUTPUT_DIR/checkpoint-last")
+    resume: bool = option(False, help="continue from OUTPUT_DIR/checkpoint-last", invocation=True)
     report_to: list[str] = option(
         help=f"experiment trackers, comma-separated: {', '.join(TRACKERS)} (mlflow writes to "
         "OUTPUT_DIR/mlruns unless MLFLOW_TRACKING_URI is set)",

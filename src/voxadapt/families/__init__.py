@@ -73,12 +73,14 @@ def load_config(model: str | Path) -> Any:
     """The transformers config of a hub id or local folder; FamilyError in one line."""
     from transformers import AutoConfig
 
+    from voxadapt.config import looks_like_path
+
     text = str(model)
     # a path (not a hub id "namespace/name") that does not exist is a missing folder, not a
     # malformed repo id
-    looks_like_path = text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
-    if looks_like_path and not Path(text).expanduser().exists():
+    if looks_like_path(text) and not Path(text).expanduser().exists():
         raise FamilyError(f"model folder not found: {text}")
+    text = str(Path(text).expanduser()) if text.startswith("~") else text
     try:
         return AutoConfig.from_pretrained(text)
     except (OSError, ValueError, KeyError) as exc:

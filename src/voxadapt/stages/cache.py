@@ -48,7 +48,9 @@ class CacheConfig(Config):
     manifests: list[Path] = option(
         help="JSONL manifests from `voxadapt prepare`", positional=True, metavar="MANIFEST"
     )
-    model: str = option(help="hub id or folder whose processor (feature extractor) to use")
+    model: str = option(
+        help="hub id or folder whose processor (feature extractor) to use", model_reference=True
+    )
     out_dir: Path = option(help="cache folder (created if missing)", flag="--out", metavar="DIR")
     jobs: int | None = option(None, help="worker processes (default: all cores)")
     shard_size: int = option(256, help="utterances per shard file")

@@ -87,7 +87,9 @@ class CompareConfig(Config):
     )
     device: str | None = option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     overwrite: bool = option(
-        False, help="decode every system again (earlier outputs go to systems/NAME/replaced/)"
+        False,
+        help="decode every system again (earlier outputs go to systems/NAME/replaced/)",
+        invocation=True,
     )
     report: bool = option(True, help="write report.html")
 

@@ -279,7 +279,9 @@ class ExportConfig(Config):
 
     adapter: Path = option(help="adapter folder from `voxadapt train`", metavar="DIR")
     out: Path = option(help="new folder for the merged model", metavar="DIR")
-    model: str | None = option(None, help="base model (default: the adapter's base model)")
+    model: str | None = option(
+        None, help="base model (default: the adapter's base model)", model_reference=True
+    )
     format: str = option(
         "hf",
         help="hf: transformers checkpoint; mistral: consolidated layout for vLLM",
@@ -293,6 +295,7 @@ class ExportConfig(Config):
         False,
         help="replace an earlier export in --out (only a folder voxadapt export wrote; the "
         "old one goes once the new one is complete)",
+        invocation=True,
     )
 
 

@@ -56,6 +56,7 @@ from voxadapt.model import (
     input_dtype,
     load_model,
     load_weights,
+    model_fingerprint,
     parameter_audit,
     resolve_dtype,
     save_adapter,
@@ -623,6 +624,9 @@ class Trainer:
         }
         if self.family is not VOXTRAL:  # adapters without a family are Voxtral's (as before)
             info["family"] = self.family.name
+        fingerprint = model_fingerprint(self.config.model)
+        if fingerprint:  # a local base: a moved copy of it is recognised
+            info["base_model_fingerprint"] = fingerprint
         if self.state.best_step == self.state.step and self.state.best_cer is not None:
             info["eval_cer"] = self.state.best_cer
         save_adapter(self.model, self.adapter_dir, self.adapter_options, info)
