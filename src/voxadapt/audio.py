@@ -45,6 +45,8 @@ AUDIO_SUFFIXES = SOUNDFILE_AUDIO_SUFFIXES | CONTAINER_AUDIO_SUFFIXES
 # edit list, Matroska's Duration element, ASF's file header). For raw streams (ADTS AAC, AMR)
 # FFmpeg only estimates it from the bit rate, so those are decoded to count their samples.
 _INDEXED_DEMUXERS = {"mov": "MP4", "matroska": "MATROSKA", "asf": "ASF"}
+# how far decoding may run past the stated length (codec priming, millisecond timestamps)
+_STATED_SLACK_S = 1.0
 
 
 class AudioError(Exception):
@@ -366,7 +368,9 @@ def _stated_frames(container: Any, stream: Any, rate: int) -> int | None:
         return None
     if stream.duration and stream.time_base:  # MP4: the sample table less the edit list
         return round(stream.duration * stream.time_base * rate)
-    if container.duration:  # Matroska/WebM: the Duration element (microseconds)
+    # Matroska/WebM: the Duration element (microseconds), the longest track's: a video
+    # track may outlast the sound
+    if container.duration and len(container.streams) == 1:
         return round(container.duration * rate / 1_000_000)
     return None  # a browser's live-written WebM has no duration
 
@@ -399,6 +403,7 @@ def _container_blocks(
         position, rate, start, stop = 0, 0, 0, None
         pending: list[np.ndarray] = []
         pending_frames = 0
+        stated: int | None = None
         for planes, frame_rate in _decoded_frames(container, stream, path):
             if not rate:
                 rate = frame_rate
@@ -406,6 +411,7 @@ def _container_blocks(
                 ends = [_trim_frames(container, stream, rate)]
                 ends.append(start + round(duration * rate) if duration is not None else None)
                 stop = min((limit for limit in ends if limit is not None), default=None)
+                stated = _stated_frames(container, stream, rate)
             elif frame_rate != rate:
                 raise AudioError(
                     "unreadable_audio",
@@ -415,6 +421,13 @@ def _container_blocks(
                 raise AudioError("unreadable_audio", f"{path}: channel count changes mid-stream")
             begin, end = position, position + planes.shape[1]
             position = end
+            # the probe's length is the container's: what a server checked against its
+            # limit is all that is decoded (a forged Duration of 1 s over hours of sound)
+            if stated is not None and position > stated + rate * _STATED_SLACK_S:
+                raise AudioError(
+                    "unreadable_audio",
+                    f"{path}: holds more audio than its container states ({stated / rate:.1f} s)",
+                )
             last = end if stop is None else min(end, stop)
             keep = planes[:, max(start - begin, 0) : max(last - begin, 0)]
             if keep.shape[1] > 0:

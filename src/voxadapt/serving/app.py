@@ -61,6 +61,7 @@ access_log = logging.getLogger("voxadapt.access")
 
 _CHUNK = 1 << 20
 _SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")
 
 
 @dataclass
@@ -259,18 +260,23 @@ def build_app(
         return await _transcribe(request, state)
 
     state_started = time.time()
-    if settings.cors_origins:
-        from starlette.middleware.cors import CORSMiddleware
-
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["Retry-After", "X-Voxadapt-Unused-Fields"],
-            max_age=600,
-        )
     return Guard(app, state)
+
+
+def with_cors(app: Any, settings: ServerSettings) -> Any:
+    """`app` answering browsers from `--cors-origin` (as it is without any)."""
+    if not settings.cors_origins:
+        return app
+    from starlette.middleware.cors import CORSMiddleware
+
+    return CORSMiddleware(
+        app,
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type"],
+        expose_headers=["Retry-After", "X-Voxadapt-Unused-Fields"],
+        max_age=600,
+    )
 
 
 def render_page(settings: ServerSettings) -> str:
@@ -296,13 +302,14 @@ class Guard:
 
     def __init__(self, app: Any, state: ServerState) -> None:
         self.app, self.serving = app, state  # not `state`: that is the app's
+        self.answering = with_cors(app, state.settings)  # refusals get the same CORS headers
 
     def __getattr__(self, name: str) -> Any:  # app.state and friends, for tests and tools
         return getattr(self.app, name)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await self.answering(scope, receive, send)
             return
         started, status = time.perf_counter(), [500]
         scope.setdefault("state", {})["audio_s"] = 0.0
@@ -316,11 +323,11 @@ class Guard:
         try:
             _check_auth(request, self.serving.settings.api_key)
             _check_length(request, self.serving.settings.max_upload_bytes)
-        except ApiError as exc:
+        except ApiError as exc:  # with CORS headers: a browser page can read why
             response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-            await response(scope, receive, sending)
+            await with_cors(response, self.serving.settings)(scope, receive, sending)
         else:
-            await self.app(scope, receive, sending)
+            await self.answering(scope, receive, sending)
         finally:
             seconds = time.perf_counter() - started
             if route_path(scope) == "/v1/audio/transcriptions":
@@ -607,7 +614,9 @@ def _response(result: Any, duration: float, fields: RequestFields, prompts: Any)
     transcript = result.transcript
     text = transcript.text
     language = reported_language(fields.language, transcript, result.pieces)
-    headers = {"Content-Language": language} if language else {}
+    # what a model names may be any text ("한국어"): a header holds only a language tag
+    tagged = language and _LANGUAGE_TAG.fullmatch(language)
+    headers = {"Content-Language": language} if tagged else {}
     fmt = fields.response_format
     if fmt == "text":
         return PlainTextResponse(text, headers=headers)

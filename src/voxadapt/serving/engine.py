@@ -165,7 +165,11 @@ class BatchingEngine:
             self._taken()
             job.future.set_result(EngineResult(Transcript("", None, 0, False, None), []))
             return job.future
-        self._queue.put(job)
+        with self._lock:  # never behind the stop mark, where no worker would take it
+            if self._stopping.is_set():
+                self._pending -= 1
+                raise EngineStopped("the server is shutting down")
+            self._queue.put(job)
         return job.future
 
     def _taken(self, count: int = 1) -> None:
@@ -174,8 +178,9 @@ class BatchingEngine:
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Finish the jobs already queued, then stop the worker."""
-        self._stopping.set()
-        self._queue.put(_STOP)
+        with self._lock:
+            self._stopping.set()
+            self._queue.put(_STOP)
         self._thread.join(timeout_s)
 
     # -------------------------------------------------------------------- worker

@@ -42,13 +42,15 @@ STREAM_FORMATS = ("json", "text")
 LOGPROB_FORMATS = ("json", "verbose_json")
 WORD_FORMATS = ("verbose_json", "srt", "vtt")
 MAX_PROMPT_CHARS = 2000
-MAX_KEYWORDS = 100
+MAX_KEYWORDS = 100  # keywords[] and hotwords together
+MAX_TERM_CHARS = 200
 # field -> the names it may arrive under (the official client writes lists as `name[]`)
 _LIST_FIELDS = {
     "timestamp_granularities": ("timestamp_granularities[]", "timestamp_granularities"),
     "include": ("include[]", "include"),
     "keywords": ("keywords[]", "keywords"),
 }
+_LIST_NAMES = {name for names in _LIST_FIELDS.values() for name in names}
 _FIELDS = {
     "file",
     "model",
@@ -60,9 +62,10 @@ _FIELDS = {
     "chunking_strategy",
     "hotwords",
     "bias_weight",
-    *(name for names in _LIST_FIELDS.values() for name in names),
+    *_LIST_NAMES,
 }
 _CHUNKING_KEY = re.compile(r"chunking_strategy\[(\w+)\]")
+_REGION_TAG = re.compile(r"([a-z]{2})[-_][a-z0-9]{2,8}")  # ko-KR, ko_KR, zh-hant
 _SERVER_VAD_KEYS = {"type", "prefix_padding_ms", "silence_duration_ms", "threshold"}
 
 
@@ -120,6 +123,12 @@ def parse_fields(form: Any, settings: Any) -> RequestFields:
         raise FieldError(
             f"unknown field {unknown[0][:40]!r}: this server does not take it", unknown[0][:40]
         )
+    # a scalar field twice (stream=false&stream=true): neither may be silently dropped
+    repeated = sorted(
+        {key for key in form if key not in _LIST_NAMES and len(form.getlist(key)) > 1}
+    )
+    if repeated:
+        raise FieldError(f"the field {repeated[0][:40]!r} is given twice", repeated[0][:40])
     model = _text(form, "model")
     if not model:
         raise FieldError("the field `model` is required", "model")
@@ -190,22 +199,31 @@ def _bias_weight(value: str | None, default: float) -> float:
 
 
 def _request_terms(form: Any) -> list[list[str]]:
-    """`hotwords` (comma-separated) and `keywords[]` (one term per field) as variant sets."""
-    terms = [term_spellings(term) for term in (_text(form, "hotwords") or "").split(",")]
-    keywords = _texts(form, "keywords")
-    if len(keywords) > MAX_KEYWORDS:
-        raise FieldError(f"keywords: at most {MAX_KEYWORDS} terms", "keywords")
-    for keyword in keywords:
-        if len(keyword) > 200:
-            raise FieldError("keywords: a term is longer than 200 characters", "keywords")
-        terms.append(term_spellings(keyword))
-    return [t for t in terms if t]
+    """`hotwords` (comma-separated) and `keywords[]` (one term per field) as variant sets;
+    the limits hold for both together, whichever field the terms arrive in."""
+    terms: list[str] = []
+    hotwords = (_text(form, "hotwords") or "").split(",")
+    for param, given in (("hotwords", hotwords), ("keywords", _texts(form, "keywords"))):
+        given = [term for term in given if term.strip()]
+        if len(terms) + len(given) > MAX_KEYWORDS:
+            raise FieldError(
+                f"{param}: at most {MAX_KEYWORDS} terms (keywords[] and hotwords together)", param
+            )
+        if any(len(term) > MAX_TERM_CHARS for term in given):
+            raise FieldError(f"{param}: a term is longer than {MAX_TERM_CHARS} characters", param)
+        terms += given
+    return [spellings for term in terms if (spellings := term_spellings(term))]
 
 
 def _language(value: str | None, settings: Any) -> str:
-    language = value or settings.default_language
+    language = (value or settings.default_language).strip()
     if len(language) > 40:
         raise FieldError("language is too long", "language")
+    # as browsers and clients write it (AUTO, KO, ko-KR): the code the model is told is
+    # ISO 639-1, lower case, so "KO" and "ko" decode alike
+    language = language.lower()
+    if region := _REGION_TAG.fullmatch(language):
+        language = region.group(1)
     if language == AUTO_LANGUAGE:
         return language
     family = settings.family
@@ -277,7 +295,7 @@ def _chunking(form: Any) -> VadOptions | None:
     if given is not None:
         try:
             parts = json.loads(given)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested thousands deep
             raise FieldError(
                 'chunking_strategy must be "auto" or a server_vad object', "chunking_strategy"
             ) from None

@@ -109,7 +109,9 @@ class ServeConfig(ModelChoice):
         named: dict[str, Path] = {}
         for spec in self.adapter:
             name, sep, folder = str(spec).partition("=")
-            if not sep or "/" in name or not name:  # a plain folder (which may hold '=')
+            if sep and "/" not in name and not (name and folder):  # "a=" would serve "."
+                raise ConfigError(f"--adapter {spec!r}: give NAME=DIR, both parts, or DIR")
+            if not sep or "/" in name:  # a plain folder (which may hold '=')
                 name, folder = Path(spec).name, spec
             if len(self.adapter) == 1 and self.served_model_name:
                 name = self.served_model_name
