@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from starlette.datastructures import FormData
+from starlette.requests import Request
 
 from voxadapt.audio import AudioError, load_audio, probe_audio, read_blocks
 from voxadapt.decoding import AudioItem, DecodeOptions, Transcript
@@ -304,3 +305,146 @@ def test_concurrent_streams_and_answers_equal_sequential_ones(tiny_model):
         assert running.state.engine.depth() == 0
     finally:
         running.stop()
+
+
+# ------------------------------------------------- issue 29: the server under attack
+
+
+@pytest.fixture(scope="module")
+def keyless(tiny_model):
+    from test_serve import Running, config
+
+    running = Running(
+        config(tiny_model, decode=DecodeOptions(language="en", max_new_tokens=4, num_workers=0))
+    )
+    running.wait_ready()
+    yield running
+    running.stop()
+
+
+def raw(url: str, method: str = "GET", headers: dict | None = None, body: bytes | None = None):
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def test_a_keyless_loopback_server_answers_only_to_its_own_names(keyless):
+    """DNS rebinding: a page on evil.example that resolves its name to 127.0.0.1 sends
+    `Host: evil.example`; the server refuses it and answers its loopback names."""
+    assert raw(f"{keyless.url}/health", headers={"Host": "evil.example:8000"})[0] == 421
+    assert raw(f"{keyless.url}/v1/models", headers={"Host": "evil.example"})[0] == 421
+    port = keyless.url.rsplit(":", 1)[1]
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "LOCALHOST"):
+        assert raw(f"{keyless.url}/health", headers={"Host": host})[0] == 200
+
+
+def test_correct_clients_are_not_refused(keyless):
+    from test_serve import multipart
+
+    assert raw(f"{keyless.url}/health", method="HEAD")[0] == 200
+    body, content_type = multipart({"model": "ko-med"}, CLIPS_0())
+    status, headers, _ = raw(
+        f"{keyless.url}/v1/audio/transcriptions",
+        "POST",
+        {"Content-Type": content_type.replace("multipart/form-data", "Multipart/Form-Data")},
+        body,
+    )
+    # media types are case-insensitive; the server's --language en is the default
+    assert status == 200 and headers["content-language"] == "en"
+
+
+def test_a_forged_log_line_is_escaped(keyless, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="voxadapt.access")
+    raw(f"{keyless.url}/x%0aGET%20/v1/models%20200")
+    lines = [r.getMessage() for r in caplog.records if r.name == "voxadapt.access"]
+    assert any("\\x0a" in line for line in lines)
+    assert not any(line.startswith("GET /v1/models 200") for line in lines)
+
+
+@pytest.mark.parametrize(
+    "written, sent",
+    [
+        ("s3cret\r\n", "Bearer s3cret"),  # CRLF from a Windows editor
+        ("\ufeffs3cret\n", "Bearer s3cret"),  # a byte-order mark
+        ("s3cret", "bearer s3cret"),  # the scheme is case-insensitive
+        ("비밀키-7", "Bearer 비밀키-7"),  # a non-ASCII key, sent as UTF-8
+    ],
+)
+def test_api_keys_as_people_write_and_send_them(tiny_model, tmp_path, written, sent):
+    from voxadapt.serving.app import _check_auth
+    from voxadapt.stages.serve import _api_key
+
+    key_file = tmp_path / "key"
+    key_file.write_bytes(written.encode("utf-8"))
+    key = _api_key(key_file)
+
+    def sending(header: bytes):
+        scope = {"type": "http", "method": "GET", "path": "/v1/models", "headers": []}
+        scope["headers"] = [(b"authorization", header)]
+        return Request(scope)
+
+    _check_auth(sending(sent.encode("utf-8")), key)  # no 401
+    with pytest.raises(Exception, match="API key"):
+        _check_auth(sending(b"Bearer wrong"), key)
+
+
+def test_opening_the_server_beyond_this_machine_needs_a_key(tmp_path):
+    with pytest.raises(ConfigError, match="without an API key"):
+        ServeConfig(host="0.0.0.0")
+    assert ServeConfig(host="0.0.0.0", insecure=True).insecure
+    key = tmp_path / "key"
+    key.write_text("k")
+    ServeConfig(host="0.0.0.0", api_key_file=key)
+    with pytest.raises(ConfigError, match="manifest"):
+        ServeConfig(decode=DecodeOptions(language="manifest"))
+
+
+@pytest.mark.slow
+def test_a_model_that_cannot_load_ends_the_server_with_one_line(tiny_model, tmp_path):
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    for weights in broken.glob("*.safetensors"):
+        weights.write_bytes(b"not weights")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voxadapt.cli",
+            "serve",
+            "--model",
+            str(broken),
+            "--port",
+            str(port),
+            "--quantization",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "the model could not be loaded" in result.stderr
+
+
+def CLIPS_0() -> Path:
+    from conftest import CLIPS
+
+    return CLIPS[0]

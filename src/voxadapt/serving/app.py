@@ -83,6 +83,7 @@ class ServerSettings:
     # served id -> the adapter's name inside the model (None: the base or the only adapter)
     models: dict[str, str | None] = field(default_factory=dict)
     words: bool = False  # an aligner is loaded: word timestamps can be asked for
+    allowed_hosts: tuple[str, ...] | None = None  # Host header names answered (None: any)
 
     def __post_init__(self) -> None:
         self.models = self.models or {self.served_model: None}
@@ -130,6 +131,7 @@ class ServerState:
         self.settings = settings
         self.engine: BatchingEngine | None = None
         self.load_error: str | None = None
+        self.on_load_error: Callable[[], None] | None = None  # `serve` stops the server
         self.uploads = Path(tempfile.mkdtemp(prefix="voxadapt-serve-"))  # 0700: private
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -181,6 +183,8 @@ class ServerState:
         except Exception as exc:  # reported by /health and every request
             self.load_error = " ".join(str(exc).split()) or type(exc).__name__
             log.error("the model could not be loaded: %s", self.load_error)
+            if self.on_load_error is not None:
+                self.on_load_error()
 
     def close(self, grace_s: float) -> None:
         if self.engine is not None:
@@ -219,7 +223,7 @@ def build_app(
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(ApiError(400, "the request is malformed").body(), status_code=400)
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> JSONResponse:
         if state.load_error:
             return JSONResponse({"status": "error", "detail": state.load_error}, status_code=503)
@@ -321,6 +325,7 @@ class Guard:
 
         request = Request(scope)
         try:
+            _check_host(request, self.serving.settings.allowed_hosts)
             _check_auth(request, self.serving.settings.api_key)
             _check_length(request, self.serving.settings.max_upload_bytes)
         except ApiError as exc:  # with CORS headers: a browser page can read why
@@ -335,8 +340,8 @@ class Guard:
                 self.serving.latency.observe(seconds)
             access_log.info(
                 "%s %s %d %.3f s audio=%.1f s",
-                scope["method"],
-                scope["path"],
+                loggable(scope["method"]),
+                loggable(scope["path"]),
                 status[0],
                 seconds,
                 scope["state"].get("audio_s", 0.0),
@@ -359,18 +364,44 @@ def _code_of(status: int) -> str | None:
 # Open without a key: the health probe, and the page itself (a browser cannot send a header
 # when it loads a page; the key is typed on the page and sent with each API request).
 # CORS preflights carry no credentials by design; the request that follows is checked.
-_OPEN_PATHS = {("GET", "/health"), ("GET", "/"), ("HEAD", "/")}
+_OPEN_PATHS = {("GET", "/health"), ("HEAD", "/health"), ("GET", "/"), ("HEAD", "/")}
 
 
 def _check_auth(request: Any, api_key: str | None) -> None:
-    """Every API endpoint needs `Authorization: Bearer <key>` when a key is set."""
+    """Every API endpoint needs `Authorization: Bearer <key>` when a key is set (the scheme
+    is case-insensitive, as HTTP says; the key is compared as UTF-8 bytes)."""
     path = route_path(request.scope)
     if api_key is None or (request.method, path) in _OPEN_PATHS or request.method == "OPTIONS":
         return
-    given = request.headers.get("authorization", "")
-    expected = f"Bearer {api_key}"
-    if not hmac.compare_digest(given.encode(), expected.encode()):  # constant time
+    # the header as sent: Starlette decodes header bytes as Latin-1
+    scheme, _, given = request.headers.get("authorization", "").encode("latin-1").partition(b" ")
+    valid = scheme.lower() == b"bearer"
+    if not hmac.compare_digest(given.strip(), api_key.encode()) or not valid:  # constant time
         raise ApiError(401, "missing or wrong API key", code="invalid_api_key")
+
+
+# Host names a key-less server on a loopback address answers to: a web page elsewhere that
+# makes its own name resolve to 127.0.0.1 (DNS rebinding) gets a 421, not the API.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+
+
+def _check_host(request: Any, allowed: tuple[str, ...] | None) -> None:
+    if allowed is None:
+        return
+    header = request.headers.get("host", "").lower()
+    # the name without its port: "[::1]:8000" -> "[::1]", "localhost:8000" -> "localhost"
+    host = header.rsplit("]", 1)[0] + "]" if header.startswith("[") else header.split(":")[0]
+    if host not in allowed:
+        raise ApiError(
+            421,
+            "this server answers only to its own host names (see --allowed-host)",
+            code="misdirected_request",
+        )
+
+
+def loggable(text: str) -> str:
+    """A request path as one log line: control characters escaped (no forged lines)."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)[:300]
 
 
 def _too_large(limit: int) -> str:
@@ -386,7 +417,7 @@ def _check_length(request: Any, limit: int) -> None:
 
 
 async def _form(request: Any) -> Any:
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise ApiError(400, "the body must be multipart/form-data (file, model, ...)")
     try:
         return await request.form(max_files=1, max_fields=256, max_part_size=1 << 20)

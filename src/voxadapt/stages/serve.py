@@ -24,7 +24,7 @@ from pathlib import Path
 
 from voxadapt.config import option
 from voxadapt.decoding import DecodeOptions, ModelChoice, Transcriber
-from voxadapt.errors import ConfigError
+from voxadapt.errors import ConfigError, ModelError
 from voxadapt.families import family_of
 from voxadapt.model import base_model_of, check_base_model, is_peft_adapter, read_adapter_info
 
@@ -81,6 +81,21 @@ class ServeConfig(ModelChoice):
         "https://emr.example.org (repeatable; none by default)",
         metavar="ORIGIN",
         repeatable=True,
+        group="server",
+    )
+    allowed_host: list[str] = option(
+        default_factory=list,
+        help="a Host name the server answers to besides its loopback names, e.g. "
+        "asr.example.org (repeatable). Without an API key a server answers only to these "
+        "(DNS rebinding); with one, to any",
+        metavar="NAME",
+        repeatable=True,
+        group="server",
+    )
+    insecure: bool = option(
+        False,
+        help="listen on a non-loopback --host without --api-key-file (anyone who reaches the "
+        "port can transcribe)",
         group="server",
     )
     max_batch: int = option(8, help="segments decoded together at most", group="server")
@@ -203,6 +218,13 @@ class ServeConfig(ModelChoice):
                 found.append(
                     f"cors_origin {origin!r} must be a scheme and host (https://host[:port]) or *"
                 )
+        if self.decode.language == "manifest":
+            found.append("language manifest: a request has no manifest; give a code or auto")
+        if not _loopback(self.host) and self.api_key_file is None and not self.insecure:
+            found.append(
+                f"host {self.host} opens the server beyond this machine without an API key: "
+                "add --api-key-file (or --insecure)"
+            )
         if self.api_key_file is not None and not Path(self.api_key_file).is_file():
             found.append(f"api_key_file {self.api_key_file} is not a file")
         return found
@@ -226,11 +248,28 @@ def _require_extra() -> None:
         raise ConfigError(f"voxadapt serve needs the serve extra ({exc.name}): {INSTALL}") from None
 
 
+def _loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _allowed_hosts(config: ServeConfig) -> tuple[str, ...] | None:
+    """The Host names a server answers to: any with an API key, else its loopback names,
+    its --host and --allowed-host."""
+    if config.api_key_file is not None or not _loopback(config.host):  # --insecure: any
+        return None
+    from voxadapt.serving.app import LOOPBACK_HOSTS
+
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    names = {*LOOPBACK_HOSTS, host, *config.allowed_host}
+    return tuple(sorted(name.lower() for name in names if name not in ("0.0.0.0", "[::]")))
+
+
 def _api_key(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        key = Path(path).read_text(encoding="utf-8").strip()
+        # utf-8-sig: a key saved by Notepad starts with a byte-order mark
+        key = Path(path).read_text(encoding="utf-8-sig").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--api-key-file {path} is unreadable ({exc})") from None
     if not key or any(char.isspace() for char in key):
@@ -277,6 +316,8 @@ def build_server(config: ServeConfig):
         family=family_of(config.model),
         cors_origins=tuple(config.cors_origin),
         words=config.aligner is not None,
+        default_language=config.decode.language,
+        allowed_hosts=_allowed_hosts(config),
     )
     load_aligner = config.load_aligner if config.aligner is not None else None
     return build_app(settings, config.load_transcriber, config.grace_s, load_aligner), served
@@ -306,9 +347,16 @@ def serve(config: ServeConfig) -> ServeResult:
     # re-raises it to the previous handler: a quiet one makes that a clean exit 0.
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: None) if in_main else None
+    state = app.serving
+    # a model that cannot load ends the server with its reason (not 503 forever)
+    state.on_load_error = lambda: setattr(server, "should_exit", True)
     try:
-        server.run()
+        if state.load_error is None:
+            server.run()
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
+    if state.load_error is not None:
+        state.close(0)
+        raise ModelError(f"the model could not be loaded: {state.load_error}")
     return ServeResult(url, served)
