@@ -16,6 +16,7 @@ from bench import (
     longform,
     padding,
     prepare_probe,
+    redact,
     scoring,
     serve,
     train_modules,
@@ -35,6 +36,7 @@ BENCHMARKS = {
     "gpu": (lambda: gpu.run(), lambda: gpu.run(tiny=True, quick=True)),
     "train_modules": (lambda: train_modules.run(4, 3), lambda: train_modules.run(1, 1)),
     "align": (lambda: align.run(24, 40, 3), lambda: align.run(4, 8, 1, batch_size=4)),
+    "redact": (lambda: redact.run(5000, 3), lambda: redact.run(500, 1)),
 }
 
 HEADLINES = {
@@ -50,6 +52,10 @@ HEADLINES = {
     "longform": [("speedup", "x long-form vs --no-vad")],
     "serve": [("throughput_ratio", "x requests/s, 8 clients vs 1"), ("errors", "errors")],
     "align": [("aligner_vs_decoding", "aligner s / decoding s, same audio")],
+    "redact": [("structured_min_recall", "lowest recall, structured identifiers"),
+               ("names_recall", "name recall"), ("addresses_recall", "address recall"),
+               ("medical_numbers_kept", "medical numbers kept"),
+               ("utterances_per_s", "utterances/s")],
     "prepare": [("speedup_all_cores", "x all cores vs 1"),
                 ("probe_vs_seed_all_cores", "x vs seed loop")],
 }  # fmt: skip

@@ -18,6 +18,7 @@ COMMANDS = {
     "serve",
     "demo",
     "doctor",
+    "redact",
 }
 COMPOSERS = {"stages.demo", "cli"}  # compose stages by design
 

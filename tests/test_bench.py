@@ -25,7 +25,7 @@ def test_quick_benchmarks_run_and_report_ratios(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     names = {"cache", "decoding", "scoring", "dataloading", "prepare", "padding", "longform"}
-    names |= {"serve", "gpu", "train_modules", "align"}
+    names |= {"serve", "gpu", "train_modules", "align", "redact"}
     assert {p.stem for p in tmp_path.glob("*.json")} == names
     cache = json.loads((tmp_path / "cache.json").read_text())
     assert cache["max_abs_feature_diff"] <= 1e-3 and cache["bytes_ratio"] < 1
@@ -47,4 +47,6 @@ def test_quick_benchmarks_run_and_report_ratios(tmp_path):
     assert serve["errors"] == 0 and serve["concurrent"]["requests_per_s"] > 0
     align = json.loads((tmp_path / "align.json").read_text())
     assert align["aligner_vs_decoding"] > 0 and align["words_timed"] > 0
+    redact = json.loads((tmp_path / "redact.json").read_text())
+    assert redact["structured_min_recall"] >= 0.95 and redact["medical_numbers_kept"] >= 0.95
     assert "x utterances/s" in result.stdout

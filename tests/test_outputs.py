@@ -14,7 +14,14 @@ import pytest
 
 from voxadapt.errors import ConfigError
 from voxadapt.manifest import read_manifest, write_jsonl
-from voxadapt.outputs import LOCK, OutputConflict, claim_output_file, claim_outputs, read_ledger
+from voxadapt.outputs import (
+    LOCK,
+    OutputConflict,
+    claim_output_file,
+    claim_outputs,
+    read_ledger,
+    written_by,
+)
 from voxadapt.stages.prepare import PrepareConfig, prepare
 from voxadapt.stages.score import ScoreConfig, score
 from voxadapt.stages.transcribe import TranscribeConfig, transcribe
@@ -94,10 +101,63 @@ def test_dash_means_standard_output_or_is_refused(tmp_path):
         claim_outputs("evaluate", Path("-"))
 
 
-def test_the_ledger_records_who_wrote_what(tmp_path):
-    with claim_outputs("prepare", tmp_path, names=["train.jsonl"]):
-        pass
-    assert read_ledger(tmp_path)["files"] == {"train.jsonl": "prepare"}
+def test_the_ledger_records_what_was_written_not_what_was_claimed(tmp_path):
+    with claim_outputs("prepare", tmp_path, names=["train.jsonl", "test.jsonl"]):
+        (tmp_path / "train.jsonl").write_text("{}\n")
+    files = read_ledger(tmp_path)["files"]
+    assert set(files) == {"train.jsonl"}  # test.jsonl was claimed, never written
+    assert files["train.jsonl"]["stage"] == "prepare" and files["train.jsonl"]["size"] == 3
+    assert written_by(tmp_path, "train.jsonl", "prepare")
+    # a hand-made file under a name the stage might write is not vouched for
+    (tmp_path / "test.jsonl").write_text("mine\n")
+    assert not written_by(tmp_path, "test.jsonl")
+    with pytest.raises(OutputConflict, match="not written by voxadapt"):
+        claim_outputs("prepare", tmp_path, names=["test.jsonl"])
+    # an output of ours edited by hand since is not ours any more
+    (tmp_path / "train.jsonl").write_text("edited\n")
+    assert not written_by(tmp_path, "train.jsonl")
+
+
+def test_a_rerun_of_prepare_keeps_a_hand_made_split_it_never_wrote(tmp_path):
+    from voxadapt.stages.prepare import PrepareConfig, prepare
+
+    from conftest import SAMPLES
+
+    sample_scp = SAMPLES / "train.scp"
+
+    out = tmp_path / "out"
+    prepare(PrepareConfig(sample_scp, "scp", out, jobs=1))
+    (out / "test.jsonl").write_text('{"hand": "made"}\n')
+    with pytest.raises(OutputConflict, match=r"test\.jsonl exists and was not written"):
+        prepare(PrepareConfig(sample_scp, "scp", out, jobs=1))
+    assert (out / "test.jsonl").read_text() == '{"hand": "made"}\n'
+
+
+@pytest.mark.parametrize("name", [".voxadapt.lock", ".voxadapt.json"])
+def test_a_fifo_under_a_guard_file_name_is_refused_not_waited_on(tmp_path, name):
+    import os
+
+    os.mkfifo(tmp_path / name)
+    with pytest.raises(OutputConflict, match="not a regular file"):
+        claim_outputs("prepare", tmp_path, names=["train.jsonl"]).lock()
+
+
+def test_concurrent_claims_in_one_folder_lose_no_ledger_entry(tmp_path):
+    import threading
+
+    from voxadapt.outputs import claim_output_file
+
+    def write(index: int) -> None:
+        path = tmp_path / f"clip{index}.srt"
+        with claim_output_file("transcribe", path):
+            path.write_text(f"{index}\n")
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(read_ledger(tmp_path)["files"]) == {f"clip{i}.srt" for i in range(12)}
 
 
 # ------------------------------------------------------- the examples, through the stages

@@ -9,6 +9,7 @@ import soundfile as sf
 from voxadapt.config import build_config
 from voxadapt.errors import ConfigError, NothingKeptError, SourceError
 from voxadapt.manifest import Utterance, read_manifest
+from voxadapt.outputs import LEDGER  # records the failed run's report
 from voxadapt.stages.prepare import PrepareConfig, prepare, split_utterances
 
 from conftest import fit_duration, run_cli, write_wav
@@ -217,13 +218,13 @@ def test_label_duration_mismatch_is_rejected(tmp_path, speech):
 def test_everything_rejected_writes_rejections_and_keeps_earlier_outputs(messy_scp, tmp_path):
     out = tmp_path / "out"
     prepare(PrepareConfig(messy_scp, "scp", out, valid_size=0.2))
-    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    before = files_of(out)
     scp = tmp_path / "bad.scp"
     scp.write_text("nope.wav|없어요\nno separator\n", encoding="utf-8")
     with pytest.raises(NothingKeptError, match="all 2 input items were rejected"):
         prepare(PrepareConfig(scp, "scp", out))
     assert len(read_rejected(out / "failed-run" / "rejected.jsonl")) == 2
-    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    after = files_of(out)
     assert after == before  # the earlier run's manifests, stats and plot are untouched
 
 
@@ -377,10 +378,14 @@ def test_high_rejected_share_warns_and_max_rejected_fails(messy_scp, tmp_path, c
     warning = next(r.getMessage() for r in caplog.records if "were rejected" in r.getMessage())
     assert "13 of 49 input items (26.53%) were rejected" in warning
     assert "--max-rejected" in warning and "3-25 s" in warning
-    before = {p.name: p.read_bytes() for p in result.out_dir.iterdir() if p.is_file()}
+    before = {
+        p.name: p.read_bytes() for p in result.out_dir.iterdir() if p.is_file() and p.name != LEDGER
+    }
     with pytest.raises(NothingKeptError, match=r"13 of 49 .*--max-rejected 0.2\)"):
         prepare(PrepareConfig(messy_scp, "scp", tmp_path / "out", max_rejected=0.2))
-    after = {p.name: p.read_bytes() for p in result.out_dir.iterdir() if p.is_file()}
+    after = {
+        p.name: p.read_bytes() for p in result.out_dir.iterdir() if p.is_file() and p.name != LEDGER
+    }
     assert after == before  # the earlier run stays; the report of this one is in failed-run/
     assert len(read_rejected(result.out_dir / "failed-run" / "rejected.jsonl")) == 13
     assert not (result.out_dir / "failed-run" / "train.jsonl").exists()
@@ -440,3 +445,8 @@ def test_stratified_values_too_rare_for_a_split_are_named(caplog):
         )
     assert len(splits["test"]) == 4 and {u.metadata["role"] for u in splits["test"]} == {"의사"}
     assert "--stratify role: the test split has no 환자" in caplog.text
+
+
+def files_of(folder):
+    """A folder's files and their bytes, but the ledger (it records each run's report)."""
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != LEDGER}

@@ -420,3 +420,45 @@ def test_word_timestamps_with_an_aligner(tiny_model, tiny_aligner, tmp_path):
         assert status == 400 and error["param"] == "timestamp_granularities"
     finally:
         running.stop()
+
+
+# --------------------------------------------------------------------------- redaction
+
+
+@pytest.mark.slow
+def test_a_redacting_server_answers_what_redact_makes_of_the_plain_answer(tiny_model):
+    from voxadapt.redact import Redactor
+
+    fast = DecodeOptions(max_new_tokens=24, num_workers=0)
+    # biasing forces a spoken phone number into the tiny model's transcript
+    fields = {
+        "model": "ko-med",
+        "bias_weight": "100",
+        "hotwords": "010-1234-5678",
+        "response_format": "verbose_json",
+    }
+    answers = {}
+    for redact in (False, True):
+        running = Running(config(tiny_model, decode=fast, redact=redact))
+        try:
+            running.wait_ready()
+            answers[redact] = json.loads(post(running.url + URL, fields, CLIPS[0])[2])
+            streamed = post(
+                running.url + URL, {**fields, "response_format": "json", "stream": "true"}, CLIPS[0]
+            )[2]
+            if redact:
+                refused = post(running.url + URL, {**fields, "include[]": "logprobs"}, CLIPS[0])
+                assert error_of(refused)[1]["param"] == "include"
+        finally:
+            running.stop()
+    plain, redacted = answers[False], answers[True]
+    assert "010-1234-5678" in plain["text"]
+    expected, _ = Redactor.load().redact_row({"text": plain["text"], "segments": plain["segments"]})
+    assert redacted["text"] == expected["text"] and "1234" not in redacted["text"]
+    assert [s["text"] for s in redacted["segments"]] == [s["text"] for s in expected["segments"]]
+    assert all(not s["tokens"] for s in redacted["segments"])  # no ids that spell it
+    done = [
+        json.loads(line[6:]) for line in streamed.decode().splitlines() if line.startswith("data: ")
+    ]
+    deltas = "".join(e["delta"] for e in done if e["type"] == "transcript.text.delta")
+    assert deltas == done[-1]["text"] == redacted["text"]

@@ -355,6 +355,31 @@ def _serve_summary(result: Any) -> int:
     return 0
 
 
+def _redact_summary(result: Any) -> int:
+    from voxadapt.redact import TAGS
+    from voxadapt.report import format_table
+
+    rows = [(key, TAGS[key], str(count)) for key, count in result.counts.items()]
+    print(format_table(rows or [("-", "-", "0")], ("type", "tag", "removed")))
+    if result.evaluation:
+        scores = result.evaluation["by_type"]
+        shown = [
+            (kind, *(f"{v:.3f}" if v is not None else "-" for v in (s["recall"], s["precision"])))
+            for kind, s in scores.items()
+        ]
+        print("\n" + format_table(shown, ("gold type", "recall", "precision")))
+    if result.audio_written or result.audio_untimed:
+        print(f"\naudio: {len(result.audio_written)} recordings silenced in {result.out_dir}/audio")
+    if result.audio_untimed:
+        shown = ", ".join(result.audio_untimed[:5]) + (
+            " ..." if len(result.audio_untimed) > 5 else ""
+        )
+        print(f"NOT redacted (no word times; run transcribe --aligner): {shown}")
+    print(f"\nredacted:   {', '.join(str(p) for p in result.outputs) or '-'}")
+    print(f"redactions: {result.records}\nsummary:    {result.summary}")
+    return 0
+
+
 def _export_summary(result: Any) -> int:
     print(f"exported ({result.format}) to {result.out_dir}:")
     for path in result.files:
@@ -366,6 +391,25 @@ def _export_summary(result: Any) -> int:
         )
     return 0
 
+
+REDACT_EPILOG = """\
+Removed (tag): resident and foreigner registration numbers, phone numbers, names, addresses,
+e-mail, bank account, card, health-insurance, patient/chart, passport and driver's licence
+numbers, dates of birth, and long numbers no rule names ([식별번호]), in digits and as spoken
+("공일공 일이삼사 오육칠팔", "팔오공삼일이 다시 일이삼..."). Kept: doses, vitals, durations,
+relative dates, ages, counts, drug and disease names. Outputs in --out: each input under its
+own name and format (times unchanged), redactions.jsonl (id, field, type, start, end,
+detector: never the text), redact_summary.json, redact_config.yaml; --gold adds
+redact_eval.json, --audio the folder audio/. Redaction supports a privacy review; it does
+not replace one.
+
+examples:
+  voxadapt redact runs/eval/predictions.jsonl subs/consult.srt --out deid/
+  voxadapt transcribe consult.wav --out out.jsonl --redact
+  voxadapt redact out.jsonl --out deid/ --audio        # rows with words from --aligner
+  cat notes.txt | voxadapt redact - --out deid/ --keep-types birth_date --tag '***'
+  voxadapt redact --gold my_labelled.jsonl --out deid-eval/
+"""
 
 COMMANDS = (
     Command(
@@ -487,6 +531,17 @@ COMMANDS = (
         "line per check: ok, or what to do. Exits 1 when something required fails.",
         "examples:\n  voxadapt doctor\n  voxadapt doctor --path /scratch/runs --json",
         _doctor_summary,
+    ),
+    Command(
+        "redact",
+        "redact",
+        "RedactConfig",
+        "redact",
+        "remove identifiers (names, numbers, addresses...) from transcripts and recordings",
+        "De-identify Korean transcripts: every identifier, written or spoken, is replaced by a "
+        "typed tag ([전화번호], [이름]...); subtitles and segments keep their times.",
+        REDACT_EPILOG,
+        _redact_summary,
     ),
     Command(
         "serve",

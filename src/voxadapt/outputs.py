@@ -21,12 +21,14 @@ however it ends (Ctrl-C and SIGTERM included).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import socket
+import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,17 +61,39 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def read_ledger(folder: Path) -> dict[str, Any]:
-    """The ledger of `folder`: {"owner": stage or None, "files": {name: stage}}."""
+def _read_regular(path: Path) -> str | None:
+    """The text of a regular file; None if absent. Never blocks: a FIFO or a device under a
+    guard file's name is refused, not opened for reading."""
     try:
-        data = json.loads((Path(folder) / LEDGER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise OutputConflict(f"{path} cannot be read ({exc.strerror}); remove it") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OutputConflict(f"{path} is not a regular file; remove it")
+        return handle.read(1 << 24).decode("utf-8", errors="replace")
+
+
+def read_ledger(folder: Path) -> dict[str, Any]:
+    """The ledger of `folder`: {"owner": stage or None, "files": {name: record}}, a record
+    being {"stage", "size", "mtime_ns", "sha256"} of what a stage wrote (older ledgers hold
+    the stage's name alone)."""
+    try:
+        data = json.loads(_read_regular(Path(folder) / LEDGER) or "{}")
+    except ValueError:
         return {"owner": None, "files": {}}
     if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
         return {"owner": None, "files": {}}
     owner = data.get("owner") if isinstance(data.get("owner"), str) else None
-    files = {k: v for k, v in data["files"].items() if isinstance(v, str)}  # a damaged
-    return {"owner": owner, "files": files}  # ledger vouches for nothing it cannot name
+    files = {}
+    for name, record in data["files"].items():  # a damaged ledger vouches for nothing
+        if isinstance(record, str):
+            files[name] = {"stage": record}
+        elif isinstance(record, dict) and isinstance(record.get("stage"), str):
+            files[name] = record
+    return {"owner": owner, "files": files}
 
 
 def _write_ledger(folder: Path, ledger: dict[str, Any]) -> None:
@@ -77,6 +101,66 @@ def _write_ledger(folder: Path, ledger: dict[str, Any]) -> None:
 
     with atomic_write(folder / LEDGER) as handle:
         json.dump(ledger, handle, ensure_ascii=False, indent=1, sort_keys=True)
+
+
+@contextlib.contextmanager
+def _ledger_lock(folder: Path) -> Iterator[None]:
+    """Serialise read-modify-write of a folder's ledger between processes (two runs that
+    write different files of one folder hold different claims but share the ledger): an
+    advisory lock on the folder itself, so no extra file appears in it."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+_HASHED_BYTES = 64 << 20  # files up to this size are recorded with their SHA-256
+
+
+def _record(path: Path, stage: str) -> dict[str, Any]:
+    """What shows that `stage` wrote `path` as it is now."""
+    info = os.lstat(path)
+    record: dict[str, Any] = {"stage": stage}
+    if stat.S_ISREG(info.st_mode):
+        record.update(size=info.st_size, mtime_ns=info.st_mtime_ns)
+        if info.st_size <= _HASHED_BYTES:
+            record["sha256"] = _sha256(path)
+    else:
+        record["kind"] = "folder" if stat.S_ISDIR(info.st_mode) else "other"
+    return record
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def written_by(folder: Path, name: str, stage: str | None = None) -> bool:
+    """The ledger shows voxadapt (`stage`, if given) wrote `folder/name` exactly as it is:
+    same size and modification time, or same content. A file changed or made by hand since
+    is not vouched for (older ledgers, without sizes, vouch by name)."""
+    record = read_ledger(folder)["files"].get(name)
+    if record is None or (stage is not None and record["stage"] != stage):
+        return False
+    path = Path(folder) / name
+    if "size" not in record:  # a folder, or a ledger from before sizes were kept
+        return path.exists() or path.is_symlink()
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(info.st_mode) or info.st_size != record["size"]:
+        return False
+    if info.st_mtime_ns == record.get("mtime_ns"):
+        return True
+    return record.get("sha256") is not None and record["sha256"] == _sha256(path)
 
 
 @dataclass
@@ -89,6 +173,7 @@ class OutputClaim:
     owns_folder: bool  # the stage owns the whole folder (train, cache, export)
     lock_path: Path
     _locked: bool = field(default=False, repr=False)
+    _started_ns: int = field(default=0, repr=False)
 
     def path(self, name: str) -> Path:
         """`folder / name`, for a name this claim declared."""
@@ -112,20 +197,43 @@ class OutputClaim:
         check_output_dir(self.folder)
         _acquire(self.lock_path, self.stage)
         self._locked = True
+        self._started_ns = time.time_ns()
         try:
-            ledger = read_ledger(self.folder)
             if self.owns_folder:
-                ledger["owner"] = self.stage
-            for name in self.names:
-                ledger["files"].setdefault(name, self.stage)
-            _write_ledger(self.folder, ledger)
+                with _ledger_lock(self.folder):
+                    ledger = read_ledger(self.folder)
+                    ledger["owner"] = self.stage
+                    _write_ledger(self.folder, ledger)
         except BaseException:  # __exit__ never runs when __enter__ fails: release here
             self.release()
             raise
 
+    def record_written(self) -> None:
+        """Enter in the ledger the claimed entries this run wrote (changed since the claim
+        was locked), with their size and hash: the ledger vouches for files, not names."""
+        written = {}
+        for name in self.names:
+            path = self.folder / name
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            if info.st_mtime_ns >= self._started_ns - 2_000_000_000 or stat.S_ISDIR(info.st_mode):
+                written[name] = _record(path, self.stage)
+        if not written or not self.folder.is_dir():
+            return
+        with _ledger_lock(self.folder):
+            ledger = read_ledger(self.folder)
+            ledger["files"].update(written)
+            _write_ledger(self.folder, ledger)
+
     def release(self) -> None:
         if self._locked:
-            with contextlib.suppress(OSError):
+            try:
+                self.record_written()
+            except (OSError, OutputConflict) as exc:  # the outputs stand; say what failed
+                log.warning("%s: the ledger could not be updated (%s)", self.folder, exc)
+            with contextlib.suppress(OSError, OutputConflict):
                 if _lock_owner(self.lock_path).get("pid") == os.getpid():
                     self.lock_path.unlink()
             self._locked = False
@@ -133,9 +241,9 @@ class OutputClaim:
 
 def _lock_owner(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_regular(path) or "{}")
         return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+    except ValueError:
         return {}
 
 
@@ -196,11 +304,12 @@ def _check_replaceable(folder: Path, names: Iterable[str], stage: str) -> None:
         target = folder / name
         if not (target.exists() or target.is_symlink()) or _empty_folder(target):
             continue  # nothing there, or nothing to lose
-        writer = ledger["files"].get(name)
-        if writer is None:
+        record = ledger["files"].get(name)
+        writer = record["stage"] if record else None
+        if writer is None or not written_by(folder, name):
             raise OutputConflict(
-                f"{target} exists and was not written by voxadapt; {stage} will not replace "
-                "it: move it away or choose another output"
+                f"{target} exists and was not written by voxadapt (or was changed since); "
+                f"{stage} will not replace it: move it away or choose another output"
             )
         if writer != stage:
             raise OutputConflict(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import html
 import json
@@ -84,6 +85,7 @@ class ServerSettings:
     models: dict[str, str | None] = field(default_factory=dict)
     words: bool = False  # an aligner is loaded: word timestamps can be asked for
     allowed_hosts: tuple[str, ...] | None = None  # Host header names answered (None: any)
+    redactor: Any = None  # `--redact`: every response de-identified (voxadapt.redact)
 
     def __post_init__(self) -> None:
         self.models = self.models or {self.served_model: None}
@@ -432,6 +434,10 @@ async def _transcribe(request: Any, state: ServerState) -> Any:
         fields = parse_fields(form, settings)
     except FieldError as exc:
         raise ApiError(exc.status, exc.message, param=exc.param, code=exc.code) from None
+    if settings.redactor is not None and fields.logprobs:  # tokens would spell identifiers
+        raise ApiError(
+            400, "include[]=logprobs is not available on a server that redacts", param="include"
+        )
     engine = _engine(state)
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
@@ -457,7 +463,8 @@ async def _transcribe(request: Any, state: ServerState) -> Any:
         if fields.stream:
             deltas = asyncio.Queue()
             loop = asyncio.get_running_loop()
-            job.on_delta = lambda text: loop.call_soon_threadsafe(deltas.put_nowait, text)
+            if settings.redactor is None:  # redacted text is sent whole (see _stream)
+                job.on_delta = lambda text: loop.call_soon_threadsafe(deltas.put_nowait, text)
         future = await asyncio.to_thread(_submit, engine, job)
         if deltas is not None:
             streaming = True  # the stream owns the upload from here
@@ -468,8 +475,34 @@ async def _transcribe(request: Any, state: ServerState) -> Any:
         if not streaming:
             path.unlink(missing_ok=True)  # nothing of a request is kept
     _check_result(result)
+    result = _redacted(result, settings.redactor)
     state.audio_seconds.inc(info.duration)
     return _response(result, info.duration, fields, engine.transcriber.prompts)
+
+
+def _redacted(result: Any, redactor: Any) -> Any:
+    """`result` de-identified as `voxadapt redact` does a transcript row: its text, its
+    segments and its words (a failed result is passed on as it is)."""
+    if redactor is None or isinstance(result.transcript, AudioError):
+        return result
+    row: dict[str, Any] = {"text": result.transcript.text, "segments": result.segments}
+    if result.words is not None:
+        row["words"] = result.words
+    clean, _ = redactor.redact_row(row)
+    pieces = [
+        dataclasses.replace(piece, token_ids=[], token_logprobs=[]) for piece in result.pieces
+    ]
+    for piece, segment in zip(pieces, clean["segments"]):
+        piece.text = segment["text"]
+    return dataclasses.replace(
+        result,
+        transcript=dataclasses.replace(
+            result.transcript, text=clean["text"], token_ids=[], token_logprobs=[]
+        ),
+        segments=clean["segments"],
+        pieces=pieces,
+        words=clean.get("words"),
+    )
 
 
 _NO_CACHE = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # nginx: do not buffer
@@ -520,7 +553,7 @@ async def _stream(
             while not deltas.empty():  # pieces sent just before the end
                 yield event({"type": "transcript.text.delta", "delta": deltas.get_nowait()})
             try:
-                result = finished.result()
+                result = _redacted(finished.result(), state.settings.redactor)
                 _check_result(result)
             except ApiError as exc:
                 yield event(exc.body())
@@ -529,6 +562,10 @@ async def _stream(
                 yield event(ApiError(500, _failure(exc), kind="server_error").body())
                 return
             state.audio_seconds.inc(duration)
+            if state.settings.redactor is not None and result.transcript.text:
+                # an identifier can span words still being decoded: redacted text is sent
+                # once the transcript is complete
+                yield event({"type": "transcript.text.delta", "delta": result.transcript.text})
             done_event = {
                 "type": "transcript.text.done",
                 "text": result.transcript.text,

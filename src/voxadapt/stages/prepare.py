@@ -27,7 +27,7 @@ from voxadapt.manifest import (
     language_problem,
     write_jsonl,
 )
-from voxadapt.outputs import OutputClaim, claim_outputs
+from voxadapt.outputs import OutputClaim, claim_outputs, written_by
 from voxadapt.sources import FORMATS, PARSERS, SourceItem, SourceRejection
 from voxadapt.splits import (
     SPLIT_BY,
@@ -646,6 +646,9 @@ def _publish(staging: Path, out_dir: Path, names: list[str]) -> None:
     for split in SPLITS:
         for path in (out_dir / f"{split}{suffix}" for suffix in SPLIT_OUTPUT_SUFFIXES):
             if path.name not in names and path.exists():
+                if not written_by(out_dir, path.name, "prepare"):  # never what it cannot
+                    log.warning("keeping %s: prepare did not write it as it is", path)
+                    continue  # show it wrote
                 log.info("removing stale %s from an earlier run", path)
                 path.unlink()
 

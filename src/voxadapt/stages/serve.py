@@ -98,6 +98,12 @@ class ServeConfig(ModelChoice):
         "port can transcribe)",
         group="server",
     )
+    redact: bool = option(
+        False,
+        help="de-identify every response (text, segments, words, streams) as `voxadapt "
+        "redact` does, before it leaves the server (needs the redact extra)",
+        group="server",
+    )
     max_batch: int = option(8, help="segments decoded together at most", group="server")
     max_wait_ms: float = option(
         30.0, help="how long a request waits for others to share its batch", group="server"
@@ -248,6 +254,16 @@ def _require_extra() -> None:
         raise ConfigError(f"voxadapt serve needs the serve extra ({exc.name}): {INSTALL}") from None
 
 
+def _redactor(wanted: bool):
+    """The de-identification engine, loaded before the server starts (a missing extra is
+    one line now, not a failure per request)."""
+    if not wanted:
+        return None
+    from voxadapt.redact import Redactor
+
+    return Redactor.load()
+
+
 def _loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
@@ -317,6 +333,7 @@ def build_server(config: ServeConfig):
         cors_origins=tuple(config.cors_origin),
         words=config.aligner is not None,
         default_language=config.decode.language,
+        redactor=_redactor(config.redact),
         allowed_hosts=_allowed_hosts(config),
     )
     load_aligner = config.load_aligner if config.aligner is not None else None

@@ -35,6 +35,7 @@ from voxadapt.manifest import (
 )
 from voxadapt.model import base_model_of
 from voxadapt.outputs import OutputClaim, claim_output_file, claim_outputs
+from voxadapt.redact import Redactor
 from voxadapt.scoring.rows import FAILED_MARK
 from voxadapt.subtitles import clip_stems, cue_file, transcript_text
 
@@ -95,6 +96,12 @@ class TranscribeConfig(ModelChoice):
         "limit",
         metavar="N",
         group="subtitles",
+    )
+    redact: bool = option(
+        False,
+        help="replace identifiers (names, phone and resident numbers, addresses...) in every "
+        "transcript, segment and word by typed tags before anything is written, as "
+        "`voxadapt redact` does (needs the redact extra)",
     )
     decode: DecodeOptions = option(help="decoding options", default_factory=DecodeOptions)
 
@@ -434,8 +441,12 @@ def transcribe(config: TranscribeConfig) -> TranscribeResult:
     # Before any decoding: a bad --out must not cost it.
     plan = plan_outputs(config, formats, items, n_inputs=len(items) + len(errors))
     claim = _claim(config, plan, items)
+    # loaded before decoding: a missing extra must not cost it
+    redactor = Redactor.load() if config.redact else None
     with claim or contextlib.nullcontext():
         rows = _transcribe(config, items, errors)
+        if redactor is not None:
+            rows = [redactor.redact_row(row)[0] for row in rows]
         write_transcripts(rows, rows[len(errors) :], plan, claim, config)
     n_errors = sum(1 for row in rows if row.get("text") is None)
     return TranscribeResult(rows, n_errors, None if claim is None else config.out)
