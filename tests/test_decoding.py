@@ -16,7 +16,7 @@ from voxadapt.decoding import (
 from voxadapt.errors import ConfigError
 from voxadapt.families.voxtral import clean_transcript
 from voxadapt.model import load_for_inference
-from voxadapt.outputs import OutputConflict, read_ledger
+from voxadapt.outputs import OutputConflict, read_ledger, written_by
 from voxadapt.scoring.rows import read_hypotheses
 from voxadapt.stages.transcribe import (
     OUTPUT_FORMATS,
@@ -226,7 +226,11 @@ def test_one_decode_writes_every_format_and_rewrites_its_own(tiny_model, tmp_pat
     per_clip = {f"{stem}{suffix}" for stem in stems for suffix in (".txt", ".srt", ".vtt")}
     written = per_clip | {"transcripts.jsonl", "transcripts.txt"}
     assert {p.name for p in out.iterdir()} == written | {".voxadapt.json"}  # no staging left
-    assert read_ledger(out)["files"] == dict.fromkeys(written, "transcribe")
+    ledger = read_ledger(out)["files"]
+    assert {name: record["stage"] for name, record in ledger.items()} == dict.fromkeys(
+        written, "transcribe"
+    )
+    assert all(written_by(out, name, "transcribe") for name in written)  # sizes and hashes
     rows = [
         json.loads(line) for line in (out / "transcripts.jsonl").read_text("utf-8").split("\n")[:-1]
     ]

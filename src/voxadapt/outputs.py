@@ -147,7 +147,7 @@ def written_by(folder: Path, name: str, stage: str | None = None) -> bool:
     same size and modification time, or same content. A file changed or made by hand since
     is not vouched for (older ledgers, without sizes, vouch by name)."""
     record = read_ledger(folder)["files"].get(name)
-    if record is None or (stage is not None and record["stage"] != stage):
+    if record is None or record.get("pending") or (stage is not None and record["stage"] != stage):
         return False
     path = Path(folder) / name
     if "size" not in record:  # a folder, or a ledger from before sizes were kept
@@ -199,11 +199,16 @@ class OutputClaim:
         self._locked = True
         self._started_ns = time.time_ns()
         try:
-            if self.owns_folder:
-                with _ledger_lock(self.folder):
-                    ledger = read_ledger(self.folder)
+            with _ledger_lock(self.folder):
+                ledger = read_ledger(self.folder)
+                if self.owns_folder:
                     ledger["owner"] = self.stage
-                    _write_ledger(self.folder, ledger)
+                # names not yet written are entered as pending: a run killed mid-way
+                # (SIGKILL: no cleanup) leaves what its stage may resume or replace, and
+                # nothing that vouches for a file (`written_by` is False for them)
+                for name in self.names:
+                    ledger["files"].setdefault(name, {"stage": self.stage, "pending": True})
+                _write_ledger(self.folder, ledger)
         except BaseException:  # __exit__ never runs when __enter__ fails: release here
             self.release()
             raise
@@ -211,20 +216,21 @@ class OutputClaim:
     def record_written(self) -> None:
         """Enter in the ledger the claimed entries this run wrote (changed since the claim
         was locked), with their size and hash: the ledger vouches for files, not names."""
-        written = {}
-        for name in self.names:
-            path = self.folder / name
-            try:
-                info = os.lstat(path)
-            except OSError:
-                continue
-            if info.st_mtime_ns >= self._started_ns - 2_000_000_000 or stat.S_ISDIR(info.st_mode):
-                written[name] = _record(path, self.stage)
-        if not written or not self.folder.is_dir():
+        if not self.folder.is_dir():
             return
         with _ledger_lock(self.folder):
             ledger = read_ledger(self.folder)
-            ledger["files"].update(written)
+            for name in self.names:
+                path = self.folder / name
+                try:
+                    info = os.lstat(path)
+                except OSError:
+                    info = None
+                recent = info is not None and info.st_mtime_ns >= self._started_ns - 2_000_000_000
+                if info is not None and (recent or stat.S_ISDIR(info.st_mode)):
+                    ledger["files"][name] = _record(path, self.stage)
+                elif ledger["files"].get(name, {}).get("pending"):  # claimed, never written
+                    del ledger["files"][name]
             _write_ledger(self.folder, ledger)
 
     def release(self) -> None:
@@ -306,7 +312,8 @@ def _check_replaceable(folder: Path, names: Iterable[str], stage: str) -> None:
             continue  # nothing there, or nothing to lose
         record = ledger["files"].get(name)
         writer = record["stage"] if record else None
-        if writer is None or not written_by(folder, name):
+        # a pending entry: the output of a run of `writer` that was killed while writing it
+        if writer is None or not (record.get("pending") or written_by(folder, name)):
             raise OutputConflict(
                 f"{target} exists and was not written by voxadapt (or was changed since); "
                 f"{stage} will not replace it: move it away or choose another output"
