@@ -35,7 +35,7 @@ def interrupt(command: list[str], progress, at: int, signum: int) -> subprocess.
         process = subprocess.Popen(command, env=ENV, stdout=out, stderr=err, text=True)
         deadline = time.time() + 300
         while time.time() < deadline and process.poll() is None and progress() < at:
-            time.sleep(0.05)
+            time.sleep(0.005)
         assert process.poll() is None, "the run finished before it could be interrupted"
         process.send_signal(signum)
         process.wait(timeout=300)
@@ -99,7 +99,8 @@ def clip_manifest(tmp_path_factory, speech) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SIGNALS)
 def test_cache(name, tiny_model, clip_manifest, tmp_path):
-    signum, at = SIGNALS[name], random.Random(f"cache{name}").randint(2, 8)
+    # early: the tiny model caches 16 clips in a fraction of a second on an idle machine
+    signum, at = SIGNALS[name], random.Random(f"cache{name}").randint(1, 3)
     out = tmp_path / "cache"
     command = cli(
         "cache",
