@@ -378,7 +378,7 @@ def test_a_forged_log_line_is_escaped(keyless, caplog):
         ("비밀키-7", "Bearer 비밀키-7"),  # a non-ASCII key, sent as UTF-8
     ],
 )
-def test_api_keys_as_people_write_and_send_them(tiny_model, tmp_path, written, sent):
+def test_api_keys_as_people_write_and_send_them(tmp_path, written, sent):
     from voxadapt.serving.app import _check_auth
     from voxadapt.stages.serve import _api_key
 

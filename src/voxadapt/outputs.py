@@ -147,9 +147,15 @@ def written_by(folder: Path, name: str, stage: str | None = None) -> bool:
     same size and modification time, or same content. A file changed or made by hand since
     is not vouched for (older ledgers, without sizes, vouch by name)."""
     record = read_ledger(folder)["files"].get(name)
-    if record is None or record.get("pending") or (stage is not None and record["stage"] != stage):
+    if record is None or (stage is not None and record["stage"] != stage):
         return False
-    path = Path(folder) / name
+    return _vouches(record, Path(folder) / name)
+
+
+def _vouches(record: dict[str, Any], path: Path) -> bool:
+    """`record` (a ledger entry) shows that `path` is, as it is now, what was written."""
+    if record.get("pending"):
+        return False
     if "size" not in record:  # a folder, or a ledger from before sizes were kept
         return path.exists() or path.is_symlink()
     try:
@@ -313,7 +319,7 @@ def _check_replaceable(folder: Path, names: Iterable[str], stage: str) -> None:
         record = ledger["files"].get(name)
         writer = record["stage"] if record else None
         # a pending entry: the output of a run of `writer` that was killed while writing it
-        if writer is None or not (record.get("pending") or written_by(folder, name)):
+        if writer is None or not (record.get("pending") or _vouches(record, target)):
             raise OutputConflict(
                 f"{target} exists and was not written by voxadapt (or was changed since); "
                 f"{stage} will not replace it: move it away or choose another output"
