@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,18 @@ def run_cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
         env=env,
         check=False,
     )
+
+
+def access_lines(caplog, wanted: str, timeout_s: float = 10.0) -> list[str]:
+    """The server's access-log lines once one contains WANTED (or after TIMEOUT_S).
+
+    The line is written after the answer is sent, so a client can see its answer first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = [r.getMessage() for r in caplog.records if r.name == "voxadapt.access"]
+        if any(wanted in line for line in lines) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from voxadapt.decoding import DecodeOptions
 from voxadapt.stages.serve import ServeConfig, build_server
 from voxadapt.stages.transcribe import TranscribeConfig, transcribe
 
-from conftest import CLIPS
+from conftest import CLIPS, access_lines
 
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
@@ -357,7 +357,7 @@ def test_auth_and_nothing_of_a_request_in_the_logs(tiny_model, tmp_path, caplog)
                 .audio.transcriptions.create(model="ko-med", file=audio)
                 .text
             )
-        logged = "\n".join(record.getMessage() for record in caplog.records)
+        logged = "\n".join(access_lines(caplog, "POST /v1/audio/transcriptions 200"))
         assert "POST /v1/audio/transcriptions 200" in logged
         assert "POST /v1/audio/transcriptions 401" in logged
         assert CLIPS[0].name not in logged and (not text or text not in logged)
