@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -27,6 +28,63 @@ def run_cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
         env=env,
         check=False,
     )
+
+
+# Stages default to folders under runs/ (train: runs/voxadapt, evaluate: runs/eval, ...): a
+# test that forgets --out (or cwd=tmp_path) writes into the checkout. The session fails then.
+CHECKOUT_RUNS = Path(__file__).parents[1] / "runs"
+RUNS_BEFORE = pytest.StashKey[set]()
+
+
+def _runs_in_checkout() -> set[str]:
+    try:
+        return set(os.listdir(CHECKOUT_RUNS))
+    except FileNotFoundError:
+        return set()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[RUNS_BEFORE] = _runs_in_checkout()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(RUNS_BEFORE, None)
+    if before is None:  # the session never started (a usage error)
+        return
+    added = sorted(_runs_in_checkout() - before)
+    if added:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = (
+            f"the tests left {', '.join(added)} in {CHECKOUT_RUNS}: a test ran a stage with its "
+            "default output folder; give it one under tmp_path (or cwd=tmp_path)"
+        )
+        if reporter is not None:
+            reporter.write("\n")  # after the progress line
+            reporter.write_line(message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def staging_of(folder: Path, name: str, pid: int) -> Path:
+    """`voxadapt.staging.staging_path(folder, name)` as process `pid` of this host names it."""
+    from voxadapt.staging import staging_path
+
+    mine = staging_path(folder, name)
+    return mine.with_name(mine.name.replace(f"-{os.getpid()}-", f"-{pid}-", 1))
+
+
+def df_mount_point(path: Path) -> str:
+    """What `df` says `path` is mounted on: the oracle for `mount_point`."""
+    output = subprocess.run(
+        ["df", "--output=target", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    return output.splitlines()[-1].strip()
 
 
 def access_lines(caplog, wanted: str, timeout_s: float = 10.0) -> list[str]:
@@ -131,7 +189,8 @@ def adapters(tiny_model, tmp_path_factory) -> dict[str, Path]:
     saves them, marked as trained on an nf4 base."""
     import torch
 
-    from voxadapt.model import AdapterOptions, attach_projector_adapter, load_model, save_adapter
+    from voxadapt.adapters import save_adapter
+    from voxadapt.model import AdapterOptions, attach_projector_adapter, load_model
 
     out = tmp_path_factory.mktemp("adapters")
     result = {}
@@ -156,3 +215,23 @@ def tiny_aligner(tmp_path_factory) -> Path:
     from voxadapt.families.qwen3_asr_checkpoint import build_tiny_qwen3_aligner
 
     return build_tiny_qwen3_aligner(tmp_path_factory.mktemp("tiny-qwen3-aligner"))
+
+
+@pytest.fixture
+def file_size_limit():
+    """Set RLIMIT_FSIZE (`ulimit -f`) for this process while the block runs: writes past the
+    limit fail with EFBIG (Python ignores SIGXFSZ), as writes to a full disk fail with
+    ENOSPC, in every library that writes (safetensors in Rust, torch.save in C++)."""
+    import contextlib
+    import resource
+
+    @contextlib.contextmanager
+    def limited(size: int):
+        previous = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, previous[1]))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, previous)
+
+    return limited

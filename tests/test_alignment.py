@@ -274,7 +274,9 @@ def test_transcribe_cli_writes_words_and_word_timed_cues(model, request, tiny_al
         assert " ".join(w["word"] for w in words) == normalized(row["text"])
         assert all(0 <= w["start"] <= w["end"] <= row["duration"] for w in words)
         assert all(a["end"] <= b["start"] for a, b in pairwise(words))
-        assert (out / row["srt"]).read_text().startswith("1\n00:00:00,000 --> ")
+        srt = (out / row["srt"]).read_text()
+        # nothing said (the tiny Qwen may say nothing): no cue, an empty SRT
+        assert srt.startswith("1\n00:00:00,000 --> ") if row["text"].strip() else srt == ""
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from voxadapt.cli import build_parser, main
+from voxadapt.cli_parser import COMMANDS, MAIN_EPILOG, cell_width, fill_epilog, wrap_cells
 
 from conftest import run_cli
 
@@ -129,7 +130,7 @@ def test_bad_option_values_are_reported(tmp_path, samples):
 @pytest.mark.slow
 def test_demo_runs_the_whole_pipeline(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "voxadapt.cli", "demo", "--out", str(tmp_path), "--steps", "4"],
+        [sys.executable, "-m", "voxadapt.cli", "demo", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
@@ -137,6 +138,12 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "does not transcribe" in result.stdout
+    # the default run learns: the CER on the clips it trained on falls (memorization)
+    before, after = map(float, re.search(
+        r"memorization check on the 4 training clips: CER ([\d.]+)% -> ([\d.]+)%", result.stdout
+    ).groups())  # fmt: skip
+    assert after < before
+    assert (tmp_path / "eval-base" / "predictions.jsonl").is_file()
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
     assert list((tmp_path / "cache").glob("shard-*.safetensors"))
     assert (tmp_path / "data" / "train.jsonl").is_file()
@@ -214,8 +221,12 @@ def test_train_cli_reports_bad_options_in_one_line(tmp_path):
     assert result.returncode == 1
     assert "--lora-r must be >= 1" in result.stderr and "--batch-size must be >= 1" in result.stderr
     assert "Traceback" not in result.stderr
-    result = run_cli("train", "--model", tmp_path / "nomodel", "--train", tmp_path / "t.jsonl")
+    # cwd: the default --output-dir (runs/voxadapt) is relative, so not in the checkout
+    result = run_cli(
+        "train", "--model", tmp_path / "nomodel", "--train", tmp_path / "t.jsonl", cwd=tmp_path
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()  # a run that failed before writing leaves nothing
 
 
 # ------------------------------------------------------------------ help text says what is true
@@ -255,11 +266,13 @@ def test_demo_help_and_prepare_groups(capsys):
     assert "--emit" not in out[out.index("\nsplits:") : out.index("\noutputs:")]
 
 
-def test_mistyped_option_shows_the_subcommand_usage_and_a_guess():
+def test_mistyped_option_is_two_lines_with_a_guess():
     result = run_cli("evaluate", "m.jsonl", "--ot", "x")
     assert result.returncode == 2
-    assert result.stderr.startswith("usage: voxadapt evaluate")
-    assert "unrecognized arguments: --ot x (did you mean --out?)" in result.stderr
+    assert result.stderr.splitlines() == [
+        "voxadapt evaluate: error: unrecognized argument --ot (did you mean --out?)",
+        "see: voxadapt evaluate --help",
+    ]
 
 
 def test_a_stop_swallowed_by_a_c_callback_is_still_an_interrupt(capfd):
@@ -313,3 +326,210 @@ def test_a_stop_swallowed_whole_still_ends_the_run_as_interrupted(monkeypatch, c
     monkeypatch.setattr(cli, "_main", work)
     assert cli.main([]) == 130
     assert capfd.readouterr().err == "voxadapt: interrupted\n"
+
+
+# ------------------------------------------------------------------ argument errors: two lines
+
+
+def argument_error(capsys, *argv: str) -> list[str]:
+    """The stderr lines of a command line argparse refuses (exit status 2)."""
+    with pytest.raises(SystemExit) as info:
+        main(list(argv))
+    assert info.value.code == 2
+    return capsys.readouterr().err.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (("train", "--lora-rr", "3"), "unrecognized argument --lora-rr (did you mean --lora-r?)"),
+        (("train", "--lora-rr=3"), "unrecognized argument --lora-rr=3 (did you mean --lora-r?)"),
+        (("train", "--lora-r"), "argument --lora-r: expected one argument"),  # missing value
+        (("train", "--quantization", "nf5"), "invalid choice 'nf5' (did you mean nf4?)"),
+        (("train", "--lora-r", "x"), "argument --lora-r: invalid int value: 'x'"),
+        (("transcribe", "--max-line-widht", "9"), "(did you mean --max-line-width?)"),
+        (("train", "-v"), "(-v goes before the command: voxadapt -v train ...)"),
+        (("train", "--a1", "--b2"), "unrecognized argument --a1; also unrecognized: --b2"),
+    ],
+)
+def test_argument_errors_are_one_line_and_where_the_help_is(capsys, argv, error):
+    lines = argument_error(capsys, *argv)
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"voxadapt {argv[0]}: error: ") and error in lines[0], lines
+    assert lines[1] == f"see: voxadapt {argv[0]} --help"
+
+
+def test_a_mistyped_command_names_the_closest_or_lists_them(capsys):
+    assert argument_error(capsys, "trian", "--out", "x") == [
+        "voxadapt: error: unknown command 'trian' (did you mean train?)",
+        "see: voxadapt --help",
+    ]
+    [line, _] = argument_error(capsys, "xyzzy")
+    assert line.endswith("commands: demo, prepare, cache, train, transcribe, evaluate, compare, "
+                         "score, export, doctor, redact, serve")  # fmt: skip
+
+
+def test_a_guess_ignores_the_dashes_every_option_shares(capsys):
+    [line, _] = argument_error(capsys, "redact", "-", "--bogus")
+    assert line == "voxadapt redact: error: unrecognized argument --bogus"  # not "--out?"
+
+
+@pytest.mark.parametrize("command", [command.name for command in COMMANDS])
+def test_every_command_refuses_an_unknown_option_in_two_lines(capsys, command):
+    lines = argument_error(capsys, command, "--xyzzy")
+    assert lines == [
+        f"voxadapt {command}: error: unrecognized argument --xyzzy",
+        f"see: voxadapt {command} --help",
+    ]
+
+
+def test_a_missing_required_option_is_one_line_naming_the_flag(tmp_path):
+    """Required options may come from --config, so build_config (not argparse) reports them,
+    with every other problem at once: exit 1, one line, no usage."""
+    result = run_cli("train", "--lora-r", "0", cwd=tmp_path)
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("voxadapt: error: ") and "--train is required" in line
+    assert "--lora-r must be >= 1" in line
+
+
+# ------------------------------------------------------------------ help fits the terminal
+
+
+def overlong(text: str, columns: int) -> list[str]:
+    """Lines wider than `columns` terminal columns, but for what cannot be broken alone on its
+    line: one word (a URL, a path) or one option of the usage (`[--lora-r LORA_R]`)."""
+
+    def unbreakable(line: str) -> bool:
+        words = line.strip()
+        return len(words.split()) == 1 or re.fullmatch(r"\[[^\[\]]*(\[.*\])*[^\[\]]*\]", words)
+
+    return [
+        line for line in text.splitlines() if cell_width(line) > columns and not unbreakable(line)
+    ]
+
+
+@pytest.mark.parametrize("columns", [100, 60])
+@pytest.mark.parametrize("command", ["", *(command.name for command in COMMANDS)])
+def test_help_fits_the_terminal(capsys, monkeypatch, command, columns):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    with pytest.raises(SystemExit):
+        main([command, "--help"] if command else ["--help"])
+    out = capsys.readouterr().out
+    assert out.count("\n") > 10
+    assert not overlong(out, columns), overlong(out, columns)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[command.name for command in COMMANDS])
+def test_epilogs_fit_100_columns_as_written(command):
+    """At 100 columns the examples show as written (a `\\` the string ate would join two
+    lines: `--out runs/which-base       --system ...`)."""
+    for text in (command.epilog, MAIN_EPILOG):
+        assert fill_epilog(text, 98) == text.splitlines()
+        for line in text.splitlines():
+            assert "     --" not in line.strip(), line  # a continuation joined into its line
+
+
+def test_a_narrow_terminal_refills_prose_and_continues_commands():
+    epilog = (
+        "Each evaluation transcribes the valid set and keeps the adapter with the lowest CER.\n"
+        "\n"
+        "formats:\n"
+        "  hf       every part the adapter trained merged in; a complete\n"
+        "           transformers checkpoint\n"
+        "\n"
+        "examples:\n"
+        "  voxadapt train --config configs/ko-medical-qlora.yaml --train data/train.jsonl \\\n"
+        "      --valid data/valid.jsonl --output-dir runs/ko-med   # the tour's run\n"
+    )
+    lines = fill_epilog(epilog, 40)
+    assert lines == [
+        "Each evaluation transcribes the valid",
+        "set and keeps the adapter with the",
+        "lowest CER.",
+        "",
+        "formats:",
+        "  hf       every part the adapter",
+        "           trained merged in; a complete",
+        "           transformers checkpoint",
+        "",
+        "examples:",
+        "  # the tour's run",
+        "  voxadapt train --config \\",
+        "      configs/ko-medical-qlora.yaml \\",
+        "      --train data/train.jsonl --valid \\",
+        "      data/valid.jsonl --output-dir \\",
+        "      runs/ko-med",
+    ]
+    # the shell reads the same command
+    command = " ".join(line.strip().removesuffix("\\") for line in lines[11:]).split()
+    assert command == epilog.split("examples:\n")[1].split("#")[0].replace("\\", "").split()
+
+
+def test_hangul_takes_two_columns():
+    assert cell_width("간호사 abc") == 10
+    assert wrap_cells("간호사 의사 환자", 10) == ["간호사", "의사 환자"]
+    assert wrap_cells("see https://example.com/a/very/long/path ok", 12) == [
+        "see",
+        "https://example.com/a/very/long/path",
+        "ok",
+    ]
+
+
+# ------------------------------------------------------------------ fast: no torch to parse
+
+IMPORTED = """
+import sys
+from voxadapt.cli_parser import build_parser
+{code}
+heavy = [name for name in ("torch", "transformers", "peft", "matplotlib") if name in sys.modules]
+print("heavy:", ",".join(heavy))
+"""
+
+
+def heavy_imports(code: str) -> str:
+    """The heavy libraries a fresh interpreter has imported after `code`."""
+    script = IMPORTED.format(code=code)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.rsplit("heavy:", 1)[1].strip()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["--version"], ["trian"], ["-v"], ["doctor", "--help"], ["score", "--bogus"]],
+)
+def test_help_version_and_argument_errors_import_no_torch(argv):
+    code = f"""
+import voxadapt.cli
+try:
+    voxadapt.cli.main({argv!r})
+except SystemExit:
+    pass
+"""
+    assert heavy_imports(code) == ""
+
+
+def test_the_whole_parser_is_built_from_the_stage_modules():
+    """The guard above must see an import: building train's options imports its stage."""
+    assert "torch" in heavy_imports("build_parser(stages=['train'])")
+
+
+# The stages whose modules import torch at module level (directly or through decoding, model,
+# data, features): their --help and argument errors wait for torch (~2 s). Drop one from
+# here once its imports are lazy; strict, so that this list cannot go stale.
+IMPORTS_TORCH = {"cache", "compare", "demo", "evaluate", "export", "serve", "train", "transcribe"}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(name in IMPORTS_TORCH, reason="imports torch", strict=True),
+        )
+        for name in (command.name for command in COMMANDS)
+    ],
+)
+def test_a_command_s_options_import_no_torch(command):
+    assert heavy_imports(f"build_parser(stages=[{command!r}])") == ""

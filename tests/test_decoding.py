@@ -6,6 +6,7 @@ import warnings
 import pytest
 import torch
 
+from voxadapt.adapters import load_for_inference
 from voxadapt.cli import main
 from voxadapt.decoding import (
     AudioItem,
@@ -15,10 +16,10 @@ from voxadapt.decoding import (
 )
 from voxadapt.errors import ConfigError
 from voxadapt.families.voxtral import clean_transcript
-from voxadapt.model import load_for_inference
 from voxadapt.outputs import OutputConflict, read_ledger, written_by
 from voxadapt.scoring.rows import read_hypotheses
 from voxadapt.stages.transcribe import (
+    INPUTS_INDEX,
     OUTPUT_FORMATS,
     TranscribeConfig,
     collect_inputs,
@@ -224,7 +225,8 @@ def test_one_decode_writes_every_format_and_rewrites_its_own(tiny_model, tmp_pat
     result = transcribe_clips(tiny_model, CLIPS[:2], out=out, format="all")
     stems = [path.stem for path in CLIPS[:2]]
     per_clip = {f"{stem}{suffix}" for stem in stems for suffix in (".txt", ".srt", ".vtt")}
-    written = per_clip | {"transcripts.jsonl", "transcripts.txt"}
+    # the index records which input each per-input file was written for
+    written = per_clip | {"transcripts.jsonl", "transcripts.txt", INPUTS_INDEX}
     assert {p.name for p in out.iterdir()} == written | {".voxadapt.json"}  # no staging left
     ledger = read_ledger(out)["files"]
     assert {name: record["stage"] for name, record in ledger.items()} == dict.fromkeys(
@@ -328,16 +330,16 @@ ITEMS = [AudioItem("a.wav", "/x/a.wav", 1.0), AudioItem("transcripts.wav", "/x/t
 def test_out_is_a_file_or_a_folder_as_documented(tmp_path, out, fmt, n_inputs, to, names):
     out = out if out in (None, "-") else tmp_path / out
     config = TranscribeConfig(inputs=[tmp_path / "a.wav"], out=out, format=fmt)
-    plan = plan_outputs(config, output_formats(config), ITEMS[:n_inputs], n_inputs)
+    plan = plan_outputs(config.out, output_formats(config), ITEMS[:n_inputs], n_inputs)
     assert (plan.to, plan.names) == (to, names)
 
 
 def test_a_file_name_for_several_per_input_files_is_refused(tmp_path):
     config = TranscribeConfig(inputs=[tmp_path / "a.wav"], out=tmp_path / "x.vtt")
     with pytest.raises(ConfigError, match=r"x\.vtt names one file.*give a folder"):
-        plan_outputs(config, ["vtt"], ITEMS, 2)
+        plan_outputs(config.out, ["vtt"], ITEMS, 2)
     (tmp_path / "x.vtt").mkdir()  # an existing folder of that name stays a folder
-    assert plan_outputs(config, ["vtt"], ITEMS, 2).to == "folder"
+    assert plan_outputs(config.out, ["vtt"], ITEMS, 2).to == "folder"
 
 
 def test_several_formats_never_replace_a_file_voxadapt_did_not_write(tiny_model, tmp_path):

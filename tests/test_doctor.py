@@ -2,10 +2,15 @@
 
 import importlib.metadata
 import json
+import os
 
+import pytest
 import torch
 
-from voxadapt.stages.doctor import FAIL, OK, DoctorConfig, doctor
+from voxadapt.errors import ConfigError
+from voxadapt.model import TRAIN_PARTS
+from voxadapt.stages import doctor as doctor_module
+from voxadapt.stages.doctor import FAIL, OK, DoctorConfig, _display_width, doctor, wrap
 
 from conftest import run_cli
 
@@ -79,3 +84,142 @@ def test_doctor_lists_the_model_families():
     assert checks["family qwen3_asr"].state == "ok"
     assert "Qwen/Qwen3-ASR-1.7B-hf" in checks["family qwen3_asr"].detail
     assert "lists Korean" in checks["family qwen3_asr"].detail
+
+
+# ------------------------------------------------------------------ the table's width
+
+
+@pytest.mark.parametrize(
+    ("text", "columns", "lines"),
+    [
+        ("a b c", 3, ["a b", "c"]),
+        ("one two three", 100, ["one two three"]),
+        ("가나다 라마", 6, ["가나다", "라마"]),  # Hangul takes two columns each
+        ("see /very/long/path/x", 6, ["see", "/very/", "long/p", "ath/x"]),  # a long word is cut
+        ("", 10, [""]),
+    ],
+)
+def test_wrap(text, columns, lines):
+    assert wrap(text, columns) == lines
+
+
+def test_the_table_fits_the_terminal():
+    result = doctor(DoctorConfig())
+    names = {check.name for check in result.checks}
+    states = {check.state for check in result.checks}
+    every_detail = "".join(check.detail for check in result.checks).replace(" ", "")
+    for columns in (60, 80, 100, 200):
+        lines = result.render(columns).splitlines()
+        assert all(_display_width(line) <= columns for line in lines), columns
+        detail_at = lines[0].index("detail")
+        # each line: a check's name and state, or blank columns before a continued detail
+        for line in lines[2:]:
+            head = line[:detail_at].split()
+            assert head == [] or (" ".join(head[:-1]) in names and head[-1] in states), line
+        # nothing is lost: the details, read in order, are all there
+        assert "".join(line[detail_at:] for line in lines[2:]).replace(" ", "") == every_detail
+    assert len(result.render(60).splitlines()) > len(result.checks) + 2  # wrapped
+    # in a pipe without COLUMNS: 100 columns
+    table = run_cli("doctor", env={**os.environ, "COLUMNS": "70"})
+    assert table.returncode == 0, table.stderr
+    assert max(len(line) for line in table.stdout.splitlines()) <= 70
+
+
+# ------------------------------------------------------------------ --plan
+
+
+def _qwen_small_by_hand() -> int:
+    """Qwen3-ASR-0.6B, projector LoRA (r=8), micro-batch 1, 30 s, NF4, checkpointing."""
+    linear, total = 440_401_920, 782_426_112  # the LLM's linear weights, all parameters
+    weights = round(linear * (4 + 8 / 64 + 32 / 16384) / 8 + (total - linear) * 2)
+    lora = 8 * (896 + 896) + 8 * (896 + 1024)  # projector: 896 -> 896 -> 1024
+    tokens = 390 + 32 + 240  # 13 audio tokens/s, the prompt, 8 transcript tokens/s
+    kept = tokens * 28 * 1024 * 2 + 390 * ((896 + 896) + (896 + 1024)) * 2
+    logits = 10 * (240 + 1) * 151936  # the largest transient: bf16 + fp32 + fp32 gradient
+    return weights + 16 * lora + kept + logits + int(0.75 * 2**30)
+
+
+def test_plan_says_what_fits_on_a_given_gpu():
+    by_hand = _qwen_small_by_hand()  # 2.12e9 B = 1.98 GiB
+    options = ["--plan", "--plan-model", "qwen3-asr-0.6b", "--micro-batch", "1"]
+    records = [
+        json.loads(line)
+        for line in run_cli(
+            "doctor", *options, "--gpu-memory-gb", "24", "--json"
+        ).stdout.splitlines()
+    ]
+    training = next(r for r in records if r["task"] == "training")
+    assert training["bytes"]["total"] == by_hand and training["verdict"] == "fits"
+    for gib, verdict in ((24, "fits"), (2, "tight"), (1.5, "does not fit")):
+        result = doctor(
+            DoctorConfig(plan=True, plan_model="qwen3-asr-0.6b", micro_batch=1, gpu_memory_gb=gib)
+        )
+        assert f"training {verdict}: 2.0 of {gib:.1f} GiB" in result.render(100)
+    # Voxtral Small in bf16: its 24.26e9 parameters x 2 B = 45.2 GiB of weights alone
+    shown = run_cli(
+        "doctor", "--plan", "--plan-model", "voxtral-small", "--quantization", "none",
+        "--gpu-memory-gb", "24", "--micro-batch", "1",
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "training does not fit" in shown.stdout and "inference does not fit" in shown.stdout
+    assert "45.2" in shown.stdout and "estimate, not measured" in shown.stdout
+
+
+def test_plan_table_of_every_base():
+    result = doctor(DoctorConfig(plan=True, gpu_memory_gb=24))
+    assert not result.checks  # the plan replaces the machine checks
+    text = result.render(100)
+    for name in ("voxtral-mini", "voxtral-small", "qwen3-asr-0.6b", "qwen3-asr-1.7b"):
+        assert name in text
+    assert "fits 24 GiB" in text and "estimates, not measured" in text
+    small_bf16 = [line for line in text.splitlines() if line.startswith("voxtral-small   none")]
+    assert small_bf16 and all(line.endswith("none") for line in small_bf16)  # no batch fits
+    # one JSON record per estimate: 4 bases x 2 quantizations x (3 x 3 training + 3 inference)
+    result.as_json = True
+    assert len(result.render().splitlines()) == 4 * 2 * (3 * 3 + 3)
+    without_gpu = doctor(DoctorConfig(plan=True)).render(100)
+    if not torch.cuda.is_available():
+        assert "no GPU seen: compare with your GPU's memory" in without_gpu
+
+
+def test_plan_options_are_checked():
+    with pytest.raises(ConfigError, match="plan_model needs --plan"):
+        DoctorConfig(plan_model="voxtral-mini")
+    with pytest.raises(ConfigError) as caught:
+        DoctorConfig(plan=True, train_modules=["decoder"], micro_batch=0, clip_s=-1)
+    assert len(caught.value.problems) == 3
+    assert DoctorConfig(plan=True, train_modules=["llm", "projector"]).train_modules == [
+        "projector",
+        "llm",
+    ]
+    with pytest.raises(ConfigError, match="not a known base"):
+        doctor(DoctorConfig(plan=True, plan_model="voxtral-huge"))
+    with pytest.raises(ConfigError, match="must name a base"):
+        DoctorConfig(plan=True, plan_model=" ")
+
+
+def test_plan_refuses_folders_of_other_models(tmp_path):
+    from voxadapt.families import FamilyError
+    from voxadapt.families.qwen3_asr_checkpoint import ALIGNER_CONFIG
+
+    for name, config in (
+        ("whisper", '{"model_type": "whisper"}'),
+        ("broken", "{not json"),
+        ("aligner", json.dumps(ALIGNER_CONFIG)),
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(config)
+        with pytest.raises(FamilyError):
+            doctor(DoctorConfig(plan=True, plan_model=str(tmp_path / name)))
+    with pytest.raises(ConfigError, match=r"no config\.json in that folder"):
+        doctor(DoctorConfig(plan=True, plan_model=str(tmp_path)))
+
+
+def test_plan_of_a_local_qwen3_asr_folder(tiny_qwen):
+    config = DoctorConfig(plan=True, plan_model=str(tiny_qwen), micro_batch=1, gpu_memory_gb=2)
+    text = " ".join(doctor(config).render(100).split())
+    assert "9.9M parameters" in text and "LM head tied to the embeddings" in text
+    # 10M parameters, but the real 151936-entry vocabulary: the logits of 241 transcript
+    # tokens (10 B each: 0.34 GiB) and the CUDA context (0.75 GiB) are most of it
+    assert "training fits: 1.1 of 2.0 GiB" in text and "inference fits" in text, text
+    assert doctor_module.TRAIN_PARTS == TRAIN_PARTS  # doctor keeps torch out of its import

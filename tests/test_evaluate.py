@@ -31,14 +31,15 @@ def nospace(texts):
 
 @pytest.fixture(scope="module")
 def eval_manifest(tmp_path_factory, sample_manifest):
-    """12 utterances over 3 speakers with roles, from the sample clips."""
+    """12 utterances over 6 speakers (enough for intervals) with roles, from the sample
+    clips."""
     utterances = read_manifest(sample_manifest)
     rows = []
     for index in range(12):
         record = utterances[index % len(utterances)].to_dict()
         record.update(
             id=f"utt{index:02d}",
-            speaker=f"spk{index % 3}",
+            speaker=f"spk{index % 6}",
             role=["의사", "간호사", "환자"][index % 3],
         )
         rows.append(record)
@@ -151,6 +152,93 @@ def test_killed_run_resumes_without_duplicates(tiny_model, eval_manifest, tmp_pa
     assert json.loads((out / "metrics.json").read_text())["cer"] == pytest.approx(
         json.loads((tmp_path / "whole" / "metrics.json").read_text())["cer"]
     )
+
+
+def test_ctrl_c_says_how_to_resume_and_the_hint_works(tiny_model, eval_manifest, tmp_path):
+    """SIGINT mid-decode: exit 130 with one line naming the kept rows and --resume; the
+    command it names then decodes only the rest."""
+    out = tmp_path / "stopped"
+    args = [
+        sys.executable, "-m", "voxadapt.cli", "evaluate", str(eval_manifest),
+        "--model", str(tiny_model), "--quantization", "none", "--batch-size", "1",
+        "--max-new-tokens", "40", "--workers", "0", "--bootstrap", "0", "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    predictions = out / "predictions.jsonl"
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:  # a file, not a pipe: progress output cannot block the run
+        process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            deadline = time.time() + 300
+            while time.time() < deadline and process.poll() is None:
+                if predictions.exists() and predictions.read_bytes().count(b"\n") >= 2:
+                    break
+                time.sleep(0.05)
+            process.send_signal(signal.SIGINT)
+            code = process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    err = log.read_text()
+    kept = predictions.read_bytes().count(b"\n")
+    assert 2 <= kept < 12, "the run finished before it could be interrupted"
+    assert code == 130, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last == (
+        f"voxadapt: interrupted: {kept} decoded utterances are kept in {predictions}; to "
+        "decode only the rest, run the same command with --resume"
+    )
+    assert "Traceback" not in err
+    resumed = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"({12 - kept} decoded now)" in resumed.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "earlier", "decoded", "hint"),
+    [
+        ({}, 0, 0, "interrupted before any utterance was decoded: run the same command again"),
+        ({}, 0, 3, "3 decoded utterances are kept in {p}; to decode only the rest, run the "
+         "same command with --resume"),
+        ({"resume": True}, 2, 3, "5 decoded utterances are kept in {p}; to decode only the "
+         "rest, run the same command again (it has --resume)"),
+        ({"overwrite": True}, 4, 0, "interrupted before decoding; {d} is as it was: run the "
+         "same command again (with --overwrite) to start over"),
+        ({"overwrite": True}, 4, 2, "2 decoded utterances are kept in {p}; to decode only the "
+         "rest, run the same command with --resume instead of --overwrite"),
+    ],
+)  # fmt: skip
+def test_interrupt_hint_fits_how_the_run_was_started(
+    tiny_model, eval_manifest, tmp_path, monkeypatch, flags, earlier, decoded, hint
+):
+    """The hint for each way a run can be stopped: the engine is stood in for by one that
+    leaves `decoded` rows (after `earlier` ones; --overwrite first moves those aside) and
+    is then interrupted."""
+    from voxadapt.errors import StageInterrupted
+    from voxadapt.stages import evaluate as stage
+
+    predictions = tmp_path / "out" / "predictions.jsonl"
+
+    def stopped_engine(rows):
+        def engine(config, out_dir):
+            if rows and config.overwrite:
+                predictions.unlink()  # moved aside once the model loaded
+            with predictions.open("a") as handle:
+                handle.write('{"id": "u"}\n' * rows)
+            raise KeyboardInterrupt
+
+        return engine
+
+    common = {"manifest": eval_manifest, "model": str(tiny_model), "out_dir": predictions.parent}
+    if earlier:  # an earlier run, stopped too
+        monkeypatch.setattr(stage, "run_evaluation", stopped_engine(earlier))
+        with pytest.raises(StageInterrupted):
+            evaluate(EvaluateConfig(**common, **FAST))
+    monkeypatch.setattr(stage, "run_evaluation", stopped_engine(decoded))
+    with pytest.raises(StageInterrupted) as caught:
+        evaluate(EvaluateConfig(**common, **flags, **FAST))
+    assert str(caught.value).endswith(hint.format(p=predictions, d=predictions.parent))
 
 
 CHROMIUM = (

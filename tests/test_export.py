@@ -1,15 +1,16 @@
 """Export: merged transformers checkpoint and Mistral's consolidated layout for vLLM."""
 
 import json
+import os
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import VoxtralForConditionalGeneration
 
+from voxadapt.adapters import load_for_inference
 from voxadapt.cli import main
 from voxadapt.errors import ConfigError
-from voxadapt.model import load_for_inference
 from voxadapt.stages.export import (
     ExportConfig,
     ExportError,
@@ -20,7 +21,7 @@ from voxadapt.stages.export import (
     mistral_to_hf,
 )
 
-from conftest import CLIPS
+from conftest import CLIPS, dead_pid, staging_of
 
 
 def logits(model, processor):
@@ -127,13 +128,15 @@ def test_mistral_export_refuses_learned_positions(tiny_model, adapters, tmp_path
         export(
             ExportConfig(
                 adapters["lora"],
-                tmp_path / "out",
+                tmp_path / "models" / "out",
                 str(broken),
                 format="mistral",
                 dtype="fp32",
                 force=True,
             )
         )
+    # found after the model was merged: the folder the run made goes again, staging and all
+    assert not (tmp_path / "models").exists()
 
 
 def test_export_cli(adapters, tmp_path, capsys):
@@ -174,7 +177,8 @@ def test_overwrite_replaces_only_an_earlier_export(adapters, tiny_model, tmp_pat
     result = export(again)
     assert json.loads((out / "config.json").read_text()) != {}
     assert (out / "model.safetensors").read_bytes() == weights  # same inputs, same weights
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hf.")]  # no leftovers
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith((".hf.", ".voxadapt-"))]
+    assert not leftovers
     assert result.out_dir == out.absolute()
     # a folder voxadapt export did not write is never replaced, even with --overwrite
     mine = tmp_path / "mine"
@@ -184,3 +188,17 @@ def test_overwrite_replaces_only_an_earlier_export(adapters, tiny_model, tmp_pat
                  "--overwrite"]) == 1  # fmt: skip
     assert "is not a voxadapt export" in capsys.readouterr().err
     assert (mine / "notes.txt").read_text() == "keep"
+
+
+def test_export_removes_the_staging_a_killed_export_left(adapters, tiny_model, tmp_path):
+    dead = dead_pid()
+    stale = staging_of(tmp_path, "hf", dead)  # what a SIGKILLed `export --out hf` leaves
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"\0" * (1 << 20))
+    live = staging_of(tmp_path, "hf", os.getppid())  # a run still going: never touched
+    live.mkdir()
+    mine = tmp_path / f".hf.tmp-{dead}"  # not voxadapt's scheme: the user's
+    mine.mkdir()
+    export(ExportConfig(adapters["lora"], tmp_path / "hf", str(tiny_model), dtype="fp32"))
+    assert not stale.exists() and live.is_dir() and mine.is_dir()
+    assert (tmp_path / "hf" / "model.safetensors").is_file()

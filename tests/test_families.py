@@ -104,7 +104,7 @@ def test_each_family_frontend(tiny_model, tiny_qwen):
 
 
 def test_an_adapter_naming_an_unknown_family_is_refused(tiny_model):
-    from voxadapt.model import check_base_model
+    from voxadapt.adapters import check_base_model
 
     for family in ("bogus", 5, None):
         with pytest.raises(ModelError, match=r"names the model family .* which voxadapt does not"):

@@ -234,3 +234,29 @@ def test_train(name, tiny_model, clip_manifest, tmp_path):
     assert [r["step"] for r in records if "eval_cer" in r] == [2, 4, 6, 8, 10]
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["step"] == 10 and state["log_history"] == records
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SIGNALS)
+def test_export(name, tiny_model, adapters, tmp_path):
+    """A killed export leaves its staging (a model's size) behind; the next run removes it."""
+    signum = SIGNALS[name]
+    out = tmp_path / "models" / "ko-med"
+    command = cli("export", "--adapter", adapters["lora"], "--out", out, "--dtype", "fp32")
+
+    def staging() -> list[Path]:
+        return list(out.parent.glob(".voxadapt-staging-*"))
+
+    result = interrupt(command, lambda: len(staging()), 1, signum)
+    check_ending(result, signum, 130)
+    assert not out.exists()  # it never appeared half-written
+    if signum == signal.SIGKILL:
+        assert staging(), "SIGKILL leaves no chance to clean up"
+    else:
+        assert not staging()  # an interrupted run cleans up after itself
+    rerun = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert not staging() and (out / "model.safetensors").is_file()
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == [
+        ".voxadapt.json"
+    ]

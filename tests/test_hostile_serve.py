@@ -2,6 +2,7 @@
 test is a failure found by attacking them. Field parsing, refusals and the loader are tested
 without a model; the one server test binds 127.0.0.1 and every load is bounded."""
 
+import contextlib
 import struct
 import threading
 import time
@@ -379,7 +380,7 @@ def test_a_forged_log_line_is_escaped(keyless, caplog):
     ],
 )
 def test_api_keys_as_people_write_and_send_them(tmp_path, written, sent):
-    from voxadapt.serving.app import _check_auth
+    from voxadapt.serving.guards import check_auth as _check_auth
     from voxadapt.stages.serve import _api_key
 
     key_file = tmp_path / "key"
@@ -448,3 +449,207 @@ def CLIPS_0() -> Path:
     from conftest import CLIPS
 
     return CLIPS[0]
+
+
+# ---------------------------------------------- operations round: slow and large clients
+
+HEADER_TIMEOUT_S = BODY_TIMEOUT_S = 1.0
+MARGIN_S = 5.0  # a loaded CI machine; the bug held a connection ~77 s
+
+
+@pytest.fixture(scope="module")
+def limited():
+    """The server's connections as `serve` runs them (short timeouts), in front of an app
+    without a model: the limits act before any request reaches it."""
+    import socket
+
+    import uvicorn
+
+    from voxadapt.serving.connections import server_config
+
+    def never_loads():
+        raise RuntimeError("no model in this test")
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = build_app(settings(), never_loads)
+    server = uvicorn.Server(
+        server_config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            grace_s=1,
+            header_timeout_s=HEADER_TIMEOUT_S,
+            body_timeout_s=BODY_TIMEOUT_S,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield port
+    server.should_exit = True
+    thread.join(30)
+
+
+def _connect(port: int):
+    import socket
+
+    connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return connection
+
+
+def _answer(connection) -> bytes:
+    """What the server sent before closing (b"" when it closed without a word)."""
+    received = b""
+    try:
+        while chunk := connection.recv(65536):
+            received += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return received
+
+
+def _ended_within(connection, send_every_s: float, piece: bytes, limit_s: float) -> float:
+    """Send `piece` every `send_every_s` until the server ends the connection; the seconds
+    that took (at most `limit_s`: then the test fails)."""
+    import select
+
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        try:
+            if piece:
+                connection.sendall(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            return time.monotonic() - started
+        readable, _, _ = select.select([connection], [], [], send_every_s)
+        if readable:
+            return time.monotonic() - started
+    raise AssertionError(f"the connection was still open after {limit_s} s")
+
+
+@pytest.mark.parametrize("piece", [b"X-Slow: 1\r\n", b""], ids=["trickling", "silent"])
+def test_a_client_that_trickles_its_headers_is_cut_off(limited, piece):
+    """Slowloris: a header line every 0.2 s kept a connection open ~77 s; now the head must
+    arrive whole within --header-timeout-s."""
+    connection = _connect(limited)
+    with connection:
+        connection.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        took = _ended_within(connection, 0.2, piece, HEADER_TIMEOUT_S + MARGIN_S)
+        assert took >= HEADER_TIMEOUT_S * 0.9
+        assert _answer(connection).startswith(b"HTTP/1.1 408 ")
+
+
+@pytest.mark.parametrize("size", [2_000_000, 100_000])
+def test_a_huge_header_block_is_refused(limited, size):
+    """2 MB of headers were read and parsed; a head over 64 KiB is now a 431 (from h11's
+    bounded buffer, or from the Guard for a head that arrived in one read)."""
+    pad = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(size // 1000))
+    connection = _connect(limited)
+    with connection:
+        # refused while sending: closed is a refusal too
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            connection.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n" + pad + b"\r\n")
+        answer = _answer(connection)
+    assert answer.startswith(b"HTTP/1.1 431 ") or answer == b""
+
+
+def test_a_stalled_upload_is_closed(limited):
+    """An upload that stops half-way held its connection (and its request) forever."""
+    head = (
+        b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
+    )
+    connection = _connect(limited)
+    with connection:
+        connection.sendall(head + b"--b\r\n")
+        took = _ended_within(connection, 0.2, b"", BODY_TIMEOUT_S + MARGIN_S)
+        assert took >= BODY_TIMEOUT_S * 0.9
+
+
+def _status(connection) -> int:
+    """The status of the next response on a kept-alive connection (its body read too)."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += connection.recv(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += connection.recv(65536)
+    return int(head.split()[1])
+
+
+def test_clients_within_the_limits_are_answered(limited):
+    """A normal request, one with 32 KiB of cookies, and one whose head comes in two parts
+    quicker than the timeout, on one kept-alive connection."""
+    cookie = b"Cookie: " + b"c" * 32_000 + b"\r\n"
+    connection = _connect(limited)
+    with connection:
+        for head in (b"", cookie):
+            connection.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n" + head + b"\r\n")
+            assert _status(connection) == 200
+        connection.sendall(b"GET /v1/models HTTP/1.1\r\n")
+        time.sleep(HEADER_TIMEOUT_S / 3)
+        connection.sendall(b"Host: 127.0.0.1\r\n\r\n")
+        assert _status(connection) == 200
+
+
+# ------------------------------------------------------ operations round: the bias cache
+
+
+class _BytePrompts:
+    """A tokenizer of one token per UTF-8 byte: what the bias trie is built from."""
+
+    @staticmethod
+    def text_tokens(text: str) -> list[int]:
+        return list(text.encode())
+
+
+class _BytesModel:
+    prompts = _BytePrompts()
+
+
+def test_distinct_large_hotwords_keep_the_bias_cache_within_its_bound():
+    """Every distinct `hotwords` made a bias kept until 64 piled up (~1 GB per 5 requests of
+    huge terms); the cache is now bounded by the characters of its terms."""
+    engine = BatchingEngine(
+        _BytesModel(),
+        DecodeOptions(num_workers=0),
+        max_batch=1,
+        max_wait_ms=0,
+        max_queue=2,
+        max_bias_chars=20_000,
+    )
+
+    def request(index: int) -> Job:
+        # the most a request may bring: 40 terms of 100 characters, distinct per request
+        hotwords = ",".join(f"{index:03d}{term:02d}" + "가" * 95 for term in range(40))
+        return Job(
+            AudioItem(f"r{index}", "r.wav", 1.0), fields(("hotwords", hotwords)).bias_terms, 5.0
+        )
+
+    try:
+        built = []
+        for index in range(12):
+            built.append(engine.bias(request(index)))
+            assert 0 < engine.bias_chars <= engine.max_bias_chars
+        assert engine.bias_chars == 5 * 4000  # the five most recent requests' terms
+        assert engine.bias(request(11)) is built[11]  # a recent one is reused
+        assert engine.bias(request(0)) is not built[0]  # the oldest went first
+        assert engine.bias_chars == 5 * 4000
+    finally:
+        engine.close(10)
+
+
+def test_hotwords_are_bounded_in_characters():
+    assert refused(("hotwords", "가" * 101)).param == "hotwords"
+    assert len(fields(("hotwords", ",".join(["가" * 100] * 40))).bias_terms) == 40  # 4000
+    over = [("keywords[]", "나" * 100) for _ in range(40)]
+    assert refused(("hotwords", "가" * 5), *over).param == "keywords"
+    assert "4000 characters" in refused(("hotwords", "가" * 5), *over).message

@@ -7,8 +7,8 @@ import pytest
 from voxadapt.errors import ConfigError, ManifestError
 from voxadapt.manifest import BOM, iter_jsonl, iter_lines, read_manifest, write_jsonl
 from voxadapt.scoring.rows import read_hypotheses, read_predictions
-from voxadapt.stages.transcribe import _text_line
 from voxadapt.text import normalize_for_scoring, read_term_lines
+from voxadapt.transcript_files import _text_line
 
 # Separators str.splitlines() splits on and JSON writes raw inside strings.
 SEPARATORS = ["\u2028", "\u2029", "\u0085", "\x1c", "\x1d", "\x1e", "\x0b", "\x0c"]

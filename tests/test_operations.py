@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from voxadapt.adapters import check_base_model, model_fingerprint
 from voxadapt.config import build_config, model_reference, run_description, save_config
 from voxadapt.decoding import ModelChoice
 from voxadapt.errors import ModelError, VoxadaptError
 from voxadapt.evaluation import EvaluateConfig
 from voxadapt.families import family_of
-from voxadapt.model import check_base_model, model_fingerprint
 from voxadapt.training import TrainConfig
 
 

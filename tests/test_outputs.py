@@ -6,9 +6,11 @@ time writes a folder. The stage-level cases are the examples a hostile review fo
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -26,7 +28,7 @@ from voxadapt.stages.prepare import PrepareConfig, prepare
 from voxadapt.stages.score import ScoreConfig, score
 from voxadapt.stages.transcribe import TranscribeConfig, transcribe
 
-from conftest import CLIPS
+from conftest import CLIPS, dead_pid, staging_of
 
 # ------------------------------------------------------------------------ the mechanism
 
@@ -251,3 +253,136 @@ def test_txt_refuses_ids_it_cannot_keep_before_any_model_loads(tmp_path):
     with pytest.raises(VoxadaptError, match="use --format jsonl"):
         transcribe(config)  # the default hub model is not here: it never got that far
     assert not (tmp_path / "out.txt").exists()
+
+
+# ------------------------------------- staging of killed runs, failed first runs, OS errors
+
+
+def test_a_claim_removes_the_staging_of_dead_runs_and_nothing_else(tmp_path):
+    folder, dead = tmp_path / "models", dead_pid()
+    folder.mkdir()
+    stale = staging_of(folder, "ko-med", dead)
+    (stale / "nested").mkdir(parents=True)
+    (stale / "nested" / "model.safetensors").write_bytes(b"\0" * 4096)
+    stale_file = staging_of(folder, "notes.txt", dead)
+    stale_file.write_text("half")
+    live = staging_of(folder, "other", os.getppid())  # pytest's parent: alive
+    live.mkdir()
+    elsewhere = folder / f".voxadapt-staging-{dead}-00000000-ko-med"  # another host's run
+    elsewhere.mkdir()
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    link = staging_of(folder, "link", dead)
+    link.symlink_to(outside, target_is_directory=True)
+    look_alikes = [f".ko-med.tmp-{dead}", f"voxadapt-staging-{dead}-x", ".voxadapt-staging-x-y"]
+    for name in look_alikes:
+        (folder / name).write_text("the user's")
+    with claim_outputs("export", folder, names=["ko-med"]):
+        pass
+    left = set(os.listdir(folder)) - {".voxadapt.json"}
+    assert left == {live.name, elsewhere.name, *look_alikes}
+    assert (outside / "keep.txt").read_text() == "keep"  # the link went, not its target
+
+
+def test_an_output_a_dead_run_set_aside_is_put_back_or_dropped(tmp_path):
+    from voxadapt.staging import set_aside_path
+
+    dead = dead_pid()
+
+    def set_aside(name: str) -> Path:
+        mine = set_aside_path(tmp_path, name)
+        path = mine.with_name(mine.name.replace(f"-{os.getpid()}-", f"-{dead}-", 1))
+        path.mkdir()
+        (path / "config.json").write_text(name)
+        return path
+
+    set_aside("swapped")  # killed mid-swap: the new one never arrived
+    set_aside("replaced")  # killed after the swap: the new one is in place
+    (tmp_path / "replaced").mkdir()
+    (tmp_path / "replaced" / "config.json").write_text("new")
+    with claim_outputs("export", tmp_path, names=["other"]):
+        pass
+    assert (tmp_path / "swapped" / "config.json").read_text() == "swapped"
+    assert (tmp_path / "replaced" / "config.json").read_text() == "new"
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".voxadapt-")]
+
+
+def test_a_failed_first_run_leaves_no_folder_behind(tmp_path):
+    out = tmp_path / "runs" / "first"
+    with pytest.raises(RuntimeError), claim_outputs("prepare", out, names=["train.jsonl"]):
+        raise RuntimeError("a bad input found late")
+    assert not (tmp_path / "runs").exists()
+    # train releases its claim from an `except` block, not a `with`
+    claim = claim_outputs("train", out, owns_folder=True)
+    claim.lock()
+    try:
+        raise RuntimeError("no model there")
+    except RuntimeError:
+        claim.release()
+    assert not (tmp_path / "runs").exists()
+    # a run that wrote something before failing keeps it, vouched for
+    with pytest.raises(RuntimeError), claim_outputs("prepare", out, names=["train.jsonl"]):
+        (out / "train.jsonl").write_text("{}\n")
+        raise RuntimeError("later")
+    assert written_by(out, "train.jsonl", "prepare")
+
+
+def test_a_failed_run_leaves_an_existing_folder_as_it_was(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RuntimeError), claim_outputs("train", empty, owns_folder=True):
+        raise RuntimeError("early")
+    assert empty.is_dir() and not os.listdir(empty)
+    run = tmp_path / "run"
+    with claim_outputs("evaluate", run, names=["metrics.json"]):
+        (run / "metrics.json").write_text("{}")
+    before = read_ledger(run)
+    names = ["metrics.json", "predictions.jsonl"]
+    with pytest.raises(RuntimeError), claim_outputs("evaluate", run, names=names):
+        raise RuntimeError("early")
+    assert read_ledger(run) == before and sorted(os.listdir(run)) == [
+        ".voxadapt.json",
+        "metrics.json",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("read_only", "message"), [(True, "read-only file system"), (False, "permission denied")]
+)
+def test_an_unwritable_parent_is_told_apart_from_a_read_only_mount(
+    tmp_path, monkeypatch, read_only, message
+):
+    # tests run as root, where a chmod 0o500 folder denies nothing: the refusal the kernel
+    # would give is injected at the OS boundary instead
+    real_statvfs = os.statvfs
+
+    def statvfs(path):
+        result = real_statvfs(path)
+        if Path(path) != tmp_path:
+            return result
+        return SimpleNamespace(f_flag=result.f_flag | (os.ST_RDONLY if read_only else 0))
+
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != tmp_path)
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    with pytest.raises(
+        ConfigError, match=f"cannot create {tmp_path / 'new'} \\({message}: {tmp_path}\\)"
+    ):
+        claim_outputs("prepare", tmp_path / "new", names=["train.jsonl"])
+
+
+def test_a_staging_folder_is_readable_by_others_and_swept_when_its_run_is_dead(tmp_path):
+    from voxadapt.staging import make_staging_dir
+
+    old = os.umask(0o022)
+    try:
+        first, second = make_staging_dir(tmp_path, "out"), make_staging_dir(tmp_path, "out")
+    finally:
+        os.umask(old)
+    assert first != second and first.is_dir() and second.is_dir()
+    assert stat.S_IMODE(first.stat().st_mode) == 0o755  # mkdtemp's would be 0700
+    dead = dead_pid()
+    killed = first.rename(first.with_name(first.name.replace(f"-{os.getpid()}-", f"-{dead}-")))
+    with claim_outputs("transcribe", tmp_path, names=["out"]):
+        pass
+    assert not killed.exists() and second.is_dir()  # this process's own staging stays

@@ -450,3 +450,76 @@ def test_stratified_values_too_rare_for_a_split_are_named(caplog):
 def files_of(folder):
     """A folder's files and their bytes, but the ledger (it records each run's report)."""
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != LEDGER}
+
+
+# ------------------------------------------------------- what the summary says, and the sample
+
+
+def test_summary_says_speakers_consistently(messy_scp, samples, tmp_path):
+    from voxadapt.report import format_prepare_summary
+
+    unlabeled = format_prepare_summary(
+        prepare(PrepareConfig(samples / "train.scp", "scp", tmp_path / "none")).stats
+    )
+    assert "speakers: none given (every utterance is its own speaker)" in unlabeled
+    assert unlabeled.splitlines()[0].split() == ["split", "utterances", "hours"]  # no zeros
+    labeled = prepare(PrepareConfig(messy_scp, "scp", tmp_path / "twelve", speaker_from="parent"))
+    text = format_prepare_summary(labeled.stats)
+    assert text.splitlines()[0].split()[-1] == "speakers" and "speakers: 12" in text
+    assert "every utterance is its own speaker" not in text
+    # some utterances with a speaker, some without
+    stats = {**labeled.stats, "speakers": {"count": 3, "without_speaker": 2}}
+    assert "speakers: 3, and 2 utterances without one (each its own speaker)" in (
+        format_prepare_summary(stats)
+    )
+
+
+def test_the_bundled_samples_deliberate_rejections_are_labeled(samples, tmp_path, caplog, capsys):
+    from voxadapt.cli import main
+    from voxadapt.samples import DELIBERATE_NOTE, TRAIN_SCP_SHA256, fingerprint
+
+    # the marker is the sample's content: an edit of train.scp must update it (and the lines)
+    assert fingerprint(samples / "train.scp") == TRAIN_SCP_SHA256
+    with caplog.at_level("WARNING"):
+        result = prepare(PrepareConfig(samples / "train.scp", "scp", tmp_path / "o"))
+    assert not [r for r in caplog.records if "were rejected" in r.getMessage()]
+    assert result.stats["deliberate_rejections"] == {
+        "count": 2,
+        "lines": [5, 6],
+        "note": DELIBERATE_NOTE,
+    }
+    reasons = {r["line"]: r["reason"] for r in read_rejected(result.rejected_path)}
+    assert reasons == {5: "missing_audio", 6: "duplicate"}
+    assert main(["prepare", "scp", str(samples / "train.scp"), "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert f"2 rejected (deliberate: {DELIBERATE_NOTE})" in out
+    assert "rejected 2 of 6 (33.33%; 2 on purpose, see above)" in out
+
+
+def test_a_copy_of_the_sample_is_labeled_by_content_and_an_edited_one_is_not(
+    samples, tmp_path, caplog
+):
+    from voxadapt.report import format_prepare_summary
+
+    copy = tmp_path / "copy" / "train.scp"  # elsewhere, CRLF: still the sample's content
+    copy.parent.mkdir()
+    copy.write_bytes((samples / "train.scp").read_bytes().replace(b"\n", b"\r\n"))
+    (copy.parent / "clips").symlink_to(samples / "clips")
+    assert prepare(PrepareConfig(copy, "scp", tmp_path / "a")).stats["deliberate_rejections"]
+    edited = tmp_path / "edited" / "train.scp"  # one line more: the user's own file now
+    edited.parent.mkdir()
+    edited.write_bytes((samples / "train.scp").read_bytes() + b"clips/ko_002.wav|\xeb\x84\xa4\n")
+    (edited.parent / "clips").symlink_to(samples / "clips")
+    with caplog.at_level("WARNING"):
+        result = prepare(PrepareConfig(edited, "scp", tmp_path / "b"))
+    assert result.stats["deliberate_rejections"] == {}
+    assert "3 of 7 input items (42.86%) were rejected" in caplog.text
+    assert "deliberate" not in format_prepare_summary(result.stats)
+    # a source named like the sample but with other content gets no label either
+    impostor = tmp_path / "samples" / "train.scp"
+    impostor.parent.mkdir()
+    impostor.write_text("a.wav|하나\nb.wav|둘\nc.wav|셋\nd.wav|넷\ne.wav|다섯\na.wav|하나\n")
+    with pytest.raises(NothingKeptError):
+        prepare(PrepareConfig(impostor, "scp", tmp_path / "c"))
+    stats = json.loads((tmp_path / "c" / "failed-run" / "stats.json").read_text("utf-8"))
+    assert stats["deliberate_rejections"] == {}

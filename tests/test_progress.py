@@ -257,18 +257,101 @@ def test_terminal_training_logs_above_its_bars(tiny_model, sample_manifest, tmp_
     assert_records_not_glued_to_bars(lines)
 
 
-@pytest.mark.parametrize(("columns", "bars"), [(0, False), (100, True)])
-def test_a_terminal_without_width_gets_lines(columns, bars):
-    """A pty reporting 0 columns (`script`, some CI runners) cannot show a bar."""
-    import subprocess
-    import sys
-
+@pytest.mark.parametrize(
+    ("columns", "env", "bars"),
+    [
+        (0, {}, False),  # a pty reporting 0 columns (`script`, some CI runners)
+        (100, {}, True),
+        (100, {"TERM": "xterm-256color"}, True),
+        (100, {"TERM": "dumb"}, False),  # Emacs shell, some CI consoles: no escapes
+        (100, {"NO_COLOR": "1"}, False),
+        (100, {"NO_COLOR": ""}, True),  # no-color.org: set to a non-empty string
+    ],
+)
+def test_a_terminal_without_width_or_asking_for_plain_text_gets_lines(columns, env, bars):
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     code = "from voxadapt.progress import on_terminal; print(on_terminal())"
+    environment = {k: v for k, v in ENV.items() if k not in ("TERM", "NO_COLOR")} | env
     result = subprocess.run(
-        [sys.executable, "-c", code], stderr=slave, stdout=subprocess.PIPE, text=True, check=True
+        [sys.executable, "-c", code],
+        stderr=slave,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+        env=environment,
     )
     os.close(slave)
     os.close(master)
     assert result.stdout.strip() == str(bars)
+
+
+NESTED_SCRIPT = textwrap.dedent(
+    """
+    import logging, time
+    from voxadapt.progress import progress
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    with progress(2, "train", "step") as outer:
+        for _ in range(2):
+            with progress(3, "eval", "utt", leave=False) as inner:
+                for _ in range(3):
+                    time.sleep(0.02)
+                    inner.update()
+            outer.update()
+    """
+)
+
+
+def terminal_output(command: list[str], env: dict[str, str]) -> str:
+    """All that `command` wrote to a pseudo-terminal (80 columns) as its stdout and stderr,
+    escape sequences included."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    environment = {k: v for k, v in ENV.items() if k not in ("TERM", "NO_COLOR")} | env
+    process = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, env=environment)
+    os.close(slave)
+    chunks = []
+    try:
+        while select.select([master], [], [], 60)[0]:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every writer closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+    output = b"".join(chunks).decode("utf-8", "replace")
+    assert process.wait(timeout=60) == 0, output[-3000:]
+    return output
+
+
+@pytest.mark.parametrize(
+    "env", [{"TERM": "dumb"}, {"NO_COLOR": "1"}, {"TERM": "dumb", "NO_COLOR": "1"}]
+)
+def test_nested_bars_on_a_plain_terminal_are_lines_without_escapes(env):
+    output = terminal_output([sys.executable, "-c", NESTED_SCRIPT], {**env, INTERVAL_ENV: "0"})
+    assert "\x1b" not in output and "%|" not in output and "\r\r" not in output
+    lines = output.replace("\r\n", "\n").splitlines()
+    assert lines and all(line.startswith("INFO voxadapt.progress: ") for line in lines), lines
+    assert sum(1 for line in lines if ": eval: 3/3 utt (100%)" in line) >= 2
+    assert re.search(r": train: 2/2 step \(100%\), .+, in \d\d:\d\d$", lines[-1])
+
+
+def test_nested_bars_on_a_normal_terminal_draw_bars():
+    """The check above can see escapes: tqdm moves the cursor for the nested bar."""
+    output = terminal_output([sys.executable, "-c", NESTED_SCRIPT], {"TERM": "xterm-256color"})
+    assert "%|" in output and "\x1b[" in output
+    assert "INFO voxadapt.progress" not in output
+
+
+def test_a_stage_on_a_dumb_terminal_writes_no_escapes(samples, tmp_path):
+    command = [sys.executable, "-m", "voxadapt.cli", "prepare", "scp", str(samples / "train.scp")]
+    command += ["--out", str(tmp_path / "scp"), "--jobs", "1"]
+    output = terminal_output(command, {"TERM": "dumb", INTERVAL_ENV: "0"})
+    assert "\x1b" not in output
+    assert "INFO voxadapt.progress: probe audio: " in output  # lines instead of the bar
+    assert "total kept" in output

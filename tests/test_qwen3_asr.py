@@ -287,7 +287,7 @@ def test_transcribe_and_evaluate_with_the_adapter(trained, sample_manifest, tmp_
 def test_export_reloads_in_plain_transformers_with_matching_logits(trained, tiny_qwen, tmp_path):
     from transformers import AutoProcessor, Qwen3ASRForConditionalGeneration
 
-    from voxadapt.model import load_for_inference
+    from voxadapt.adapters import load_for_inference
 
     adapter = trained["result"].adapter_dir
     with pytest.raises(ConfigError, match=r"Qwen3-ASR model, which --format mistral cannot hold"):
@@ -510,7 +510,7 @@ def test_left_padded_prompts_of_different_lengths_give_each_clip_its_own_logits(
 ):
     """Qwen3-ASR's prompts follow each clip's length, so a decoding batch left-pads them
     under the attention mask: every row must score as that clip alone."""
-    from voxadapt.model import load_for_inference
+    from voxadapt.adapters import load_for_inference
 
     model, _ = load_for_inference(tiny_qwen, quantization="none", device="cpu")
     features = [compute_features(clip(seconds, i), frontend.spec) for i, seconds in

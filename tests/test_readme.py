@@ -1,5 +1,6 @@
 """The README cannot drift from the code: its tour runs as written, and every other
-`voxadapt` command in it parses and reads only what an earlier command wrote."""
+`voxadapt` command in it parses; with the documentation site's commands (tests/test_docs.py
+parses those), every command reads only what a documented command writes."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from voxadapt.cli import _parse, build_parser
 
 ROOT = Path(__file__).parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOCS = ROOT / "docs"
 
 
 def bash_blocks(text: str) -> list[str]:
@@ -44,8 +46,66 @@ def commands(block: str) -> list[list[str]]:
 ALL = [command for block in bash_blocks(README) for command in commands(block)]
 
 
+def docs_commands() -> list[tuple[str, list[str]]]:
+    """(page, command) for every `voxadapt` command in a bash block of docs/, page by page."""
+    return [
+        (page.relative_to(DOCS).as_posix(), command)
+        for page in sorted(DOCS.rglob("*.md"))
+        for block in bash_blocks(page.read_text(encoding="utf-8"))
+        for command in commands(block)
+    ]
+
+
 def option(command: list[str], flag: str) -> str | None:
     return command[command.index(flag) + 1] if flag in command else None
+
+
+def options(command: list[str], flag: str) -> list[str]:
+    """Every value of a repeatable option (`compare --system A --system B`)."""
+    return [command[i + 1] for i, word in enumerate(command[:-1]) if word == flag]
+
+
+def unwritten_inputs(documented: list[list[str]]) -> list[str]:
+    """What a documented command reads that no documented command writes: adapters (train's
+    output), feature caches (cache's), compared predictions (evaluate's or score's) and
+    prepared manifests (prepare's), each named with the command that reads it."""
+    trained = {"runs/demo/run"}  # the set-up line's demo trains there
+    cached, evaluated, prepared = set(), set(), set()
+    for command in documented:
+        if command[0] == "train":
+            out = option(command, "--output-dir")
+            if out is None and option(command, "--config"):
+                config = yaml.safe_load((ROOT / option(command, "--config")).read_text())
+                out = config.get("output_dir")
+            if out:
+                trained.add(out)
+        if command[0] == "cache":
+            cached.add(option(command, "--out"))
+        if command[0] in ("evaluate", "score"):
+            evaluated.add(option(command, "--out"))
+        if command[0] == "prepare":
+            prepared.add(option(command, "--out"))
+    problems = []
+    for command in documented:
+        line = "voxadapt " + " ".join(command)
+        # --adapter DIR, or serve's repeatable [NAME=]DIR; compare's --system [NAME=]DIR
+        adapters = [value.split("=", 1)[-1] for value in options(command, "--adapter")]
+        systems = [value.split("=", 1)[-1] for value in options(command, "--system")]
+        adapters += [system for system in systems if system.endswith("/adapter")]
+        for adapter in adapters:
+            if str(Path(adapter).parent) not in trained:
+                problems.append(f"{adapter}: no train writes it ({line})")
+        cache = option(command, "--cache")
+        if cache and cache not in cached:
+            problems.append(f"{cache}: no cache writes it ({line})")
+        compare = option(command, "--compare")
+        if compare and str(Path(compare).parent) not in evaluated:
+            problems.append(f"{compare}: no evaluate or score writes it ({line})")
+        for word in command:
+            manifest = re.fullmatch(r"data/[\w-]+/(train|valid|test)\.jsonl", word)
+            if manifest and str(Path(word).parent) not in prepared:
+                problems.append(f"{word}: no prepare writes it ({line})")
+    return problems
 
 
 def test_the_tour_is_found_and_covers_every_stage():
@@ -63,32 +123,11 @@ def test_every_readme_command_parses(command):
 
 
 def test_readme_commands_read_what_earlier_commands_write():
-    """Adapters, compared predictions and prepared manifests named in the README are the
-    outputs of a train, evaluate/score or prepare command the README shows."""
-    trained = {"runs/demo/run"}
-    evaluated, prepared = set(), set()
-    for command in ALL:
-        if command[0] == "train":
-            out = option(command, "--output-dir")
-            if out is None and option(command, "--config"):
-                config = yaml.safe_load((ROOT / option(command, "--config")).read_text())
-                out = config.get("output_dir")
-            if out:
-                trained.add(out)
-        if command[0] in ("evaluate", "score"):
-            evaluated.add(option(command, "--out"))
-        if command[0] == "prepare":
-            prepared.add(option(command, "--out"))
-    for command in ALL:
-        adapter = option(command, "--adapter")
-        if adapter:
-            assert str(Path(adapter).parent) in trained, f"{adapter}: no train writes it"
-        compare = option(command, "--compare")
-        if compare:
-            assert str(Path(compare).parent) in evaluated, f"{compare}: no evaluate writes it"
-        for word in command:
-            if re.fullmatch(r"data/[\w-]+/(train|valid|test)\.jsonl", word):
-                assert str(Path(word).parent) in prepared, f"{word}: no prepare writes it"
+    """Adapters, feature caches, compared predictions and prepared manifests named in the
+    README or the docs are the outputs of a train, cache, evaluate/score or prepare command
+    the README or the docs show."""
+    documented = ALL + [command for _, command in docs_commands()]
+    assert unwritten_inputs(documented) == []
 
 
 @pytest.mark.slow

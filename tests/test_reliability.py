@@ -4,6 +4,7 @@ Each test is a case an adversarial operator found; the fault-injection ones (cor
 NaN loss, SIGTERM, full disk) end with a correct re-run.
 """
 
+import errno
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ from voxadapt.manifest import atomic_write, read_manifest, write_jsonl
 from voxadapt.stages.cache import CacheConfig, build_cache
 from voxadapt.stages.prepare import PrepareConfig, prepare
 
-from conftest import CLIPS, fit_duration, write_wav
+from conftest import CLIPS, df_mount_point, fit_duration, write_wav
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -387,7 +388,8 @@ def test_srt_names_never_collide(tiny_model, tmp_path):
             decode=DecodeOptions(max_new_tokens=2, num_workers=0),
         )
     )
-    written = sorted(p.name for p in (tmp_path / "subs").iterdir() if p.name != ".voxadapt.json")
+    # hidden: the ledger and the index of which input each file holds
+    written = sorted(p.name for p in (tmp_path / "subs").iterdir() if not p.name.startswith("."))
     assert written == ["s1_u0.srt", "s2_u0.srt"]
     assert result.n_errors == 1
 
@@ -458,7 +460,7 @@ def test_exported_files_are_readable_by_others(tiny_model, adapters, tmp_path):
 def test_full_disk_during_prepare_leaves_the_earlier_outputs(messy_free_scp, tmp_path, monkeypatch):
     import errno
 
-    import voxadapt.stages.prepare as prepare_module
+    import voxadapt.prepare_outputs as prepare_module
 
     out = tmp_path / "out"
     prepare(PrepareConfig(messy_free_scp, "scp", out, valid_size=1))
@@ -482,6 +484,30 @@ def test_full_disk_during_prepare_leaves_the_earlier_outputs(messy_free_scp, tmp
     monkeypatch.undo()
     result = prepare(PrepareConfig(messy_free_scp, "scp", out, valid_size=2))
     assert result.stats["splits"]["valid"]["utterances"] == 2
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (errno.ENOSPC, "no space left on {mount}: {out}"),
+        (errno.EDQUOT, "disk quota exceeded on {mount}: {out}"),
+        (errno.EROFS, "read-only file system: {out}"),
+    ],
+)
+def test_a_failed_first_prepare_leaves_nothing_and_says_why(
+    messy_free_scp, tmp_path, monkeypatch, capsys, code, message
+):
+    from voxadapt.cli import main
+
+    def refused(fd):  # a full disk often shows only when the data is flushed: no file name
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "fsync", refused)
+    out = tmp_path / "prepared" / "ko"
+    assert main(["prepare", "scp", str(messy_free_scp), "--out", str(out)]) == 1
+    expected = message.format(mount=df_mount_point(tmp_path), out=out)
+    assert capsys.readouterr().err == f"voxadapt: error: {expected}\n"
+    assert not (tmp_path / "prepared").exists()  # no folder holding only a ledger
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ Korean fonts in the page and in plots, plot layout, and the page in headless Chr
 
 import base64
 import io
+import json
 import re
 import shutil
 import warnings
@@ -20,7 +21,8 @@ from voxadapt import units
 from voxadapt.fonts import korean_font_file, plot_style
 from voxadapt.manifest import Utterance, write_jsonl
 from voxadapt.plots import cer_bar_figure, plot_cer_by_duration, plot_cer_by_group
-from voxadapt.report import audio_link, format_metrics_summary, write_report
+from voxadapt.report import format_metrics_summary
+from voxadapt.report_html import audio_link, write_report
 from voxadapt.scoring.metrics import compute_metrics
 from voxadapt.scoring.rates import score_row
 from voxadapt.stages.score import ScoreConfig, score
@@ -131,6 +133,11 @@ SEGMENT = "utt05"  # a segment of a longer recording: 0.5 s into its clip
 def scored(tmp_path):
     """`voxadapt score` of 8 utterances (5 speakers, a role each, real clips, one segment, one
     dual transcription, one missing and one unknown hypothesis) with --compare and --terms."""
+    return score_run(tmp_path)
+
+
+def score_run(tmp_path, speakers: int | None = 5):
+    """The `scored` run with `speakers` speakers (None: no speaker labels)."""
     utterances = [
         Utterance(
             f"utt{i:02d}",
@@ -140,7 +147,7 @@ def scored(tmp_path):
             3.0 + i,
             16000,
             1,
-            speaker=f"spk{i % 5}",
+            speaker=f"spk{i % speakers}" if speakers else None,
             text_variants=transcript_variants(raw) if "(" in raw else None,
             offset=0.5 if f"utt{i:02d}" == SEGMENT else None,
             metadata={"role": role},
@@ -288,6 +295,50 @@ def test_compare_card_verdicts_and_given_intervals(tmp_path, interval, p_value, 
         assert "p<0.001" in card.text
 
 
+# ------------------------------------------------------------ one interval rule: 5 speakers
+
+DEGENERATE = re.compile(r"\[(-?\d+\.\d+%?), \1( points)?\]")  # [40.00%, 40.00%]
+
+
+def test_two_speakers_get_no_interval_in_report_summary_or_json(tmp_path):
+    result = score_run(tmp_path, speakers=2)
+    metrics = json.loads(result.metrics_path.read_text(encoding="utf-8"))
+    assert not [key for key in metrics if key.endswith("_ci95")]
+    assert metrics["bootstrap"]["speakers"] == 2
+    assert metrics["bootstrap"]["no_intervals"] == "fewer than 5 speakers"
+    assert "ci95" not in metrics["term_recall"]
+    assert metrics["term_recall"]["no_interval"] == "fewer than 5 speakers"
+    assert "ci" not in metrics["compare"] and metrics["compare"]["too_few_speakers"] == 2
+    html = result.report.read_text(encoding="utf-8")
+    cards = cards_of(html)
+    for key in ("cer", "cer_multi_reference", "wer", "term_recall"):
+        assert "95% CI n/a (fewer than 5 speakers: 2)" in cards[key].text, key
+    assert metrics["term_recall"]["speakers"] == 2
+    assert "no CI (fewer than 5 speakers: 2)" in cards["compare"].text
+    summary = format_metrics_summary(metrics)
+    lines = {line.split("  ")[0]: line for line in summary.splitlines()}
+    assert lines["CER (no spaces)"].split()[-1] == "—"
+    assert "— 95% CI n/a (fewer than 5 speakers: 2)" in summary
+    assert "medical term recall 75.00%, 95% CI n/a (fewer than 5 speakers: 2)" in summary
+    assert not DEGENERATE.search(html) and not DEGENERATE.search(summary)
+
+
+def test_five_speakers_get_intervals_in_report_summary_and_json(tmp_path):
+    result = score_run(tmp_path, speakers=5)
+    metrics = json.loads(result.metrics_path.read_text(encoding="utf-8"))
+    assert metrics["bootstrap"]["speakers"] == 5 and metrics["bootstrap"]["no_intervals"] is None
+    low, high = metrics["cer_ci95"]
+    assert low <= metrics["cer"] <= high and low < high
+    assert "ci" in metrics["compare"]
+    recall = metrics["term_recall"]  # its own speakers: those of the utterances with a term
+    assert ("ci95" in recall) == (recall["speakers"] >= 5) != ("no_interval" in recall)
+    cards = cards_of(result.report.read_text(encoding="utf-8"))
+    assert f"95% CI {units.percent_interval(metrics['cer_ci95'])}" in cards["cer"].text
+    assert "n/a" not in cards["cer"].text
+    summary = format_metrics_summary(metrics)
+    assert units.percent_interval(metrics["cer_ci95"]) in summary and "—" not in summary
+
+
 # ------------------------------------------------------------------- inputs and speakers
 
 
@@ -348,6 +399,14 @@ def test_worst_utterances_are_sorted_and_play_their_clips(scored):
     cells = page.find("table", cls="worst").find_all("td", cls="align")
     assert any(c.find("span", cls="sub") for c in cells)  # the colored alignments stay
     assert any(c.find("span", cls="del") for c in cells)
+
+
+def test_worst_utterances_omit_an_empty_speaker_column(tmp_path):
+    page = parse(score_run(tmp_path, speakers=None).report.read_text(encoding="utf-8"))
+    worst = page.find("table", cls="worst")
+    assert "speaker" not in [th.text for th in worst.find_all("th")]
+    assert not list(worst.find_all("td", cls="speaker"))
+    assert len(table_rows(worst)[0]) == 4  # id, CER, listen, alignment
 
 
 def _json(line):
@@ -512,6 +571,60 @@ def test_report_in_headless_chromium_finds_its_clips_and_font(scored):
     assert segment == [pytest.approx(0.5)]  # the media fragment starts the segment
     assert fonts == [["voxadapt NanumGothic", "loaded"]]
     assert cards == 5
+
+
+# Where each worst-utterance cell lies, the viewport's width, and the page's own width.
+WORST_CELLS_JS = """() => ({
+  viewport: window.innerWidth,
+  page: document.documentElement.scrollWidth,
+  cells: [...document.querySelectorAll('table.worst td')].map(td => {
+    const box = td.getBoundingClientRect();
+    return {cls: td.className, text: td.innerText.trim(), left: box.left, right: box.right,
+            shown: box.width > 0 && box.height > 0};
+  }),
+  speakerHeaders: [...document.querySelectorAll('table.worst th')]
+    .filter(th => th.innerText.trim() === 'speaker').length,
+})"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (installed by .ci/run)")
+def test_worst_utterances_fit_a_phone_screen(tmp_path):
+    """At 420 px (a phone) every alignment lies within the viewport, the page does not
+    scroll sideways, and no speaker column is empty (shown when known, else omitted)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    looped = [  # a repetition loop: 300 characters without a space must wrap too
+        {"id": "loop", "speaker": "s1", "duration": 3.0, **score_row("네 알겠습니다", "네" * 300)}
+    ]
+    reports = {
+        "speakers": score_run(tmp_path / "with", speakers=5).report,
+        "none": score_run(tmp_path / "without", speakers=None).report,
+        "loop": write_report(tmp_path / "loop.html", compute_metrics(looped, bootstrap=0), looped),
+    }
+    seen = {}
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 420, "height": 900})
+            for name, report in reports.items():
+                page.goto(report.resolve().as_uri())
+                seen[name] = page.evaluate(WORST_CELLS_JS)
+        finally:
+            browser.close()
+    for name, found in seen.items():
+        assert found["viewport"] == 420
+        assert found["page"] <= 420, f"{name}: the page scrolls sideways"
+        alignments = [c for c in found["cells"] if c["cls"] == "align"]
+        assert alignments and all(c["shown"] for c in alignments)
+        for cell in alignments:
+            assert cell["left"] >= 0 and cell["right"] <= 420, (name, cell)
+    speakers = [c for c in seen["speakers"]["cells"] if c["cls"] == "speaker"]
+    assert speakers and all(c["text"].startswith("spk") for c in speakers)
+    assert [c["text"] for c in seen["loop"]["cells"] if c["cls"] == "speaker"] == ["s1"]
+    assert not [c for c in seen["none"]["cells"] if c["cls"] == "speaker"]
+    assert seen["none"]["speakerHeaders"] == 0
 
 
 def test_empty_duration_plot_draws_every_glyph(tmp_path):

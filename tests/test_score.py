@@ -112,10 +112,17 @@ HYPOTHESES = {
 
 
 def write_formats(tmp_path):
+    """HYPOTHESES as a predictions.jsonl (carrying the manifest's own references, as
+    `evaluate` writes them), a JSONL with id + text, and a Kaldi text file."""
+    references = {u.id: u.text for u in read_manifest(tmp_path / "test.jsonl")}
     predictions = tmp_path / "predictions.jsonl"
     predictions.write_text(
         "".join(
-            json.dumps({"id": k, "hypothesis": v, "reference": "?"}, ensure_ascii=False) + "\n"
+            json.dumps(
+                {"id": k, "hypothesis": v, "reference": references.get(k, "?")},
+                ensure_ascii=False,
+            )
+            + "\n"
             for k, v in HYPOTHESES.items()
         ),
         encoding="utf-8",
@@ -222,3 +229,70 @@ def test_score_flags_loops_and_truncation_as_evaluate_does(manifest, tmp_path):
     again = score(ScoreConfig(manifest, kaldi, tmp_path / "k", bootstrap=0))
     assert again.metrics["repetition_loop_rate"] == pytest.approx(1 / 3)
     assert again.metrics["truncated_rate"] == 0
+
+
+def _predictions_of(path, references):
+    """A predictions.jsonl whose rows carry `references` (id -> stored reference text)."""
+    path.write_text(
+        "".join(
+            json.dumps(
+                {"id": i, "hypothesis": "혈압을 재겠습니다", "reference": text}, ensure_ascii=False
+            )
+            + "\n"
+            for i, text in references.items()
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_score_refuses_predictions_of_another_test_set(manifest, tmp_path, capsys):
+    other_set = _predictions_of(
+        tmp_path / "other.jsonl",
+        {"u1": "다른 문장입니다", "u2": "혈압을 재겠습니다", "u3": "숨을 크게 쉬세요!"},
+    )
+    with pytest.raises(ConfigError, match=r"2 of 3 ids .* another reference .*'u1'") as caught:
+        score(ScoreConfig(manifest, other_set, tmp_path / "refused"))
+    assert "--use-manifest-references" in str(caught.value)
+    assert not (tmp_path / "refused").exists()  # refused before --out is created
+    # the same from the CLI: one line, exit 1
+    out = tmp_path / "cli"
+    assert main(["score", str(manifest), str(other_set), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("voxadapt: error: 2 of 3 ids")
+    flag = ["--use-manifest-references", "--bootstrap", "0"]
+    assert main(["score", str(manifest), str(other_set), "--out", str(out), *flag]) == 0
+    assert json.loads((out / "metrics.json").read_text())["use_manifest_references"] is True
+    # --compare is held to the same rule
+    kaldi = write_formats(tmp_path)["kaldi"]
+    with pytest.raises(ConfigError, match="another reference"):
+        score(ScoreConfig(manifest, kaldi, tmp_path / "c", compare=other_set))
+
+
+def test_reference_check_ignores_only_surrounding_whitespace(manifest, tmp_path):
+    texts = {u.id: u.text for u in read_manifest(manifest)}
+    padded = _predictions_of(tmp_path / "padded.jsonl", {i: f"  {t}\n" for i, t in texts.items()})
+    assert score(ScoreConfig(manifest, padded, tmp_path / "ok", bootstrap=0)).missing == []
+    # the scoring normalization would call these equal; the stored texts are not
+    inner = {**texts, "u2": texts["u2"].replace(" ", "  ")}
+    spaced = _predictions_of(tmp_path / "spaced.jsonl", inner)
+    with pytest.raises(ConfigError, match=r"1 of 3 ids .*'u2'"):
+        score(ScoreConfig(manifest, spaced, tmp_path / "no", bootstrap=0))
+
+
+def test_use_manifest_references_rescores_with_a_warning(manifest, tmp_path, caplog):
+    other_set = _predictions_of(
+        tmp_path / "other.jsonl", {"u2": "다른 문장입니다", "u3": "숨을 크게 쉬세요"}
+    )
+    with caplog.at_level("WARNING"):
+        result = score(
+            ScoreConfig(
+                manifest, other_set, tmp_path / "o", bootstrap=0, use_manifest_references=True
+            )
+        )
+    warned = [r.getMessage() for r in caplog.records if "another reference" in r.getMessage()]
+    assert len(warned) == 1 and "1 of 2 ids" in warned[0] and "'u2'" in warned[0]
+    rows = {r["id"]: r for r in map(json.loads, result.predictions.read_text().splitlines())}
+    assert rows["u2"]["reference"] == "혈압을 재겠습니다"  # the manifest's, not the file's
+    assert rows["u2"]["scores"]["cer"]["substitutions"] == 0
+    assert result.metrics["use_manifest_references"] is True

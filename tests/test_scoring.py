@@ -6,7 +6,12 @@ import pytest
 
 from voxadapt.scoring.breakdowns import breakdowns, top_errors
 from voxadapt.scoring.edits import EditCounts, char_edits, space_normalized, word_edits
-from voxadapt.scoring.intervals import BCA_MIN_CLUSTERS, bootstrap_interval, paired_bootstrap
+from voxadapt.scoring.intervals import (
+    BCA_MIN_CLUSTERS,
+    MIN_INTERVAL_SPEAKERS,
+    bootstrap_interval,
+    paired_bootstrap,
+)
 from voxadapt.scoring.metrics import compute_metrics
 from voxadapt.scoring.rates import corpus_metrics, error_rates, score_row
 from voxadapt.scoring.terms import count_terms, load_terms, term_recall
@@ -167,8 +172,8 @@ def test_corpus_metrics_equal_jiwer():
 
 
 def test_bootstrap_is_seeded_and_resamples_speakers():
-    pairs = [("가나다라마", "가나다라마"), ("가나다라마", "바사아자차")] * 3
-    speakers = ["a", "a", "b", "b", "c", "c"]
+    pairs = [("가나다라마", "가나다라마"), ("가나다라마", "바사아자차")] * 5
+    speakers = [name for name in "abcde" for _ in range(2)]
     rows = rows_from(pairs, speakers)
     # every speaker has CER 0.5, so resampling whole speakers cannot move the rate
     assert bootstrap_interval(rows, seed=1) == pytest.approx((0.5, 0.5))
@@ -273,11 +278,11 @@ def test_bootstrap_contains_the_estimate_and_is_seeded():
 
 
 def test_bootstrap_with_few_speakers_is_the_percentile_interval():
-    rows = speaker_rows([0, 2, 5, 1])
-    assert len(rows) < BCA_MIN_CLUSTERS
-    # by hand: resample the 4 speakers with the seed's generator, as scipy draws them
-    totals = np.array([[k, 10] for k in (0, 2, 5, 1)])
-    picks = np.random.default_rng(7).integers(0, 4, size=(300, 4))
+    rows = speaker_rows([0, 2, 5, 1, 3, 0])
+    assert MIN_INTERVAL_SPEAKERS <= len(rows) < BCA_MIN_CLUSTERS
+    # by hand: resample the 6 speakers with the seed's generator, as scipy draws them
+    totals = np.array([[k, 10] for k in (0, 2, 5, 1, 3, 0)])
+    picks = np.random.default_rng(7).integers(0, 6, size=(300, 6))
     sums = totals[picks].sum(axis=1)
     expected = np.percentile(sums[:, 0] / sums[:, 1], [2.5, 97.5])
     assert bootstrap_interval(rows, seed=7, resamples=300) == pytest.approx(tuple(expected))
@@ -443,7 +448,7 @@ def test_term_recall_and_multi_reference_rates_have_speaker_intervals():
 
     pairs = [("고혈압이 있으시고 당뇨는 없으세요", "고혈압은 있고 당료는 없어요")] * 6
     pairs += [("혈압을 재겠습니다", "혈압을 재겠습니다")] * 6
-    rows = rows_from(pairs, speakers=[f"s{i % 4}" for i in range(12)])
+    rows = rows_from(pairs, speakers=[f"s{i % 6}" for i in range(12)])
     terms = [("고혈압",), ("당뇨",), ("혈압",)]
     metrics = compute_metrics(rows, terms=terms, bootstrap=300, seed=2)
     recall = metrics["term_recall"]
@@ -461,25 +466,55 @@ def test_term_recall_and_multi_reference_rates_have_speaker_intervals():
     assert metrics["cer_multi_reference_ci95"] == metrics["cer_ci95"]
     assert metrics["wer_multi_reference_ci95"] == metrics["wer_ci95"]
     # perfect recall everywhere: a zero-width interval at 1
-    perfect = rows_from([(ref, ref) for ref, _ in pairs], speakers=[f"s{i % 4}" for i in range(12)])
+    perfect = rows_from([(ref, ref) for ref, _ in pairs], speakers=[f"s{i % 6}" for i in range(12)])
     assert term_recall(perfect, terms, bootstrap=100)["ci95"] == pytest.approx([1.0, 1.0])
 
 
 def test_paired_comparison_over_too_few_speakers_claims_nothing():
-    from voxadapt.scoring.intervals import COMPARE_MIN_CLUSTERS
-
     references = ["혈압을 재겠습니다", "숨을 크게 쉬세요"] * 3
     speakers = ["a", "b"] * 3
     good = rows_from([(r, r) for r in references], speakers)
     bad = rows_from([(r, r[:-2]) for r in references], speakers)
     result = paired_bootstrap(good, bad, seed=0)
     assert result["delta"] < 0  # the difference itself is reported
-    assert result["too_few_speakers"] == 2 < COMPARE_MIN_CLUSTERS
+    assert result["too_few_speakers"] == 2 < MIN_INTERVAL_SPEAKERS
     assert "ci" not in result and "p_value" not in result  # no p = 0 from 2 speakers
     from voxadapt.report import format_metrics_summary
 
     text = format_metrics_summary({"compare": result})
-    assert "only 2 speakers: no interval or p-value" in text and "p<" not in text
+    assert "95% CI n/a (fewer than 5 speakers: 2; no p-value)" in text and "p<" not in text
+
+
+@pytest.mark.parametrize("speakers", [1, 2, MIN_INTERVAL_SPEAKERS - 1])
+def test_no_interval_from_fewer_than_the_minimum_speakers(speakers):
+    """One rule for every interval: below MIN_INTERVAL_SPEAKERS no rate, term recall or
+    paired interval, however many utterances; metrics.json says why."""
+    rows = speaker_rows([k % 4 for k in range(12)])
+    for i, row in enumerate(rows):
+        row["speaker"] = f"s{i % speakers}"
+    assert bootstrap_interval(rows, resamples=100) is None
+    metrics = compute_metrics(rows, terms=["가나"], bootstrap=100)
+    assert not [key for key in metrics if key.endswith("_ci95")]
+    assert metrics["bootstrap"]["speakers"] == speakers
+    assert metrics["bootstrap"]["no_intervals"] == f"fewer than {MIN_INTERVAL_SPEAKERS} speakers"
+    assert "ci95" not in metrics["term_recall"]
+    assert metrics["term_recall"]["no_interval"] == metrics["bootstrap"]["no_intervals"]
+    assert metrics["term_recall"]["speakers"] == speakers
+    assert "ci" not in paired_bootstrap(rows, rows[::-1], resamples=100)
+
+
+def test_intervals_from_the_minimum_speakers_on():
+    rows = speaker_rows([k % 4 for k in range(12)])
+    for i, row in enumerate(rows):
+        row["speaker"] = f"s{i % MIN_INTERVAL_SPEAKERS}"
+    metrics = compute_metrics(rows, terms=["가나"], bootstrap=100)
+    assert metrics["cer_ci95"][0] <= metrics["cer"] <= metrics["cer_ci95"][1]
+    assert metrics["bootstrap"]["no_intervals"] is None
+    assert "ci95" in metrics["term_recall"] and "no_interval" not in metrics["term_recall"]
+    # utterances without a speaker each count as their own: 12 of them give an interval
+    for row in rows:
+        row["speaker"] = None
+    assert bootstrap_interval(rows, resamples=100) is not None
 
 
 def test_a_bootstrap_p_value_is_never_below_one_over_the_resamples():

@@ -23,7 +23,7 @@ import pytest
 import soundfile as sf
 
 from voxadapt.decoding import DecodeOptions
-from voxadapt.stages.serve import ServeConfig, build_server
+from voxadapt.stages.serve import ServeConfig, build_server, uvicorn_config
 from voxadapt.stages.transcribe import TranscribeConfig, transcribe
 
 from conftest import CLIPS, access_lines
@@ -47,9 +47,7 @@ class Running:
     def __init__(self, config: ServeConfig, app=None) -> None:
         self.app = app or build_server(config)[0]
         self.url = f"http://127.0.0.1:{config.port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=config.port, log_level="warning")
-        )
+        self.server = uvicorn.Server(uvicorn_config(self.app, config))  # as `serve` runs it
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         self.state = self.app.state.voxadapt
@@ -403,6 +401,76 @@ def test_sigterm_finishes_the_requests_in_flight_and_exits_0(tiny_model, tmp_pat
         assert [a[0] for a in answers] == [200, 200]
         assert process.wait(timeout=120) == 0, process.stderr.read()[-2000:]
         assert "Traceback" not in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _closed_answer(connection: socket.socket) -> bytes:
+    """Everything the server sent on `connection` until it closed it."""
+    received = b""
+    try:
+        while chunk := connection.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "stop, code", [(signal.SIGTERM, 0), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"]
+)
+def test_a_stop_with_an_upload_and_a_decode_in_flight_is_clean(tiny_model, tmp_path, stop, code):
+    """Stopped with half an upload received and a decode running, the server printed
+    tracebacks, aborted (exit -6, its decoding thread killed) or left its uploads folder.
+    Now both end within --grace-s (the upload cut, the decode cancelled: 503), the folder
+    goes, and the exit is SIGTERM's 0 or Ctrl-C's 130."""
+    temp = tmp_path / "tmp"  # where the server makes its uploads folder
+    temp.mkdir()
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "voxadapt.cli", "serve", "--model", str(tiny_model)),
+            *("--quantization", "none", "--port", str(port), "--served-model-name", "ko-med"),
+            *("--max-new-tokens", "3000", "--min-new-tokens", "3000", "--grace-s", "2"),
+        ],
+        env={**ENV, "TMPDIR": str(temp)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).status:
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.2)
+        uploads = next(temp.glob("voxadapt-serve-*"))
+        body, content_type = multipart({"model": "ko-med"}, CLIPS[0])
+        head = (
+            f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        uploading = socket.create_connection(("127.0.0.1", port), timeout=60)
+        uploading.sendall(head + body[: len(body) // 2])  # and no more: an upload in flight
+        decoding = socket.create_connection(("127.0.0.1", port), timeout=60)
+        decoding.sendall(head + body)
+        deadline = time.monotonic() + 60
+        while not any(uploads.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the whole upload is saved: it is probed, then decoded
+        time.sleep(0.5)
+        process.send_signal(stop)
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == code, stderr[-2000:]
+        assert "Traceback" not in stderr and "Exception" not in stderr, stderr[-2000:]
+        assert not uploads.exists()
+        with decoding, uploading:
+            assert _closed_answer(decoding).startswith(b"HTTP/1.1 503 ")
+            assert _closed_answer(uploading) == b""  # cut: its client sees the close
     finally:
         if process.poll() is None:
             process.kill()

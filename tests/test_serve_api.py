@@ -462,3 +462,41 @@ def test_a_redacting_server_answers_what_redact_makes_of_the_plain_answer(tiny_m
     ]
     deltas = "".join(e["delta"] for e in done if e["type"] == "transcript.text.delta")
     assert deltas == done[-1]["text"] == redacted["text"]
+
+
+# -------------------------------------------------------------------------- serve --help
+
+
+def test_serve_help_lists_only_what_applies_to_serving(capsys):
+    """--workers and --batch-size (set by the server itself) and `--language manifest` (a
+    request has no manifest) were offered; --max-batch is the one batch option."""
+    from voxadapt.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for inapplicable in ("--workers", "--batch-size", "manifest"):
+        assert inapplicable not in out, inapplicable
+    for option in ("--max-batch", "--header-timeout-s", "--body-timeout-s", "--language"):
+        assert option in out, option
+    assert "the decoding batch" in out
+
+    assert main(["serve", "--language", "manifest"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("voxadapt: error: ") and "manifest" in lines[0]
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--workers", "2"])
+    assert exited.value.code == 2 and "--workers" in capsys.readouterr().err
+
+
+def test_a_yaml_decode_section_cannot_set_what_the_server_sets(tmp_path):
+    """A `decode:` section written for transcribe (batch_size, num_workers) is refused by
+    name instead of being silently overridden by --max-batch."""
+    from voxadapt.config import build_config
+
+    yaml_file = tmp_path / "serve.yaml"
+    yaml_file.write_text("decode:\n  batch_size: 4\n  num_workers: 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        build_config(ServeConfig, yaml_file)
+    assert "batch_size" in str(refused.value) and "num_workers" in str(refused.value)
+    assert build_config(ServeConfig, None, max_batch=4).max_batch == 4

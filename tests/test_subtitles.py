@@ -48,8 +48,9 @@ LONG = {
             "vtt",
             "WEBVTT\n\n00:00:00.000 --> 00:00:04.205\n환자분, 오늘 아침에 혈압약은 드셨어요?\n\n",
         ),
-        (EMPTY, "srt", "1\n00:00:00,000 --> 00:00:00,000\n\n"),
-        (EMPTY, "vtt", "WEBVTT\n\n00:00:00.000 --> 00:00:00.000\n\n\n"),
+        # nothing said: no cue (an empty SRT, a WebVTT header alone), as verbose_json
+        (EMPTY, "srt", ""),
+        (EMPTY, "vtt", "WEBVTT\n"),
         (
             LONG,
             "srt",
@@ -111,8 +112,9 @@ def test_lines_wrap_at_spaces_and_cut_only_overlong_words(text, width, lines):
         ((1.0, 3.0, "혈압을 재겠습니다"), 4, None, [(1.0, 3.0, "혈압을\n재겠습니\n다")]),
         ((0.0, 2.0, "가. 나"), 2, 1, [(0.0, 4 / 3, "가."), (4 / 3, 2.0, "나")]),  # '.' counts
         ((2.0, 4.0, "가나 다라"), 10, 1, [(2.0, 4.0, "가나 다라")]),  # fits: one cue
-        ((0.0, 1.0, ""), 4, 2, [(0.0, 1.0, "")]),  # nothing to wrap: the cue as it was
-        ((0.0, 1.0, "   "), 4, 2, [(0.0, 1.0, "   ")]),
+        ((0.0, 1.0, ""), 4, 2, []),  # nothing to show: no cue
+        ((0.0, 1.0, "   "), 4, 2, []),
+        ((0.0, 1.0, "\u200d"), None, None, []),  # not even without a width
         ((3.0, 3.0, "가 나"), 1, 1, [(3.0, 3.0, "가"), (3.0, 3.0, "나")]),  # no time to share
         ((0.0, 4.0, "가나다라"), None, None, [(0.0, 4.0, "가나다라")]),
         ((0.0, 2.0, "a  b"), None, 3, [(0.0, 2.0, "a  b")]),  # a count alone changes nothing
@@ -303,3 +305,97 @@ def test_word_times_split_long_cues_where_the_words_are_spoken():
     assert cue_file(row, "srt", max_line_width=2, max_line_count=1) == (
         "1\n00:00:00,000 --> 00:00:03,000\n가나\n\n2\n00:00:03,000 --> 00:00:04,000\n다라\n"
     )
+
+
+# ------------------------------------------------------------ grapheme clusters, empty cues
+
+FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # man ZWJ woman ZWJ girl: one emoji
+THUMB = "\U0001f44d\U0001f3fd"  # thumbs up, medium skin tone
+KOREA = "\U0001f1f0\U0001f1f7"  # regional indicators K R: one flag
+KEYCAP = "1\ufe0f\u20e3"
+SCOTLAND = "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"
+
+
+@pytest.mark.parametrize(
+    ("text", "clusters"),
+    [
+        (FAMILY + "네", [FAMILY, "네"]),
+        (THUMB + THUMB, [THUMB, THUMB]),
+        (KOREA + "\U0001f1ef\U0001f1f5", [KOREA, "\U0001f1ef\U0001f1f5"]),  # flags pair up
+        (KEYCAP + "2", [KEYCAP, "2"]),
+        (SCOTLAND + "a", [SCOTLAND, "a"]),
+        (nfd("한글"), [nfd("한"), nfd("글")]),
+        ("\u1100\u1161\u11a8\u1100", ["\u1100\u1161\u11a8", "\u1100"]),  # jamo: 각 + ㄱ
+        ("e\u0301\u0327x", ["e\u0301\u0327", "x"]),  # two marks on one letter
+        ("\u200d가", ["\u200d가"]),  # a stray joiner at the start rides on what follows
+        ("가\u200d나", ["가\u200d", "나"]),  # ZWJ between letters joins nothing
+        ("\u0301", ["\u0301"]),  # nothing else to ride on
+        ("a \u200d", ["a", " ", "\u200d"]),
+        ("\u3164 가", ["\u3164", " ", "가"]),  # never carried across a space
+    ],
+)
+def test_graphemes_are_what_a_reader_counts(text, clusters):
+    from voxadapt.subtitles import graphemes
+
+    assert graphemes(text) == clusters
+    assert "".join(graphemes(text)) == text  # nothing lost or added
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        FAMILY * 3,
+        f"{FAMILY} {THUMB}{KOREA} 네 {KEYCAP}",
+        f"\u200d {FAMILY}\u200d \u200d",  # joiners alone between spaces
+        "\u0301 가나 \u0301",  # combining marks without a base
+        nfd("혈압을 재겠습니다"),
+        "가\u200b나 \ufeff다",  # zero-width space and BOM inside words
+        "\u3164 가 \u3164",  # Hangul filler: a letter drawn blank
+        SCOTLAND + SCOTLAND,
+    ],
+)
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_narrow_wrapping_never_splits_a_cluster_or_leaves_a_blank_line(text, width):
+    from voxadapt.subtitles import graphemes
+
+    lines = wrap_lines(text, width)
+    blank = " \u200d\u0301\u3164\ufeff\u200b"
+    whole = {cluster.strip(blank) for cluster in graphemes(text)} - {""}
+    for line in lines:
+        assert text_width(line) <= width or len(graphemes(line)) == 1
+        assert text_width(line) > 0 and line.strip(blank)  # never a blank line
+        # each cluster of a line (without the strays riding on it) is one of the text's
+        assert all(cluster.strip(blank) in whole for cluster in graphemes(line.replace(" ", "")))
+    assert "".join("".join(lines).split()) == "".join(text.split())  # nothing lost
+    laid_out = layout_cue((0.0, 4.0, text), width, 1)
+    assert all(text.strip(" \u200d\u0301") for _, _, text in laid_out)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"text": "", "duration": 40.0},  # a silent clip
+        {"text": " \u200d ", "duration": 40.0},
+        {"text": "", "duration": 52.0, "segments": []},  # long-form without speech
+        {"text": "", "segments": [{"start": 1.0, "end": 2.0, "text": "\u200d"}]},
+        {"text": "", "segments": [{"start": 1.0, "end": 2.0, "text": "\u0301 \u3164"}]},
+    ],
+)
+@pytest.mark.parametrize(("width", "count"), [(None, None), (1, 1), (20, 2)])
+def test_nothing_to_show_is_no_cue(row, width, count):
+    assert cues(row, max_line_width=width, max_line_count=count) == []
+    assert cue_file(row, "srt", max_line_width=width, max_line_count=count) == ""
+    assert cue_file(row, "vtt", max_line_width=width, max_line_count=count) == "WEBVTT\n"
+    assert transcript_text(row) == ""
+
+
+def test_a_recording_with_one_spoken_segment_has_one_cue():
+    row = {
+        "text": "네",
+        "segments": [
+            {"start": 0.0, "end": 3.0, "text": ""},
+            {"start": 3.0, "end": 4.0, "text": "네"},
+            {"start": 4.0, "end": 9.0, "text": " "},
+        ],
+    }
+    assert cue_file(row, "srt") == "1\n00:00:03,000 --> 00:00:04,000\n네\n"

@@ -351,3 +351,40 @@ def test_wandb_without_a_login_is_refused_before_any_work(tmp_path, monkeypatch)
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert _login_problem("wandb") is None
     assert _login_problem("tensorboard") is None
+
+
+def test_tensorboard_hparams_view_holds_the_run_and_its_final_metrics(tmp_path):
+    """Hyperparameters reach the HParams view in the run's own event file (not a second
+    run in a subfolder), with the metrics it compares runs by declared: their values are
+    the run's own last scalars."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    with Trackers(["tensorboard"], tmp_path, run_name="r") as trackers:
+        trackers.log_params({**PARAMS, "lora_r": 8, "train_modules": ["projector", "llm"]})
+        log_steps(trackers)
+        trackers.log({"eval_cer": 0.2, "best_cer": 0.2}, 3)
+    event_files = list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+    assert len(event_files) == 1  # one run: hparams beside its scalars
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]
+    ).session_start_info
+    assert start.hparams["lr"].number_value == pytest.approx(1e-4)
+    assert start.hparams["lora_r"].number_value == 8
+    assert start.hparams["decode.language"].string_value == "ko"
+    assert start.hparams["train_modules"].string_value == "['projector', 'llm']"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/experiment"]
+    ).experiment
+    metrics = [info.name.tag for info in experiment.metric_infos]
+    assert metrics == ["train/loss", "eval/cer", "train/best_cer", "eval/wer"]
+    last = {tag: events.Scalars(tag)[-1].value for tag in metrics}
+    assert last == {
+        "train/loss": 2.0,
+        "eval/cer": pytest.approx(0.2),
+        "train/best_cer": pytest.approx(0.2),
+        "eval/wer": 0.5,
+    }

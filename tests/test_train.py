@@ -508,3 +508,48 @@ def test_metrics_reach_mlflow_offline_with_hugging_face_names(
     cer = client.get_metric_history(run.info.run_id, "eval_cer")
     assert [m.value for m in cer] == [result.state.best_cer]
     assert run.data.params["lr"] == "0.01" and run.data.params["decode.tokens_per_s"] == "1.0"
+
+
+def test_off_a_terminal_every_logging_step_is_a_loss_line(tiny_model, sample_manifest, tmp_path):
+    """In a log file (stderr not a TTY) `--logging-steps 2` gives a line per 2 optimizer
+    steps, as the HF Trainer prints its loss dicts; the 30 s progress interval does not
+    hold them back."""
+    env = {k: v for k, v in ENV.items() if k != "VOXADAPT_PROGRESS_INTERVAL_S"}
+    result = subprocess.run(
+        [sys.executable, "-m", "voxadapt.cli", "train", "--model", str(tiny_model),
+         "--train", str(sample_manifest), "--output-dir", str(tmp_path / "run"),
+         "--max-steps", "6", "--logging-steps", "2", "--batch-size", "4", "--grad-accum", "1",
+         "--num-workers", "0", "--report-to", "none", "--warmup-ratio", "0"],
+        env=env, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = re.findall(
+        r"step (\d+)/6, epoch ([\d.]+): loss ([\d.]+), lr ([\d.e+-]+), grad_norm", result.stderr
+    )
+    assert [int(step) for step, *_ in lines] == [2, 4, 6]
+    assert [float(epoch) for _, epoch, *_ in lines] == [2.0, 4.0, 6.0]  # 1 step per epoch
+    logged = [r for r in map(json.loads, (tmp_path / "run" / "log.jsonl").open()) if "loss" in r]
+    assert [float(loss) for _, _, loss, _ in lines] == [
+        pytest.approx(r["loss"], abs=1e-4) for r in logged
+    ]
+
+
+def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_earlier_checkpoint(
+    tiny_model, sample_manifest, tmp_path, file_size_limit
+):
+    out = tmp_path / "run"
+    options = dict(valid=None, projector="full", report_to=["none"], eval_steps=None)
+    train(config(tiny_model, sample_manifest, out, max_steps=2, **options))
+    before = {p.name: p.read_bytes() for p in (out / "checkpoint-last").iterdir()}
+    # the full projector's 96 kB of weights cannot be written; everything else is small
+    with file_size_limit(60_000), pytest.raises(VoxadaptError) as failed:
+        train(config(tiny_model, sample_manifest, out, max_steps=3, resume=True, **options))
+    message = str(failed.value)
+    assert "file size limit of 60 kB (ulimit -f) reached writing" in message
+    assert "checkpoint-last.tmp (needed ~" in message
+    assert "unexpected pos" not in message and "\n" not in message
+    assert {p.name: p.read_bytes() for p in (out / "checkpoint-last").iterdir()} == before
+    assert not (out / "checkpoint-last.tmp").exists()
+    assert json.loads((out / "trainer_state.json").read_text())["step"] == 2
+    resumed = train(config(tiny_model, sample_manifest, out, max_steps=3, resume=True, **options))
+    assert resumed.state.step == 3  # room again: the run continues from the kept checkpoint

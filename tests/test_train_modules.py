@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from voxadapt.adapters import load_for_inference
 from voxadapt.config import build_config, to_jsonable
 from voxadapt.decoding import DecodeOptions
 from voxadapt.errors import ConfigError
@@ -23,7 +24,6 @@ from voxadapt.model import (
     ModelError,
     attach_adapter,
     check_trainable_parts,
-    load_for_inference,
     load_model,
     lora_target_names,
 )
@@ -394,3 +394,88 @@ def test_the_ablation_configs_differ_only_in_what_learns(tmp_path):
     ]
     assert all(run == shared[0] for run in shared)
     assert shared[0]["max_steps"] and shared[0]["early_stopping_patience"] is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"llm_lora_r": 64},
+            "--llm-lora-r 64 applies to the LLM, which --train-modules projector does not "
+            "train: add llm to --train-modules or drop --llm-lora-r",
+        ),
+        (
+            {"train_modules": "projector,llm", "encoder_lora_targets": "fc1"},
+            "--encoder-lora-targets fc1 applies to the audio encoder, which --train-modules "
+            "projector,llm does not train: add encoder to --train-modules or drop "
+            "--encoder-lora-targets",
+        ),
+        (
+            {"train_modules": "llm", "lora_alpha": 4},
+            "--lora-alpha 4 applies to the projector, which --train-modules llm does not train",
+        ),
+    ],
+)
+def test_an_option_of_a_part_that_does_not_train_is_refused(tmp_path, changes, message):
+    with pytest.raises(ConfigError) as refused:
+        build_config(TrainConfig, train=tmp_path / "t.jsonl", **changes)
+    assert message in str(refused.value)
+
+
+def test_every_part_option_is_checked_and_defaults_pass(tmp_path):
+    """The mechanism covers every option that declares a part: each, set away from its
+    default while its part does not train, is refused; the defaults (as a saved config.yaml
+    or an ablation config repeats them), in any order for target lists, are not."""
+    import dataclasses
+
+    part_options = {
+        f.name: f.metadata["part"]
+        for f in dataclasses.fields(TrainConfig)
+        if f.metadata.get("part")
+    }
+    assert part_options == {
+        "lora_r": "projector",
+        "lora_alpha": "projector",
+        "llm_lora_r": "llm",
+        "llm_lora_alpha": "llm",
+        "llm_lora_targets": "llm",
+        "encoder_lora_r": "encoder",
+        "encoder_lora_alpha": "encoder",
+        "encoder_lora_targets": "encoder",
+    }
+    changed = {"lora_r": 4, "lora_alpha": 4, "llm_lora_r": 4, "llm_lora_alpha": 4,
+               "llm_lora_targets": "q_proj", "encoder_lora_r": 4, "encoder_lora_alpha": 4,
+               "encoder_lora_targets": "fc1"}  # fmt: skip
+    for name, part in part_options.items():
+        others = ",".join(p for p in ("projector", "llm", "encoder") if p != part)
+        with pytest.raises(ConfigError, match=f"add {part} to --train-modules"):
+            build_config(
+                TrainConfig, train=tmp_path / "t.jsonl", train_modules=others,
+                **{name: changed[name]},
+            )  # fmt: skip
+        build_config(
+            TrainConfig, train=tmp_path / "t.jsonl", train_modules=part, **{name: changed[name]}
+        )
+    defaults = to_jsonable(TrainConfig(train=tmp_path / "t.jsonl"))
+    defaults["llm_lora_targets"] = list(reversed(defaults["llm_lora_targets"]))
+    assert build_config(TrainConfig, **defaults).train_modules == ["projector"]
+
+
+def test_resume_compares_lora_targets_as_sets(tiny_model, sample_manifest, tmp_path):
+    out = tmp_path / "run"
+    parts = ["projector", "llm"]
+    train(run_config(tiny_model, sample_manifest, out, parts, max_steps=1,
+                     llm_lora_targets=["q_proj", "v_proj"]))  # fmt: skip
+    resumed = train(run_config(tiny_model, sample_manifest, out, parts, max_steps=2, resume=True,
+                               llm_lora_targets=["v_proj", "q_proj"]))  # fmt: skip
+    assert resumed.state.step == 2  # the same layers in another order: the same adapter
+    with pytest.raises(ConfigError) as refused:
+        train(run_config(tiny_model, sample_manifest, out, parts, max_steps=3, resume=True,
+                         llm_lora_targets=["o_proj", "q_proj"]))  # fmt: skip
+    assert "llm_lora_targets: adds o_proj, drops v_proj" in str(refused.value)
+    assert (
+        resume_differences(
+            {"encoder_lora_targets": ["fc1", "fc2"]}, {"encoder_lora_targets": ["fc2", "fc1"]}
+        )
+        == []
+    )

@@ -1,10 +1,13 @@
-"""The `voxadapt` console script: one subcommand per stage, argument parsing only."""
+"""The `voxadapt` console script: parse (voxadapt.cli_parser), run one stage, summarize.
+
+Only the stage being run is imported, and only once its arguments parsed: `--help`, argument
+errors and `--version` answer without importing torch.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -12,207 +15,15 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from voxadapt import __version__
+from voxadapt.cli_parser import COMMANDS, Command, build_parser, parse_arguments, parser_for
 from voxadapt.errors import StageInterrupted, VoxadaptError
 
+__all__ = ["COMMANDS", "build_parser", "main", "stop_signals"]
+_parse = parse_arguments  # the name tests/test_readme.py parses README commands with
+
 log = logging.getLogger("voxadapt")
-
-MAIN_EPILOG = """\
-examples:
-  voxadapt demo --out runs/demo
-  voxadapt prepare aihub /data/208 --out data/ko-med --valid-size 0.05 --test-size 0.05
-  voxadapt cache data/ko-med/*.jsonl --model mistralai/Voxtral-Mini-3B-2507 --out cache/ko-med
-  voxadapt train --config configs/ko-medical-qlora.yaml --cache cache/ko-med \\
-      --train data/ko-med/train.jsonl --valid data/ko-med/valid.jsonl
-  voxadapt evaluate data/ko-med/test.jsonl --adapter runs/ko-med/adapter --out runs/eval
-  voxadapt export --adapter runs/ko-med/adapter --out models/ko-med --format mistral
-  voxadapt compare data/ko-med/test.jsonl --out runs/which-base \
-      --system mistralai/Voxtral-Mini-3B-2507 --system Qwen/Qwen3-ASR-1.7B-hf
-  voxadapt COMMAND --help
-
-model families (--model, any stage): Voxtral (mistralai/Voxtral-Mini-3B-2507,
-Voxtral-Small-24B-2507; does not list Korean) and Qwen3-ASR (Qwen/Qwen3-ASR-0.6B-hf,
-Qwen/Qwen3-ASR-1.7B-hf; lists Korean). Measure which suits your data: voxadapt compare.
-"""
-
-CACHE_EPILOG = """\
-The cache holds log-mel frames that touch real audio (compact codec or fp16) plus one padding
-value per clip, in safetensors shards; `voxadapt train --cache DIR` rebuilds the model's inputs
-(Voxtral's 30 s chunks, Qwen3-ASR's frames and mask) within 1e-3 of its processor's. The
-features are the model family's: a cache is read only by models of the same front end.
-Re-running computes only new or changed clips; killing it never corrupts the cache.
-
-examples:
-  voxadapt cache data/ko-med/train.jsonl data/ko-med/valid.jsonl \\
-      --model mistralai/Voxtral-Mini-3B-2507 --out cache/ko-med --jobs 16
-  voxadapt cache data/ko-med/train.jsonl data/ko-med/valid.jsonl \
-      --model Qwen/Qwen3-ASR-1.7B-hf --out cache/ko-med-qwen
-"""
-
-TRANSCRIBE_EPILOG = """\
-Clips are grouped by 30 s chunk count and sorted by length, decoded greedily in batches with
-a KV cache. Files longer than 30 s are split at pauses (voice-activity detection) and their
-segments decoded in batches: SRT/VTT get one cue per segment with real times (--no-vad: one
-pass). The LLM quantization defaults to what the adapter was trained with. Each output
-record flags repetition loops and transcripts cut by the max-new-tokens cap; a leaked
-`lang:xx` prefix is removed. Unreadable inputs are reported per file; the rest still run.
-
-formats (--format, several separated by commas, or all; one decode writes them all):
-  jsonl  one file: a JSON record per input, every field and flag
-  txt    one file: id<TAB>text lines (what `voxadapt score` reads back)
-  text   one file per input: the transcript alone, a line per segment (whisper's txt)
-  srt    one file per input: SubRip subtitles, a cue per segment with real times
-  vtt    one file per input: WebVTT subtitles, the same cues
---out: jsonl or txt alone -> that file; text/srt/vtt alone -> a folder of <clip>.txt/.srt/.vtt,
-or exactly FILE.txt/.srt/.vtt for one input; several formats -> a folder with
-transcripts.jsonl and/or transcripts.txt (as asked) and the per-input files. No --out:
-standard output (id<TAB>text lines; --format text: the transcripts alone). Nothing voxadapt
-did not write is replaced, and the files of a run appear together at its end.
-
-examples:
-  voxadapt transcribe call.wav --adapter runs/ko-med/adapter            # path<TAB>text
-  voxadapt transcribe call.wav --adapter runs/ko-med/adapter --format text
-  voxadapt transcribe recordings/ --adapter runs/ko-med/adapter --out out.jsonl --batch-size 32
-  voxadapt transcribe data/ko-med/test.jsonl --out subs/ --format srt
-  voxadapt transcribe consult.wav --out consult.srt --max-line-width 20 --max-line-count 2
-  voxadapt transcribe consult.wav --out subs/ --format all \\
-      --bias-terms configs/ko-medical-terms.txt --bias-weight 2
-  voxadapt transcribe clip.flac --model mistralai/Voxtral-Mini-3B-2507 --language auto
-"""
-
-EVALUATE_EPILOG = """\
-Outputs in --out: predictions.jsonl (one row per utterance, written as batches finish),
-metrics.json, report.html, evaluate_config.yaml. After a crash or Ctrl-C, the same command
-with --resume decodes only what is missing. Metrics are defined in the README.
-
-examples:
-  voxadapt evaluate data/ko-med/test.jsonl --out runs/eval-base          # zero-shot baseline
-  voxadapt evaluate data/ko-med/test.jsonl --adapter runs/ko-med/adapter --out runs/eval \\
-      --terms configs/ko-medical-terms.txt --compare runs/eval-base/predictions.jsonl
-  voxadapt evaluate data/ko-med/test.jsonl --adapter runs/ko-med/adapter --out runs/eval --resume
-"""
-
-COMPARE_EPILOG = """\
-Each --system is a hub id, a model folder or an adapter folder (which implies its base), with
-an optional NAME= prefix; any mix of families (Voxtral, Qwen3-ASR). Outputs in --out:
-compare.json, report.html, compare_config.yaml and systems/NAME/ (each system's evaluate
-outputs). Run the same command again to resume: systems already decoded are not decoded again.
-
-examples:
-  voxadapt compare data/ko-med/test.jsonl --out runs/which-base \
-      --system mistralai/Voxtral-Mini-3B-2507 --system Qwen/Qwen3-ASR-1.7B-hf
-  voxadapt compare data/ko-med/test.jsonl --out runs/which-adapter --normalize numbers \
-      --system base=Qwen/Qwen3-ASR-1.7B-hf --system tuned=runs/ko-med-qwen/adapter \
-      --terms configs/ko-medical-terms.txt
-"""
-
-SCORE_EPILOG = """\
-HYPOTHESES: a predictions.jsonl (evaluate), the JSONL of transcribe (id + text), any JSONL with
-id and text or hypothesis, or a Kaldi-style text file (`id transcript` per line). Manifest rows
-without a hypothesis are scored as empty output and counted (missing_hypotheses); hypotheses
-with ids the manifest lacks are counted and listed, not scored.
-
-examples:
-  voxadapt score data/ko-med/test.jsonl vendor.jsonl --out runs/score-vendor
-  voxadapt score data/ko-med/test.jsonl whisper_text --out runs/score-whisper \\
-      --compare runs/eval/predictions.jsonl --terms configs/ko-medical-terms.txt
-"""
-
-EXPORT_EPILOG = """\
-formats:
-  hf       every part the adapter trained (projector, LLM, encoder) merged in; a complete
-           transformers checkpoint with the processor and tokenizer
-           (AutoModelForMultimodalLM / the family's class .from_pretrained(OUT))
-  mistral  (Voxtral only) consolidated.safetensors + params.json + tekken.json, the layout
-           vLLM serves:
-           vllm serve OUT --tokenizer-mode mistral --config-format mistral --load-format mistral
-
-examples:
-  voxadapt export --adapter runs/ko-med/adapter --out models/ko-med-hf
-  voxadapt export --adapter runs/ko-med/adapter --out models/ko-med-vllm --format mistral
-"""
-
-SERVE_EPILOG = """\
-POST /v1/audio/transcriptions takes OpenAI's fields (file, model, language, prompt,
-response_format json|text|srt|vtt|verbose_json, temperature 0, timestamp_granularities[]
-segment) plus hotwords ("고혈압,CT|씨티": added to --bias-terms for that request) and
-bias_weight. Also GET /v1/models, /health (503 until the model answers), /metrics
-(Prometheus) and / (a page to try it). Binds 127.0.0.1 unless --host says otherwise.
-
-examples:
-  voxadapt serve --adapter runs/ko-med/adapter
-  voxadapt serve --adapter runs/ko-med/adapter --bias-terms configs/ko-medical-terms.txt \\
-      --api-key-file ~/.voxadapt-key --host 0.0.0.0 --port 8000
-  curl http://127.0.0.1:8000/v1/audio/transcriptions -F model=adapter -F file=@call.wav
-"""
-
-TRAIN_EPILOG = """\
-By default only the audio->LLM projector trains; --train-modules projector,llm adds LoRA on
-the language model, projector,llm,encoder also on the audio encoder, llm the language model
-alone (everything else frozen; the parameter audit refuses anything else). The LLM is quantized
-(nf4 by default, also on CPU via bitsandbytes), the audio tower, projector and LM head are not;
-LoRA on the LLM trains on its 4-bit layers (QLoRA). Each evaluation transcribes the
-valid set (greedy, KV cache) and keeps the adapter with the lowest CER in OUTPUT_DIR/adapter.
-Ctrl-C saves OUTPUT_DIR/checkpoint-last; --resume continues from it.
-Multi-GPU: torchrun --nproc_per_node=4 -m voxadapt.cli train ...  (or accelerate launch)
-
-examples:
-  voxadapt train --config configs/ko-medical-qlora.yaml --train data/train.jsonl \\
-      --valid data/valid.jsonl --cache cache/ko-med --output-dir runs/ko-med
-  voxadapt train --model mistralai/Voxtral-Mini-3B-2507 --train data/train.jsonl \\
-      --projector full --quantization none --dtype bf16 --max-steps 2000 --eval-steps 250
-  voxadapt train --config configs/ablation/projector-llm.yaml --train data/train.jsonl \\
-      --valid data/valid.jsonl --cache cache/ko-med
-  voxadapt train --config runs/ko-med/config.yaml --resume
-  voxadapt train --config configs/ko-medical-qlora.yaml --model Qwen/Qwen3-ASR-1.7B-hf \
-      --train data/train.jsonl --valid data/valid.jsonl --output-dir runs/ko-med-qwen
-"""
-
-PREPARE_EPILOG = """\
-formats:
-  scp     lines 'path|transcript' (paths relative to the SCP file's folder)
-  aihub   AI-Hub label tree: .../{간호사,의사,환자}/<speaker>/<utt>.json beside <utt>.wav,
-          or parallel 라벨링데이터/원천데이터 trees matched by file stem
-  kaldi   data dir with wav.scp and text (utt2spk, segments optional)
-  jsonl   JSON lines: audio/audio_path/audio_filepath, text/transcript,
-          optional duration, speaker, language, offset (other fields are kept as metadata)
-  nemo    a NeMo ASR manifest (audio_filepath, duration, text, offset)
-  lhotse  a Lhotse CutSet, or supervisions + recordings manifests (file or folder)
-  hf      a Hugging Face dataset: parquet file/folder, save_to_disk folder, audiofolder
-
-outputs in --out:
-  train.jsonl [valid.jsonl test.jsonl]  one utterance per line (id, audio, text, duration...)
-  rejected.jsonl                        every dropped input item with its reason and origin
-  stats.json, durations.png             counts, hours, distributions, rejections; duration histogram
-  prepare_config.yaml                   the resolved options (reusable with --config)
-
-examples:
-  voxadapt prepare scp dataset/train.scp --out data/seed
-  voxadapt prepare aihub /data/208 --out data/ko-med --valid-size 0.05 --test-size 0.05
-  voxadapt prepare kaldi data/train --out data/kaldi --text-mode phonetic --drop-fillers
-  voxadapt prepare scp train.scp --out data/scp --speaker-from parent --test-size 0.05
-  voxadapt prepare nemo manifest.json --out data/nemo --emit nemo
-  voxadapt prepare jsonl clips.jsonl --out data/j --min-duration 1 --max-duration 30 --jobs 16
-"""
-
-
-@dataclass(frozen=True)
-class Command:
-    """A subcommand: where its config dataclass and stage function live, its help texts, and
-    how its result is summarized (returning the exit code)."""
-
-    name: str
-    module: str  # voxadapt.stages.<module> holds the config class and the stage function
-    config: str
-    function: str
-    help: str
-    description: str
-    epilog: str
-    summary: Callable[[Any], int]
 
 
 def _prepare_summary(result: Any) -> int:
@@ -231,7 +42,9 @@ def _prepare_summary(result: Any) -> int:
         print("\n" + format_table(rows, (f"split by {field[3:]}", *values)))
     if stats["rejected"]:
         share = stats["rejected"] / stats["input_items"]
-        print(f"\nrejected {stats['rejected']} of {stats['input_items']} ({percent(share)})")
+        deliberate = (stats.get("deliberate_rejections") or {}).get("count")
+        note = f"; {deliberate} on purpose, see above" if deliberate else ""
+        print(f"\nrejected {stats['rejected']} of {stats['input_items']} ({percent(share)}{note})")
     print(f"\nmanifests: {', '.join(str(p) for p in result.manifests.values())}")
     if result.emitted:
         print(f"emitted:   {', '.join(str(p) for p in result.emitted)}")
@@ -282,14 +95,19 @@ def _transcribe_summary(result: Any) -> int:
     done = len(result.rows) - result.n_errors
     loops = sum(1 for row in result.rows if row.get("repetition_loop"))
     summary = f"transcribed {done} of {len(result.rows)} inputs"
-    if result.n_errors:
-        summary += f"; {result.n_errors} failed (see warnings)"
     if loops:
         summary += f"; {loops} with repetition loops"
     if result.output is not None:
         summary += f" -> {result.output}"
+    if result.n_errors:  # exit 3 (0 with --allow-failures; 1 when all failed)
+        where = "the warnings above"
+        if result.rows_file is not None:
+            where += f" and the [error: reason] rows in {result.rows_file}"
+        summary += f"\n{result.n_errors} of {len(result.rows)} inputs failed: see {where}"
+        if result.allow_failures and done:
+            summary += " (--allow-failures: exit status 0)"
     print(summary, file=sys.stderr)
-    return 0 if done else 1
+    return result.exit_status
 
 
 def _evaluate_summary(result: Any) -> int:
@@ -335,18 +153,8 @@ def _score_summary(result: Any) -> int:
 
 
 def _doctor_summary(result: Any) -> int:
-    import json
-
-    from voxadapt.report import format_table
-
-    if getattr(result, "as_json", False):
-        for check in result.checks:
-            print(json.dumps(check.__dict__, ensure_ascii=False))
-    else:
-        rows = [(check.name, check.state, check.detail) for check in result.checks]
-        print(format_table(rows, ("check", "state", "detail / what to do")))
-        if result.failed:
-            print(f"\n{len(result.failed)} problem(s) to fix before training: see FAIL above")
+    # the table fits the terminal; --json gives JSON lines; --plan the memory plan
+    print(result.render())
     return 1 if result.failed else 0
 
 
@@ -392,249 +200,29 @@ def _export_summary(result: Any) -> int:
     return 0
 
 
-REDACT_EPILOG = """\
-Removed (tag): resident and foreigner registration numbers, phone numbers, names, addresses,
-e-mail, bank account, card, health-insurance, patient/chart, passport and driver's licence
-numbers, dates of birth, and long numbers no rule names ([식별번호]), in digits and as spoken
-("공일공 일이삼사 오육칠팔", "팔오공삼일이 다시 일이삼..."). Kept: doses, vitals, durations,
-relative dates, ages, counts, drug and disease names. Outputs in --out: each input under its
-own name and format (times unchanged), redactions.jsonl (id, field, type, start, end,
-detector: never the text), redact_summary.json, redact_config.yaml; --gold adds
-redact_eval.json, --audio the folder audio/. Redaction supports a privacy review; it does
-not replace one.
-
-examples:
-  voxadapt redact runs/eval/predictions.jsonl subs/consult.srt --out deid/
-  voxadapt transcribe consult.wav --out out.jsonl --redact
-  voxadapt redact out.jsonl --out deid/ --audio        # rows with words from --aligner
-  cat notes.txt | voxadapt redact - --out deid/ --keep-types birth_date --tag '***'
-  voxadapt redact --gold my_labelled.jsonl --out deid-eval/
-"""
-
-COMMANDS = (
-    Command(
-        "demo",
-        "demo",
-        "DemoConfig",
-        "run_demo",
-        "run the whole pipeline on a tiny random model (offline, CPU)",
-        "Build a tiny random Voxtral (or Qwen3-ASR: --family qwen3_asr), prepare the bundled "
-        "Korean sample clips, cache features, train the projector for a few dozen steps and "
-        "evaluate. It proves the pipeline works on this machine; a random model does not "
-        "transcribe. Real results: run the stages (prepare, cache, train, evaluate) with a real "
-        "base on a GPU, as in the README's tour.",
-        "examples:\n  voxadapt demo --out runs/demo\n"
-        "  voxadapt demo --out runs/demo-qwen --family qwen3_asr",
-        _demo_summary,
-    ),
-    Command(
-        "prepare",
-        "prepare",
-        "PrepareConfig",
-        "prepare",
-        "build clean train/valid/test manifests from a speech dataset",
-        "Read a speech dataset, normalize Korean transcripts, validate audio, filter by "
-        "duration, split by speaker, and write manifests. Every input item is either kept or "
-        "listed in rejected.jsonl with its reason.",
-        PREPARE_EPILOG,
-        _prepare_summary,
-    ),
-    Command(
-        "cache",
-        "cache",
-        "CacheConfig",
-        "build_cache",
-        "compute exact, compact log-mel features for manifests",
-        "Featurize every utterance of the manifests with the model's processor settings into "
-        "a sharded feature store.",
-        CACHE_EPILOG,
-        _cache_summary,
-    ),
-    Command(
-        "train",
-        "train",
-        "TrainConfig",
-        "train",
-        "train a speech LLM's audio projector (LoRA or full; optionally LLM/encoder LoRA)",
-        "Fine-tune the projector of a Voxtral or Qwen3-ASR base (the default; --train-modules "
-        "adds LoRA on the LLM and the encoder) with a quantized LLM, evaluation by CER during "
-        "training, best-checkpoint selection, TensorBoard logs and resumable checkpoints. "
-        "Options may come from --config FILE.yaml; flags override it.",
-        TRAIN_EPILOG,
-        _train_summary,
-    ),
-    Command(
-        "transcribe",
-        "transcribe",
-        "TranscribeConfig",
-        "transcribe",
-        "transcribe audio files, folders or manifests",
-        "Batched greedy transcription with a Voxtral or Qwen3-ASR base (optionally with a trained "
-        "adapter).",
-        TRANSCRIBE_EPILOG,
-        _transcribe_summary,
-    ),
-    Command(
-        "evaluate",
-        "evaluate",
-        "EvaluateConfig",
-        "evaluate",
-        "transcribe a manifest and score it (CER, WER, sWER, CIs, report.html)",
-        "Evaluate a base model or an adapter on a manifest with references.",
-        EVALUATE_EPILOG,
-        _evaluate_summary,
-    ),
-    Command(
-        "compare",
-        "compare",
-        "CompareConfig",
-        "compare",
-        "evaluate several bases/adapters on one manifest and pick the best",
-        "Evaluate each --system (Voxtral or Qwen3-ASR base, or an adapter) on the same "
-        "manifest, one model in memory at a time, and compare them: CER, multi-reference CER, "
-        "WER and term recall with 95% CIs, real-time factor and memory, and each system's "
-        "paired difference against the best.",
-        COMPARE_EPILOG,
-        _compare_summary,
-    ),
-    Command(
-        "score",
-        "score",
-        "ScoreConfig",
-        "score",
-        "score any system's hypotheses against a manifest (no model needed)",
-        "Score hypotheses from evaluate/transcribe, a vendor API or another toolkit against "
-        "a manifest's references: the same predictions.jsonl, metrics.json and report.html "
-        "as evaluate.",
-        SCORE_EPILOG,
-        _score_summary,
-    ),
-    Command(
-        "export",
-        "export",
-        "ExportConfig",
-        "export",
-        "merge the adapter into a servable checkpoint (transformers or Mistral/vLLM)",
-        "Merge a trained projector adapter into the base model and save it.",
-        EXPORT_EPILOG,
-        _export_summary,
-    ),
-    Command(
-        "doctor",
-        "doctor",
-        "DoctorConfig",
-        "doctor",
-        "check this machine: Python, torch/CUDA, GPU memory, 4-bit, extras, fonts, disk",
-        "Check that this machine can run voxadapt: Python, torch and CUDA, GPU memory and "
-        "bf16, bitsandbytes NF4 (by running a 4-bit layer), flash-attention, the installed "
-        "extras, the Korean font plots use, PyAV's audio decoders and free disk space. One "
-        "line per check: ok, or what to do. Exits 1 when something required fails.",
-        "examples:\n  voxadapt doctor\n  voxadapt doctor --path /scratch/runs --json",
-        _doctor_summary,
-    ),
-    Command(
-        "redact",
-        "redact",
-        "RedactConfig",
-        "redact",
-        "remove identifiers (names, numbers, addresses...) from transcripts and recordings",
-        "De-identify Korean transcripts: every identifier, written or spoken, is replaced by a "
-        "typed tag ([전화번호], [이름]...); subtitles and segments keep their times.",
-        REDACT_EPILOG,
-        _redact_summary,
-    ),
-    Command(
-        "serve",
-        "serve",
-        "ServeConfig",
-        "serve",
-        "serve an adapter behind an OpenAI-compatible transcription API",
-        "Load the base (with a trained adapter) once and answer OpenAI-style transcription "
-        "requests with dynamic batching, term biasing, long-form segments with real times, "
-        "and a page to try it in a browser.",
-        SERVE_EPILOG,
-        _serve_summary,
-    ),
-)
-
-
-def _config_class(command: Command) -> type:
-    return getattr(importlib.import_module(f"voxadapt.stages.{command.module}"), command.config)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (also used to render --help in tests)."""
-    from voxadapt.config import add_config_arguments
-
-    parser = argparse.ArgumentParser(
-        prog="voxadapt",
-        description="Adapt a speech LLM (Mistral's Voxtral or Qwen3-ASR) to Korean (medical) "
-        "speech: prepare data, train the audio projector with LoRA, transcribe, score and "
-        "compare bases.",
-        epilog=MAIN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,  # --min-dur is a typo, not --min-duration
-    )
-    parser.add_argument("--version", action="version", version=f"voxadapt {__version__}")
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="more logging (-v: debug messages and library progress, -vv: library logs)",
-    )
-    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for command in COMMANDS:
-        sub = subparsers.add_parser(
-            command.name,
-            help=command.help,
-            description=command.description,
-            epilog=command.epilog,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-            allow_abbrev=False,
-        )
-        sub.add_argument(
-            "--config",
-            type=Path,
-            metavar="FILE.yaml",
-            help="YAML with these options; flags "
-            "override it (nested sections such as decode: as in configs/)",
-        )
-        add_config_arguments(sub, _config_class(command))
-        sub.set_defaults(command=command, subparser=sub)
-    return parser
-
-
-def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse; an unknown option is reported with the subcommand's usage and the closest
-    option it has (`voxadapt train --lerning-rate` names train's usage and `--lr`...)."""
-    import difflib
-
-    words = sys.argv[1:] if argv is None else list(argv)
-    names = [command.name for command in COMMANDS]
-    first = next((word for word in words if not word.startswith("-")), None)
-    if first is not None and first not in names:
-        close = difflib.get_close_matches(first, names, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        parser.error(f"unknown command {first!r}{hint}; commands: {', '.join(names)}")
-    args, extras = parser.parse_known_args(argv)
-    if extras:
-        target = getattr(args, "subparser", parser)
-        options = [flag for action in target._actions for flag in action.option_strings]
-        unknown = next((extra for extra in extras if extra.startswith("-")), extras[0])
-        close = difflib.get_close_matches(unknown.split("=", 1)[0], options, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        target.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
-    return args
+# How each command's result is printed; each returns the exit code.
+SUMMARIES: dict[str, Callable[[Any], int]] = {
+    "demo": _demo_summary,
+    "prepare": _prepare_summary,
+    "cache": _cache_summary,
+    "train": _train_summary,
+    "transcribe": _transcribe_summary,
+    "evaluate": _evaluate_summary,
+    "compare": _compare_summary,
+    "score": _score_summary,
+    "export": _export_summary,
+    "doctor": _doctor_summary,
+    "redact": _redact_summary,
+    "serve": _serve_summary,
+}
 
 
 def _run(command: Command, args: argparse.Namespace) -> int:
     from voxadapt.config import build_config, config_overrides
 
-    cls = _config_class(command)
+    cls = command.config_class()
     config = build_config(cls, args.config, **config_overrides(args, cls))
-    stage = getattr(importlib.import_module(f"voxadapt.stages.{command.module}"), command.function)
-    return command.summary(stage(config))
+    return SUMMARIES[command.name](command.stage()(config))
 
 
 def _quiet_libraries(verbose: int) -> None:
@@ -645,14 +233,15 @@ def _quiet_libraries(verbose: int) -> None:
         return
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="(peft|transformers|torch)")
+    # transformers reads both when it is first imported: a stage that never needs it (score,
+    # doctor's report, redact) does not pay for importing it here
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:  # imported already (main() called in-process again)
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
 
 
 def _one_line(exc: BaseException) -> str:
@@ -713,8 +302,9 @@ def _exit_code(exc: BaseException) -> int | None:
         print(f"voxadapt: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     if isinstance(exc, OSError):  # the machine, not the code: a full disk, a vanished mount
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"voxadapt: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        from voxadapt.filesystem import describe_os_error
+
+        print(f"voxadapt: error: {describe_os_error(exc)}", file=sys.stderr)
         return 1
     return None
 
@@ -738,8 +328,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    parser = build_parser()
-    args = _parse(parser, argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = parser_for(words)
+    args = parse_arguments(parser, words)
     if not hasattr(args, "command"):
         parser.print_help()
         return 2

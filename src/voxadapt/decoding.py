@@ -7,7 +7,8 @@ produces them. Prompts, targets and the text of generated ids come from the mode
 prompt depends only on (number of 30 s chunks, language), so a batch's prompts have equal
 length and no padding enters the decoder; Qwen3-ASR's prompts follow each clip's length and
 are left-padded under the attention mask. Features come from a pluggable source (audio files, or the
-feature cache) computed in DataLoader workers while the model decodes.
+feature cache) computed in DataLoader workers while the model decodes. Term biasing lives in
+`voxadapt.biasing`, long recordings' segmenting and stitching in `voxadapt.longform`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from voxadapt.adapters import check_base_model, load_for_inference, read_adapter_info
 from voxadapt.audio import AudioError
+from voxadapt.biasing import MAX_BIAS_WEIGHT, LogprobRecorder, TermBias
 from voxadapt.config import Config, option
 from voxadapt.data import AUTO_LANGUAGE, MANIFEST_LANGUAGE, prompt_language
 from voxadapt.errors import ConfigError
@@ -43,28 +46,17 @@ from voxadapt.model import (
     DTYPES,
     QUANTIZATIONS,
     autocast,
-    check_base_model,
     check_device,
     compute_dtype,
     input_dtype,
-    load_for_inference,
-    read_adapter_info,
     resolve_dtype,
 )
-from voxadapt.progress import progress
 from voxadapt.text import read_term_lines, repetition_loop
 
 if TYPE_CHECKING:
     from voxadapt.alignment import Aligner
-from voxadapt.vad import VadOptions
 
 log = logging.getLogger(__name__)
-
-# Runaway loops on space-free text: a short unit (1-3 chars) 5+ times in a row spanning 8+
-# characters ("네 네 네 네 네 네 네 네"), or a phrase (4-60 chars) 3+ times in a row.
-# Digit runs ("1000000") are numbers, not loops.
-# Log-probability bonus per term token; 100 already forces any term it can start.
-MAX_BIAS_WEIGHT = 100.0
 
 
 @dataclass
@@ -278,7 +270,7 @@ def generate_batch(
         kwargs["stopping_criteria"] = StoppingCriteriaList([_StepCallback(on_token, watch, width)])
     from transformers import LogitsProcessorList
 
-    recorder = _LogprobRecorder()  # last: it sees the scores the greedy choice is made from
+    recorder = LogprobRecorder()  # last: it sees the scores the greedy choice is made from
     processors = [bias.processor(width)] if bias is not None else []
     if logprobs:
         processors.append(recorder)
@@ -315,98 +307,6 @@ def generate_batch(
         transcript.audio_tokens = prompt_rows[index].count(audio_id)
         results.append(transcript)
     return results
-
-
-class _LogprobRecorder:
-    """A logits processor that changes nothing and records, per step, the log-probability
-    of the token greedy decoding picks (the argmax of the final scores)."""
-
-    def __init__(self) -> None:
-        self.steps: list[torch.Tensor] = []
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        self.steps.append(torch.log_softmax(scores.float(), dim=-1).max(dim=-1).values)
-        return scores
-
-    def rows(self) -> list[list[float]]:
-        if not self.steps:
-            return []
-        return torch.stack(self.steps, dim=1).cpu().tolist()  # one device sync at the end
-
-
-class TermBias:
-    """Contextual biasing by shallow fusion over a token trie of the bias terms.
-
-    Each spelling is tokenized as it starts a transcript and as it follows a space. At every
-    step a row gets `weight` added to each token that continues a term it is part-way
-    through, or, when it is in no term, to each token that starts one; if it leaves a
-    partial term instead, the bonus it collected for that prefix is taken back (subtracted
-    from every token that does not continue it), so a term that is begun and abandoned ends
-    up unfavoured, not favoured.
-    """
-
-    def __init__(self, token_sequences: list[list[int]], weight: float) -> None:
-        self.weight = weight
-        self.root: dict = {}
-        for tokens in token_sequences:
-            node = self.root
-            for token in tokens:
-                node = node.setdefault(token, {})
-
-    @classmethod
-    def from_file(cls, path: Path, prompts: Prompts, weight: float) -> TermBias:
-        """The bias of a terms file, tokenized by `prompts`' tokenizer."""
-        return cls.from_terms([s for _, s in read_term_lines(path)], prompts, weight)
-
-    @classmethod
-    def from_terms(
-        cls, terms: Sequence[Sequence[str]], prompts: Prompts, weight: float
-    ) -> TermBias:
-        """The bias of term variant sets (each a list of spellings, as a terms file line)."""
-        sequences = []
-        for spellings in terms:
-            for spelling in spellings:
-                for text in (spelling, " " + spelling):
-                    tokens = prompts.text_tokens(text)
-                    if tokens:
-                        sequences.append(tokens)
-        return cls(sequences, weight)
-
-    def processor(self, prompt_width: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """A transformers logits processor for a batch whose prompts are `prompt_width` long."""
-
-        def process(input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-            scores = scores.clone()
-            for row, generated in enumerate(input_ids[:, prompt_width:].tolist()):
-                nodes, depth = self._partial(generated)  # terms part-way through
-                bonus = torch.full(
-                    (scores.shape[1],),
-                    -self.weight * depth,
-                    dtype=scores.dtype,
-                    device=scores.device,
-                )
-                # part-way through a term: only its continuations; else any term's start
-                continuing = (
-                    set().union(*(set(node) for node in nodes)) if nodes else set(self.root)
-                )
-                if continuing:  # an empty terms file has no terms to favour
-                    ids = torch.tensor(sorted(continuing), dtype=torch.long, device=scores.device)
-                    bonus[ids] = self.weight
-                scores[row] += bonus
-            return scores
-
-        return process
-
-    def _partial(self, generated: list[int]) -> tuple[list[dict], int]:
-        """The trie nodes the last tokens reach (terms part-way through) and the longest
-        such prefix's length in tokens."""
-        active: list[tuple[dict, int]] = []
-        for token in generated:
-            advanced = [(node[token], depth + 1) for node, depth in active if token in node]
-            if token in self.root:
-                advanced.append((self.root[token], 1))
-            active = [(node, depth) for node, depth in advanced if node]  # complete: done
-        return [node for node, _ in active], max((depth for _, depth in active), default=0)
 
 
 class _StepCallback:
@@ -506,105 +406,6 @@ def plan_batches(items: Sequence[AudioItem], spec: FeatureSpec, batch_size: int)
         else:
             last.append(index)
     return batches
-
-
-class AudioProgress:
-    """Progress in seconds of audio (`voxadapt.progress`: a bar on a terminal, periodic log
-    lines otherwise) that also counts generation steps, so a batch of long clips shows
-    movement while it decodes. `leave=False` for a bar nested in another (training's
-    evaluation); `enabled=False` says nothing (ranks other than 0)."""
-
-    def __init__(
-        self,
-        items: Sequence[AudioItem],
-        desc: str,
-        *,
-        leave: bool = True,
-        enabled: bool = True,
-    ) -> None:
-        total = sum(item.duration for item in items)
-        self.bar = progress(total, desc, "s audio", decimals=1, leave=leave, enabled=enabled)
-        self.tokens = 0
-
-    def token(self) -> None:
-        self.tokens += 1  # generation steps: one token for every clip of the batch
-        self.bar.note(f"{self.tokens} tokens")
-        self.bar.update(0)
-
-    def done(self, items: Sequence[AudioItem]) -> None:
-        self.bar.update(sum(item.duration for item in items))
-
-    def __enter__(self) -> AudioProgress:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        self.bar.close(stopped=exc_type is not None)
-
-
-def split_long_form(
-    items: Sequence[AudioItem], options: DecodeOptions, *, vad: VadOptions | None = None
-) -> tuple[list[AudioItem], dict[int, list[tuple[AudioItem, float, float]]]]:
-    """The items to decode: short ones as they are; ones longer than
-    `options.long_form_threshold_s` (with `options.vad`) as their speech segments, cut as
-    `vad` says (default: `VadOptions()`). Also, per long item, its (segment item, start,
-    end) in order."""
-    from voxadapt.vad import speech_segments_of_file
-
-    decoded: list[AudioItem] = []
-    segments: dict[int, list[tuple[AudioItem, float, float]]] = {}
-    for item in items:
-        if not (options.vad and item.duration > options.long_form_threshold_s):
-            decoded.append(item)
-            continue
-        try:
-            duration = item.duration if item.offset is not None else None
-            spans = speech_segments_of_file(
-                Path(item.audio), offset=item.offset, duration=duration, options=vad
-            )
-        except AudioError:  # reported when the engine reads it
-            decoded.append(item)
-            continue
-        parts = segments[id(item)] = []
-        for index, (start, end) in enumerate(spans):
-            part = AudioItem(
-                f"{item.id}#{index}",
-                item.audio,
-                end - start,
-                language=item.language,
-                offset=(item.offset or 0.0) + start,
-            )
-            parts.append((part, start, end))
-            decoded.append(part)
-        log.info("%s: %.0f s in %d speech segments", item.id, item.duration, len(parts))
-    return decoded, segments
-
-
-def stitch(
-    parts: list[tuple[AudioItem, float, float]],
-    results: dict[int, Transcript | AudioError],
-) -> tuple[Transcript | AudioError, list[dict[str, Any]] | None]:
-    """A long recording's transcript from its segments', in order, and the segments with
-    their times (or the first segment's error)."""
-    errors = (results[id(p)] for p, _, _ in parts if isinstance(results[id(p)], AudioError))
-    failed = next(errors, None)
-    if failed is not None:
-        return failed, None
-    done = [(results[id(p)], start, end) for p, start, end in parts]
-    transcript = Transcript(
-        " ".join(t.text for t, _, _ in done if t.text),
-        None,
-        sum(t.n_tokens for t, _, _ in done),
-        any(t.truncated for t, _, _ in done),
-        next((t.repetition_loop for t, _, _ in done if t.repetition_loop), None),
-        token_ids=[i for t, _, _ in done for i in t.token_ids],
-        token_logprobs=[p for t, _, _ in done for p in t.token_logprobs],
-        prompt_tokens=sum(t.prompt_tokens for t, _, _ in done),
-        audio_tokens=sum(t.audio_tokens for t, _, _ in done),
-    )
-    segments = [
-        {"start": round(start, 3), "end": round(end, 3), "text": t.text} for t, start, end in done
-    ]
-    return transcript, segments
 
 
 @dataclass
@@ -735,7 +536,7 @@ class Transcriber:
     def add_adapter(self, name: str, adapter_dir: Path) -> None:
         """Load another PEFT adapter beside the loaded one(s): several adapters of one base
         served from one copy of its weights (`use_adapter` picks one per batch)."""
-        from voxadapt.model import apply_adapter, is_peft_adapter
+        from voxadapt.adapters import apply_adapter, is_peft_adapter
 
         if not is_peft_adapter(read_adapter_info(adapter_dir)) or not hasattr(
             self.model, "set_adapter"

@@ -24,13 +24,10 @@ from voxadapt.config import option, save_config, to_jsonable
 from voxadapt.decoding import (
     MANIFEST_LANGUAGE,
     AudioItem,
-    AudioProgress,
     DecodeOptions,
     FeatureSource,
     ModelChoice,
     Transcript,
-    split_long_form,
-    stitch,
 )
 from voxadapt.errors import ConfigError, VoxadaptError
 from voxadapt.families import family_of
@@ -46,6 +43,7 @@ from voxadapt.identity import (
     reference_identity,
     write_identity,
 )
+from voxadapt.longform import AudioProgress, split_long_form, stitch
 from voxadapt.manifest import Utterance, atomic_write
 from voxadapt.scoring.rows import (
     read_compare,

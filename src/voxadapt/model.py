@@ -1,15 +1,14 @@
 """Load a speech LLM of any supported family (quantized LLM only), attach the adapter of the
 parts that learn, audit what trains. The family (`voxadapt.families`) says which class loads
-a model; the parts are found by their module names, which every family shares."""
+a model; the parts are found by their module names, which every family shares. Adapters on
+disk (writing, reading back, checking their base) are `voxadapt.adapters`."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from voxadapt.config import model_reference
 from voxadapt.errors import ConfigError, ModelError
-from voxadapt.families import FAMILIES, VOXTRAL, family_of, load_config
+from voxadapt.families import VOXTRAL, family_of, load_config
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +36,6 @@ PART_GROUPS = {"projector": "projector", "llm": "language_model", "encoder": "au
 LLM_LORA_TARGETS = VOXTRAL.llm_lora_targets
 ENCODER_LORA_TARGETS = VOXTRAL.encoder_lora_targets
 DEFAULT_MODEL = VOXTRAL.default_model
-# Written by `voxadapt train` beside every adapter: mode, LoRA shape, base model, quantization.
-ADAPTER_INFO = "voxadapt_adapter.json"
 
 
 @dataclass(frozen=True)
@@ -279,7 +275,7 @@ def load_model(
     try:
         model = model_class.from_pretrained(str(model_id), **kwargs)
     except WEIGHT_ERRORS as exc:  # missing, truncated or corrupt weights, wrong shapes
-        raise ModelError(f"cannot load {model_id}: {_first_line(exc)}") from None
+        raise ModelError(f"cannot load {model_id}: {first_line(exc)}") from None
     if quant is None:
         model.to(device)
     check_quantization(model, quantization)
@@ -458,102 +454,6 @@ def format_audit(rows: list[AuditRow], learns: dict[str, str] | None = None) -> 
     return format_table(table, ("part", "trainable", "parameters", "learns"))
 
 
-def parts_info(options: AdapterOptions) -> dict[str, Any]:
-    """What `voxadapt_adapter.json` records of the parts beyond the projector: nothing for
-    the projector alone (so its file is what it always was: no `train_modules` means the
-    projector alone), else `train_modules` and each LoRA part's r, alpha and targets."""
-    if options.train_modules == ("projector",):
-        return {}
-    info: dict[str, Any] = {"train_modules": list(options.train_modules)}
-    for part in ("llm", "encoder"):
-        if part in options.train_modules:
-            lora = options.part_lora(part)
-            info[f"{part}_lora"] = {"r": lora.r, "alpha": lora.alpha, "targets": list(lora.targets)}
-    return info
-
-
-def adapter_parts(info: dict[str, Any]) -> tuple[str, ...]:
-    """The parts an adapter trained, from its voxadapt_adapter.json (the projector alone when
-    it names none: every adapter before `--train-modules`, and the default since)."""
-    parts = info.get("train_modules") or ["projector"]
-    if not isinstance(parts, list) or not set(parts) <= set(TRAIN_PARTS):
-        raise ModelError(
-            f"{ADAPTER_INFO}: train_modules must list parts among {', '.join(TRAIN_PARTS)}, "
-            f"not {parts!r}"
-        )
-    return tuple(parts)
-
-
-def is_peft_adapter(info: dict[str, Any]) -> bool:
-    """True for a PEFT adapter folder, False for a full projector's plain weights file."""
-    return info.get("projector") != "full" or adapter_parts(info) != ("projector",)
-
-
-def save_adapter(
-    model: nn.Module, out_dir: Path, options: AdapterOptions, extra: dict[str, Any]
-) -> None:
-    """One PEFT adapter for every part (LoRA, and a full projector beside LoRA parts);
-    projector weights as safetensors for a full projector alone. Plus our config."""
-    from safetensors.torch import save_file
-
-    from voxadapt.manifest import atomic_write, honour_umask
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with writing_weights(out_dir):
-        if options.uses_peft:
-            model.save_pretrained(str(out_dir))
-        else:
-            state = {n: p.detach().to("cpu").contiguous() for n, p in trainable_parameters(model)}
-            save_file(state, str(out_dir / "projector.safetensors"))
-    with atomic_write(out_dir / ADAPTER_INFO) as handle:
-        json.dump(
-            {
-                "projector": options.mode,
-                "lora_r": options.lora_r,
-                "lora_alpha": options.lora_alpha,
-                "lora_dropout": options.lora_dropout,
-                **parts_info(options),
-                **extra,
-            },
-            handle,
-            indent=2,
-            ensure_ascii=False,
-        )
-    honour_umask(out_dir)
-
-
-# ------------------------------------------------------------------ adapters for inference
-
-
-def read_adapter_info(adapter_dir: Path) -> dict[str, Any]:
-    """The voxadapt_adapter.json that `voxadapt train` writes beside every adapter."""
-    path = Path(adapter_dir) / ADAPTER_INFO
-    if not Path(adapter_dir).is_dir():
-        raise ModelError(f"adapter folder not found: {adapter_dir}")
-    if not path.is_file():
-        raise ModelError(f"{adapter_dir} is not a voxadapt adapter (no {ADAPTER_INFO})")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path} is unreadable: {exc}") from None
-    if not isinstance(info, dict):
-        raise ModelError(f"{path} is not a JSON object")
-    return info
-
-
-def base_model_of(model: str | None, adapter: Path | None) -> str:
-    """The base model to load: `model` if given, else the adapter's recorded base, else
-    Voxtral-Mini-3B."""
-    if model:
-        return str(model)
-    if adapter is not None:
-        base = read_adapter_info(adapter).get("base_model")
-        if base:
-            return str(base)
-    return DEFAULT_MODEL
-
-
 def _weight_errors() -> tuple[type[BaseException], ...]:
     from safetensors import SafetensorError
 
@@ -564,146 +464,10 @@ def _weight_errors() -> tuple[type[BaseException], ...]:
 WEIGHT_ERRORS = _weight_errors()
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     line = text.splitlines()[0]
     return line if len(line) <= 300 else line[:297] + "..."
-
-
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file (never pickle); ModelError naming the file when it
-    is missing, truncated or corrupt."""
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except WEIGHT_ERRORS as exc:
-        raise ModelError(
-            f"{path} is unreadable (truncated or corrupt?): {_first_line(exc)}"
-        ) from None
-
-
-@contextlib.contextmanager
-def writing_weights(path: Path) -> Iterator[None]:
-    """Writes in the block that fail (a full disk, a vanished mount) become one line naming
-    `path`, whatever library wrote: safetensors and torch raise their own kinds."""
-    try:
-        yield
-    except WEIGHT_ERRORS as exc:
-        detail = getattr(exc, "strerror", None) or _first_line(exc)
-        raise ModelError(f"cannot write {path}: {detail}") from None
-
-
-def model_fingerprint(model: str | Path) -> str | None:
-    """What identifies a local model folder's content wherever it lies: its config and the
-    names and sizes of its weight files (None for a hub id). Cheap: no weights are read."""
-    folder = Path(str(model)).expanduser()
-    config = folder / "config.json"
-    if not config.is_file():
-        return None
-    digest = hashlib.sha256(config.read_bytes())
-    for path in sorted(folder.glob("*.safetensors*")) + sorted(folder.glob("*.bin")):
-        digest.update(f"{path.name}:{path.stat().st_size}".encode())
-        if path.name.endswith(".index.json"):
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def check_base_model(model_id: str, info: dict[str, Any], *, force: bool) -> None:
-    """Refuse an adapter on another base than the one it was trained on: a base of equal
-    shapes takes it silently and gives a model nobody trained. A copy of the same model
-    under another path or id passes with --force (with a warning)."""
-    trained_family = info.get("family", VOXTRAL.name)  # adapters without one are Voxtral's
-    if trained_family not in FAMILIES:
-        raise ModelError(
-            f"the adapter's {ADAPTER_INFO} names the model family {str(trained_family)[:40]!r}, "
-            f"which voxadapt does not know ({', '.join(FAMILIES)})"
-        )
-    family = family_of(model_id).name
-    if trained_family != family:
-        message = f"the adapter is a {trained_family} adapter, and {model_id} is a {family} model"
-        if not force:
-            raise ModelError(f"{message}; give its base model (or --force)")
-        log.warning("--force: %s", message)
-    recorded = info.get("base_model")
-    if not recorded or model_reference(recorded) == model_reference(model_id):
-        return
-    fingerprint = info.get("base_model_fingerprint")
-    if fingerprint and fingerprint == model_fingerprint(model_id):
-        log.warning(
-            "the adapter was trained on %s; %s holds the same config and weight files (a moved "
-            "or copied base): using it",
-            recorded,
-            model_id,
-        )
-        return
-    if force:
-        log.warning("--force: using an adapter trained on %s with %s", recorded, model_id)
-        return
-    raise ModelError(
-        f"the adapter was trained on {recorded}, not {model_id}; pass --force if {model_id} "
-        "is the same model under another name"
-    )
-
-
-def apply_adapter(model: nn.Module, adapter_dir: Path, name: str = "default") -> nn.Module:
-    """Put a trained adapter onto a loaded base model: a PEFT adapter (any parts), or a full
-    projector's weights. On a model that has PEFT adapters already, a PEFT adapter is added
-    beside them under `name` (select it with `set_adapter(name)`)."""
-    info = read_adapter_info(adapter_dir)
-    if not is_peft_adapter(info):
-        weights = load_weights(Path(adapter_dir) / "projector.safetensors")
-        names = dict(model.named_parameters())
-        unknown = sorted(set(weights) - set(names))
-        misfit = sorted(n for n in set(weights) & set(names) if weights[n].shape != names[n].shape)
-        if unknown or misfit:
-            raise ModelError(
-                f"{adapter_dir}: projector weights do not fit this model "
-                f"(e.g. {(unknown or misfit)[0]})"
-            )
-        with torch.no_grad():
-            for name, tensor in weights.items():
-                names[name].copy_(tensor.to(names[name].dtype))
-        return model
-    import warnings
-
-    from peft import PeftModel
-
-    with warnings.catch_warnings():  # peft probes a deprecated transformers attribute
-        warnings.simplefilter("ignore", FutureWarning)
-        try:
-            if isinstance(model, PeftModel):
-                model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
-                return model
-            return PeftModel.from_pretrained(
-                model, str(adapter_dir), adapter_name=name, is_trainable=False
-            )
-        except WEIGHT_ERRORS as exc:
-            raise ModelError(
-                f"cannot apply the adapter {adapter_dir}: {_first_line(exc)}"
-            ) from None
-
-
-def load_for_inference(
-    model_id: str | Path,
-    adapter: Path | None = None,
-    *,
-    quantization: str | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-) -> tuple[nn.Module, str]:
-    """Base model (+ adapter) in eval mode; quantization defaults to what the adapter trained
-    with (nf4 without an adapter). Returns the model and the quantization used."""
-    if quantization is None:
-        quantization = read_adapter_info(adapter).get("quantization", "nf4") if adapter else "nf4"
-    if quantization not in QUANTIZATIONS:
-        raise ConfigError(f"quantization must be one of {', '.join(QUANTIZATIONS)}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = load_model(model_id, quantization=quantization, device=device, dtype=dtype)
-    if adapter is not None:
-        model = apply_adapter(model, adapter)
-    model.eval()
-    return model, quantization
 
 
 # ------------------------------------------------------------------------------ dtypes

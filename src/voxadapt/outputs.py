@@ -16,17 +16,24 @@ Inside the `with` block the claim holds an exclusive lock (a lock file with the 
 and host); a lock left by a dead process on this host is taken over, a live one is refused,
 so two runs never interleave in one folder. The lock is released when the block ends,
 however it ends (Ctrl-C and SIGTERM included).
+
+What a stage builds before moving it into place is named by `voxadapt.staging`, so taking a
+claim removes the staging a killed run left in the folder (its process dead, on this host),
+and nothing else. A run that fails before writing any output leaves the folder as it found
+it: a folder the claim created is removed again, an existing one gets its ledger back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import socket
 import stat
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +41,13 @@ from pathlib import Path
 from typing import Any
 
 from voxadapt.errors import ConfigError, VoxadaptError
+
+# mount_point, set_aside_path, staging_path: re-exported, for stages that stage or word a full disk
+from voxadapt.filesystem import describe_os_error, unwritable_reason
+from voxadapt.filesystem import mount_point as mount_point
+from voxadapt.staging import is_staging, process_alive, sweep_stale_staging
+from voxadapt.staging import set_aside_path as set_aside_path
+from voxadapt.staging import staging_path as staging_path
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +194,10 @@ class OutputClaim:
     lock_path: Path
     _locked: bool = field(default=False, repr=False)
     _started_ns: int = field(default=0, repr=False)
+    # what the folder was when the lock was taken: a failed run that wrote nothing restores it
+    _created: list[Path] = field(default_factory=list, repr=False)  # folders the claim made
+    _before: dict[str, tuple[int, int, int]] = field(default_factory=dict, repr=False)
+    _ledger_before: dict[str, Any] | None = field(default=None, repr=False)  # None: no ledger
 
     def path(self, name: str) -> Path:
         """`folder / name`, for a name this claim declared."""
@@ -191,8 +209,11 @@ class OutputClaim:
         self.lock()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, *_: object
+    ) -> None:
+        self.release(failed=exc is not None)
+        _name_the_output(exc, self.folder)
 
     def lock(self) -> None:
         """Take the exclusive lock of this output (idempotent)."""
@@ -200,13 +221,26 @@ class OutputClaim:
             return
         from voxadapt.manifest import check_output_dir
 
+        missing = [self.folder, *self.folder.parents]
+        missing = missing[: next(k for k, p in enumerate(missing) if p.exists() or p.is_symlink())]
         check_output_dir(self.folder)
-        _acquire(self.lock_path, self.stage)
+        try:
+            _acquire(self.lock_path, self.stage)
+        except BaseException:  # refused: the folders just made go again
+            for folder in missing:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
         self._locked = True
         self._started_ns = time.time_ns()
+        self._created = missing
         try:
+            sweep_stale_staging(self.folder)
+            self._before = _listing(self.folder)
             with _ledger_lock(self.folder):
                 ledger = read_ledger(self.folder)
+                present = (self.folder / LEDGER).exists()
+                self._ledger_before = json.loads(json.dumps(ledger)) if present else None
                 if self.owns_folder:
                     ledger["owner"] = self.stage
                 # names not yet written are entered as pending: a run killed mid-way
@@ -239,16 +273,73 @@ class OutputClaim:
                     del ledger["files"][name]
             _write_ledger(self.folder, ledger)
 
-    def release(self) -> None:
-        if self._locked:
-            try:
+    def release(self, *, failed: bool | None = None) -> None:
+        """Record what was written and give the lock back (idempotent). failed: the run
+        ended with an error (default: an exception is being handled, as in an `except`
+        block); if it wrote none of its outputs, the folder is left as the claim found it."""
+        if not self._locked:
+            return
+        if failed is None:
+            failed = sys.exc_info()[1] is not None
+            _name_the_output(sys.exc_info()[1], self.folder)
+        restore = failed and _listing(self.folder) == self._before
+        try:
+            if restore:
+                self._restore_ledger()
+            else:
                 self.record_written()
-            except (OSError, OutputConflict) as exc:  # the outputs stand; say what failed
-                log.warning("%s: the ledger could not be updated (%s)", self.folder, exc)
-            with contextlib.suppress(OSError, OutputConflict):
-                if _lock_owner(self.lock_path).get("pid") == os.getpid():
-                    self.lock_path.unlink()
-            self._locked = False
+        except (OSError, OutputConflict) as exc:  # the outputs stand; say what failed
+            log.warning("%s: the ledger could not be updated (%s)", self.folder, exc)
+        with contextlib.suppress(OSError, OutputConflict):
+            if _lock_owner(self.lock_path).get("pid") == os.getpid():
+                self.lock_path.unlink()
+        self._locked = False
+        if restore:
+            self._remove_created_folders()
+
+    def _restore_ledger(self) -> None:
+        """After a failed run that wrote nothing: the ledger as it was before the claim (its
+        pending entries and ownership withdrawn; what other runs entered since is kept)."""
+        with _ledger_lock(self.folder):
+            ledger = read_ledger(self.folder)
+            before = self._ledger_before
+            for name in self.names:
+                if ledger["files"].get(name, {}).get("pending"):
+                    earlier = (before or {}).get("files", {}).get(name)
+                    if earlier is None:
+                        del ledger["files"][name]
+                    else:  # a killed run's pending entry stays as it was
+                        ledger["files"][name] = earlier
+            if self.owns_folder:
+                ledger["owner"] = before["owner"] if before is not None else None
+            if before is None and not ledger["files"] and ledger["owner"] is None:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.folder / LEDGER).unlink()
+            else:
+                _write_ledger(self.folder, ledger)
+
+    def _remove_created_folders(self) -> None:
+        """Remove the folders the claim created, if they hold nothing (another run may
+        have started writing there meanwhile: then they stay)."""
+        for folder in self._created:
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+        if self._created:
+            log.debug("%s: removed again, the run wrote nothing there", self._created[-1])
+
+
+# Errors of writing, not reading: inside a claim, they are about its outputs.
+_WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def _name_the_output(exc: BaseException | None, folder: Path) -> None:
+    """Give a full disk (or quota, or read-only mount) met while writing a claim's outputs
+    the folder's name when it has none: a write() or fsync() error carries no file name, and
+    `describe_os_error` names the mount point from it."""
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRORS and not exc.filename:
+        exc.filename = str(folder)
 
 
 def _lock_owner(path: Path) -> dict[str, Any]:
@@ -257,16 +348,6 @@ def _lock_owner(path: Path) -> dict[str, Any]:
         return data if isinstance(data, dict) else {}
     except ValueError:
         return {}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError, ValueError):  # gone, or no possible pid
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
 
 
 def _acquire(path: Path, stage: str) -> None:
@@ -280,7 +361,7 @@ def _acquire(path: Path, stage: str) -> None:
         except FileExistsError:
             owner = _lock_owner(path)
             pid, host = owner.get("pid"), owner.get("host")
-            if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
+            if host == socket.gethostname() and isinstance(pid, int) and not process_alive(pid):
                 log.warning("%s: taking over a stale lock of dead process %d", path.parent, pid)
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
@@ -295,7 +376,7 @@ def _acquire(path: Path, stage: str) -> None:
                 f"or remove {path} if that run is gone"
             ) from None
         except OSError as exc:
-            raise ConfigError(f"cannot write to {path.parent} ({exc.strerror})") from None
+            raise ConfigError(describe_os_error(exc, path.parent)) from None
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(record)
         return
@@ -307,6 +388,26 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def _bookkeeping(name: str) -> bool:
+    """Entries that are the guard's, not a stage's output."""
+    return name in (LEDGER, LOCK) or name.endswith(".voxadapt.lock") or is_staging(name)
+
+
+def _listing(folder: Path) -> dict[str, tuple[int, int, int]]:
+    """What `folder` holds, bookkeeping aside: name -> (inode, size, mtime_ns)."""
+    listing = {}
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return {}
+    for name in names:
+        if not _bookkeeping(name):
+            with contextlib.suppress(OSError):
+                info = os.lstat(os.path.join(folder, name))
+                listing[name] = (info.st_ino, info.st_size, info.st_mtime_ns)
+    return listing
 
 
 def _check_replaceable(folder: Path, names: Iterable[str], stage: str) -> None:
@@ -412,7 +513,8 @@ def _check_location(folder: Path, what: str) -> None:
     if not parent.is_dir():
         raise ConfigError(f"{what} {folder}: a parent of it is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what}: cannot create {folder} (permission denied in {parent})")
+        reason = OSError(unwritable_reason(parent), "")
+        raise ConfigError(f"{what}: cannot create {folder} ({describe_os_error(reason, parent)})")
 
 
 def _check_owned_folder(folder: Path, stage: str, what: str) -> None:
@@ -427,7 +529,7 @@ def _check_owned_folder(folder: Path, stage: str, what: str) -> None:
         foreign = sorted(
             entry.name
             for entry in folder.iterdir()
-            if entry.name not in (LEDGER, LOCK) and entry.name not in ledger["files"]
+            if not _bookkeeping(entry.name) and entry.name not in ledger["files"]
         )
         if foreign:
             shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")

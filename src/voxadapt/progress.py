@@ -4,8 +4,10 @@ A bar is useless in a log file (nohup, SLURM, CI): it is either disabled, so the
 nothing until it ends, or written as thousands of carriage returns. Without a terminal a loop
 therefore logs a line at most every `VOXADAPT_PROGRESS_INTERVAL_S` seconds (default 30) and
 one at the end, with done/total, rate and ETA, through `logging`, so the lines also land in
-whatever log file the caller configured. The bar shows totals with the unit's decimals
-(`255.3/255.3 s audio`, never float noise).
+whatever log file the caller configured. A terminal that asks for plain text, TERM=dumb
+(Emacs shells, some CI consoles) or NO_COLOR (https://no-color.org), gets the same lines:
+nested bars move the cursor with escape sequences such a terminal prints as garbage. The bar
+shows totals with the unit's decimals (`255.3/255.3 s audio`, never float noise).
 """
 
 from __future__ import annotations
@@ -45,10 +47,18 @@ def interval_s() -> float:
     return seconds
 
 
+def plain_text_wanted() -> bool:
+    """Whether the environment asks for text without escape sequences: TERM=dumb, or
+    NO_COLOR set to anything but the empty string (as https://no-color.org defines it)."""
+    return os.environ.get("TERM") == "dumb" or bool(os.environ.get("NO_COLOR"))
+
+
 def on_terminal() -> bool:
     """Whether bars can be drawn: stderr is a terminal with a width (a pty that reports 0
-    columns, as `script` or some CI runners make, cannot show a bar: lines instead), or a
-    notebook shows tqdm's widgets."""
+    columns, as `script` or some CI runners make, cannot show a bar: lines instead) that does
+    not ask for plain text (`plain_text_wanted`), or a notebook shows tqdm's widgets."""
+    if plain_text_wanted():
+        return False
     if "ipykernel" in sys.modules:
         return True
     if not sys.stderr.isatty():

@@ -225,6 +225,11 @@ def _store_run_id(path: Path, run_id: str) -> None:
         handle.write(run_id + "\n")
 
 
+# The metrics the TensorBoard HParams view shows beside each run's hyperparameters: the last
+# training loss, the last and the best evaluation CER (the trainer's `best_cer`), the last WER.
+HPARAMS_METRICS = tuple(hf_tag(key) for key in ("loss", "eval_cer", "best_cer", "eval_wer"))
+
+
 class TensorBoardTracker:
     """Event files under `output_dir/tensorboard`, tagged as the Hugging Face Trainer does."""
 
@@ -235,10 +240,17 @@ class TensorBoardTracker:
         self.writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=resume_step + 1)
 
     def log_params(self, params: dict[str, ParamValue]) -> None:
-        # Text, not add_hparams: torch's add_hparams writes a second run in a timestamped
-        # subfolder and needs final metrics up front, which a run being trained doesn't have.
         rows = "\n".join(f"| {key} | {_markdown_cell(value)} |" for key, value in params.items())
         self.writer.add_text("params", "| parameter | value |\n|---|---|\n" + rows)
+        # The HParams view, in this run's own event file: torch's add_hparams would write a
+        # second run in a timestamped subfolder and needs final metrics up front. Declaring
+        # the metrics' tags is enough: the view shows each tag's last value in this run, so
+        # runs compare by their final loss and CER as they train.
+        from torch.utils.tensorboard.summary import hparams
+
+        experiment, session_start, _ = hparams(dict(params), {tag: 0.0 for tag in HPARAMS_METRICS})
+        for summary in (experiment, session_start):
+            self.writer.file_writer.add_summary(summary)
         self.writer.flush()
 
     def log(self, metrics: dict[str, float], step: int) -> None:

@@ -59,6 +59,23 @@ RESUMABLE_CHANGES = {
 }
 
 
+# How messages name each part that `--train-modules` chooses.
+PART_TITLES = {"projector": "the projector", "llm": "the LLM", "encoder": "the audio encoder"}
+
+
+def part_option(part: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    """An option that configures one part (`TRAIN_PARTS`): validation refuses it, set to
+    anything but its default, when --train-modules does not train that part. An `unordered`
+    list (LoRA targets) is a set: --resume compares it as one."""
+    unordered = kwargs.pop("unordered", False)
+    item = option(default, **kwargs)
+    return dataclasses.field(
+        default=item.default,
+        default_factory=item.default_factory,
+        metadata={**item.metadata, "part": part, "unordered": unordered},
+    )
+
+
 class TrainingInterrupted(StageInterrupted):
     """Ctrl-C or SIGTERM: a resumable checkpoint was saved."""
 
@@ -110,8 +127,10 @@ class TrainConfig(Config):
         choices=PROJECTOR_MODES,
         group="what trains",
     )
-    lora_r: int = option(8, help="the projector's LoRA rank", group="what trains")
-    lora_alpha: int = option(16, help="the projector's LoRA alpha", group="what trains")
+    lora_r: int = part_option("projector", 8, help="the projector's LoRA rank", group="what trains")
+    lora_alpha: int = part_option(
+        "projector", 16, help="the projector's LoRA alpha", group="what trains"
+    )
     lora_dropout: float = option(0.05, help="LoRA dropout (every part)", group="what trains")
     train_modules: list[str] = option(
         help="the parts that learn, comma-separated: projector, llm (LoRA on the language "
@@ -121,9 +140,14 @@ class TrainConfig(Config):
         metavar="PART[,PART...]",
         group="what trains",
     )
-    llm_lora_r: int = option(16, help="LoRA rank of the language model", group="what trains")
-    llm_lora_alpha: int = option(32, help="LoRA alpha of the language model", group="what trains")
-    llm_lora_targets: list[str] = option(
+    llm_lora_r: int = part_option(
+        "llm", 16, help="LoRA rank of the language model", group="what trains"
+    )
+    llm_lora_alpha: int = part_option(
+        "llm", 32, help="LoRA alpha of the language model", group="what trains"
+    )
+    llm_lora_targets: list[str] = part_option(
+        "llm",
         help="the language model's linear layers that get LoRA: leaf names (q_proj) or "
         "dotted suffixes (mlp.down_proj), looked up inside the language model only (default: "
         + ",".join(LLM_LORA_TARGETS)
@@ -131,17 +155,22 @@ class TrainConfig(Config):
         default_factory=lambda: list(LLM_LORA_TARGETS),
         metavar="NAME[,NAME...]",
         group="what trains",
+        unordered=True,
     )
-    encoder_lora_r: int = option(16, help="LoRA rank of the audio encoder", group="what trains")
-    encoder_lora_alpha: int = option(
-        32, help="LoRA alpha of the audio encoder", group="what trains"
+    encoder_lora_r: int = part_option(
+        "encoder", 16, help="LoRA rank of the audio encoder", group="what trains"
     )
-    encoder_lora_targets: list[str] = option(
+    encoder_lora_alpha: int = part_option(
+        "encoder", 32, help="LoRA alpha of the audio encoder", group="what trains"
+    )
+    encoder_lora_targets: list[str] = part_option(
+        "encoder",
         help="the audio encoder's linear layers that get LoRA (as --llm-lora-targets, looked "
         "up inside the encoder only; default: " + ",".join(ENCODER_LORA_TARGETS) + ")",
         default_factory=lambda: list(ENCODER_LORA_TARGETS),
         metavar="NAME[,NAME...]",
         group="what trains",
+        unordered=True,
     )
     dtype: str | None = option(
         None,
@@ -288,6 +317,8 @@ def _train_modules_problems(config: TrainConfig) -> list[str]:
         )
     if config.projector == "full" and "projector" not in config.train_modules:
         found.append("projector full needs the projector in train_modules")
+    if not unknown and config.train_modules:
+        found += _idle_part_options(config)
     for part in ("llm", "encoder"):
         targets = getattr(config, f"{part}_lora_targets")
         if not targets:
@@ -299,6 +330,39 @@ def _train_modules_problems(config: TrainConfig) -> list[str]:
                 "(a leaf name such as q_proj, or a dotted suffix such as mlp.down_proj)"
             )
     return found
+
+
+def _option_default(item: dataclasses.Field) -> Any:
+    if item.default_factory is not dataclasses.MISSING:
+        return item.default_factory()
+    return item.default
+
+
+def _idle_part_options(config: TrainConfig) -> list[str]:
+    """Options that configure a part --train-modules leaves out, set to other than their
+    default: accepted silently they would do nothing (`--llm-lora-r 64` beside
+    `--train-modules projector`). A default cannot be told from the same value given, and
+    means the same."""
+    found = []
+    chosen = ",".join(config.train_modules)
+    for item in dataclasses.fields(config):
+        part = item.metadata.get("part")
+        if part is None or part in config.train_modules:
+            continue
+        value, default = getattr(config, item.name), _option_default(item)
+        if value == default or (item.metadata["unordered"] and set(value) == set(default)):
+            continue
+        shown = ",".join(map(str, value)) if isinstance(value, list) else value
+        found.append(
+            f"{item.name} {shown} applies to {PART_TITLES[part]}, which train_modules {chosen} "
+            f"does not train: add {part} to train_modules or drop {item.name}"
+        )
+    return found
+
+
+def unordered_options() -> set[str]:
+    """TrainConfig's list options whose order means nothing (LoRA targets)."""
+    return {item.name for item in dataclasses.fields(TrainConfig) if item.metadata.get("unordered")}
 
 
 @dataclass
@@ -443,10 +507,7 @@ def option_defaults() -> dict[str, Any]:
     """Every TrainConfig option's default, as config.yaml stores it."""
     values = {}
     for item in dataclasses.fields(TrainConfig):
-        if item.default_factory is not dataclasses.MISSING:
-            value = item.default_factory()
-        else:
-            value = item.default
+        value = _option_default(item)
         if dataclasses.is_dataclass(value):
             value = dataclasses.asdict(value)
         values[item.name] = value
@@ -460,14 +521,30 @@ def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     `train_modules`)."""
     defaults = option_defaults()
     saved = {**{key: defaults[key] for key in current if key in defaults}, **saved}
-    changed = [
-        f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
-        for key in sorted(set(saved) | set(current))
-        if key not in RESUMABLE_CHANGES and str(saved.get(key)) != str(current.get(key))
-    ]
+    unordered = unordered_options()
+    changed = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key), current.get(key)
+        if key in RESUMABLE_CHANGES:
+            continue
+        if key in unordered and isinstance(old, list) and isinstance(new, list):
+            # a set of layers: the same layers in another order train the same adapter
+            if set(map(str, old)) != set(map(str, new)):
+                changed.append(f"{key}: {_set_change(old, new)}")
+        elif str(old) != str(new):
+            changed.append(f"{key}: {old!r} -> {new!r}")
     # decode.language is also the training prompt's language: it may not change
     old_language = (saved.get("decode") or {}).get("language")
     new_language = (current.get("decode") or {}).get("language")
     if old_language is not None and old_language != new_language:
         changed.append(f"decode.language: {old_language!r} -> {new_language!r}")
     return changed
+
+
+def _set_change(old: list[Any], new: list[Any]) -> str:
+    """`adds o_proj, drops v_proj`: how the set `new` differs from `old`."""
+    added = [str(x) for x in new if str(x) not in set(map(str, old))]
+    dropped = [str(x) for x in old if str(x) not in set(map(str, new))]
+    parts = [f"adds {', '.join(added)}"] if added else []
+    parts += [f"drops {', '.join(dropped)}"] if dropped else []
+    return ", ".join(parts)

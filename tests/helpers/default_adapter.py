@@ -66,7 +66,7 @@ def fingerprint(adapter_dir: Path, tiny_model: Path) -> dict[str, Any]:
     peft_config["target_modules"] = sorted(peft_config["target_modules"])
     result["adapter_config.json"] = peft_config
     text = (adapter_dir / "voxadapt_adapter.json").read_text(encoding="utf-8")
-    from voxadapt.model import model_fingerprint
+    from voxadapt.adapters import model_fingerprint
 
     # since issue 29 the base's content fingerprint is recorded (a moved copy is recognised)
     text = text.replace(str(model_fingerprint(tiny_model)), "<BASE_FINGERPRINT>")

@@ -20,6 +20,18 @@ def speaker_group(row: dict[str, Any]) -> str:
     return f"spk:{speaker}" if speaker not in (None, "") else f"utt:{row['id']}"
 
 
+def speaker_count(rows: Iterable[dict[str, Any]]) -> int:
+    """The bootstrap's clusters among `rows`: speakers, an utterance without one its own."""
+    return len({speaker_group(row) for row in rows})
+
+
+def no_interval_reason(speakers: int) -> str | None:
+    """Why `speakers` clusters get no interval ("fewer than 5 speakers"); None when they do."""
+    if speakers >= MIN_INTERVAL_SPEAKERS:
+        return None
+    return f"fewer than {MIN_INTERVAL_SPEAKERS} speakers"
+
+
 def edit_counts(row: dict[str, Any], key: str = "cer") -> tuple[int, int]:
     """(errors, reference length) of a scored row; `cer_multi_reference` and
     `wer_multi_reference` count against the row's closest reference."""
@@ -48,9 +60,12 @@ def _group_totals(items: Iterable[tuple[str, int, int]]) -> dict[str, np.ndarray
 # handful of distinct values; with fewer clusters than this its bias and acceleration
 # estimates are noise, so the plain percentile interval is used instead.
 BCA_MIN_CLUSTERS = 10
-# A paired comparison over fewer speakers than this gets no interval or p-value: with 2
-# speakers that both favour one system every resample agrees, and p would read 0.
-COMPARE_MIN_CLUSTERS = 5
+# The one rule for every interval (evaluate's and score's rates and term recall, compare's
+# differences): fewer speakers than this get no interval or p-value, only "n/a". Resampling
+# 2 speakers gives a degenerate interval (`40.00% [40.00%, 40.00%]`), and 2 speakers that
+# both favour one system make every paired resample agree, so p would read 0. An utterance
+# without a speaker counts as its own.
+MIN_INTERVAL_SPEAKERS = 5
 # Resampled clusters held in memory at once (scipy's `batch`): bounds memory for corpora
 # without speaker labels, where every utterance is its own cluster.
 _BOOTSTRAP_CELLS = 2_000_000
@@ -83,12 +98,12 @@ def ratio_interval(
 
     `scipy.stats.bootstrap` over the clusters' totals, the statistic being the ratio of the
     sums: BCa, or the percentile interval with fewer than `BCA_MIN_CLUSTERS` clusters or
-    where BCa is degenerate (e.g. every resample gives the same rate). None for fewer than 2
-    clusters or a zero denominator.
+    where BCa is degenerate (e.g. every resample gives the same rate). None for fewer than
+    `MIN_INTERVAL_SPEAKERS` clusters or a zero denominator.
     """
     totals = np.array(list(_group_totals(items).values()))
-    if len(totals) < 2 or resamples < 1 or totals[:, 1].sum() == 0:
-        return None  # one group, or an undefined rate (empty references)
+    if len(totals) < MIN_INTERVAL_SPEAKERS or resamples < 1 or totals[:, 1].sum() == 0:
+        return None  # too few speakers, or an undefined rate (empty references)
     result = _cluster_bootstrap(
         (totals[:, 0], totals[:, 1]), _ratio_of_sums, resamples=resamples, seed=seed, level=level
     )
@@ -176,7 +191,7 @@ def paired_bootstrap(
         "other": _rate(totals_b.sum(0)),
         "delta": delta,
     }
-    if len(groups) < COMPARE_MIN_CLUSTERS:
+    if len(groups) < MIN_INTERVAL_SPEAKERS:
         result["too_few_speakers"] = len(groups)
     elif resamples >= 1:
         low, high, deltas = _cluster_bootstrap(

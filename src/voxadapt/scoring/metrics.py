@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from voxadapt.scoring.breakdowns import breakdowns, top_errors
-from voxadapt.scoring.intervals import BCA_MIN_CLUSTERS, bootstrap_interval, paired_bootstrap
+from voxadapt.scoring.intervals import (
+    BCA_MIN_CLUSTERS,
+    MIN_INTERVAL_SPEAKERS,
+    bootstrap_interval,
+    no_interval_reason,
+    paired_bootstrap,
+    speaker_count,
+)
 from voxadapt.scoring.rates import corpus_metrics, rescore
 from voxadapt.scoring.terms import term_recall
 from voxadapt.text import scoring_version
@@ -32,6 +39,7 @@ def compute_metrics(
         **corpus_metrics(rows),
     }
     if bootstrap:
+        speakers = speaker_count(rows)
         for key in ("cer", "wer", "cer_multi_reference", "wer_multi_reference"):
             interval = bootstrap_interval(rows, key=key, resamples=bootstrap, seed=seed)
             if interval:
@@ -44,6 +52,11 @@ def compute_metrics(
             "method": "BCa",
             "fallback": "percentile",
             "bca_min_speakers": BCA_MIN_CLUSTERS,
+            # intervals need this many speakers (an utterance without one its own): with
+            # fewer, every *_ci95 is left out and `no_intervals` says why
+            "speakers": speakers,
+            "min_speakers": MIN_INTERVAL_SPEAKERS,
+            "no_intervals": no_interval_reason(speakers),
         }
     metrics["breakdowns"] = breakdowns(rows, fields)
     metrics["top_errors"] = top_errors(rows)

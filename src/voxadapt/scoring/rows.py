@@ -75,11 +75,13 @@ def read_hypotheses(
     utterances: list[Utterance] | None = None,
     what: str = "hypotheses",
     truncated: set[str] | None = None,
+    references: dict[str, str] | None = None,
 ) -> dict[str, str | None]:
     """id -> hypothesis from a predictions.jsonl (`hypothesis`), any JSONL with `id` and
     `text` or `hypothesis`, or a Kaldi `text` file (`id transcript` per line). A row whose
     text is null (a failed decode) maps to None. Repeated ids are refused. `truncated`, when
-    given, receives the ids whose JSONL row says the decoder's token cap cut them."""
+    given, receives the ids whose JSONL row says the decoder's token cap cut them;
+    `references` the `reference` text a JSONL row carries (a predictions.jsonl's own)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"hypotheses file not found: {path}")
@@ -94,6 +96,12 @@ def read_hypotheses(
             check_same_audio(path, rows, {u.id: u for u in utterances}, what)
         if truncated is not None:
             truncated.update(row["id"] for row in rows if row.get("truncated") is True)
+        if references is not None:
+            references.update(
+                (row["id"], row["reference"])
+                for row in rows
+                if isinstance(row.get("reference"), str)
+            )
     else:
         pairs = _text_pairs(path, lines)
     hypotheses: dict[str, str | None] = {}
@@ -150,6 +158,17 @@ def _text_pairs(path: Path, lines: list[tuple[int, str]]) -> list[tuple[int, str
     return pairs
 
 
+def disagreeing_references(references: dict[str, str], utterances: list[Utterance]) -> list[str]:
+    """Ids whose stored reference differs from the manifest's text, compared exactly as
+    stored (surrounding whitespace aside): rows that come from this manifest carry its text
+    verbatim, so any other difference means predictions of another test set."""
+    return [
+        u.id
+        for u in utterances
+        if u.id in references and references[u.id].strip() != u.text.strip()
+    ]
+
+
 def rescore_against(
     rows: list[dict[str, Any]], utterances: list[Utterance], policy: str = "default"
 ) -> list[dict[str, Any]]:
@@ -202,7 +221,7 @@ def write_scored(
         json.dump(metrics, handle, indent=2, ensure_ascii=False)
     report_path = None
     if report:
-        from voxadapt.report import write_report
+        from voxadapt.report_html import write_report
 
         report_path = write_report(Path(out_dir) / "report.html", metrics, rows)
     return metrics, metrics_path, report_path

@@ -112,7 +112,7 @@ def term_recall(
 
     `terms`: plain strings or variant sets (tuples of spellings), as `load_terms` returns.
     """
-    from voxadapt.scoring.intervals import ratio_interval, speaker_group
+    from voxadapt.scoring.intervals import no_interval_reason, ratio_interval, speaker_group
 
     occurrences: dict[str, int] = {}
     hits: dict[str, int] = {}
@@ -135,12 +135,17 @@ def term_recall(
         key=lambda item: (-item[1], -item[2], item[0]),
     )
     interval = ratio_interval(per_row, resamples=bootstrap, seed=seed) if bootstrap else None
+    # the speakers of the utterances that hold a term: the interval's own clusters
+    speakers = len({group for group, _, _ in per_row})
+    reason = no_interval_reason(speakers) if bootstrap else None
     return {
         "terms": len(terms),
         "occurrences": total,
         "hits": sum(hits.values()),
         "recall": sum(hits.values()) / total if total else None,
         **({"ci95": list(interval)} if interval else {}),
+        "speakers": speakers,
+        **({"no_interval": reason} if reason else {}),
         "most_missed": [
             {"term": t, "missed": m, "occurrences": o} for t, m, o in missed[:top] if m
         ],

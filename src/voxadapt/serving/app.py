@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hmac
 import html
 import json
 import logging
@@ -46,8 +45,10 @@ from voxadapt.decoding import AudioItem, DecodeOptions, Transcriber
 from voxadapt.families import ModelFamily
 from voxadapt.serving.engine import BatchingEngine, EngineStopped, Job, QueueFull
 from voxadapt.serving.fields import FieldError, RequestFields, parse_fields
+from voxadapt.serving.guards import Guard, too_large
 from voxadapt.serving.page import PAGE
 from voxadapt.serving.responses import (
+    ApiError,
     event,
     logprobs,
     reported_language,
@@ -58,7 +59,6 @@ from voxadapt.subtitles import cue_file
 from voxadapt.text import read_term_lines
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("voxadapt.access")
 
 _CHUNK = 1 << 20
 _SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
@@ -91,34 +91,6 @@ class ServerSettings:
         self.models = self.models or {self.served_model: None}
 
 
-class ApiError(Exception):
-    """An OpenAI-shaped error response."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        kind: str = "invalid_request_error",
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-        self.kind, self.headers = kind, headers or {}
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.kind,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
-
-
 class ServerState:
     """The model (loaded in the background), the engine, the metrics and the uploads."""
 
@@ -134,6 +106,7 @@ class ServerState:
         self.engine: BatchingEngine | None = None
         self.load_error: str | None = None
         self.on_load_error: Callable[[], None] | None = None  # `serve` stops the server
+        self.deadline: float | None = None  # stopping: in-flight work ends then (monotonic s)
         self.uploads = Path(tempfile.mkdtemp(prefix="voxadapt-serve-"))  # 0700: private
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -188,9 +161,22 @@ class ServerState:
             if self.on_load_error is not None:
                 self.on_load_error()
 
-    def close(self, grace_s: float) -> None:
-        if self.engine is not None:
-            self.engine.close(grace_s)
+    def stop_within(self, seconds: float) -> None:
+        """The server is stopping: requests still in flight `seconds` from now are answered
+        503 and their decoding cancelled (an earlier deadline stands)."""
+        deadline = time.monotonic() + seconds
+        if self.deadline is None or deadline < self.deadline:
+            self.deadline = deadline
+
+    def out_of_time(self) -> bool:
+        """The server is stopping and its grace period is over."""
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def close(self, timeout_s: float) -> None:
+        """Stop the engine (its jobs are finished or cancelled by now) and remove the
+        uploads folder."""
+        if self.engine is not None and not self.engine.close(timeout_s):
+            log.warning("decoding did not stop within %.0f s of the shutdown", timeout_s)
         shutil.rmtree(self.uploads, ignore_errors=True)
 
 
@@ -207,7 +193,8 @@ def build_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Any):
         yield
-        await asyncio.to_thread(state.close, grace_s)
+        # by now in-flight work is done or cancelled: the engine stops within a step
+        await asyncio.to_thread(state.close, grace_s + 10)
 
     app = FastAPI(title="voxadapt", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.voxadapt = state
@@ -269,22 +256,6 @@ def build_app(
     return Guard(app, state)
 
 
-def with_cors(app: Any, settings: ServerSettings) -> Any:
-    """`app` answering browsers from `--cors-origin` (as it is without any)."""
-    if not settings.cors_origins:
-        return app
-    from starlette.middleware.cors import CORSMiddleware
-
-    return CORSMiddleware(
-        app,
-        allow_origins=list(settings.cors_origins),
-        allow_methods=["GET", "POST"],
-        allow_headers=["Authorization", "Content-Type"],
-        expose_headers=["Retry-After", "X-Voxadapt-Unused-Fields"],
-        max_age=600,
-    )
-
-
 def render_page(settings: ServerSettings) -> str:
     """The page, with what it needs to know about this server as JSON (HTML-safe)."""
     config = {
@@ -299,123 +270,8 @@ def render_page(settings: ServerSettings) -> str:
     return re.sub(r"\{\{(?:CONFIG|MODEL)\}\}", lambda found: values[found.group()], PAGE)
 
 
-class Guard:
-    """The ASGI layer in front of the app: API key and size checks before the body is read,
-    the access log (method, path, status, duration, audio seconds: never a file name or a
-    transcript) and the request metrics, for every answer, refusals included. A plain ASGI
-    wrapper (not Starlette's BaseHTTPMiddleware), so the app still sees a client that
-    disconnects while its request waits."""
-
-    def __init__(self, app: Any, state: ServerState) -> None:
-        self.app, self.serving = app, state  # not `state`: that is the app's
-        self.answering = with_cors(app, state.settings)  # refusals get the same CORS headers
-
-    def __getattr__(self, name: str) -> Any:  # app.state and friends, for tests and tools
-        return getattr(self.app, name)
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.answering(scope, receive, send)
-            return
-        started, status = time.perf_counter(), [500]
-        scope.setdefault("state", {})["audio_s"] = 0.0
-
-        async def sending(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        request = Request(scope)
-        try:
-            _check_host(request, self.serving.settings.allowed_hosts)
-            _check_auth(request, self.serving.settings.api_key)
-            _check_length(request, self.serving.settings.max_upload_bytes)
-        except ApiError as exc:  # with CORS headers: a browser page can read why
-            response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-            await with_cors(response, self.serving.settings)(scope, receive, sending)
-        else:
-            await self.answering(scope, receive, sending)
-        finally:
-            seconds = time.perf_counter() - started
-            if route_path(scope) == "/v1/audio/transcriptions":
-                self.serving.requests.labels(status=str(status[0])).inc()
-                self.serving.latency.observe(seconds)
-            access_log.info(
-                "%s %s %d %.3f s audio=%.1f s",
-                loggable(scope["method"]),
-                loggable(scope["path"]),
-                status[0],
-                seconds,
-                scope["state"].get("audio_s", 0.0),
-            )
-
-
-def route_path(scope: dict) -> str:
-    """The request's path inside the app: behind a proxy at a sub-path (`--root-path /asr`)
-    uvicorn's path holds the prefix; routes are matched without it."""
-    path, root = scope["path"], scope.get("root_path", "")
-    if root and (path == root or path.startswith(root + "/")):
-        return path[len(root) :] or "/"
-    return path
-
-
 def _code_of(status: int) -> str | None:
     return {404: "not_found", 405: "method_not_allowed"}.get(status)
-
-
-# Open without a key: the health probe, and the page itself (a browser cannot send a header
-# when it loads a page; the key is typed on the page and sent with each API request).
-# CORS preflights carry no credentials by design; the request that follows is checked.
-_OPEN_PATHS = {("GET", "/health"), ("HEAD", "/health"), ("GET", "/"), ("HEAD", "/")}
-
-
-def _check_auth(request: Any, api_key: str | None) -> None:
-    """Every API endpoint needs `Authorization: Bearer <key>` when a key is set (the scheme
-    is case-insensitive, as HTTP says; the key is compared as UTF-8 bytes)."""
-    path = route_path(request.scope)
-    if api_key is None or (request.method, path) in _OPEN_PATHS or request.method == "OPTIONS":
-        return
-    # the header as sent: Starlette decodes header bytes as Latin-1
-    scheme, _, given = request.headers.get("authorization", "").encode("latin-1").partition(b" ")
-    valid = scheme.lower() == b"bearer"
-    if not hmac.compare_digest(given.strip(), api_key.encode()) or not valid:  # constant time
-        raise ApiError(401, "missing or wrong API key", code="invalid_api_key")
-
-
-# Host names a key-less server on a loopback address answers to: a web page elsewhere that
-# makes its own name resolve to 127.0.0.1 (DNS rebinding) gets a 421, not the API.
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
-
-
-def _check_host(request: Any, allowed: tuple[str, ...] | None) -> None:
-    if allowed is None:
-        return
-    header = request.headers.get("host", "").lower()
-    # the name without its port: "[::1]:8000" -> "[::1]", "localhost:8000" -> "localhost"
-    host = header.rsplit("]", 1)[0] + "]" if header.startswith("[") else header.split(":")[0]
-    if host not in allowed:
-        raise ApiError(
-            421,
-            "this server answers only to its own host names (see --allowed-host)",
-            code="misdirected_request",
-        )
-
-
-def loggable(text: str) -> str:
-    """A request path as one log line: control characters escaped (no forged lines)."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)[:300]
-
-
-def _too_large(limit: int) -> str:
-    return f"the upload is larger than the server's limit of {limit / 2**20:g} MB"
-
-
-def _check_length(request: Any, limit: int) -> None:
-    length = request.headers.get("content-length")
-    if request.method == "POST" and length is None:  # a streamed body could grow unbounded
-        raise ApiError(411, "a Content-Length header is required", code="length_required")
-    if length is not None and length.isdigit() and int(length) > limit + 64 * 1024:
-        raise ApiError(413, _too_large(limit), code="file_too_large")
 
 
 async def _form(request: Any) -> Any:
@@ -469,8 +325,8 @@ async def _transcribe(request: Any, state: ServerState) -> Any:
         if deltas is not None:
             streaming = True  # the stream owns the upload from here
             stream = _stream(state, job, future, deltas, path, info.duration, fields)
-            return StreamingResponse(stream, media_type="text/event-stream", headers=_NO_CACHE)
-        result = await _wait(request, job, future)
+            return _ClosingStream(stream, media_type="text/event-stream", headers=_NO_CACHE)
+        result = await _wait(request, state, job, future)
     finally:
         if not streaming:
             path.unlink(missing_ok=True)  # nothing of a request is kept
@@ -508,6 +364,19 @@ def _redacted(result: Any, redactor: Any) -> Any:
 _NO_CACHE = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # nginx: do not buffer
 
 
+class _ClosingStream(StreamingResponse):
+    """A stream whose generator is closed when the response ends, however it ends: a client
+    that leaves while an event is being sent cancels the response with the generator paused
+    at a `yield`, and its `finally` (which cancels the job and removes the upload) would
+    wait for the garbage collector, the job decoding on meanwhile."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+
+
 def _submit(engine: BatchingEngine, job: Job) -> Any:
     try:
         return engine.submit(job)
@@ -520,7 +389,7 @@ def _submit(engine: BatchingEngine, job: Job) -> Any:
             headers={"Retry-After": str(engine.retry_after_s())},
         ) from None
     except EngineStopped:
-        raise ApiError(503, "the server is shutting down", kind="server_error") from None
+        raise _stopping() from None
 
 
 def _check_result(result: Any) -> None:
@@ -544,12 +413,19 @@ async def _stream(
     finished = asyncio.wrap_future(future)
     try:
         while True:
+            if state.out_of_time() and not finished.done():  # the grace period is over
+                yield event(_stopping().body())
+                return
             getting = asyncio.ensure_future(deltas.get())
-            done, _ = await asyncio.wait({getting, finished}, return_when=asyncio.FIRST_COMPLETED)
-            if getting in done:
+            await asyncio.wait(
+                {getting, finished}, timeout=0.25, return_when=asyncio.FIRST_COMPLETED
+            )
+            if getting.done():
                 yield event({"type": "transcript.text.delta", "delta": getting.result()})
                 continue
             getting.cancel()
+            if not finished.done():
+                continue
             while not deltas.empty():  # pieces sent just before the end
                 yield event({"type": "transcript.text.delta", "delta": deltas.get_nowait()})
             try:
@@ -626,7 +502,7 @@ async def _save_upload(upload: Any, folder: Path, limit: int) -> Path:
             while chunk := await upload.read(_CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    raise ApiError(413, _too_large(limit), param="file", code="file_too_large")
+                    raise ApiError(413, too_large(limit), param="file", code="file_too_large")
                 handle.write(chunk)
     except BaseException:
         path.unlink(missing_ok=True)
@@ -659,23 +535,33 @@ def _probe(path: Path, max_audio_s: float) -> Any:
     return info
 
 
-async def _wait(request: Any, job: Job, future: Any) -> Any:
-    """The engine's result; a client that disconnects takes its job out of the queue."""
+async def _wait(request: Any, state: ServerState, job: Job, future: Any) -> Any:
+    """The engine's result; a client that disconnects takes its job out of the queue, and
+    so does a shutdown whose grace period ends first (503)."""
     waiting = asyncio.wrap_future(future)
-    while True:
-        done, _ = await asyncio.wait({waiting}, timeout=0.25)
-        if done:
-            try:
-                return waiting.result()
-            except EngineStopped:
-                raise ApiError(503, "the server is shutting down", kind="server_error") from None
-            except asyncio.CancelledError:
-                raise ApiError(499, "the client closed the request") from None
-            except Exception as exc:  # this request's batch failed; the server goes on
-                raise ApiError(500, _failure(exc), kind="server_error") from None
-        if await request.is_disconnected():
+    try:
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=0.25)
+            if done:
+                try:
+                    return waiting.result()
+                except EngineStopped:
+                    raise _stopping() from None
+                except asyncio.CancelledError:
+                    raise ApiError(499, "the client closed the request") from None
+                except Exception as exc:  # this request's batch failed; the server goes on
+                    raise ApiError(500, _failure(exc), kind="server_error") from None
+            if state.out_of_time():
+                raise _stopping()
+            if await request.is_disconnected():
+                raise ApiError(499, "the client closed the request")
+    finally:  # answered without a result, or the task cancelled: the rows stop decoding
+        if not future.done():
             job.cancelled.set()
-            raise ApiError(499, "the client closed the request")
+
+
+def _stopping() -> ApiError:
+    return ApiError(503, "the server is shutting down", kind="server_error")
 
 
 def _response(result: Any, duration: float, fields: RequestFields, prompts: Any) -> Any:

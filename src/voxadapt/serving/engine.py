@@ -16,26 +16,31 @@ import math
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from voxadapt.audio import AudioError
+from voxadapt.biasing import TermBias
 from voxadapt.decoding import (
     AudioItem,
     DecodeOptions,
-    TermBias,
     Transcriber,
     Transcript,
-    split_long_form,
-    stitch,
 )
+from voxadapt.longform import split_long_form, stitch
 from voxadapt.vad import VadOptions
 
 if TYPE_CHECKING:
     from voxadapt.alignment import Aligner
 
 log = logging.getLogger(__name__)
+
+# The bias cache: a request may bring 4000 characters of hotwords (serving.fields), so 64
+# distinct ones fill it; a server's own --bias-terms are part of every entry.
+MAX_BIAS_CACHE_CHARS = 256_000
+MAX_BIASES = 64
 
 
 class QueueFull(Exception):
@@ -105,12 +110,17 @@ class BatchingEngine:
         on_batch: Callable[[int], None] | None = None,
         select_adapter: Callable[[str | None], None] | None = None,
         aligner: Aligner | None = None,
+        max_bias_chars: int = MAX_BIAS_CACHE_CHARS,
     ) -> None:
         # Every item carries its request's language ("manifest" reads it per item), so
         # requests in different languages still share a batch.
         # Features are computed in this process (num_workers=0): forking DataLoader workers
         # from a threaded server can deadlock a child on a lock another thread held.
-        self.options = replace(options, language="manifest", batch_size=max_batch, num_workers=0)
+        # (a plain DecodeOptions: serve's own refuses a batch size or workers set by hand)
+        given = {name.name: getattr(options, name.name) for name in fields(DecodeOptions)}
+        self.options = DecodeOptions(
+            **{**given, "language": "manifest", "batch_size": max_batch, "num_workers": 0}
+        )
         self.transcriber = transcriber
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
@@ -127,7 +137,11 @@ class BatchingEngine:
         self._seconds_per_job = 0.0  # recent decoding time per request (moving average)
         self.stopped_rows = 0  # clips stopped mid-generation because their client left
         self._stopping = threading.Event()
-        self._biases: dict[tuple, TermBias] = {}
+        # per-request hotwords make a bias each: the most recently used are kept, at most
+        # max_bias_chars characters of terms in all (the newest is kept whatever its size)
+        self._biases: OrderedDict[tuple, TermBias] = OrderedDict()
+        self.max_bias_chars = max_bias_chars
+        self.bias_chars = 0  # characters of the cached biases' spellings
         self._thread = threading.Thread(target=self._run, name="voxadapt-engine", daemon=True)
         self._thread.start()
 
@@ -176,12 +190,15 @@ class BatchingEngine:
         with self._lock:
             self._pending -= count
 
-    def close(self, timeout_s: float = 30.0) -> None:
-        """Finish the jobs already queued, then stop the worker."""
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Finish the jobs already queued (cancelled ones are dropped), then stop the worker;
+        whether it stopped within `timeout_s`."""
         with self._lock:
-            self._stopping.set()
-            self._queue.put(_STOP)
+            if not self._stopping.is_set():
+                self._stopping.set()
+                self._queue.put(_STOP)
         self._thread.join(timeout_s)
+        return not self._thread.is_alive()
 
     # -------------------------------------------------------------------- worker
 
@@ -249,7 +266,7 @@ class BatchingEngine:
         if self.select_adapter is not None:
             self.select_adapter(batch[0].adapter)
         options = replace(self.options, context=batch[0].context)
-        bias = self._bias(batch[0])
+        bias = self.bias(batch[0])
 
         stopped: set[int] = set()
 
@@ -349,16 +366,23 @@ class BatchingEngine:
         delta, job.streamed = text[len(job.streamed) :], text
         job.on_delta(delta)
 
-    def _bias(self, job: Job) -> TermBias | None:
-        if not job.bias_key:
+    def bias(self, job: Job) -> TermBias | None:
+        """The job's bias, from the cache (most recently used first) or built and cached."""
+        key = job.bias_key
+        if not key:
             return None
-        if job.bias_key not in self._biases:
-            if len(self._biases) > 64:  # per-request hotwords: keep the cache bounded
-                self._biases.clear()
-            self._biases[job.bias_key] = TermBias.from_terms(
-                job.bias_terms, self.transcriber.prompts, job.bias_weight
-            )
-        return self._biases[job.bias_key]
+        if key in self._biases:
+            self._biases.move_to_end(key)
+            return self._biases[key]
+        bias = TermBias.from_terms(job.bias_terms, self.transcriber.prompts, job.bias_weight)
+        self._biases[key] = bias
+        self.bias_chars += bias_chars(key)
+        while len(self._biases) > 1 and (
+            self.bias_chars > self.max_bias_chars or len(self._biases) > MAX_BIASES
+        ):
+            oldest, _ = self._biases.popitem(last=False)
+            self.bias_chars -= bias_chars(oldest)
+        return bias
 
     @staticmethod
     def _finish(job: Job) -> EngineResult:
@@ -379,6 +403,13 @@ class BatchingEngine:
         for job in self._waiting:
             if not job.future.done():
                 job.future.set_exception(EngineStopped("the server is shutting down"))
+
+
+def bias_chars(key: tuple) -> int:
+    """The size of a cached bias: the characters of its terms' spellings (its token trie
+    grows with them)."""
+    terms = key[0] if key else ()
+    return sum(len(spelling) for spellings in terms for spelling in spellings)
 
 
 def _named(finished: EngineResult) -> str | None:

@@ -42,8 +42,11 @@ STREAM_FORMATS = ("json", "text")
 LOGPROB_FORMATS = ("json", "verbose_json")
 WORD_FORMATS = ("verbose_json", "srt", "vtt")
 MAX_PROMPT_CHARS = 2000
-MAX_KEYWORDS = 100  # keywords[] and hotwords together
-MAX_TERM_CHARS = 200
+# keywords[] and hotwords together: each term is a bias of its own, cached by the engine
+# (serving.engine.MAX_BIAS_CACHE_CHARS), so a request's share is bounded in characters too
+MAX_KEYWORDS = 100
+MAX_TERM_CHARS = 100  # "CT|씨티|컴퓨터 단층촬영": spellings of a term, together
+MAX_TERMS_CHARS = 4000
 # field -> the names it may arrive under (the official client writes lists as `name[]`)
 _LIST_FIELDS = {
     "timestamp_granularities": ("timestamp_granularities[]", "timestamp_granularities"),
@@ -211,6 +214,12 @@ def _request_terms(form: Any) -> list[list[str]]:
             )
         if any(len(term) > MAX_TERM_CHARS for term in given):
             raise FieldError(f"{param}: a term is longer than {MAX_TERM_CHARS} characters", param)
+        if sum(map(len, terms)) + sum(map(len, given)) > MAX_TERMS_CHARS:
+            raise FieldError(
+                f"{param}: at most {MAX_TERMS_CHARS} characters of terms (keywords[] and "
+                "hotwords together)",
+                param,
+            )
         terms += given
     return [spellings for term in terms if (spellings := term_spellings(term))]
 

@@ -19,22 +19,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voxadapt.adapters import ADAPTER_INFO, base_model_of, read_adapter_info
 from voxadapt.config import Config, option, save_config
 from voxadapt.decoding import DecodeOptions
 from voxadapt.errors import ConfigError, ModelError
 from voxadapt.evaluation import DecodeUsage, EvaluateConfig, run_evaluation
 from voxadapt.families import family_of, load_config
 from voxadapt.manifest import atomic_write
-from voxadapt.model import (
-    ADAPTER_INFO,
-    DTYPES,
-    QUANTIZATIONS,
-    base_model_of,
-    check_device,
-    read_adapter_info,
-)
+from voxadapt.model import DTYPES, QUANTIZATIONS, check_device
 from voxadapt.outputs import claim_outputs
-from voxadapt.scoring.intervals import paired_bootstrap
+from voxadapt.scoring.intervals import MIN_INTERVAL_SPEAKERS, paired_bootstrap
 from voxadapt.scoring.rows import read_references
 from voxadapt.text import SCORING_POLICIES
 from voxadapt.units import p_value, percent
@@ -253,7 +247,7 @@ def _compare(config: CompareConfig, out_dir: Path, systems: list[System]) -> Com
         json.dump(summary, handle, indent=2, ensure_ascii=False)
     report = None
     if config.report:
-        from voxadapt.report import write_compare_report
+        from voxadapt.report_html import write_compare_report
 
         report = write_compare_report(out_dir / "report.html", summary)
     save_config(config, out_dir / "compare_config.yaml")
@@ -336,7 +330,8 @@ def _verdict(best: str, row: dict[str, Any]) -> str:
         return f"{best} and {row['name']} have the same CER ({percent(row['cer'])})"
     if "ci95" not in versus:
         why = (
-            f"fewer than 5 speakers ({versus['too_few_speakers']}): no interval"
+            f"fewer than {MIN_INTERVAL_SPEAKERS} speakers ({versus['too_few_speakers']}): "
+            "no interval"
             if "too_few_speakers" in versus
             else "no bootstrap"
         )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -26,21 +25,21 @@ from typing import Any
 
 import torch
 
-from voxadapt.config import Config, option
-from voxadapt.errors import ConfigError, VoxadaptError
-from voxadapt.families import family_of
-from voxadapt.manifest import atomic_write, honour_umask
-from voxadapt.model import (
-    DTYPES,
+from voxadapt.adapters import (
     adapter_parts,
     base_model_of,
     check_base_model,
     is_peft_adapter,
     read_adapter_info,
-    resolve_dtype,
     writing_weights,
 )
+from voxadapt.config import Config, option
+from voxadapt.errors import ConfigError, VoxadaptError
+from voxadapt.families import family_of
+from voxadapt.manifest import atomic_write, honour_umask
+from voxadapt.model import DTYPES, resolve_dtype
 from voxadapt.outputs import claim_output_entry
+from voxadapt.staging import set_aside_path, staging_path
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +250,8 @@ def merged_model(
     """Base model in `dtype` (never quantized) with the adapter merged into every part it
     trained (projector, LLM, encoder: each LoRA layer becomes W + alpha/r * B @ A, a full
     projector replaces the base's)."""
-    from voxadapt.model import apply_adapter, load_model
+    from voxadapt.adapters import apply_adapter
+    from voxadapt.model import load_model
 
     model = load_model(model_id, quantization="none", device="cpu", dtype=dtype)
     model = apply_adapter(model, adapter)
@@ -352,7 +352,9 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
         out_dir.rmdir()
         staging.rename(out_dir)
         return
-    replaced = out_dir.with_name(f".{out_dir.name}.replaced-{os.getpid()}")
+    # named so that if this run dies before the swap is done, the next claim of the folder
+    # puts the earlier export back (or removes it once the new one is in place)
+    replaced = set_aside_path(out_dir.parent, out_dir.name)
     shutil.rmtree(replaced, ignore_errors=True)
     out_dir.rename(replaced)
     try:
@@ -420,7 +422,8 @@ def export(config: ExportConfig) -> ExportResult:
 def _export(
     config: ExportConfig, model_id: str, out_dir: Path, parts: tuple[str, ...]
 ) -> ExportResult:
-    staging = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    # a killed run's staging (GBs for a real model) is removed by the next claim of the folder
+    staging = staging_path(out_dir.parent, out_dir.name)
     shutil.rmtree(staging, ignore_errors=True)  # a dead run of this pid's number
     staging.mkdir()  # beside the claimed entry, in a folder the claim checked is writable
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import os
@@ -15,19 +14,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from voxadapt.audio import AudioError, AudioInfo, probe_many
 from voxadapt.config import Config, option, save_config
 from voxadapt.errors import NothingKeptError, SourceError
-from voxadapt.manifest import (
-    Utterance,
-    atomic_write,
-    current_umask,
-    language_problem,
-    write_jsonl,
+from voxadapt.manifest import Utterance, current_umask, language_problem
+from voxadapt.outputs import OutputClaim, claim_outputs
+from voxadapt.prepare_outputs import (
+    HIGH_REJECTED_SHARE,
+    REPORT_OUTPUTS,
+    SPLIT_OUTPUT_SUFFIXES,
+    OutputOptions,
+    StatsInputs,
+    check_rejected_share,
+    compute_stats,
+    nothing_to_train,
+    publish,
+    write_outputs,
 )
-from voxadapt.outputs import OutputClaim, claim_outputs, written_by
 from voxadapt.sources import FORMATS, PARSERS, SourceItem, SourceRejection
 from voxadapt.splits import (
     SPLIT_BY,
@@ -36,7 +39,6 @@ from voxadapt.splits import (
     speaker_from_path,
     speaker_rule_problems,
     split_utterances,
-    stratum_of,
 )
 from voxadapt.text import (
     TEXT_MODES,
@@ -45,27 +47,15 @@ from voxadapt.text import (
     normalize_transcript,
     transcript_variants,
 )
-from voxadapt.units import percent
 
 log = logging.getLogger(__name__)
 
-METADATA_BREAKDOWNS = ("role", "gender", "age", "region", "language")
 # Longer raw transcripts are rejected before normalization (25 s of speech is ~300
 # characters; markup may double that): a 100k-character label is a broken file, not speech.
 MAX_RAW_TEXT_CHARS = 5000
 # A segment may end this far past its recording (rounded times); it is clamped to the end.
 MAX_SEGMENT_OVERSHOOT_S = 0.5
 EMIT_FORMATS = ("nemo", "lhotse")
-# What a run may write in --out: per split, and the report of the run.
-SPLIT_OUTPUT_SUFFIXES = (
-    ".jsonl",
-    ".nemo.json",
-    ".lhotse_recordings.jsonl.gz",
-    ".lhotse_supervisions.jsonl.gz",
-)
-# A run that rejects more than this share of its input warns loudly (--max-rejected fails).
-HIGH_REJECTED_SHARE = 0.10
-REPORT_OUTPUTS = ("rejected.jsonl", "stats.json", "durations.png", "prepare_config.yaml")
 
 
 @dataclass
@@ -259,95 +249,8 @@ class PrepareResult:
     emitted: list[Path] = field(default_factory=list)  # --emit files (NeMo, Lhotse)
 
 
-def _rejection_record(rejection: SourceRejection) -> dict[str, Any]:
-    return {
-        "reason": rejection.reason,
-        "detail": rejection.detail,
-        "file": rejection.origin.file,
-        "line": rejection.origin.line,
-        "id": rejection.id,
-        "audio": str(rejection.audio) if rejection.audio else None,
-        "raw_text": rejection.raw_text,
-    }
-
-
 def _reject_item(item: SourceItem, reason: str, detail: str) -> SourceRejection:
     return SourceRejection(item.origin, reason, detail, item.raw_text, item.audio, item.id)
-
-
-def _distribution(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    array = np.asarray(values, dtype=np.float64)
-    return {
-        "min": float(array.min()),
-        "p05": float(np.percentile(array, 5)),
-        "median": float(np.median(array)),
-        "mean": float(array.mean()),
-        "p95": float(np.percentile(array, 95)),
-        "max": float(array.max()),
-    }
-
-
-def _compute_stats(
-    config: PrepareConfig,
-    splits: dict[str, list[Utterance]],
-    rejections: list[SourceRejection],
-    input_items: int,
-    probe: dict[str, Any],
-) -> dict[str, Any]:
-    kept = [u for split in SPLITS for u in splits[split]]
-    reasons = Counter(r.reason for r in rejections)
-    speakers = Counter(u.speaker for u in kept if u.speaker)
-    stats: dict[str, Any] = {
-        "source": str(Path(config.source).absolute()),
-        "format": config.source_format,
-        "input_items": input_items,
-        "kept": len(kept),
-        "rejected": len(rejections),
-        "rejected_by_reason": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "hours": sum(u.duration for u in kept) / 3600,
-        "splits": {
-            split: {
-                "utterances": len(items),
-                "hours": sum(u.duration for u in items) / 3600,
-                "speakers": len({u.speaker for u in items if u.speaker}),
-                **(
-                    {f"by_{config.stratify}": _value_counts(items, config.stratify)}
-                    if config.stratify
-                    else {}
-                ),
-            }
-            for split, items in splits.items()
-            if items or split == "train"
-        },
-        "duration_s": _distribution([u.duration for u in kept]),
-        "text_chars": _distribution([len(u.text) for u in kept]),
-        "sample_rates": dict(Counter(str(u.sample_rate) for u in kept)),
-        "channels": dict(Counter(str(u.channels) for u in kept)),
-        "speakers": {
-            "count": len(speakers),
-            "without_speaker": sum(1 for u in kept if not u.speaker),
-            "utterances_per_speaker": _distribution(list(speakers.values())),
-            "by_speaker": dict(sorted(speakers.items())),
-        },
-        "probe": probe,
-        "metadata_fields": sorted({key for u in kept for key in u.metadata}),
-    }
-    for key in METADATA_BREAKDOWNS:
-        values = Counter(
-            str(u.language if key == "language" else u.metadata.get(key))
-            for u in kept
-            if (u.language if key == "language" else u.metadata.get(key)) is not None
-        )
-        if values:
-            stats[f"by_{key}"] = dict(sorted(values.items()))
-    return stats
-
-
-def _value_counts(utterances: list[Utterance], field: str) -> dict[str, int]:
-    values = Counter(stratum_of(u, field) or "(none)" for u in utterances)
-    return dict(sorted(values.items()))
 
 
 def _id_from_path(audio: Path, root: Path, ambiguous_stems: set[str]) -> str:
@@ -583,74 +486,22 @@ def _write_outputs(
     stats: dict[str, Any],
     probed_durations: list[float],
 ) -> list[str]:
-    """Write every output file into `staging`; return their names."""
-    from voxadapt.plots import plot_durations  # matplotlib import is slow; only here
-
-    names = [
-        f"{split}.jsonl"
-        for split in SPLITS
-        if split == "train" or getattr(config, f"{split}_size") or splits[split]
-    ]
-    for name in names:
-        write_jsonl(staging / name, splits[name.removesuffix(".jsonl")])
-    for name in list(names):
-        split = name.removesuffix(".jsonl")
-        if "nemo" in config.emit:
-            write_jsonl(staging / f"{split}.nemo.json", map(nemo_record, splits[split]))
-            names.append(f"{split}.nemo.json")
-        if "lhotse" in config.emit and splits[split]:
-            from voxadapt.sources.lhotse import write_lhotse
-
-            pair = [f"{split}.lhotse_{kind}.jsonl.gz" for kind in ("recordings", "supervisions")]
-            write_lhotse(splits[split], staging / pair[0], staging / pair[1])
-            names += pair
-    write_jsonl(staging / "rejected.jsonl", (_rejection_record(r) for r in rejections))
-    kept = [u for split in SPLITS for u in splits[split]]
-    stats["duration_histogram"] = plot_durations(
-        probed_durations,
-        [u.duration for u in kept],
-        staging / "durations.png",
+    """Every output file and the resolved config, in `staging`; returns their names."""
+    options = OutputOptions(
+        splits_written=[
+            split
+            for split in SPLITS
+            if split == "train" or getattr(config, f"{split}_size") or splits[split]
+        ],
+        emit=config.emit,
         min_duration_s=config.min_duration_s,
         max_duration_s=config.max_duration_s,
     )
-    with atomic_write(staging / "stats.json") as handle:
-        json.dump(stats, handle, ensure_ascii=False, indent=2)
+    names = write_outputs(staging, options, splits, rejections, stats, probed_durations)
     # SOURCE absolute: the saved config runs again from any folder (--config)
     resolved = replace(config, source=Path(config.source).absolute())
     save_config(resolved, staging / "prepare_config.yaml")
-    return [*names, *REPORT_OUTPUTS]
-
-
-def nemo_record(utterance: Utterance) -> dict[str, Any]:
-    """A NeMo ASR manifest line (NeMo reads audio_filepath, duration, text, offset; lang,
-    speaker and id ride along, and `prepare nemo` reads them back)."""
-    record: dict[str, Any] = {
-        "audio_filepath": utterance.audio,
-        "duration": utterance.duration,
-        "text": utterance.text,
-        "lang": utterance.language,
-        "id": utterance.id,
-    }
-    if utterance.offset is not None:
-        record["offset"] = utterance.offset
-    if utterance.speaker:
-        record["speaker"] = utterance.speaker
-    return record
-
-
-def _publish(staging: Path, out_dir: Path, names: list[str]) -> None:
-    """Move the finished outputs into `out_dir` (renames only: no write can fail midway)
-    and remove split files an earlier run made that this one did not."""
-    for name in names:
-        os.replace(staging / name, out_dir / name)
-    for split in SPLITS:
-        for path in (out_dir / f"{split}{suffix}" for suffix in SPLIT_OUTPUT_SUFFIXES):
-            if path.name not in names and path.exists():
-                if not written_by(out_dir, path.name, "prepare"):  # never what it cannot
-                    log.warning("keeping %s: prepare did not write it as it is", path)
-                    continue  # show it wrote
-                log.info("removing stale %s from an earlier run", path)
-                path.unlink()
+    return names
 
 
 def prepare(config: PrepareConfig) -> PrepareResult:
@@ -702,9 +553,19 @@ def _prepare(config: PrepareConfig, out_dir: Path) -> PrepareResult:
         seed=config.seed,
         stratify=config.stratify,
     )
-    stats = _compute_stats(config, splits, rejections, input_items, probe_stats)
-    failing = not kept or not splits["train"]  # reported by _nothing_to_train instead
-    too_many_rejected = None if failing else _check_rejected_share(config, stats)
+    run = StatsInputs(
+        config.source, config.source_format, config.stratify, input_items, probe_stats
+    )
+    stats = compute_stats(run, splits, rejections)
+    failing = not kept or not splits["train"]  # reported by nothing_to_train instead
+    too_many_rejected = None
+    if not failing:
+        too_many_rejected = check_rejected_share(
+            stats,
+            max_rejected=config.max_rejected,
+            duration_bounds_s=(config.min_duration_s, config.max_duration_s),
+            out_dir=Path(config.out_dir),
+        )
     staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out_dir))
     staging.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700 folders
     try:
@@ -721,8 +582,8 @@ def _prepare(config: PrepareConfig, out_dir: Path) -> PrepareResult:
                     f"{too_many_rejected} (--max-rejected {config.max_rejected:g}); see "
                     f"{failed / 'rejected.jsonl'}; earlier outputs in {out_dir} are untouched"
                 )
-            raise _nothing_to_train(kept, stats, input_items, failed)
-        _publish(staging, out_dir, names)
+            raise nothing_to_train(kept, stats, input_items, failed)
+        publish(staging, out_dir, names)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     manifests = {n[:-6]: out_dir / n for n in names if n.endswith(".jsonl") and n[:-6] in SPLITS}
@@ -739,50 +600,4 @@ def _prepare(config: PrepareConfig, out_dir: Path) -> PrepareResult:
         out_dir / "durations.png",
         stats,
         emitted,
-    )
-
-
-def _check_rejected_share(config: PrepareConfig, stats: dict[str, Any]) -> str | None:
-    """Warn loudly when many input items were rejected; the message when --max-rejected
-    makes that a failure."""
-    if not stats["input_items"] or not stats["rejected"]:
-        return None
-    share = stats["rejected"] / stats["input_items"]
-    reasons = ", ".join(
-        f"{reason} {n}" for reason, n in list(stats["rejected_by_reason"].items())[:3]
-    )
-    message = (
-        f"{stats['rejected']} of {stats['input_items']} input items ({percent(share)}) were "
-        f"rejected ({reasons})"
-    )
-    if config.max_rejected is not None and share > config.max_rejected:
-        return message
-    if share > HIGH_REJECTED_SHARE:
-        hint = ""
-        if {"too_short", "too_long"} & set(stats["rejected_by_reason"]):
-            hint = (
-                f"; the duration bounds are {config.min_duration_s:g}-"
-                f"{config.max_duration_s:g} s (--min-duration, --max-duration)"
-            )
-        log.warning(
-            "%s: see %s%s; --max-rejected FRACTION fails the run instead",
-            ("MOST INPUT WAS REJECTED: " if share >= 0.5 else "") + message,
-            Path(config.out_dir) / "rejected.jsonl",
-            hint,
-        )
-    return None
-
-
-def _nothing_to_train(
-    kept: list[Utterance], stats: dict[str, Any], input_items: int, failed: Path
-) -> NothingKeptError:
-    where = f"see {failed / 'rejected.jsonl'}; earlier outputs in {failed.parent} are untouched"
-    if kept:
-        return NothingKeptError(
-            f"the train split is empty: all {len(kept)} kept utterances went to valid/test; "
-            f"lower --valid-size/--test-size ({where})"
-        )
-    summary = ", ".join(f"{reason}: {n}" for reason, n in stats["rejected_by_reason"].items())
-    return NothingKeptError(
-        f"all {input_items} input items were rejected ({summary or 'no input items'}); {where}"
     )

@@ -18,7 +18,13 @@ from voxadapt.config import Config, option, save_config
 from voxadapt.errors import ConfigError
 from voxadapt.manifest import Utterance, atomic_write
 from voxadapt.outputs import claim_outputs
-from voxadapt.scoring.rows import read_hypotheses, read_references, scored_row, write_scored
+from voxadapt.scoring.rows import (
+    disagreeing_references,
+    read_hypotheses,
+    read_references,
+    scored_row,
+    write_scored,
+)
 from voxadapt.scoring.terms import load_terms
 from voxadapt.text import SCORING_POLICIES, repetition_loop
 
@@ -59,6 +65,12 @@ class ScoreConfig(Config):
         "세 개 and 38.5도 = 삼십팔 점 오 도; recorded in metrics.json)",
         choices=tuple(SCORING_POLICIES),
         metavar="POLICY",
+    )
+    use_manifest_references: bool = option(
+        False,
+        help="score predictions whose own `reference` texts differ from the manifest's "
+        "(predictions of another version of the test set) against the manifest, with a "
+        "warning (default: refuse them)",
     )
 
     def problems(self) -> list[str]:
@@ -118,12 +130,16 @@ def score(config: ScoreConfig) -> ScoreResult:
     # every input is read and checked before --out is created
     utterances = read_references(config.manifest)
     truncated: set[str] = set()
-    hypotheses = read_hypotheses(config.hypotheses, utterances, truncated=truncated)
-    other = (
-        read_hypotheses(config.compare, utterances, "--compare")
-        if config.compare is not None
-        else None
+    references: dict[str, str] = {}
+    hypotheses = read_hypotheses(
+        config.hypotheses, utterances, truncated=truncated, references=references
     )
+    _check_references(config, config.hypotheses, references, utterances)
+    other = None
+    if config.compare is not None:
+        references = {}
+        other = read_hypotheses(config.compare, utterances, "--compare", references=references)
+        _check_references(config, config.compare, references, utterances)
     terms = load_terms(config.terms, config.normalize) if config.terms else None
     if not set(hypotheses) & {u.id for u in utterances}:
         raise ConfigError(
@@ -132,6 +148,30 @@ def score(config: ScoreConfig) -> ScoreResult:
         )
     with claim:
         return _score(config, claim.folder, utterances, (hypotheses, truncated), other, terms)
+
+
+def _check_references(
+    config: ScoreConfig, path: Path, references: dict[str, str], utterances: list[Utterance]
+) -> None:
+    """Refuse hypotheses whose rows carry other reference texts than the manifest under the
+    same ids (predictions of another test set); with --use-manifest-references, warn and
+    score them against the manifest."""
+    differ = disagreeing_references(references, utterances)
+    if not differ:
+        return
+    shared = sum(1 for u in utterances if u.id in references)
+    what = f"{len(differ)} of {shared} ids in {path} carry another reference than {config.manifest}"
+    example = f"e.g. {differ[0]!r}"
+    if not config.use_manifest_references:
+        raise ConfigError(
+            f"{what} ({example}): predictions of another test set? Score them against "
+            "this manifest anyway with --use-manifest-references"
+        )
+    log.warning(
+        "%s (%s): scored against the manifest's references (--use-manifest-references)",
+        what,
+        example,
+    )
 
 
 def _score(
@@ -172,6 +212,7 @@ def _score(
         "missing_hypotheses": len(missing),
         "unknown_hypotheses": len(unknown),
         "unknown_hypothesis_ids": unknown[:20],
+        "use_manifest_references": config.use_manifest_references,
     }
     metrics, metrics_path, report_path = write_scored(
         out_dir,

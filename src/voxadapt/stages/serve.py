@@ -14,19 +14,16 @@ duration and seconds of audio.
 from __future__ import annotations
 
 import logging
-import math
 import re
-import signal
 import socket
-import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from voxadapt.adapters import base_model_of, check_base_model, is_peft_adapter, read_adapter_info
 from voxadapt.config import option
 from voxadapt.decoding import DecodeOptions, ModelChoice, Transcriber
 from voxadapt.errors import ConfigError, ModelError
 from voxadapt.families import family_of
-from voxadapt.model import base_model_of, check_base_model, is_peft_adapter, read_adapter_info
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +31,31 @@ log = logging.getLogger(__name__)
 # when their request ends (tests/test_architecture.py reads this declaration).
 WRITES_NO_FILES = True
 INSTALL = 'pip install "voxadapt[serve]"'
+
+
+@dataclass
+class ServeDecodeOptions(DecodeOptions):
+    """How requests are decoded: `DecodeOptions` less what a server sets itself. Batches
+    are the engine's (--max-batch); features are computed in the server's process (forked
+    workers can deadlock a threaded server); a request names its language, not a manifest."""
+
+    batch_size: int = option(16, help="set by --max-batch", cli=False)
+    language: str = option(
+        "ko",
+        help="the language of a request that names none: an ISO 639-1 code or 'auto' (the "
+        "model detects it)",
+        group="decoding",
+        shared=True,
+    )
+    num_workers: int = option(0, help="0: features are computed in the server", cli=False)
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        if self.batch_size != 16:  # a YAML `decode:` section written for another stage
+            found.append("batch_size does not apply to serve: --max-batch sets the batch")
+        if self.num_workers != 0:
+            found.append("num_workers does not apply to serve: features are computed in it")
+        return found
 
 
 @dataclass
@@ -104,7 +126,12 @@ class ServeConfig(ModelChoice):
         "redact` does, before it leaves the server (needs the redact extra)",
         group="server",
     )
-    max_batch: int = option(8, help="segments decoded together at most", group="server")
+    max_batch: int = option(
+        8,
+        help="the decoding batch: segments decoded together at most, from one request (a "
+        "long recording's) or several",
+        group="server",
+    )
     max_wait_ms: float = option(
         30.0, help="how long a request waits for others to share its batch", group="server"
     )
@@ -115,10 +142,22 @@ class ServeConfig(ModelChoice):
     max_audio_s: float = option(3600.0, help="longest audio in seconds (413 above)", group="server")
     grace_s: float = option(
         30.0,
-        help="on SIGTERM, seconds to finish the requests in flight before exiting",
+        help="on SIGTERM or Ctrl-C, seconds for the requests in flight to finish; then "
+        "they are cancelled (503) and the server exits",
         group="server",
     )
-    decode: DecodeOptions = option(help="decoding options", default_factory=DecodeOptions)
+    header_timeout_s: float = option(
+        10.0,
+        help="seconds a client has to send a request's headers (408 and closed after)",
+        group="server",
+    )
+    body_timeout_s: float = option(
+        30.0,
+        help="seconds an upload may stall between two of its pieces (closed after)",
+        group="server",
+    )
+    # a plain DecodeOptions is taken too (the Python API): the engine sets what serve's omits
+    decode: ServeDecodeOptions = option(help="decoding options", default_factory=ServeDecodeOptions)
 
     def __post_init__(self) -> None:
         if isinstance(self.adapter, (str, Path)):  # one adapter, as other stages take it
@@ -213,7 +252,7 @@ class ServeConfig(ModelChoice):
         for name in ("max_wait_ms", "grace_s"):
             if getattr(self, name) < 0:
                 found.append(f"{name} must be >= 0")
-        for name in ("max_upload_mb", "max_audio_s"):
+        for name in ("max_upload_mb", "max_audio_s", "header_timeout_s", "body_timeout_s"):
             if not getattr(self, name) > 0:
                 found.append(f"{name} must be > 0")
         root = self.root_path
@@ -273,7 +312,7 @@ def _allowed_hosts(config: ServeConfig) -> tuple[str, ...] | None:
     its --host and --allowed-host."""
     if config.api_key_file is not None or not _loopback(config.host):  # --insecure: any
         return None
-    from voxadapt.serving.app import LOOPBACK_HOSTS
+    from voxadapt.serving.guards import LOOPBACK_HOSTS
 
     host = f"[{config.host}]" if ":" in config.host else config.host
     names = {*LOOPBACK_HOSTS, host, *config.allowed_host}
@@ -340,40 +379,41 @@ def build_server(config: ServeConfig):
     return build_app(settings, config.load_transcriber, config.grace_s, load_aligner), served
 
 
+def uvicorn_config(app, config: ServeConfig):
+    """uvicorn's configuration of the server: its address, limits and grace period."""
+    from voxadapt.serving.connections import server_config
+
+    return server_config(
+        app,
+        host=config.host,
+        port=config.port,
+        grace_s=config.grace_s,
+        header_timeout_s=config.header_timeout_s,
+        body_timeout_s=config.body_timeout_s,
+        root_path=config.root_path,
+    )
+
+
 def serve(config: ServeConfig) -> ServeResult:
-    """Run the server until SIGTERM or Ctrl-C; requests in flight finish first."""
-    import uvicorn
+    """Run the server until SIGTERM (exit 0) or Ctrl-C (KeyboardInterrupt, exit 130); the
+    requests in flight get --grace-s to finish, and the uploads folder is removed."""
+    from voxadapt.serving.connections import StoppingServer
 
     _check_port(config.host, config.port)  # before anything loads or is created
     app, served = build_server(config)
     url = f"http://{config.host}:{config.port}"
     log.info("serving %s at %s (the model loads in the background; GET /health)", served, url)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=config.host,
-            port=config.port,
-            access_log=False,  # our own access log: no file names, no transcripts
-            log_level="warning",
-            timeout_graceful_shutdown=max(1, math.ceil(config.grace_s)),
-            lifespan="on",
-            root_path=config.root_path,
-        )
-    )
-    # uvicorn handles SIGTERM (stop accepting, finish the requests in flight) and then
-    # re-raises it to the previous handler: a quiet one makes that a clean exit 0.
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, lambda *_: None) if in_main else None
     state = app.serving
+    server = StoppingServer(uvicorn_config(app, config), state, config.grace_s)
     # a model that cannot load ends the server with its reason (not 503 forever)
     state.on_load_error = lambda: setattr(server, "should_exit", True)
     try:
         if state.load_error is None:
             server.run()
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
+    finally:  # also when uvicorn did not get to its own shutdown
+        state.close(config.grace_s + 30)
     if state.load_error is not None:
-        state.close(0)
         raise ModelError(f"the model could not be loaded: {state.load_error}")
+    if server.interrupted():
+        raise KeyboardInterrupt  # the CLI's "interrupted", exit 130
     return ServeResult(url, served)

@@ -25,13 +25,19 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from voxadapt.adapters import (
+    load_weights,
+    model_fingerprint,
+    save_adapter,
+    swap_in,
+    writing_weights,
+)
 from voxadapt.audio import AudioError
 from voxadapt.config import load_yaml, save_config, to_jsonable
 from voxadapt.data import IGNORE_INDEX, Collator, TranscriptionDataset
 from voxadapt.decoding import (
     MANIFEST_LANGUAGE,
     AudioItem,
-    AudioProgress,
     FeatureSource,
     Transcriber,
     ignore_stop_signals,
@@ -40,6 +46,7 @@ from voxadapt.errors import ConfigError, VoxadaptError
 from voxadapt.families import VOXTRAL, load_frontend
 from voxadapt.features import FeatureStore
 from voxadapt.identity import changes, file_digest, model_identity, read_identity, write_identity
+from voxadapt.longform import AudioProgress
 from voxadapt.manifest import (
     Utterance,
     atomic_write,
@@ -55,12 +62,8 @@ from voxadapt.model import (
     format_audit,
     input_dtype,
     load_model,
-    load_weights,
-    model_fingerprint,
     parameter_audit,
     resolve_dtype,
-    save_adapter,
-    writing_weights,
 )
 from voxadapt.outputs import OutputClaim, claim_outputs
 from voxadapt.progress import progress
@@ -530,11 +533,16 @@ class Trainer:
             "samples_per_second": samples / elapsed,
         }
         self._log_record(record)
-        # the bar's postfix on a terminal; the periodic progress line elsewhere
-        self.progress.note(
+        summary = (
             f"loss {loss_value:.4f}, lr {record['learning_rate']:.2e}, "
             f"grad_norm {record['grad_norm']:.3f}, {record['samples_per_second']:.1f} samples/s"
         )
+        self.progress.note(summary)  # the bar's postfix on a terminal
+        if self.dist.main and self.progress.bar is None:
+            # In a log file every --logging-steps record is a line, as the HF Trainer prints
+            # its loss dicts; the periodic progress line (ETA) comes on its own interval.
+            epoch = self.state.epoch + self.state.micro_batches_in_epoch / self.micro_per_epoch
+            log.info("step %d/%d, epoch %.2f: %s", step, self.total_steps, epoch, summary)
         self._reset_window()
 
     def _log_record(self, record: dict[str, Any]) -> None:
@@ -637,28 +645,34 @@ class Trainer:
             return
         from safetensors.torch import save_file
 
-        path = self.last_dir
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = self.last_dir.with_name(self.last_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        with writing_weights(tmp):  # a full disk: one line; the earlier checkpoint stays
-            save_file(trainable_state(self.model), str(tmp / "trainable.safetensors"))
-            torch.save(
-                {
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                },
-                tmp / "optimizer.pt",
-            )
-            (tmp / "state.json").write_text(json.dumps(self.state.__dict__, indent=1), "utf-8")
-            save_config(self.config, tmp / "config.yaml")
+        weights = trainable_state(self.model)
+        # trainable weights + AdamW's two moments per weight: what the files will hold
+        needed = sum(t.nbytes for t in weights.values()) + sum(
+            t.nbytes
+            for state in self.optimizer.state.values()
+            for t in state.values()
+            if torch.is_tensor(t)
+        )
+        try:  # a full disk: one line; the partial checkpoint goes, the earlier one stays
+            with writing_weights(tmp, needed_bytes=needed):
+                save_file(weights, str(tmp / "trainable.safetensors"))
+                torch.save(
+                    {
+                        "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(),
+                    },
+                    tmp / "optimizer.pt",
+                )
+                (tmp / "state.json").write_text(json.dumps(self.state.__dict__, indent=1), "utf-8")
+                save_config(self.config, tmp / "config.yaml")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         honour_umask(tmp)
-        old = path.with_name(path.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if path.exists():
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(tmp, self.last_dir, self.last_dir.with_name(self.last_dir.name + ".old"))
         with atomic_write(self.output_dir / "trainer_state.json") as handle:
             json.dump(self.state.__dict__, handle, indent=1)
 

@@ -4,56 +4,41 @@ text, SRT or WebVTT (several of them from one decode)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
-import shutil
-import sys
-import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from voxadapt.adapters import base_model_of
 from voxadapt.alignment import add_words
 from voxadapt.audio import AUDIO_SUFFIXES, AudioError, probe_audio
 from voxadapt.config import option
-from voxadapt.decoding import (
-    AudioItem,
-    AudioProgress,
-    DecodeOptions,
-    ModelChoice,
-    Transcript,
-    split_long_form,
-    stitch,
-)
-from voxadapt.errors import ConfigError, VoxadaptError
-from voxadapt.manifest import (
-    Utterance,
-    atomic_write,
-    iter_jsonl,
-)
-from voxadapt.model import base_model_of
+from voxadapt.decoding import AudioItem, DecodeOptions, ModelChoice, Transcript
+from voxadapt.errors import VoxadaptError
+from voxadapt.longform import AudioProgress, split_long_form, stitch
+from voxadapt.manifest import Utterance, iter_jsonl
 from voxadapt.outputs import OutputClaim, claim_output_file, claim_outputs
 from voxadapt.redact import Redactor
-from voxadapt.scoring.rows import FAILED_MARK
-from voxadapt.subtitles import clip_stems, cue_file, transcript_text
+from voxadapt.transcript_files import (
+    CLIP_SUFFIXES,
+    CUE_FORMATS,
+    INPUTS_INDEX,
+    OUTPUT_FORMATS,
+    OutputPlan,
+    check_earlier_inputs,
+    check_txt_ids,
+    is_folder,
+    plan_outputs,
+    write_transcripts,
+)
 
 log = logging.getLogger(__name__)
 
-# One file for all inputs: every field and flag (jsonl), or `id<TAB>text` lines (txt), which
-# `voxadapt score` reads back.
-FILE_FORMATS = ("jsonl", "txt")
-# One file per input: the transcript alone (text, whisper's txt) or subtitles (srt, vtt).
-CLIP_SUFFIXES = {"text": ".txt", "srt": ".srt", "vtt": ".vtt"}
-CUE_FORMATS = ("srt", "vtt")  # one cue per segment, wrapped by --max-line-width/-count
-OUTPUT_FORMATS = (*FILE_FORMATS, *CLIP_SUFFIXES)
-# With several formats --out is a folder; the one-file formats get these names in it.
-FOLDER_FILES = {"jsonl": "transcripts.jsonl", "txt": "transcripts.txt"}
-# The row field that names a clip's file of each per-input format (`text` is the transcript).
-CLIP_FILE_FIELDS = {"text": "text_file", "srt": "srt", "vtt": "vtt"}
 # Without --format, --out's suffix names the format (any other suffix: jsonl).
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".txt": "txt", ".srt": "srt", ".vtt": "vtt"}
+# Exit status of a run in which some inputs failed (all failing: 1, an error).
+SOME_FAILED = 3
 
 
 @dataclass
@@ -70,14 +55,18 @@ class TranscribeConfig(ModelChoice):
         None,
         help="one format: the output file (x.jsonl, x.txt; x.srt, x.vtt or, with --format "
         "text, x.txt for one input) or the folder of the per-input files; several formats: "
-        "a folder holding transcripts.jsonl, transcripts.txt and <clip>.txt/.srt/.vtt; "
-        "default: standard output",
+        "a folder holding transcripts.jsonl, transcripts.txt and <clip>.txt/.srt/.vtt, named "
+        "by the input's file name (a folder's files: by their path in it; a manifest's rows: "
+        "by id); two inputs that would get one name (day1/REC001.wav, day2/REC001.wav) are "
+        "refused before decoding; default: standard output",
         metavar="PATH",
     )
     format: str | None = option(
         None,
-        help="jsonl (every field and flag), txt (id<TAB>text lines, read by score), text (the "
-        "transcript only, one .txt per input), srt or vtt (subtitles, one file per input); "
+        help="jsonl (every field and flag; a failed input: a row with `error` and `detail`), "
+        "txt (id<TAB>text lines, read by score; a failed input: id<TAB>[error: reason]), "
+        "text (the transcript only, one .txt per input), srt or vtt (subtitles, one file per "
+        "input; silence gives a file without cues; a failed input has no file); "
         "several separated by commas (srt,vtt,jsonl), or all; default: from --out's suffix "
         "(.txt: txt, .srt, .vtt, else jsonl), txt on standard output",
         metavar="FORMATS",
@@ -102,6 +91,21 @@ class TranscribeConfig(ModelChoice):
         help="replace identifiers (names, phone and resident numbers, addresses...) in every "
         "transcript, segment and word by typed tags before anything is written, as "
         "`voxadapt redact` does (needs the redact extra)",
+    )
+    overwrite: bool = option(
+        False,
+        help="replace per-input files in --out that an earlier run wrote for another input "
+        "of the same name (day1/REC001.wav's REC001.srt, now for day2/REC001.wav); without "
+        "it such a run is refused before decoding",
+        invocation=True,
+    )
+    allow_failures: bool = option(
+        False,
+        help="exit 0 when some inputs failed (missing or unreadable audio, a bad manifest "
+        "line); without it such a run exits 3 (all failing: 1). Failed inputs are "
+        "id<TAB>[error: reason] lines in txt, rows with `error` and `detail` in jsonl, and "
+        "get no text/srt/vtt file",
+        invocation=True,
     )
     decode: DecodeOptions = option(help="decoding options", default_factory=DecodeOptions)
 
@@ -172,7 +176,7 @@ def _output_problems(out: Path | None, formats: list[str]) -> list[str]:
                 f"FILE{CLIP_SUFFIXES[shown]} for one input"
             ]
         return []
-    if out.suffix.lower() not in SUFFIX_FORMATS or out.is_dir():
+    if out.suffix.lower() not in SUFFIX_FORMATS or is_folder(out):
         return []  # a folder name
     if len(formats) > 1:
         return [
@@ -192,6 +196,15 @@ class TranscribeResult:
     rows: list[dict[str, Any]]  # one per input item, in input order
     n_errors: int
     output: Path | None
+    rows_file: Path | None = None  # the jsonl/txt file holding the failed inputs' rows
+    allow_failures: bool = False  # --allow-failures: failed inputs do not change the exit
+
+    @property
+    def exit_status(self) -> int:
+        """0: all transcribed (or --allow-failures); 3: some inputs failed; 1: all did."""
+        if self.n_errors >= len(self.rows):
+            return 1
+        return SOME_FAILED if self.n_errors and not self.allow_failures else 0
 
 
 def collect_inputs(inputs: Sequence[Path]) -> tuple[list[AudioItem], list[dict[str, Any]]]:
@@ -284,133 +297,6 @@ def transcript_row(
     return row
 
 
-@dataclass
-class OutputPlan:
-    """Where each format goes, decided before any decoding."""
-
-    formats: list[str]
-    to: str  # "stdout", "file" (--out is the one output file) or "folder"
-    files: dict[str, str] = field(default_factory=dict)  # jsonl/txt -> its file name
-    # text/srt/vtt -> one file name per audio item, in item order
-    clip_files: dict[str, list[str]] = field(default_factory=dict)
-
-    @property
-    def names(self) -> list[str]:
-        """Every file this run may write, in the order they are moved into place."""
-        clip_names = [name for names in self.clip_files.values() for name in names]
-        return [*clip_names, *self.files.values()]
-
-
-def plan_outputs(
-    config: TranscribeConfig, formats: list[str], items: list[AudioItem], n_inputs: int
-) -> OutputPlan:
-    """How --out holds the formats, for `n_inputs` inputs (failed ones included):
-
-    - no --out, or `-`: the one format on standard output;
-    - jsonl or txt alone: --out is that file;
-    - text, srt or vtt alone with --out named like its file (x.txt, x.srt, x.vtt): exactly
-      that file, for one input (several: ConfigError, give a folder);
-    - else --out is a folder: transcripts.jsonl, transcripts.txt and <clip>.txt|.srt|.vtt.
-    """
-    out = config.out
-    if out is None or str(out) == "-":
-        return OutputPlan(formats, "stdout")
-    if len(formats) == 1 and formats[0] in FILE_FORMATS:
-        return OutputPlan(formats, "file", files={formats[0]: out.name})
-    if len(formats) == 1 and out.suffix.lower() == CLIP_SUFFIXES[formats[0]] and not out.is_dir():
-        if n_inputs > 1:
-            raise ConfigError(
-                f"--out {out} names one file, but --format {formats[0]} writes one file per "
-                f"input and {n_inputs} inputs were given: give a folder, e.g. --out "
-                f"{out.parent / out.stem}/"
-            )
-        return OutputPlan(formats, "file", clip_files={formats[0]: [out.name]})
-    files = {fmt: FOLDER_FILES[fmt] for fmt in formats if fmt in FILE_FORMATS}
-    clip_formats = [fmt for fmt in formats if fmt in CLIP_SUFFIXES]
-    # A clip called `transcripts` must not get the name of transcripts.txt (it gets ~2).
-    reserved = [Path(FOLDER_FILES["txt"]).stem] if "txt" in files and "text" in clip_formats else []
-    # a file named on the command line is named by its file name (`clips/ko_001.wav` ->
-    # ko_001.srt); a folder's files by their path inside it; manifest rows by their id
-    named = [str(Path(item.id).absolute()) if item.named_file else item.id for item in items]
-    stems = clip_stems(named, reserved)
-    clip_files = {fmt: [stem + CLIP_SUFFIXES[fmt] for stem in stems] for fmt in clip_formats}
-    return OutputPlan(formats, "folder", files, clip_files)
-
-
-def _text_line(row: dict[str, Any]) -> str:
-    """`id<TAB>text`, which `score` reads back exactly (the id may hold spaces); a failed
-    input is `id<TAB>[error: reason]`. Line breaks inside a transcript become spaces."""
-    ident = str(row["id"])
-    check_txt_ids([ident])
-    if row.get("text") is None:
-        return f"{ident}\t{FAILED_MARK}{row['error']}]"
-    return f"{ident}\t{' '.join(row['text'].split())}"
-
-
-def check_txt_ids(ids: Sequence[str]) -> None:
-    """VoxadaptError for an id the txt format cannot keep (a tab or line break in it)."""
-    for ident in ids:
-        if any(char in ident for char in "\t\n\r"):
-            raise VoxadaptError(
-                f"id {ident!r} holds a tab or line break, which the txt format cannot keep: "
-                "use --format jsonl"
-            )
-
-
-def render_transcripts(rows: list[dict[str, Any]], fmt: str) -> str:
-    """All rows as one file's text: JSONL (jsonl), `id<TAB>text` lines (txt), or the
-    transcripts alone, failed inputs left out (text)."""
-    if fmt == "jsonl":
-        return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    if fmt == "txt":
-        return "".join(_text_line(row) + "\n" for row in rows)
-    return "".join(transcript_text(row) for row in rows if row.get("text") is not None)
-
-
-def write_transcripts(
-    rows: list[dict[str, Any]],
-    item_rows: list[dict[str, Any]],
-    plan: OutputPlan,
-    claim: OutputClaim | None,
-    config: TranscribeConfig,
-) -> None:
-    """Write every format of `plan`: on standard output (no claim), or as files built in a
-    staging folder beside the outputs and then moved into place together, so a failed run
-    replaces nothing and leaves no half set. item_rows: the rows of the audio items, in
-    item order; each names its per-input files (`srt`, `vtt`, `text_file`)."""
-    for fmt, names in plan.clip_files.items():
-        for row, name in zip(item_rows, names, strict=True):
-            if row.get("text") is not None:
-                row[CLIP_FILE_FIELDS[fmt]] = name
-    if claim is None:
-        sys.stdout.write(render_transcripts(rows, plan.formats[0]))
-        sys.stdout.flush()
-        return
-    layout = {"max_line_width": config.max_line_width, "max_line_count": config.max_line_count}
-    staging = Path(tempfile.mkdtemp(prefix=".transcribe-", dir=claim.folder))
-    try:
-        written = []
-        for fmt, names in plan.clip_files.items():
-            for row, name in zip(item_rows, names):
-                if row.get("text") is None:
-                    continue  # a failed input has no file; its error is in the rows
-                text = transcript_text(row) if fmt == "text" else cue_file(row, fmt, **layout)
-                _write_text(staging / name, text)
-                written.append(name)
-        for fmt, name in plan.files.items():
-            _write_text(staging / name, render_transcripts(rows, fmt))
-            written.append(name)
-        for name in written:
-            os.replace(staging / name, claim.path(name))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_write(path) as handle:  # synced, with the umask's mode
-        handle.write(text)
-
-
 def _claim(
     config: TranscribeConfig, plan: OutputPlan, items: list[AudioItem]
 ) -> OutputClaim | None:
@@ -421,13 +307,15 @@ def _claim(
     inputs = [*config.inputs, *(item.audio for item in items)]
     if plan.to == "file":
         return claim_output_file("transcribe", config.out, inputs=inputs)
-    return claim_outputs(
-        "transcribe", config.out, names=plan.names, inputs=inputs, shared_folder=True
-    )
+    # the index of which input each per-input file holds is claimed (and locked) with them
+    names = [*plan.names, INPUTS_INDEX] if plan.clip_files else plan.names
+    return claim_outputs("transcribe", config.out, names=names, inputs=inputs, shared_folder=True)
 
 
 def transcribe(config: TranscribeConfig) -> TranscribeResult:
-    """Transcribe every input; bad files are reported in their rows, the rest transcribed."""
+    """Transcribe every input; bad files are reported in their rows, the rest transcribed.
+    Everything about the outputs is checked before the model loads; a file that cannot be
+    written is reported (VoxadaptError) after the others are."""
     formats = output_formats(config)
     config = replace(config, model=base_model_of(config.model, config.adapter))
     config.check_adapter_base()
@@ -439,17 +327,43 @@ def transcribe(config: TranscribeConfig) -> TranscribeResult:
     if "txt" in formats:  # before any decoding: a format that cannot hold the ids is refused
         check_txt_ids([str(row["id"]) for row in errors] + [item.id for item in items])
     # Before any decoding: a bad --out must not cost it.
-    plan = plan_outputs(config, formats, items, n_inputs=len(items) + len(errors))
+    plan = plan_outputs(config.out, formats, items, n_inputs=len(items) + len(errors))
     claim = _claim(config, plan, items)
+    if claim is not None and plan.to == "folder" and not config.overwrite:
+        check_earlier_inputs(claim, plan, items)
     # loaded before decoding: a missing extra must not cost it
     redactor = Redactor.load() if config.redact else None
     with claim or contextlib.nullcontext():
         rows = _transcribe(config, items, errors)
         if redactor is not None:
             rows = [redactor.redact_row(row)[0] for row in rows]
-        write_transcripts(rows, rows[len(errors) :], plan, claim, config)
+        failed = write_transcripts(
+            rows,
+            rows[len(errors) :],
+            plan,
+            claim,
+            items,
+            max_line_width=config.max_line_width,
+            max_line_count=config.max_line_count,
+        )
+    if failed:
+        shown = "; ".join(f"{name} ({reason})" for name, reason in failed.items())
+        raise VoxadaptError(
+            f"{len(failed)} output file{'s' if len(failed) > 1 else ''} could not be written "
+            f"to {claim.folder if claim else config.out}: {shown}; the others were written"
+        )
     n_errors = sum(1 for row in rows if row.get("text") is None)
-    return TranscribeResult(rows, n_errors, None if claim is None else config.out)
+    rows_file = None  # where the failed inputs' rows are, for the summary
+    if claim is not None and plan.files:
+        file_name = next(iter(plan.files.values()))
+        rows_file = Path(config.out) if plan.to == "file" else Path(config.out) / file_name
+    return TranscribeResult(
+        rows,
+        n_errors,
+        None if claim is None else config.out,
+        rows_file=rows_file,
+        allow_failures=config.allow_failures,
+    )
 
 
 def _transcribe(
@@ -459,7 +373,8 @@ def _transcribe(
     aligner = config.load_aligner()  # before decoding: a bad --aligner must not cost it
     decoded, segments = split_long_form(items, config.decode)
     results: dict[int, Transcript | AudioError] = {}
-    with AudioProgress(decoded, "transcribe") as progress:
+    # counted in seconds of the recordings (their silence included), not of speech decoded
+    with AudioProgress(items, "transcribe", segments=segments) as progress:
         for batch in transcriber.transcribe(decoded, config.decode, on_token=progress.token):
             for item, result in batch:
                 results[id(item)] = result
