@@ -187,7 +187,7 @@ def test_a_file_that_cannot_be_written_does_not_cost_the_others(tiny_model, tmp_
     assert json.loads((out / INPUTS_INDEX).read_text())["files"] == {
         "b.srt": str(inputs[1].resolve())
     }
-    assert not [p for p in out.iterdir() if p.name.startswith(".transcribe-")]  # no staging
+    assert not [p for p in out.iterdir() if p.name.startswith(".voxadapt-staging-")]  # no staging
 
 
 def test_some_failed_inputs_exit_3_unless_allowed(tiny_model, tmp_path, capsys):

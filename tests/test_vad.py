@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import logging
 import re
 
 import numpy as np
@@ -139,7 +140,9 @@ def test_short_clips_are_not_split(tiny_model):
 
 
 @pytest.mark.slow
-def test_evaluate_scores_a_long_reference_through_long_form(consultation, tiny_model, tmp_path):
+def test_evaluate_scores_a_long_reference_through_long_form(
+    consultation, tiny_model, tmp_path, caplog
+):
     from voxadapt.manifest import Utterance, write_jsonl
     from voxadapt.stages.evaluate import EvaluateConfig, evaluate
 
@@ -160,6 +163,7 @@ def test_evaluate_scores_a_long_reference_through_long_form(consultation, tiny_m
             )
         ],
     )
+    caplog.set_level(logging.INFO, logger="voxadapt.progress")
     result = evaluate(
         EvaluateConfig(
             manifest=manifest,
@@ -173,6 +177,9 @@ def test_evaluate_scores_a_long_reference_through_long_form(consultation, tiny_m
     )
     [row] = [json.loads(line) for line in result.predictions.read_text().splitlines()]
     assert len(row["segments"]) == len(starts)
+    # progress counts the recording's seconds, its pauses included, not the speech decoded
+    [final] = [r.message for r in caplog.records if r.message.startswith("evaluate:")][-1:]
+    assert f"{duration:.1f}/{duration:.1f} s audio (100%)" in final
     transcribed = transcribe(
         TranscribeConfig(inputs=[path], model=str(tiny_model), quantization="none", decode=FAST)
     ).rows[0]

@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
 
 from voxadapt.config import model_reference
 from voxadapt.errors import ConfigError, ModelError
@@ -318,6 +316,7 @@ def apply_adapter(model: nn.Module, adapter_dir: Path, name: str = "default") ->
     """Put a trained adapter onto a loaded base model: a PEFT adapter (any parts), or a full
     projector's weights. On a model that has PEFT adapters already, a PEFT adapter is added
     beside them under `name` (select it with `set_adapter(name)`)."""
+    import torch
     info = read_adapter_info(adapter_dir)
     if not is_peft_adapter(info):
         weights = load_weights(Path(adapter_dir) / "projector.safetensors")
@@ -360,6 +359,7 @@ def load_for_inference(
 ) -> tuple[nn.Module, str]:
     """Base model (+ adapter) in eval mode; quantization defaults to what the adapter trained
     with (nf4 without an adapter). Returns the model and the quantization used."""
+    import torch
     if quantization is None:
         quantization = read_adapter_info(adapter).get("quantization", "nf4") if adapter else "nf4"
     if quantization not in QUANTIZATIONS:

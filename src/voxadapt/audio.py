@@ -17,9 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import soundfile as sf
-import soxr
 
 from voxadapt.progress import progress
 
@@ -85,6 +82,7 @@ def probe_audio(path: Path, *, full_decode: bool = False) -> AudioInfo:
     ``non_finite_samples``, ``no_audio_stream`` (a video or data file without sound) or
     ``unsupported_audio_format`` (a codec this FFmpeg build cannot decode).
     """
+    import soundfile as sf
     path = Path(path)
     if not path.is_file():
         raise AudioError("missing_audio", f"audio file not found: {path}")
@@ -119,6 +117,8 @@ def probe_audio(path: Path, *, full_decode: bool = False) -> AudioInfo:
 
 def _validate_samples(path: Path) -> int:
     """Decode the whole file in blocks; return the true frame count, reject NaN/inf."""
+    import numpy as np
+    import soundfile as sf
     frames = 0
     try:
         for block in sf.blocks(str(path), blocksize=_DECODE_BLOCK_FRAMES, dtype="float32"):
@@ -195,6 +195,9 @@ def load_audio(
     its own to re-encode into, so no re-encoding step follows: the decoded waveform is the
     reference, and features computed from it match whatever reads the same decoder output.
     """
+    import numpy as np
+    import soundfile as sf
+    import soxr
     path = Path(path)
     if path.suffix.lower() in CONTAINER_AUDIO_SUFFIXES:
         return _load_container(path, sample_rate, speed, offset, duration)
@@ -240,6 +243,7 @@ def read_blocks(
     rate `rate`, so memory does not grow with the recording's length. Raises AudioError
     (while iterating) if the file cannot be read.
     """
+    import soundfile as sf
     path = Path(path)
     if path.suffix.lower() in CONTAINER_AUDIO_SUFFIXES:
         yield from _container_blocks(path, block_s, offset, duration)
@@ -399,6 +403,7 @@ def _container_blocks(
     the decoder without its pre-roll, so the segment would not be the samples a full
     decode gives; decoding (not keeping) what comes before the offset costs time instead.
     """
+    import numpy as np
     with _open_container(path) as (container, stream):
         position, rate, start, stop = 0, 0, 0, None
         pending: list[np.ndarray] = []
@@ -445,6 +450,8 @@ def _container_blocks(
 def _load_container(
     path: Path, sample_rate: int, speed: float, offset: float | None, duration: float | None
 ) -> np.ndarray:
+    import numpy as np
+    import soxr
     blocks, rates = [], []
     for block, rate in _container_blocks(path, 30.0, offset, duration):
         blocks.append(block)
@@ -463,6 +470,7 @@ def _probe_container(path: Path, full_decode: bool) -> AudioInfo:
     """Probe a container: its index gives the length where it has one (the first frame is
     decoded to prove the codec and learn the true rate: HE-AAC doubles the header's);
     otherwise, or with `full_decode`, every sample is decoded, counted and checked."""
+    import numpy as np
     with _open_container(path) as (container, stream):
         frames, rate, channels, decoded, trim = 0, 0, 0, True, None
         for planes, frame_rate in _decoded_frames(container, stream, path):
@@ -505,6 +513,7 @@ _STORED_CONTAINER_SUFFIXES = {
 def container_suffix(data: bytes) -> str:
     """The suffix to store audio bytes that only PyAV reads under (".m4a", ".mka", ...),
     after decoding them whole to prove them intact. Raises AudioError if they are not."""
+    import numpy as np
     label = Path("audio bytes")
     with _open_container(label, data) as (container, stream):
         frames = 0

@@ -88,7 +88,7 @@ examples:
 EVALUATE_EPILOG = """\
 Outputs in --out: predictions.jsonl (one row per utterance, written as batches finish),
 metrics.json, report.html, evaluate_config.yaml. After a crash or Ctrl-C, the same command
-with --resume decodes only what is missing. Metrics are defined in the README.
+with --resume decodes only what is missing. Metrics are defined in docs/stages/evaluate.md.
 
 examples:
   voxadapt evaluate data/ko-med/test.jsonl --out runs/eval-base          # zero-shot baseline

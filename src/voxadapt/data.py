@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-from torch.utils.data import Dataset
 
 from voxadapt.audio import AudioError
 from voxadapt.augment import SpecAugmentOptions, augment_rng, spec_augment
@@ -52,8 +50,12 @@ class Example:
     utterance: Utterance
 
 
-class TranscriptionDataset(Dataset):
-    """Utterances as (prompt + target) token ids with labels masked over the prompt."""
+class TranscriptionDataset:
+    """Utterances as (prompt + target) token ids with labels masked over the prompt.
+
+    A map-style dataset (a DataLoader needs only `__len__` and `__getitem__`), not a
+    `torch.utils.data.Dataset` subclass, so that importing this module never imports torch.
+    """
 
     def __init__(
         self,
@@ -171,6 +173,7 @@ class Collator:
         self.pad_id = pad_id
 
     def __call__(self, examples: list[Example]) -> dict[str, Any]:
+        import torch
         width = max(len(e.input_ids) for e in examples)
         input_ids = torch.full((len(examples), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)

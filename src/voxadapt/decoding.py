@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.utils.data import DataLoader, Dataset
 
 from voxadapt.adapters import check_base_model, load_for_inference, read_adapter_info
 from voxadapt.audio import AudioError
@@ -226,7 +224,6 @@ def decode_cap(duration_s: float, tokens_per_s: float) -> int:
     return int(20 + tokens_per_s * duration_s)
 
 
-@torch.no_grad()
 def generate_batch(
     model: torch.nn.Module,
     prompts: Prompts,
@@ -250,6 +247,7 @@ def generate_batch(
     flag per row to stop it (a client that went away); `logprobs` records each generated
     token's log-probability (a softmax over the vocabulary per step: on a small model that
     costs as much as the step itself, so only when asked)."""
+    import torch
     n_chunks = {f.n_chunks for f in features}
     if len(n_chunks) != 1:
         raise ValueError("generate_batch takes clips of one chunk count")
@@ -276,7 +274,7 @@ def generate_batch(
         processors.append(recorder)
     if processors:
         kwargs["logits_processor"] = LogitsProcessorList(processors)
-    with autocast(device, autocast_dtype):
+    with torch.no_grad(), autocast(device, autocast_dtype):
         output = model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
@@ -322,6 +320,7 @@ class _StepCallback:
         self.on_token, self.watch, self.prompt_width = on_token, watch, prompt_width
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        import torch
         if self.on_token is not None:
             self.on_token()
         stop = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
@@ -332,10 +331,14 @@ class _StepCallback:
         return stop
 
 
-class FeatureSource(Dataset):
+class FeatureSource:
     """Features of audio items, by index: from the feature cache where it holds the clip,
     else computed from the audio file. Errors come back as values, so one unreadable file
-    never stops a DataLoader."""
+    never stops a DataLoader.
+
+    A map-style dataset (a DataLoader needs only `__len__` and `__getitem__`), not a
+    `torch.utils.data.Dataset` subclass, so that importing this module never imports torch.
+    """
 
     def __init__(
         self,
@@ -572,6 +575,7 @@ class Transcriber:
         the items being decoded and their generated ids after every step (streaming) and
         may stop some (see `generate_batch`); `logprobs`: record token log-probabilities.
         """
+        from torch.utils.data import DataLoader
         family = self.prompts.family
         problems = options.family_problems(family)
         for item in items:  # --language manifest: each record's own language

@@ -282,7 +282,7 @@ def _decode(
     results: dict[int, Transcript | AudioError] = {}
     with (
         predictions.open("a", encoding="utf-8") as handle,
-        AudioProgress(items, "evaluate") as progress,
+        AudioProgress(whole, "evaluate", segments=long_items) as progress,  # file seconds
     ):
         for batch in transcriber.transcribe(items, config.decode, source, progress.token):
             finished = []

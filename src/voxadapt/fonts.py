@@ -12,11 +12,8 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never a window
-import matplotlib.pyplot as plt
-from matplotlib import font_manager
+# matplotlib is imported where a plot needs it (plots.py picks the Agg backend): the report's
+# CSS and `voxadapt doctor` only look for the font file.
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +72,8 @@ def korean_font_family() -> str | None:
             "koreanize-matplotlib is not installed: Hangul in plots needs a Korean system font"
         )
         return None
+    from matplotlib import font_manager
+
     font_manager.fontManager.addfont(str(path))
     return font_manager.FontProperties(fname=path).get_name()
 
@@ -83,11 +82,13 @@ def korean_font_family() -> str | None:
 def plot_style() -> Iterator[None]:
     """Draw plots inside this: the Korean font first, matplotlib's own fonts for any glyph it
     lacks (matplotlib falls back per glyph). Global rcParams stay untouched."""
+    import matplotlib
+
     family = korean_font_family()
     sans = [family] if family else []
     rc = {
         "font.family": "sans-serif",
-        "font.sans-serif": [*sans, *plt.rcParams["font.sans-serif"]],
+        "font.sans-serif": [*sans, *matplotlib.rcParams["font.sans-serif"]],
         "axes.unicode_minus": False,  # NanumGothic has no U+2212: an ASCII minus on the axes
     }
     with matplotlib.rc_context(rc):

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
 
 from voxadapt.errors import ConfigError, ModelError
 from voxadapt.families import VOXTRAL, family_of, load_config
@@ -22,7 +20,9 @@ from voxadapt.families import VOXTRAL, family_of, load_config
 log = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("nf4", "int8", "none")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# Option value -> name of the torch dtype (looked up when a model loads: torch stays unimported
+# while the CLI builds its options).
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 PROJECTOR_MODES = ("lora", "full")
 PROJECTOR_NAME = "multi_modal_projector"
 AUDIO_TOWER_NAME = "audio_tower"
@@ -104,6 +104,7 @@ def module_paths(model: nn.Module) -> dict[str, list[str]]:
 
 def projector_linear_names(model: nn.Module) -> list[str]:
     """Full paths of the nn.Linear layers inside the projector (the LoRA targets)."""
+    from torch import nn
     projectors = module_paths(model)["projector"]
     names = [
         name
@@ -135,6 +136,7 @@ def lora_target_names(model: nn.Module, part: str, targets: Sequence[str]) -> li
     (`self_attn.q_proj`). Only layers inside the part are considered, so the encoder's and
     the LLM's `q_proj`s never catch each other; the LM head is never a target.
     """
+    from torch import nn
     paths = module_paths(model)
     roots = paths[PART_GROUPS[part]]
     names, matched = [], set()
@@ -224,15 +226,17 @@ def check_quantization(model: nn.Module, quantization: str) -> None:
 
 def resolve_dtype(name: str | None) -> torch.dtype | None:
     """torch dtype of a --dtype name (bf16/fp16/fp32); None stays None (the default)."""
+    import torch
     if name is None:
         return None
     if name not in DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}")
-    return DTYPES[name]
+    return getattr(torch, DTYPES[name])
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
     """bf16 on GPUs that support it, else fp16 on GPUs, fp32 on CPU."""
+    import torch
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
@@ -259,6 +263,7 @@ def load_model(
     attn_implementation: str | None = None,
 ) -> nn.Module:
     """Load the model (its family's class) with only the LLM quantized; verify the result."""
+    import torch
     model_class = family_of(model_id).model_class()
     device = torch.device(device)
     dtype = dtype or default_dtype(device)
@@ -370,6 +375,7 @@ class AuditRow:
 
 def parameter_audit(model: nn.Module) -> list[AuditRow]:
     """Trainable and total parameters per part: audio tower, projector, LLM, LM head."""
+    import torch
     paths = module_paths(model)
 
     def group_of(name: str) -> str:
@@ -475,6 +481,7 @@ def first_line(exc: BaseException) -> str:
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """Autocast to `dtype` on `device`, or nothing for None (fp32 models)."""
+    import torch
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
@@ -482,6 +489,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 def input_dtype(model: nn.Module) -> torch.dtype:
     """dtype the audio tower expects for input_features."""
+    import torch
     for name, parameter in model.named_parameters():
         if AUDIO_TOWER_NAME in name and parameter.is_floating_point():
             return parameter.dtype
@@ -490,12 +498,14 @@ def input_dtype(model: nn.Module) -> torch.dtype:
 
 def compute_dtype(model: nn.Module) -> torch.dtype | None:
     """Autocast dtype for 4-bit/8-bit models (their lm_head dtype), None for fp32 models."""
+    import torch
     dtype = next((p.dtype for n, p in model.named_parameters() if "lm_head" in n), torch.float32)
     return None if dtype == torch.float32 else dtype
 
 
 def check_device(name: str | None) -> list[str]:
     """Problems with a --device value (unknown kind, CUDA absent, index out of range)."""
+    import torch
     if name is None:
         return []
     try:

@@ -14,12 +14,11 @@ import os
 import random
 import re
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch.utils.data import Sampler
 
 from voxadapt.augment import SpecAugmentOptions, speed_factor_problems
 from voxadapt.config import Config, option
@@ -380,11 +379,18 @@ class TrainState:
     log_history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _cpu() -> torch.device:
+    import torch
+    import torch
+
+    return torch.device("cpu")
+
+
 @dataclass
 class Distributed:
     rank: int = 0
     world: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device = field(default_factory=_cpu)
 
     @property
     def main(self) -> bool:
@@ -393,6 +399,7 @@ class Distributed:
 
 def setup_distributed() -> Distributed:
     """Single process, or one of WORLD_SIZE processes started by torchrun/accelerate."""
+    import torch
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
@@ -408,26 +415,29 @@ def setup_distributed() -> Distributed:
 
 
 def all_reduce_sum(tensor: torch.Tensor, dist: Distributed) -> torch.Tensor:
+    import torch
     if dist.world > 1:
         torch.distributed.all_reduce(tensor)
     return tensor
 
 
 def all_reduce_mean(tensor: torch.Tensor, dist: Distributed) -> torch.Tensor:
+    import torch
     if dist.world > 1:
         torch.distributed.all_reduce(tensor)
         tensor /= dist.world
     return tensor
 
 
-class EpochSampler(Sampler[int]):
+class EpochSampler:
     """This rank's share of a seeded shuffle of one epoch, from example `start` on.
 
     Rank r takes every world-th example of the shuffle from the r-th on, so over all ranks
     every example is seen exactly once per epoch: nothing is repeated to even out the
     shares (a rank may get one example fewer, and an epoch's last micro-batch may be
     short). The order depends only on (seed, epoch), so a resumed run continues the same
-    sequence.
+    sequence. Any iterable of indices serves a DataLoader as its sampler, so this is not a
+    `torch.utils.data.Sampler` subclass (importing this module must not import torch).
     """
 
     def __init__(self, n: int, *, seed: int, epoch: int, dist: Distributed, start: int):
@@ -435,7 +445,7 @@ class EpochSampler(Sampler[int]):
         random.Random(seed * 1_000_003 + epoch).shuffle(order)
         self.indices = order[dist.rank :: dist.world][start:]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
 
     def __len__(self) -> int:
@@ -482,6 +492,7 @@ def label_positions_loss(
     predictions the loss ignores. Same value as the model's own loss (mean over label tokens);
     `reduction="sum"` gives the sum over label tokens (for token-exact accumulation).
     """
+    import torch
     labels = batch["labels"]
     width = labels.shape[1]
     first = int((labels != IGNORE_INDEX).int().argmax(dim=1).min())

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from voxadapt.errors import ConfigError, VoxadaptError
 from voxadapt.manifest import atomic_write
 from voxadapt.outputs import LEDGER, LOCK, OutputClaim, OutputConflict
 from voxadapt.scoring.rows import FAILED_MARK
+from voxadapt.staging import make_staging_dir
 from voxadapt.subtitles import clip_stem, cue_file, transcript_text, unique_stems
 
 # One file for all inputs: every field and flag (jsonl), or `id<TAB>text` lines (txt), which
@@ -273,7 +273,7 @@ def write_transcripts(
     staged: dict[str, Path] = {}  # final name -> its file in the staging folder
     clip_rows: dict[str, tuple[dict[str, Any], str]] = {}  # per-input file -> row, field
     written_for: dict[str, str] = {}  # per-input file -> the input it holds
-    staging = Path(tempfile.mkdtemp(prefix=".transcribe-", dir=claim.folder))
+    staging = make_staging_dir(claim.folder, "transcribe")  # a dead run's is swept
     try:
         for fmt, names in plan.clip_files.items():
             for index, (row, name) in enumerate(zip(item_rows, names)):

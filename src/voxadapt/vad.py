@@ -23,7 +23,6 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 SAMPLE_RATE = 16000
 FRAME_S = 0.03  # webrtcvad takes 10, 20 or 30 ms frames
@@ -61,6 +60,7 @@ def _detector(aggressiveness: int):
 
 def _frame_flags(vad, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(WebRTC speech flag, energy in dBFS) of each whole 30 ms frame of 16 kHz `samples`."""
+    import numpy as np
     frame = int(FRAME_S * SAMPLE_RATE)
     n = len(samples) // frame
     frames = samples[: n * frame].reshape(n, frame)
@@ -71,6 +71,7 @@ def _frame_flags(vad, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _gated(flags: np.ndarray, energy_db: np.ndarray) -> np.ndarray:
+    import numpy as np
     if not flags.any():
         return flags
     peak = float(np.percentile(energy_db, 95))
@@ -79,6 +80,7 @@ def _gated(flags: np.ndarray, energy_db: np.ndarray) -> np.ndarray:
 
 def _regions(speech: np.ndarray, min_pause_frames: int) -> list[list[int]]:
     """[start, end) frame runs of speech, merging gaps shorter than a real pause."""
+    import numpy as np
     regions: list[list[int]] = []
     for index in np.flatnonzero(speech):
         if regions and index - regions[-1][1] < min_pause_frames:
@@ -90,6 +92,7 @@ def _regions(speech: np.ndarray, min_pause_frames: int) -> list[list[int]]:
 
 def _split_long(region: list[int], energy: np.ndarray, max_frames: int) -> list[list[int]]:
     """Split a region longer than `max_frames` at its quietest frame (middle half first)."""
+    import numpy as np
     start, end = region
     if end - start <= max_frames:
         return [region]
@@ -148,6 +151,7 @@ def speech_segments_of_file(
     """`speech_segments` of an audio file (or its span `offset`..`offset + duration`),
     read and resampled block by block: memory does not grow with the recording's length.
     Raises AudioError if the file cannot be read."""
+    import numpy as np
     import soxr
 
     from voxadapt.audio import read_blocks

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from voxadapt.errors import ModelError, VoxadaptError
 from voxadapt.features import CompactFeatures, FeatureSpec
@@ -161,5 +160,6 @@ class ModelFamily:
 
     def meta_model(self, config: Any) -> torch.nn.Module:
         """The model of `config` on the meta device (no memory): audits and module paths."""
+        import torch
         with torch.device("meta"):
             return self.model_class()(config)

@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -17,7 +16,7 @@ from typing import Any
 from voxadapt.audio import AudioError, AudioInfo, probe_many
 from voxadapt.config import Config, option, save_config
 from voxadapt.errors import NothingKeptError, SourceError
-from voxadapt.manifest import Utterance, current_umask, language_problem
+from voxadapt.manifest import Utterance, language_problem
 from voxadapt.outputs import OutputClaim, claim_outputs
 from voxadapt.prepare_outputs import (
     HIGH_REJECTED_SHARE,
@@ -40,6 +39,7 @@ from voxadapt.splits import (
     speaker_rule_problems,
     split_utterances,
 )
+from voxadapt.staging import make_staging_dir
 from voxadapt.text import (
     TEXT_MODES,
     TextOptions,
@@ -566,8 +566,7 @@ def _prepare(config: PrepareConfig, out_dir: Path) -> PrepareResult:
             duration_bounds_s=(config.min_duration_s, config.max_duration_s),
             out_dir=Path(config.out_dir),
         )
-    staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out_dir))
-    staging.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700 folders
+    staging = make_staging_dir(out_dir, "prepare")  # a dead run's is swept by the claim
     try:
         names = _write_outputs(staging, config, splits, rejections, stats, probed_durations)
         failed = out_dir / "failed-run"

@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from voxadapt.outputs import OutputClaim, claim_outputs
 from voxadapt.redact import TAGS, Redactor, resolve_types
 from voxadapt.redact.engine import check_tag
 from voxadapt.redact.files import Document, read_document, redact_document
+from voxadapt.staging import make_staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def _audio_inputs(documents: list[Document]) -> list[str]:
 def _redact(
     config: RedactConfig, claim: OutputClaim, documents: list[Document], redactor: Redactor
 ) -> RedactResult:
-    staging = Path(tempfile.mkdtemp(prefix=".redact-", dir=claim.folder))
+    staging = make_staging_dir(claim.folder, "redact")  # a dead run's is swept
     try:
         records: list[dict[str, Any]] = []
         timed_rows: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []

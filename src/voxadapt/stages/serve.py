@@ -92,8 +92,8 @@ class ServeConfig(ModelChoice):
     )
     root_path: str = option(
         "",
-        help="the sub-path a reverse proxy serves this server under, e.g. /asr (see the "
-        "README on nginx/Caddy with TLS)",
+        help="the sub-path a reverse proxy serves this server under, e.g. /asr (see "
+        "docs/deployment.md on nginx/Caddy with TLS)",
         metavar="PATH",
         group="server",
     )
