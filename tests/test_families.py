@@ -125,3 +125,13 @@ def test_new_weights_in_the_same_model_folder_are_another_model(tiny_model, tmp_
     stat = weights.stat()
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # same size, rewritten
     assert model_identity(folder) != before
+
+
+def test_a_config_transformers_refuses_is_one_line(tiny_model, tmp_path):
+    from voxadapt.families import FamilyError, family_of
+
+    config = json.loads((tiny_model / "config.json").read_text())
+    config["text_config"]["hidden_size"] += 1  # not a multiple of the heads any more
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(FamilyError, match=r"cannot read the config of .*multiple"):
+        family_of(tmp_path)

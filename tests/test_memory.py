@@ -198,3 +198,13 @@ def test_the_docs_page_holds_the_table_the_code_renders():
     # every relative link of the page names a file that exists
     for target in re.findall(r"\]\((?!https?://|#)([^)#]+)", page):
         assert (DOCS_PAGE.parent / target).exists(), target
+
+
+def test_a_config_too_large_to_build_is_one_line(tiny_model, tmp_path):
+    import json
+
+    config = json.loads((tiny_model / "config.json").read_text())
+    config["text_config"]["hidden_size"] = 10**12
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="cannot be built"):
+        memory.model_shape(str(tmp_path))

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import unicodedata
 
 import pytest
 from rapidfuzz.distance import Levenshtein
@@ -273,6 +274,11 @@ def test_reference_check_ignores_only_surrounding_whitespace(manifest, tmp_path)
     texts = {u.id: u.text for u in read_manifest(manifest)}
     padded = _predictions_of(tmp_path / "padded.jsonl", {i: f"  {t}\n" for i, t in texts.items()})
     assert score(ScoreConfig(manifest, padded, tmp_path / "ok", bootstrap=0)).missing == []
+    # the same Hangul decomposed (NFD, as files saved on a Mac hold it) is the same text
+    nfd = {i: unicodedata.normalize("NFD", t) for i, t in texts.items()}
+    assert nfd != texts
+    decomposed = _predictions_of(tmp_path / "nfd.jsonl", nfd)
+    assert score(ScoreConfig(manifest, decomposed, tmp_path / "nfd", bootstrap=0)).missing == []
     # the scoring normalization would call these equal; the stored texts are not
     inner = {**texts, "u2": texts["u2"].replace(" ", "  ")}
     spaced = _predictions_of(tmp_path / "spaced.jsonl", inner)

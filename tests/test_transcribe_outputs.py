@@ -104,6 +104,12 @@ def test_a_long_korean_name_that_fits_is_written(tiny_model, tmp_path):
     transcribe(TranscribeConfig(inputs=[audio], out=out, format="srt,vtt", **common))
     assert (out / f"{'가' * 83}.srt").read_text("utf-8").startswith("1\n00:00:00,000 --> ")
     assert (out / f"{'가' * 83}.vtt").is_file()
+    # one output file of a legal length (244..251 bytes + .srt): its lock and temporary file
+    # must fit beside it too
+    for length in (80, 83):
+        single = tmp_path / "one" / f"{'한' * length}.srt"
+        transcribe(TranscribeConfig(inputs=[audio], out=single, format="srt", **common))
+        assert single.read_text("utf-8").startswith("1\n00:00:00,000 --> ")
 
 
 def test_the_transcripts_name_is_still_shared_by_renaming_the_clip(tmp_path):

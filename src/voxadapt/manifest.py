@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from voxadapt.errors import ConfigError, ManifestError
+from voxadapt.staging import staging_path
 
 
 @dataclass
@@ -92,11 +93,15 @@ def atomic_write(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # a staging name (`voxadapt.staging`): what a killed run leaves is swept by the next
+    # claim of the folder; its length fits however long `path.name` is. Created with the
+    # mode any other tool's file would get (0o666 less the umask), never 0600 by accident.
+    tmp_name = str(staging_path(path.parent, path.name, unique=True))
+    fd = os.open(
+        tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666
+    )
     encoding = None if "b" in mode else "utf-8"
     try:
-        # mkstemp creates 0600 files; outputs get the mode any other tool's would (umask).
-        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode, encoding=encoding) as handle:
             yield handle
             handle.flush()

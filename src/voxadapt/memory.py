@@ -321,7 +321,11 @@ def _meta_shape(key: str) -> ModelShape:
         config = load_config(key)
         source = key
     family = family_for_config(config, source)
-    return shape_of_model(family.meta_model(config), key)
+    try:
+        return shape_of_model(family.meta_model(config), key)
+    except (RuntimeError, ValueError, TypeError, OverflowError) as exc:  # absurd widths
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"--plan-model {source}: its config cannot be built: {detail}") from None
 
 
 def resolve_base(name: str) -> str:

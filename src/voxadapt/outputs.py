@@ -563,8 +563,18 @@ def claim_output_entry(
         shared_folder=True,  # the entry is the output; its folder may hold inputs
         what=what,
     )
-    claim.lock_path = claim.folder / f".{path.name}.voxadapt.lock"
+    claim.lock_path = claim.folder / entry_lock_name(path.name)
     return claim
+
+
+def entry_lock_name(name: str) -> str:
+    """The lock file of one entry: `.NAME.voxadapt.lock`, or, where that would pass a file
+    name's 255 bytes (a legal 244-byte Korean name), one named by a hash of NAME."""
+    lock = f".{name}.voxadapt.lock"
+    if len(lock.encode("utf-8", "surrogateescape")) <= 255:
+        return lock
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return f".{digest}.voxadapt.lock"
 
 
 def claim_output_file(

@@ -81,10 +81,15 @@ def load_config(model: str | Path) -> Any:
     if looks_like_path(text) and not Path(text).expanduser().exists():
         raise FamilyError(f"model folder not found: {text}")
     text = str(Path(text).expanduser()) if text.startswith("~") else text
+    from huggingface_hub.errors import StrictDataclassError
+
     try:
         return AutoConfig.from_pretrained(text)
-    except (OSError, ValueError, KeyError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except (OSError, ValueError, KeyError, TypeError, StrictDataclassError) as exc:
+        # a config transformers' own checks refuse (hidden size not a multiple of the
+        # heads...): the cause says what, the wrapper only which validator
+        cause = exc.__cause__ if isinstance(exc, StrictDataclassError) and exc.__cause__ else exc
+        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(exc).__name__
         raise FamilyError(f"cannot read the config of {model}: {detail[:300]}") from None
 
 

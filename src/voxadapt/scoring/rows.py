@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -159,13 +160,16 @@ def _text_pairs(path: Path, lines: list[tuple[int, str]]) -> list[tuple[int, str
 
 
 def disagreeing_references(references: dict[str, str], utterances: list[Utterance]) -> list[str]:
-    """Ids whose stored reference differs from the manifest's text, compared exactly as
-    stored (surrounding whitespace aside): rows that come from this manifest carry its text
+    """Ids whose stored reference differs from the manifest's text, compared as stored
+    but for surrounding whitespace and Unicode composition (a file saved on a Mac holds
+    decomposed Hangul: the same text, NFD): rows that come from this manifest carry its text
     verbatim, so any other difference means predictions of another test set."""
+
+    def same(text: str) -> str:
+        return unicodedata.normalize("NFC", text.strip())
+
     return [
-        u.id
-        for u in utterances
-        if u.id in references and references[u.id].strip() != u.text.strip()
+        u.id for u in utterances if u.id in references and same(references[u.id]) != same(u.text)
     ]
 
 
