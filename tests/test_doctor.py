@@ -3,6 +3,8 @@
 import importlib.metadata
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -84,6 +86,36 @@ def test_doctor_lists_the_model_families():
     assert checks["family qwen3_asr"].state == "ok"
     assert "Qwen/Qwen3-ASR-1.7B-hf" in checks["family qwen3_asr"].detail
     assert "lists Korean" in checks["family qwen3_asr"].detail
+
+
+def test_a_family_this_transformers_lacks_is_a_warning(monkeypatch):
+    import dataclasses
+
+    from voxadapt import families
+
+    missing = dataclasses.replace(
+        families.VOXTRAL, name="future", architecture="FutureSpeechForConditionalGeneration"
+    )
+    monkeypatch.setitem(families.FAMILIES, "future", missing)
+    checks = {check.name: check for check in doctor_module._families()}
+    assert checks["family future"].state == "warn"
+    assert "has no FutureSpeechForConditionalGeneration" in checks["family future"].detail
+    assert checks["family voxtral"].state == OK
+
+
+def test_the_family_check_and_the_font_check_import_no_model_code_nor_matplotlib():
+    """Finding a class in transformers' exports costs ~0.2 s; importing its modeling files
+    to find it cost seconds. The font check only looks for the file."""
+    script = """
+import sys
+from voxadapt.stages.doctor import _families, _korean_font
+states = [check.state for check in _families()] + [_korean_font().state]
+loaded = [name for name in sys.modules if ".modeling_" in name or name == "matplotlib"]
+print(states, loaded)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["['ok',", "'ok',", "'ok']", "[]"]
 
 
 # ------------------------------------------------------------------ the table's width

@@ -203,3 +203,21 @@ def test_what_learns_on_the_real_mini_and_small(size, parts, mode):
     billions = (frozen["language_model"] + frozen["lm_head"]) / 1e9
     assert 3.9 < billions < 4.1 if size == "mini" else 23.4 < billions < 23.8  # LLM + head
     assert 630e6 < frozen["audio_tower"] < 640e6  # Whisper-large-v3's encoder
+
+
+@pytest.mark.parametrize(
+    "name, dtype",
+    [("bf16", torch.bfloat16), ("fp16", torch.float16), ("fp32", torch.float32), (None, None)],
+)
+def test_a_dtype_option_resolves_to_its_torch_dtype(name, dtype):
+    from voxadapt.model import resolve_dtype
+
+    assert resolve_dtype(name) is dtype
+
+
+def test_an_unknown_dtype_option_names_the_choices():
+    from voxadapt.errors import ConfigError
+    from voxadapt.model import resolve_dtype
+
+    with pytest.raises(ConfigError, match="bf16, fp16, fp32"):
+        resolve_dtype("float16")

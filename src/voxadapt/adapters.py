@@ -13,8 +13,7 @@ import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
+from typing import TYPE_CHECKING, Any
 
 from voxadapt.config import model_reference
 from voxadapt.errors import ConfigError, ModelError
@@ -31,6 +30,10 @@ from voxadapt.model import (
     trainable_parameters,
 )
 from voxadapt.outputs import mount_point, set_aside_path, staging_path
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -317,6 +320,7 @@ def apply_adapter(model: nn.Module, adapter_dir: Path, name: str = "default") ->
     projector's weights. On a model that has PEFT adapters already, a PEFT adapter is added
     beside them under `name` (select it with `set_adapter(name)`)."""
     import torch
+
     info = read_adapter_info(adapter_dir)
     if not is_peft_adapter(info):
         weights = load_weights(Path(adapter_dir) / "projector.safetensors")
@@ -360,6 +364,7 @@ def load_for_inference(
     """Base model (+ adapter) in eval mode; quantization defaults to what the adapter trained
     with (nf4 without an adapter). Returns the model and the quantization used."""
     import torch
+
     if quantization is None:
         quantization = read_adapter_info(adapter).get("quantization", "nf4") if adapter else "nf4"
     if quantization not in QUANTIZATIONS:

@@ -15,10 +15,12 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
+from typing import TYPE_CHECKING, Any
 
 from voxadapt.progress import progress
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Integer PCM cannot hold NaN/inf and its length is exact from the header, so a header
 # probe suffices. Float subtypes may hold NaN/inf; compressed formats (MP3, OGG) only
@@ -83,6 +85,7 @@ def probe_audio(path: Path, *, full_decode: bool = False) -> AudioInfo:
     ``unsupported_audio_format`` (a codec this FFmpeg build cannot decode).
     """
     import soundfile as sf
+
     path = Path(path)
     if not path.is_file():
         raise AudioError("missing_audio", f"audio file not found: {path}")
@@ -119,6 +122,7 @@ def _validate_samples(path: Path) -> int:
     """Decode the whole file in blocks; return the true frame count, reject NaN/inf."""
     import numpy as np
     import soundfile as sf
+
     frames = 0
     try:
         for block in sf.blocks(str(path), blocksize=_DECODE_BLOCK_FRAMES, dtype="float32"):
@@ -198,6 +202,7 @@ def load_audio(
     import numpy as np
     import soundfile as sf
     import soxr
+
     path = Path(path)
     if path.suffix.lower() in CONTAINER_AUDIO_SUFFIXES:
         return _load_container(path, sample_rate, speed, offset, duration)
@@ -244,6 +249,7 @@ def read_blocks(
     (while iterating) if the file cannot be read.
     """
     import soundfile as sf
+
     path = Path(path)
     if path.suffix.lower() in CONTAINER_AUDIO_SUFFIXES:
         yield from _container_blocks(path, block_s, offset, duration)
@@ -404,6 +410,7 @@ def _container_blocks(
     decode gives; decoding (not keeping) what comes before the offset costs time instead.
     """
     import numpy as np
+
     with _open_container(path) as (container, stream):
         position, rate, start, stop = 0, 0, 0, None
         pending: list[np.ndarray] = []
@@ -452,6 +459,7 @@ def _load_container(
 ) -> np.ndarray:
     import numpy as np
     import soxr
+
     blocks, rates = [], []
     for block, rate in _container_blocks(path, 30.0, offset, duration):
         blocks.append(block)
@@ -471,6 +479,7 @@ def _probe_container(path: Path, full_decode: bool) -> AudioInfo:
     decoded to prove the codec and learn the true rate: HE-AAC doubles the header's);
     otherwise, or with `full_decode`, every sample is decoded, counted and checked."""
     import numpy as np
+
     with _open_container(path) as (container, stream):
         frames, rate, channels, decoded, trim = 0, 0, 0, True, None
         for planes, frame_rate in _decoded_frames(container, stream, path):
@@ -514,6 +523,7 @@ def container_suffix(data: bytes) -> str:
     """The suffix to store audio bytes that only PyAV reads under (".m4a", ".mka", ...),
     after decoding them whole to prove them intact. Raises AudioError if they are not."""
     import numpy as np
+
     label = Path("audio bytes")
     with _open_container(label, data) as (container, stream):
         frames = 0

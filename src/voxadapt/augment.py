@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-
+from typing import TYPE_CHECKING
 
 from voxadapt.config import Config, option
 from voxadapt.features import CompactFeatures
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -65,6 +68,7 @@ def augment_rng(seed: int, epoch: int, utterance_id: str, stream: int = 0) -> np
     """The random stream of one clip in one epoch: the same on every rank and every resume.
     `stream` separates independent draws (0: SpecAugment, 1: speed factor)."""
     import numpy as np
+
     ident = zlib.crc32(utterance_id.encode("utf-8"))
     return np.random.default_rng([seed, epoch, ident, stream])
 
@@ -73,6 +77,7 @@ def _time_warp(frames: np.ndarray, window: int, rng: np.random.Generator) -> np.
     """Move a random boundary by up to `window` frames, stretching one side and squeezing
     the other (linear interpolation along time), as ESPnet's time warp does."""
     import numpy as np
+
     n = frames.shape[1]
     if window <= 0 or n <= 2 * window + 2:
         return frames
@@ -93,6 +98,7 @@ def spec_augment(
     """Masked (and optionally warped) copy of the real-audio frames; masks take the clip's
     mean log-mel value, so they carry no energy cue the model could learn."""
     import numpy as np
+
     frames = np.array(features.frames, dtype=np.float32)  # fp16 caches too; never in place
     n_mels, n_frames = frames.shape
     frames = _time_warp(frames, options.time_warp_frames, rng).astype(np.float32)

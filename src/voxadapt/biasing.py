@@ -11,8 +11,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-
 from voxadapt.text import read_term_lines
+
+if TYPE_CHECKING:
+    import torch
 
 if TYPE_CHECKING:
     from voxadapt.families import Prompts
@@ -26,16 +28,17 @@ class LogprobRecorder:
     of the token greedy decoding picks (the argmax of the final scores)."""
 
     def __init__(self) -> None:
-        import torch
         self.steps: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         import torch
+
         self.steps.append(torch.log_softmax(scores.float(), dim=-1).max(dim=-1).values)
         return scores
 
     def rows(self) -> list[list[float]]:
         import torch
+
         if not self.steps:
             return []
         return torch.stack(self.steps, dim=1).cpu().tolist()  # one device sync at the end

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-
 from voxadapt.audio import AudioError
 from voxadapt.augment import SpecAugmentOptions, augment_rng, spec_augment
 from voxadapt.errors import VoxadaptError
@@ -174,6 +173,7 @@ class Collator:
 
     def __call__(self, examples: list[Example]) -> dict[str, Any]:
         import torch
+
         width = max(len(e.input_ids) for e in examples)
         input_ids = torch.full((len(examples), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
 from voxadapt.adapters import check_base_model, load_for_inference, read_adapter_info
 from voxadapt.audio import AudioError
 from voxadapt.biasing import MAX_BIAS_WEIGHT, LogprobRecorder, TermBias
@@ -50,6 +49,9 @@ from voxadapt.model import (
     resolve_dtype,
 )
 from voxadapt.text import read_term_lines, repetition_loop
+
+if TYPE_CHECKING:
+    import torch
 
 if TYPE_CHECKING:
     from voxadapt.alignment import Aligner
@@ -248,6 +250,7 @@ def generate_batch(
     token's log-probability (a softmax over the vocabulary per step: on a small model that
     costs as much as the step itself, so only when asked)."""
     import torch
+
     n_chunks = {f.n_chunks for f in features}
     if len(n_chunks) != 1:
         raise ValueError("generate_batch takes clips of one chunk count")
@@ -321,6 +324,7 @@ class _StepCallback:
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
         import torch
+
         if self.on_token is not None:
             self.on_token()
         stop = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
@@ -576,6 +580,7 @@ class Transcriber:
         may stop some (see `generate_batch`); `logprobs`: record token log-probabilities.
         """
         from torch.utils.data import DataLoader
+
         family = self.prompts.family
         problems = options.family_problems(family)
         for item in items:  # --language manifest: each record's own language

@@ -39,12 +39,15 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
+from typing import TYPE_CHECKING, Any
 
 from voxadapt.audio import AudioError, load_audio
 from voxadapt.errors import VoxadaptError
 from voxadapt.manifest import Utterance, atomic_write
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,7 @@ class FeatureSpec:
         cls, extractor: Any, *, layout: str = CHUNKED, min_samples: int = 0, frame_multiple: int = 0
     ) -> FeatureSpec:
         import numpy as np
+
         if float(getattr(extractor, "dither", 0.0) or 0.0) != 0.0:
             raise VoxadaptError(
                 "feature extractors with dither are not deterministic; set dither=0"
@@ -118,6 +122,7 @@ class FeatureSpec:
     def fingerprint(self) -> str:
         """Changes whenever any parameter (or the mel filterbank) changes."""
         import numpy as np
+
         digest = hashlib.sha256()
         digest.update(
             json.dumps(
@@ -160,6 +165,7 @@ class CompactFeatures:
         (1, n_mels, n_chunks * frame_multiple). float32."""
         import numpy as np
         import torch
+
         unit = spec.chunk_frames if spec.layout == CHUNKED else spec.frame_multiple
         total = self.n_chunks * unit
         full = torch.full((spec.n_mels, total), float(self.pad_value), dtype=torch.float32)
@@ -175,6 +181,7 @@ def audio_inputs(features: Sequence[CompactFeatures], spec: FeatureSpec) -> dict
     `input_features` (batch, n_mels, frames) zero-padded to the longest clip and
     `input_features_mask` (batch, frames)."""
     import torch
+
     if spec.layout == CHUNKED:
         return {"input_features": torch.cat([f.expand(spec) for f in features])}
     width = max(f.n_chunks for f in features) * spec.frame_multiple
@@ -201,6 +208,7 @@ def compute_features(audio: np.ndarray, spec: FeatureSpec) -> CompactFeatures:
     chunked, as if zero-padded to 30 s chunks; masked, of the clip alone."""
     import numpy as np
     import torch
+
     n_samples = len(audio)
     if n_samples == 0:
         raise AudioError("empty_audio", "no audio samples")
@@ -238,6 +246,7 @@ def _masked_features(audio: np.ndarray, spec: FeatureSpec) -> CompactFeatures:
     frames past the clip, up to the next multiple of `frame_multiple`, are zeros (pad_value)."""
     import numpy as np
     import torch
+
     samples = np.asarray(audio, dtype=np.float32)
     if len(samples) < spec.min_samples:
         samples = np.pad(samples, (0, spec.min_samples - len(samples)))
@@ -256,6 +265,7 @@ def _masked_features(audio: np.ndarray, spec: FeatureSpec) -> CompactFeatures:
 def encode_frames(frames: np.ndarray) -> tuple[bytes, float]:
     """The compact codec: (zlib blob, offset) of quantized frames, neighbour-predicted."""
     import numpy as np
+
     offset = float(frames.min())
     quantized = np.rint((frames.astype(np.float64) - offset) / QUANT_STEP).astype(np.int32)
     # Planar "gradient" prediction q[m-1,t] + q[m,t-1] - q[m-1,t-1]: differences along mel,
@@ -272,6 +282,7 @@ def encode_frames(frames: np.ndarray) -> tuple[bytes, float]:
 def decode_frames(blob: bytes, offset: float, n_mels: int, n_frames: int) -> np.ndarray:
     """Inverse of `encode_frames`: float32 frames within QUANT_STEP / 2 of the originals."""
     import numpy as np
+
     planes = np.frombuffer(zlib.decompress(blob), dtype=np.uint8)
     count = n_mels * n_frames
     zigzag = (planes[:count].astype(np.int32) | (planes[count:].astype(np.int32) << 8)).reshape(
@@ -352,8 +363,8 @@ class _Entry:
 
 def _read_shard_header(shard: Path) -> dict[str, str]:
     """A shard's metadata; CacheEntryError naming the shard if the header is corrupt."""
-    from safetensors import SafetensorError
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
+
     try:
         with safe_open(str(shard), framework="numpy") as handle:
             return handle.metadata() or {}
@@ -410,6 +421,7 @@ class FeatureStore:
     def _stored_bytes(self, entry: _Entry) -> np.ndarray:
         import numpy as np
         from safetensors import safe_open
+
         handle = self._handles.get(entry.shard)
         if handle is None:
             handle = safe_open(str(entry.shard), framework="numpy")
@@ -423,6 +435,7 @@ class FeatureStore:
         """The features of `key`; CacheEntryError (naming the shard) if they are corrupt."""
         import numpy as np
         from safetensors import SafetensorError
+
         entry = self.entries[key]
         try:
             stored = self._stored_bytes(entry)
@@ -470,6 +483,7 @@ def write_shard(
     """Atomically write one shard; the name is unique, so concurrent writers never collide."""
     import numpy as np
     from safetensors.numpy import save
+
     entries: list[dict[str, Any]] = []
     offset = 0
     if codec == "compact":

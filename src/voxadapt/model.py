@@ -11,11 +11,14 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
+from typing import TYPE_CHECKING, Any
 
 from voxadapt.errors import ConfigError, ModelError
 from voxadapt.families import VOXTRAL, family_of, load_config
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,7 @@ def module_paths(model: nn.Module) -> dict[str, list[str]]:
 def projector_linear_names(model: nn.Module) -> list[str]:
     """Full paths of the nn.Linear layers inside the projector (the LoRA targets)."""
     from torch import nn
+
     projectors = module_paths(model)["projector"]
     names = [
         name
@@ -137,6 +141,7 @@ def lora_target_names(model: nn.Module, part: str, targets: Sequence[str]) -> li
     the LLM's `q_proj`s never catch each other; the LM head is never a target.
     """
     from torch import nn
+
     paths = module_paths(model)
     roots = paths[PART_GROUPS[part]]
     names, matched = [], set()
@@ -227,6 +232,7 @@ def check_quantization(model: nn.Module, quantization: str) -> None:
 def resolve_dtype(name: str | None) -> torch.dtype | None:
     """torch dtype of a --dtype name (bf16/fp16/fp32); None stays None (the default)."""
     import torch
+
     if name is None:
         return None
     if name not in DTYPES:
@@ -237,6 +243,7 @@ def resolve_dtype(name: str | None) -> torch.dtype | None:
 def default_dtype(device: torch.device) -> torch.dtype:
     """bf16 on GPUs that support it, else fp16 on GPUs, fp32 on CPU."""
     import torch
+
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
@@ -264,6 +271,7 @@ def load_model(
 ) -> nn.Module:
     """Load the model (its family's class) with only the LLM quantized; verify the result."""
     import torch
+
     model_class = family_of(model_id).model_class()
     device = torch.device(device)
     dtype = dtype or default_dtype(device)
@@ -376,6 +384,7 @@ class AuditRow:
 def parameter_audit(model: nn.Module) -> list[AuditRow]:
     """Trainable and total parameters per part: audio tower, projector, LLM, LM head."""
     import torch
+
     paths = module_paths(model)
 
     def group_of(name: str) -> str:
@@ -482,6 +491,7 @@ def first_line(exc: BaseException) -> str:
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """Autocast to `dtype` on `device`, or nothing for None (fp32 models)."""
     import torch
+
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
@@ -490,6 +500,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 def input_dtype(model: nn.Module) -> torch.dtype:
     """dtype the audio tower expects for input_features."""
     import torch
+
     for name, parameter in model.named_parameters():
         if AUDIO_TOWER_NAME in name and parameter.is_floating_point():
             return parameter.dtype
@@ -499,6 +510,7 @@ def input_dtype(model: nn.Module) -> torch.dtype:
 def compute_dtype(model: nn.Module) -> torch.dtype | None:
     """Autocast dtype for 4-bit/8-bit models (their lm_head dtype), None for fp32 models."""
     import torch
+
     dtype = next((p.dtype for n, p in model.named_parameters() if "lm_head" in n), torch.float32)
     return None if dtype == torch.float32 else dtype
 
@@ -506,6 +518,7 @@ def compute_dtype(model: nn.Module) -> torch.dtype | None:
 def check_device(name: str | None) -> list[str]:
     """Problems with a --device value (unknown kind, CUDA absent, index out of range)."""
     import torch
+
     if name is None:
         return []
     try:

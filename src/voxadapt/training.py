@@ -17,8 +17,7 @@ import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
+from typing import TYPE_CHECKING, Any
 
 from voxadapt.augment import SpecAugmentOptions, speed_factor_problems
 from voxadapt.config import Config, option
@@ -39,6 +38,9 @@ from voxadapt.model import (
     PartLora,
 )
 from voxadapt.trackers import TRACKERS, tracker_problems
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -381,7 +383,6 @@ class TrainState:
 
 def _cpu() -> torch.device:
     import torch
-    import torch
 
     return torch.device("cpu")
 
@@ -400,6 +401,7 @@ class Distributed:
 def setup_distributed() -> Distributed:
     """Single process, or one of WORLD_SIZE processes started by torchrun/accelerate."""
     import torch
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
@@ -416,6 +418,7 @@ def setup_distributed() -> Distributed:
 
 def all_reduce_sum(tensor: torch.Tensor, dist: Distributed) -> torch.Tensor:
     import torch
+
     if dist.world > 1:
         torch.distributed.all_reduce(tensor)
     return tensor
@@ -423,6 +426,7 @@ def all_reduce_sum(tensor: torch.Tensor, dist: Distributed) -> torch.Tensor:
 
 def all_reduce_mean(tensor: torch.Tensor, dist: Distributed) -> torch.Tensor:
     import torch
+
     if dist.world > 1:
         torch.distributed.all_reduce(tensor)
         tensor /= dist.world
@@ -493,6 +497,7 @@ def label_positions_loss(
     `reduction="sum"` gives the sum over label tokens (for token-exact accumulation).
     """
     import torch
+
     labels = batch["labels"]
     width = labels.shape[1]
     first = int((labels != IGNORE_INDEX).int().argmax(dim=1).min())

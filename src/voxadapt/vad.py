@@ -22,6 +22,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 SAMPLE_RATE = 16000
@@ -61,6 +65,7 @@ def _detector(aggressiveness: int):
 def _frame_flags(vad, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(WebRTC speech flag, energy in dBFS) of each whole 30 ms frame of 16 kHz `samples`."""
     import numpy as np
+
     frame = int(FRAME_S * SAMPLE_RATE)
     n = len(samples) // frame
     frames = samples[: n * frame].reshape(n, frame)
@@ -72,6 +77,7 @@ def _frame_flags(vad, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _gated(flags: np.ndarray, energy_db: np.ndarray) -> np.ndarray:
     import numpy as np
+
     if not flags.any():
         return flags
     peak = float(np.percentile(energy_db, 95))
@@ -81,6 +87,7 @@ def _gated(flags: np.ndarray, energy_db: np.ndarray) -> np.ndarray:
 def _regions(speech: np.ndarray, min_pause_frames: int) -> list[list[int]]:
     """[start, end) frame runs of speech, merging gaps shorter than a real pause."""
     import numpy as np
+
     regions: list[list[int]] = []
     for index in np.flatnonzero(speech):
         if regions and index - regions[-1][1] < min_pause_frames:
@@ -93,6 +100,7 @@ def _regions(speech: np.ndarray, min_pause_frames: int) -> list[list[int]]:
 def _split_long(region: list[int], energy: np.ndarray, max_frames: int) -> list[list[int]]:
     """Split a region longer than `max_frames` at its quietest frame (middle half first)."""
     import numpy as np
+
     start, end = region
     if end - start <= max_frames:
         return [region]

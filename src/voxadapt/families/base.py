@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
+from typing import TYPE_CHECKING, Any
 
 from voxadapt.errors import ModelError, VoxadaptError
 from voxadapt.features import CompactFeatures, FeatureSpec
+
+if TYPE_CHECKING:
+    import torch
 
 
 class FamilyError(ModelError):
@@ -161,5 +163,6 @@ class ModelFamily:
     def meta_model(self, config: Any) -> torch.nn.Module:
         """The model of `config` on the meta device (no memory): audits and module paths."""
         import torch
+
         with torch.device("meta"):
             return self.model_class()(config)

@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
 from voxadapt.errors import VoxadaptError
 from voxadapt.families.base import KnownModel, ModelFamily, Prompts
 from voxadapt.features import MASKED, CompactFeatures, FeatureSpec
@@ -74,6 +73,7 @@ class Qwen3ASRPrompts(Prompts):
         self, features: CompactFeatures, language: str | None, context: str | None = None
     ) -> list[int]:
         import numpy as np
+
         key = (self.n_audio_tokens(features.n_frames), language, context or None)
         if key not in self._prompts:
             problem = language and self.family.language_problem(language)

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-
 from voxadapt.families.base import KnownModel, ModelFamily, Prompts
 from voxadapt.features import CHUNKED, CompactFeatures, FeatureSpec
 
@@ -51,6 +50,7 @@ class VoxtralPrompts(Prompts):
     def prompt(self, n_chunks: int, language: str | None) -> list[int]:
         """Prompt ids for audio spanning `n_chunks` chunks; language None = auto-detect."""
         import numpy as np
+
         key = (n_chunks, language)
         if key not in self._prompts:
             from mistral_common.protocol.transcription.request import TranscriptionRequest

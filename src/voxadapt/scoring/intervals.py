@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from voxadapt.scoring.edits import EditCounts
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ def _speaker_totals(rows: Sequence[dict[str, Any]], key: str = "cer") -> dict[st
 
 
 def _group_totals(items: Iterable[tuple[str, int, int]]) -> dict[str, np.ndarray]:
+    import numpy as np
+
     totals: dict[str, np.ndarray] = {}
     for group, numerator, denominator in items:
         totals.setdefault(group, np.zeros(2, dtype=np.int64))
@@ -101,6 +104,8 @@ def ratio_interval(
     where BCa is degenerate (e.g. every resample gives the same rate). None for fewer than
     `MIN_INTERVAL_SPEAKERS` clusters or a zero denominator.
     """
+    import numpy as np
+
     totals = np.array(list(_group_totals(items).values()))
     if len(totals) < MIN_INTERVAL_SPEAKERS or resamples < 1 or totals[:, 1].sum() == 0:
         return None  # too few speakers, or an undefined rate (empty references)
@@ -113,6 +118,8 @@ def ratio_interval(
 def _ratio_of_sums(errors: np.ndarray, lengths: np.ndarray, axis: int = -1) -> np.ndarray:
     """Σ errors / Σ reference length along `axis`; NaN where a resample has no reference
     characters (its rate is undefined)."""
+    import numpy as np
+
     numerator = np.sum(errors, axis=axis, dtype=np.float64)
     denominator = np.sum(lengths, axis=axis, dtype=np.float64)
     undefined = np.full_like(numerator, np.nan)
@@ -126,6 +133,7 @@ def _cluster_bootstrap(
     one entry per cluster), resampled together with `scipy.stats.bootstrap`."""
     import warnings
 
+    import numpy as np
     from scipy.stats import DegenerateDataWarning, bootstrap
 
     clusters = len(data[0])
@@ -170,6 +178,8 @@ def paired_bootstrap(
     """CER(rows) - CER(other) on their shared utterances, with a speaker-level paired
     bootstrap CI (`scipy.stats.bootstrap`, as `bootstrap_interval`) and the share of
     resamples where the difference changes sign (p-value)."""
+    import numpy as np
+
     mine = {row["id"]: row for row in rows}
     theirs = {row["id"]: row for row in other}
     shared = [i for i in mine if i in theirs]

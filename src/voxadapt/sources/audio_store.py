@@ -16,8 +16,6 @@ import io
 import os
 from pathlib import Path
 
-import soundfile as sf
-
 from voxadapt.audio import AudioError, container_suffix
 from voxadapt.errors import SourceError
 from voxadapt.sources.base import display_path
@@ -73,6 +71,8 @@ class AudioStore:
 
 def lossless_form(data: bytes) -> tuple[bytes, str]:
     """(bytes to store, extension): FLAC for integer PCM up to 24 bits, else `data` itself."""
+    import soundfile as sf
+
     try:
         info = sf.info(io.BytesIO(data))
     except (RuntimeError, ValueError, TypeError) as exc:  # sf.LibsndfileError is a RuntimeError

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from voxadapt.audio import AudioError
 from voxadapt.augment import speed_factor_problems
 from voxadapt.config import Config, option
@@ -103,6 +102,7 @@ class CacheResult:
 
 def _init_worker() -> None:
     import torch
+
     torch.set_num_threads(1)  # one process per core; no oversubscription
     # The CLI turns SIGTERM into KeyboardInterrupt; in a worker that would leave it stuck
     # joining its queue to a dead parent. Workers just stop: the main process reports.

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from voxadapt.adapters import (
     load_weights,
     model_fingerprint,
@@ -226,6 +225,7 @@ class Trainer:
 
     def _setup_model(self) -> None:
         import torch
+
         config, dist = self.config, self.dist
         model = load_model(
             config.model,
@@ -286,6 +286,7 @@ class Trainer:
     def _restore(self) -> None:
         """Load checkpoint-last: trainable weights, optimizer, scheduler, progress."""
         import torch
+
         weights = load_weights(self.last_dir / "trainable.safetensors")
         parameters = dict(self.model.named_parameters())
         unknown = [
@@ -387,6 +388,7 @@ class Trainer:
     def _train_epoch(self, stop: StopFlag) -> bool:
         """Run the rest of the current epoch; True if early stopping says stop."""
         from torch.utils.data import DataLoader
+
         config, state = self.config, self.state
         self.train_set.epoch = state.epoch  # workers copy the dataset when the loader starts
         sampler = EpochSampler(
@@ -435,6 +437,7 @@ class Trainer:
         token count; `reduce_gradients` then sums over ranks.
         """
         import torch
+
         # LoRA dropout draws from torch's RNG: seeding it per (seed, step, rank) makes a
         # resumed run draw exactly what an uninterrupted one would.
         torch.manual_seed(self.config.seed * 1_000_003 + self.state.step * 1_009 + self.dist.rank)
@@ -457,6 +460,7 @@ class Trainer:
         """Sum the gradients over ranks (each rank's share is already divided by the
         step's global token count)."""
         import torch
+
         for parameter in self.parameters:
             if parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
@@ -464,6 +468,7 @@ class Trainer:
 
     def _optimizer_step(self) -> None:
         import torch
+
         self.reduce_gradients()
         grad_norm = float(
             torch.nn.utils.clip_grad_norm_(self.parameters, self.config.max_grad_norm)
@@ -503,6 +508,7 @@ class Trainer:
 
     def _stop_if_requested(self, stop: StopFlag) -> None:
         import torch
+
         flag = torch.tensor(float(stop.requested))
         if all_reduce_mean(flag, self.dist).item() > 0:  # every rank stops at the same step
             self.save_checkpoint()
@@ -524,6 +530,7 @@ class Trainer:
     def _log_training(self, step: int) -> None:
         # the mean over every label token of the window's steps, on all ranks
         import torch
+
         totals = torch.tensor(
             [self.window["loss_sum"], float(self.window["tokens"]), float(self.window["samples"])]
         )
@@ -597,6 +604,7 @@ class Trainer:
     def _valid_metrics(self) -> dict[str, Any]:
         """Decode this rank's share with the decoding engine; score all shares together."""
         import torch
+
         valid = self.valid_set
         assert valid is not None
         mine = list(range(self.dist.rank, len(valid), self.dist.world))
@@ -650,6 +658,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """checkpoint-last (atomically: temp folder, then rename) and trainer_state.json."""
         import torch
+
         if not self.dist.main:
             return
         from safetensors.torch import save_file
@@ -689,6 +698,7 @@ class Trainer:
         """End the trackers' runs; after a finished run, wait for every rank; release the
         output folder."""
         import torch
+
         try:
             if self.trackers is not None:
                 self.trackers.close()
