@@ -99,13 +99,15 @@ def run(requests: int = 200, clients: int = 8, max_batch: int = 8) -> dict[str, 
             *(sys.executable, "-m", "voxadapt.cli", "serve", "--model", str(model)),
             *("--quantization", "none", "--port", str(port), "--served-model-name", "bench"),
             *("--max-batch", str(max_batch), "--max-wait-ms", "20", "--max-new-tokens", "20"),
-            *("--max-queue", str(4 * requests), "--workers", "0"),
+            *("--max-queue", str(4 * requests)),
         ]
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         server = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
+                if server.poll() is not None:  # refused its options, or failed to start
+                    raise RuntimeError(f"the server exited with status {server.returncode}")
                 try:
                     if urllib.request.urlopen(f"{url}/health", timeout=5).status == 200:
                         break
